@@ -1,0 +1,21 @@
+"""Errors that carry a message meant for people."""
+
+
+class EMSRError(Exception):
+    """Base class of every error napari-emsr raises on purpose.
+
+    The message says what is wrong and what to do about it; the CLI prints it without a traceback
+    and exits with code 2, and the napari widgets show it as a notification.
+    """
+
+
+class InputError(EMSRError, ValueError):
+    """The input (a file, an array, an option) cannot be used as given."""
+
+
+class ModelError(EMSRError, ValueError):
+    """A model file is unreadable, or does not fit the data it is applied to."""
+
+
+class OutputExistsError(EMSRError, FileExistsError):
+    """The output path exists and overwriting was not asked for."""
