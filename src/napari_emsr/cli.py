@@ -1,0 +1,422 @@
+"""The ``emsr`` command line: the same core as the napari plugin, for batch work.
+
+Every command prints a clear message and exits with code 2 on bad input (no traceback); ``--json`` prints one
+machine-readable JSON object on stdout instead of the human summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import EMSRError, InputError, OutputExistsError
+
+log = logging.getLogger("napari_emsr")
+
+EPILOG = """\
+examples:
+  emsr demo                                   # the whole job on bundled sample data, with scores
+  emsr info stack.tif                         # shape, voxel size, factor, anisotropy
+  emsr reconstruct stack.tif -o iso.ome.zarr  # train on the stack itself, then write the isotropic volume
+  emsr train stack.tif -o stack.emsr.pt --minutes 10
+  emsr apply big.ome.zarr --model stack.emsr.pt -o big_iso.ome.zarr
+  emsr reconstruct stack.tif -o iso.tif --method cubic   # interpolation only, no training
+
+The factor F (z spacing / lateral spacing) comes from the file's voxel size; a file without one needs --factor.
+Arrays are (z, y, x) with z the anisotropic axis unless --axis says otherwise.
+"""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _emit(args, payload: dict, human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, default=_jsonable))
+    else:
+        print(human)
+
+
+def _jsonable(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _open(args):
+    from .io import open_volume
+
+    vol = open_volume(args.input, channel=getattr(args, "channel", None))
+    return vol
+
+
+def _factor(args, vol) -> float | None:
+    if getattr(args, "factor", None) is not None:
+        return float(args.factor)
+    from .reconstruct import _volume_factor
+
+    return _volume_factor(vol, getattr(args, "axis", 0) or 0)
+
+
+def _check_output(path: str | Path, overwrite: bool) -> Path:
+    p = Path(path)
+    if p.exists() and not overwrite:
+        marker = p / ".emsr_incomplete"
+        if not marker.exists():
+            raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
+    return p
+
+
+def _progress(desc: str, total: int, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    from .metrics import anisotropy
+
+    vol = _open(args)
+    f = _factor(args, vol)
+    an = anisotropy(vol.data, spacing=vol.spacing) if not args.fast else None
+    payload = {
+        "path": str(args.input),
+        "shape": list(vol.shape),
+        "dtype": str(vol.dtype),
+        "spacing": list(vol.spacing) if vol.spacing else None,
+        "unit": vol.unit,
+        "factor": f,
+        "anisotropy": an,
+    }
+    lines = [
+        f"{args.input}",
+        f"  shape (z, y, x): {tuple(vol.shape)}  dtype: {vol.dtype}",
+        f"  voxel size (z, y, x): {vol.spacing} {vol.unit}" if vol.spacing else "  voxel size: not in the file (pass --factor)",
+        f"  factor F = z / lateral spacing: {f:g}" if f else "  factor: unknown",
+    ]
+    if an:
+        lines.append(f"  anisotropy (reference-free, 1 = isotropic): {an.get('ratio', float('nan')):.2f}")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- train
+def _train_config(args, vol):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        factor=args.factor,
+        axis=args.axis,
+        method=args.method,
+        net=args.net,
+        size=args.size,
+        steps=args.steps,
+        minutes=args.minutes,
+        patch=args.patch,
+        batch=args.batch,
+        lr=args.lr,
+        profile=args.profile,
+        noise=args.noise,
+        noise_level=args.noise_level,
+        device=args.device,
+        seed=args.seed,
+        val_every=args.val_every,
+        preview_every=0,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+    )
+
+
+def _run_training(args, vol, out_model: Path | None):
+    """Train with a progress bar; Ctrl-C keeps the model trained so far. Returns (model, interrupted)."""
+    from .train import Trainer
+
+    cfg = _train_config(args, vol)
+    if out_model is not None and cfg.checkpoint is None:
+        cfg.checkpoint = str(out_model)
+    trainer = Trainer(vol, cfg, resume=args.resume)
+    c = trainer.config
+    if not args.quiet:
+        budget = f"{c.minutes:g} min" if c.minutes else f"{c.steps} steps"
+        print(
+            f"training {c.net} ({c.size}) for F = {c.factor:g}, {c.profile} sections, on {trainer.device}, {budget}",
+            file=sys.stderr,
+        )
+    total = c.steps if not c.minutes else None
+    bar = _progress("train", total, args.quiet)
+    interrupted = False
+    last = None
+    try:
+        for ev in trainer.run():
+            last = ev
+            bar.update(ev.step - bar.n)
+            post = {"loss": f"{ev.loss:.4f}"}
+            if ev.gain is not None:
+                post["vs cubic"] = f"{ev.gain:+.2f} dB"
+            bar.set_postfix(post, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    model = trainer.model
+    if out_model is not None:
+        model.save(out_model)
+    if interrupted:
+        print(f"interrupted at step {trainer.step}; the model trained so far is saved in {out_model}", file=sys.stderr)
+    return model, trainer, interrupted, last
+
+
+def cmd_train(args) -> int:
+    out = _check_output(args.output, args.overwrite)
+    vol = _open(args)
+    model, trainer, interrupted, _ = _run_training(args, vol, out)
+    h = model.history[-1] if model.history else {}
+    payload = {
+        "model": str(out),
+        "steps": model.step,
+        "factor": model.factor,
+        "net": model.config["net"],
+        "val_psnr": h.get("val_psnr"),
+        "cubic_psnr": h.get("cubic_psnr"),
+        "interrupted": interrupted,
+        "device": trainer.device,
+    }
+    gain = (h.get("val_psnr") or 0) - (h.get("cubic_psnr") or 0)
+    _emit(args, payload, f"saved {out} ({model.step} steps; held-out planes: {gain:+.2f} dB over cubic)")
+    return 130 if interrupted else 0
+
+
+# ---------------------------------------------------------------------------------------------- apply
+def _planes(args) -> str:
+    f = args.fuse.replace(" ", "").lower()
+    table = {"xz": "xz", "yz": "yz", "xz,yz": "fuse", "yz,xz": "fuse", "fuse": "fuse"}
+    if f not in table:
+        raise InputError(f"--fuse takes xz, yz or xz,yz (both, averaged), got {args.fuse!r}")
+    return table[f]
+
+
+def _write(args, vol, model, out: Path) -> dict:
+    from tqdm.auto import tqdm
+
+    from .reconstruct import export, output_spacing
+
+    bar = tqdm(total=None, desc="write", unit="chunk", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    t0 = time.perf_counter()
+    try:
+        path = export(
+            vol, model, out, planes=_planes(args), factor=args.factor, device=args.device,
+            overwrite=args.overwrite, progress=progress,
+        )
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"interrupted: {out} is incomplete (marked as such); run the same command again to resume a zarr output",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    bar.close()
+    return {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), "spacing": output_spacing(vol)}
+
+
+def cmd_apply(args) -> int:
+    from .model import EMSRModel
+
+    out = _check_output(args.output, args.overwrite)
+    model = EMSRModel.load(args.model)
+    vol = _open(args)
+    info = _write(args, vol, model, out)
+    _emit(args, info, f"wrote {info['output']} in {info['seconds']:.1f} s")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from .methods import get_method
+
+    out = _check_output(args.output, args.overwrite)
+    vol = _open(args)
+    meth = get_method(args.method)
+    payload: dict = {"method": meth.name}
+    if meth.trains:
+        model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
+        model, trainer, interrupted, _ = _run_training(args, vol, model_path)
+        payload.update({"model": str(model_path), "steps": model.step})
+        if interrupted:
+            return 130
+    else:
+        model = meth.name
+    info = _write(args, vol, model, out)
+    payload.update(info)
+    _emit(args, payload, f"wrote {info['output']} in {info['seconds']:.1f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from .metrics import psnr, ssim
+    from .reconstruct import reconstruct
+    from .sample import ATTRIBUTION, load_sample
+
+    t0 = time.perf_counter()
+    aniso, gt = load_sample(factor=args.demo_factor, profile=args.demo_profile)
+    if not args.quiet:
+        print(
+            f"sample: {ATTRIBUTION}\n  ground truth {tuple(gt.shape)} at 10 nm; anisotropic stack {tuple(aniso.shape)}, "
+            f"F = {args.demo_factor}, {args.demo_profile} sections",
+            file=sys.stderr,
+        )
+    if args.minutes is None and args.steps is None:
+        args.minutes = 3.0
+    args.profile = args.profile or args.demo_profile
+    model, trainer, interrupted, _ = _run_training(args, aniso, Path(args.output) if args.output else None)
+    ref = np.asarray(gt.data)
+    rows = {}
+    for name, m in (("linear", "linear"), ("cubic", "cubic"), (f"emsr ({model.config['net']})", model)):
+        rec = np.asarray(reconstruct(aniso, m, planes="fuse" if m is model else "xz", device=args.device).compute())
+        rec = rec[: ref.shape[0]]
+        rows[name] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz")}
+    emsr = rows[f"emsr ({model.config['net']})"]
+    gain = emsr["psnr"] - rows["cubic"]["psnr"]
+    payload = {"scores": rows, "gain_db": gain, "seconds": round(time.perf_counter() - t0, 1), "device": trainer.device,
+               "steps": model.step}
+    lines = [f"{'method':<18} {'PSNR (dB)':>10} {'SSIM (xz)':>10}"]
+    for k, v in rows.items():
+        lines.append(f"{k:<18} {v['psnr']:>10.2f} {v['ssim_xz']:>10.3f}")
+    lines.append(f"gain over cubic: {gain:+.2f} dB PSNR, {emsr['ssim_xz'] - rows['cubic']['ssim_xz']:+.3f} SSIM "
+                 f"({model.step} steps on {trainer.device}, {payload['seconds']:.0f} s in all)")
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def _add_common(p, *, model_input=False):
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: the best that exists)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _add_input(p):
+    p.add_argument("input", help="TIFF stack (.tif/.tiff) or OME-Zarr / zarr folder, axes (z, y, x)")
+    p.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel data")
+
+
+def _add_train(p, demo=False):
+    g = p.add_argument_group("training")
+    if not demo:
+        g.add_argument("--factor", type=float, default=None,
+                       help="anisotropy factor F = z spacing / lateral spacing (default: from the voxel size)")
+        g.add_argument("--axis", type=int, default=0, help="the anisotropic axis (default 0 = z)")
+        g.add_argument("--method", default="isotropic",
+                       help="isotropic (self-supervised, default), cubic or linear (no training)")
+    else:
+        p.set_defaults(factor=None, axis=0, method="isotropic")
+    g.add_argument("--net", default=None, help="network: rescnn (fast on a CPU) or uformer (paper 000's transformer); default: the method's")
+    g.add_argument("--size", default=None, help="network size: tiny, small or base (default: the method's)")
+    g.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
+    g.add_argument("--minutes", type=float, default=None, help="training time budget in minutes (stops at the first of steps/minutes)")
+    g.add_argument("--patch", type=int, default=None, help="training patch size in pixels")
+    g.add_argument("--batch", type=int, default=None, help="patches per step")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay)")
+    g.add_argument("--profile", default=None, choices=["point", "slab", "gaussian"],
+                   help="section profile assumed for z: slab (thickness F, default), point or gaussian")
+    g.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson-gaussian"],
+                   help="noise added to the simulated sections (default none)")
+    g.add_argument("--noise-level", type=float, default=0.0, help="noise sigma in normalised units (0-1 range)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--val-every", type=int, default=50, help="validate on held-out planes every N steps")
+    g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")
+    g.add_argument("--resume", default=None, help="continue training from this model/checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emsr",
+        description="Isotropic reconstruction of anisotropic 3D EM stacks: train on the stack itself "
+        "(self-supervised), then restore every xz/yz plane.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"napari-emsr {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("info", help="shape, voxel size, factor and a reference-free anisotropy measure")
+    _add_input(s)
+    s.add_argument("--factor", type=float, default=None)
+    s.add_argument("--axis", type=int, default=0)
+    s.add_argument("--fast", action="store_true", help="skip the anisotropy measure")
+    _add_common(s)
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("train", help="train a model on a stack (self-supervised) and save it",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_input(s)
+    s.add_argument("-o", "--output", required=True, help="model file to write (e.g. stack.emsr.pt)")
+    s.add_argument("--overwrite", action="store_true")
+    _add_train(s)
+    _add_common(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("apply", help="apply a saved model to a stack and write the isotropic volume")
+    _add_input(s)
+    s.add_argument("--model", required=True, help="model file from `emsr train`")
+    s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
+    s.add_argument("--fuse", default="xz,yz", help="restore xz planes, yz planes, or both averaged (xz,yz; default)")
+    s.add_argument("--factor", type=float, default=None, help="override the factor from the voxel size")
+    s.add_argument("--overwrite", action="store_true")
+    _add_common(s)
+    s.set_defaults(func=cmd_apply)
+
+    s = sub.add_parser("reconstruct", help="train on the stack, then apply: the one-command path")
+    _add_input(s)
+    s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
+    s.add_argument("--save-model", default=None, help="where to keep the trained model (default: next to the output)")
+    s.add_argument("--fuse", default="xz,yz", help="xz, yz or xz,yz (both, averaged; default)")
+    s.add_argument("--overwrite", action="store_true")
+    _add_train(s)
+    _add_common(s)
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("demo", help="the whole job on bundled sample data (Janelia medulla FIB-SEM), scored against ground truth")
+    s.add_argument("--demo-factor", type=int, default=4, help="anisotropy factor to simulate (default 4)")
+    s.add_argument("--demo-profile", default="slab", choices=["point", "slab", "gaussian"])
+    s.add_argument("-o", "--output", default=None, help="also save the trained model here")
+    _add_train(s, demo=True)
+    _add_common(s)
+    s.set_defaults(func=cmd_demo, fuse="xz,yz")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except EMSRError as exc:
+        print(f"emsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
