@@ -532,6 +532,11 @@ def _open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
                     f"pick 0..{len(levels) - 1}"
                 )
             axes = levels[level].axes
+            ij = tf.imagej_metadata or {}
+            if axes == "CYX" and channel is None and ij.get("mode", "grayscale") == "grayscale" and not ij.get("slices"):
+                # NOTE: tifffile (and scripts built on it) write a plain 3D ImageJ stack as "channels"
+                # unless told otherwise; a greyscale one with no slices is a z stack in practice.
+                axes = "ZYX"
             base_shape = tuple(int(s) for s in series.shape)
             level_shape = tuple(int(s) for s in levels[level].shape)
             spacing, unit = _tiff_spacing(tf, series)

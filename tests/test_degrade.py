@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_emsr.degrade import (
+    check_factor,
+    degrade_axis,
+    interpolate_axis,
+    interpolation_matrix,
+    make_anisotropic,
+    output_length,
+    output_positions,
+    profile_kernel,
+)
+from napari_emsr.errors import InputError
+from napari_emsr.train import N_PHASES, _degradation_ops
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_interpolate_axis_matches_scipy_mirror(order, rng):
+    x = rng.random((9, 5)).astype(np.float32)
+    pos = np.linspace(-0.3, 8.7, 31)
+    ours = interpolate_axis(x, pos, order)
+    ref = np.stack([ndimage.map_coordinates(x[:, j].astype(float), [pos], order=order, mode="mirror") for j in range(5)], 1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(interpolation_matrix(9, pos, order) @ x, ours, atol=1e-5)
+
+
+def test_geometry_contract():
+    # input slice i at output i*F; output reaches the last input slice
+    assert output_length(31, 4) == 121
+    assert output_length(10, 3.33) == 31  # ceil(9*3.33)=30 -> 31 slices, the last at 30 >= 29.97
+    pos = output_positions(10, 3.33)
+    assert pos[0] == 0 and pos[-1] >= 9
+    x = np.arange(31, dtype=np.float32)[:, None] ** 2
+    y = interpolate_axis(x, output_positions(31, 4), 3)
+    np.testing.assert_allclose(y[::4, 0], x[:, 0], rtol=1e-5, atol=1e-3)  # exact at the samples
+
+
+@pytest.mark.parametrize("profile,f", [("slab", 4), ("slab", 3.33), ("gaussian", 8), ("point", 4)])
+def test_profile_kernels_normalised(profile, f):
+    k = profile_kernel(profile, f)
+    if profile == "point":
+        assert k is None
+    else:
+        assert abs(k.sum() - 1) < 1e-6 and len(k) % 2 == 1 and np.allclose(k, k[::-1])
+
+
+def test_bad_factor_messages():
+    for bad in (0.5, -1, float("nan"), 1000, "abc"):
+        with pytest.raises(InputError, match="factor"):
+            check_factor(bad)
+
+
+def test_matrix_degradation_equals_reference(rng):
+    """The trainer's precomputed matrices do exactly what degrade_axis does."""
+    p, f = 32, 4.0
+    hr = rng.random((p, p)).astype(np.float32)
+    D, U = _degradation_ops(p, f, "slab", 3)
+    for i in (0, 5, N_PHASES - 1):
+        phase = (i + 0.5) * f / N_PHASES
+        ref = degrade_axis(hr, f, "slab", phase=phase, order=3)
+        np.testing.assert_allclose(U[i] @ (D[i] @ hr), ref, atol=1e-4)
+
+
+def test_make_anisotropic_point_keeps_slices():
+    v = np.random.default_rng(1).integers(0, 255, (17, 4, 4)).astype(np.uint8)
+    a = make_anisotropic(v, 4, "point")
+    assert a.dtype == np.uint8 and a.shape == (5, 4, 4)
+    np.testing.assert_array_equal(a, v[::4])

@@ -1,0 +1,112 @@
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_emsr.degrade import output_length
+from napari_emsr.errors import InputError, ModelError
+from napari_emsr.io import as_volume, open_volume
+from napari_emsr.metrics import psnr
+from napari_emsr.reconstruct import export, output_spacing, reconstruct
+from napari_emsr.train import TrainConfig, train
+
+TINY = dict(net="rescnn", size="tiny", patch=24, batch=4, device="cpu", val_every=5, preview_every=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from napari_emsr.degrade import make_anisotropic
+    from napari_emsr.sample import _ground_truth
+
+    gt = _ground_truth()[:33, :48, :48]
+    vol = as_volume(make_anisotropic(gt, 4, "slab"), spacing=(40.0, 10.0, 10.0))
+    return vol, train(vol, TrainConfig(steps=3, **TINY))
+
+
+def test_cubic_is_lazy_and_keeps_geometry(tiny_stack):
+    vol, gt = tiny_stack
+    arr = reconstruct(vol, "cubic")
+    assert isinstance(arr, da.Array) and arr.dtype == np.uint8
+    assert arr.shape == (output_length(9, 4), 48, 48) == (33, 48, 48)
+    out = arr.compute()
+    np.testing.assert_array_equal(out[::4], np.asarray(vol.data))  # input slice i at output i*F
+    assert psnr(gt, out) > 25
+    assert output_spacing(vol) == (10.0, 10.0, 10.0)
+
+
+def test_one_plane_computes_one_chunk(tiny_model):
+    vol, model = tiny_model
+    arr = reconstruct(vol, model, planes="xz")
+    assert arr.numblocks[1] == 48  # one xz plane per chunk by default
+    eng = next(v for k, v in arr.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    calls = []
+    orig = eng.restore
+
+    def counting(planes):
+        calls.append(planes.shape)
+        return orig(planes)
+
+    eng.restore = counting
+    plane = arr[:, 20, :].compute()
+    assert plane.shape == (33, 48) and len(calls) == 1 and calls[0][0] == 1
+
+
+def test_network_planes_fuse_and_tiling_agree(tiny_model):
+    vol, model = tiny_model
+    xz = reconstruct(vol, model, planes="xz", chunks=(16, 48)).compute()
+    xz_tiled = reconstruct(vol, model, planes="xz", chunks=(16, 48), tile=24, overlap=8).compute()
+    yz = reconstruct(vol, model, planes="yz").compute()
+    fu = reconstruct(vol, model, planes="fuse", chunks=(8, 24)).compute()
+    assert xz.dtype == np.uint8 and xz.shape == yz.shape == fu.shape == (33, 48, 48)
+    assert np.abs(xz.astype(int) - xz_tiled.astype(int)).max() <= 3  # smooth blending, tiny residual net
+    np.testing.assert_allclose(fu.astype(float), 0.5 * (xz.astype(float) + yz.astype(float)), atol=1.01)
+
+
+def test_other_axis_and_errors(tiny_model):
+    vol, model = tiny_model
+    moved = as_volume(np.moveaxis(np.asarray(vol.data), 0, 2), spacing=(10.0, 10.0, 40.0))
+    with pytest.raises(ModelError, match="axis"):
+        reconstruct(moved, model, axis=2)
+    arr = reconstruct(moved, "cubic", axis=2)
+    assert arr.shape == (48, 48, 33)
+    with pytest.raises(ModelError, match="factor"):
+        reconstruct(as_volume(vol.data, spacing=(80.0, 10.0, 10.0)), model)
+    with pytest.raises(InputError, match="factor"):
+        reconstruct(as_volume(vol.data), "cubic")
+    with pytest.raises(InputError):
+        reconstruct(vol, "cubic", planes="xy")
+
+
+def test_export_zarr_resumes_and_tiff_is_atomic(tiny_model, tmp_path):
+    vol, model = tiny_model
+    out = tmp_path / "iso.ome.zarr"
+    calls = {"n": 0}
+
+    def boom(done, total):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(vol, model, out, planes="xz", chunks=(16, 48), progress=boom)
+    with pytest.raises(Exception):
+        open_volume(out)  # an unfinished output does not look finished
+    export(vol, model, out, planes="xz", chunks=(16, 48))
+    back = open_volume(out)
+    assert back.spacing == (10.0, 10.0, 10.0)
+    ref = reconstruct(vol, model, planes="xz", chunks=(16, 48)).compute()
+    np.testing.assert_array_equal(np.asarray(back.data), ref)
+    tif = export(vol, "cubic", tmp_path / "iso.tif", planes="xz")
+    assert open_volume(tif).shape == (33, 48, 48)
+
+
+def test_distributed_sends_model_once(tiny_model, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    vol, model = tiny_model
+    arr = reconstruct(vol, model, planes="xz", chunks=(8, 48))
+    with distributed.Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
+        got = client.compute(arr).result()
+    np.testing.assert_array_equal(got, arr.compute(scheduler="synchronous"))
+    # the engine (model) is a single graph key that every chunk task depends on
+    keys = [k for k in dict(arr.dask) if isinstance(k, str) and k.startswith("emsr-engine")]
+    assert len(keys) == 1

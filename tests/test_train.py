@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from napari_emsr.errors import InputError, ModelError
+from napari_emsr.model import EMSRModel
+from napari_emsr.train import TrainConfig, Trainer, train
+
+TINY = dict(net="rescnn", size="tiny", patch=24, batch=4, device="cpu", val_every=5, preview_every=5, lr=2e-3)
+
+
+def test_trainer_yields_events_and_improves_loss(tiny_stack):
+    vol, _ = tiny_stack
+    t = Trainer(vol, TrainConfig(steps=30, **TINY))
+    events = list(t.run())
+    steps = [e.step for e in events if not e.done]
+    assert steps == list(range(1, 31))
+    assert events[-1].done and events[-1].val_psnr is not None
+    assert any(e.preview is not None for e in events)
+    prev = next(e.preview for e in events if e.preview is not None)
+    assert prev.shape == t.preview_input().shape and prev.dtype == np.float32
+    assert t.config.factor == 4.0  # from the voxel size
+    m = t.model
+    assert m.step == 30 and len(m.history) >= 6 and m.history[-1]["cubic_psnr"] > 10
+
+
+def test_seeded_reproducible_on_cpu(tiny_stack):
+    vol, _ = tiny_stack
+    a = train(vol, TrainConfig(steps=5, seed=3, **TINY))
+    b = train(vol, TrainConfig(steps=5, seed=3, **TINY))
+    for k in a.state_dict:
+        assert np.array_equal(a.state_dict[k].numpy(), b.state_dict[k].numpy())
+
+
+def test_stop_keeps_usable_model_and_resume_continues(tiny_stack, tmp_path):
+    vol, _ = tiny_stack
+    ck = tmp_path / "ck.emsr.pt"
+    t = Trainer(vol, TrainConfig(steps=50, checkpoint=str(ck), checkpoint_every=3, **TINY))
+    for ev in t.run():
+        if ev.step == 7:
+            t.stop()
+    assert t.step == 7
+    m = EMSRModel.load(ck)
+    assert m.step == 7
+    t2 = Trainer(vol, TrainConfig(steps=4, **TINY), resume=ck)
+    assert t2.optimizer_state is not None
+    last = [e for e in t2.run()][-1]
+    assert last.step == 11 and t2.model.step == 11
+
+
+def test_model_file_is_safe_and_round_trips(tiny_stack, tmp_path):
+    vol, _ = tiny_stack
+    m = train(vol, TrainConfig(steps=2, **TINY))
+    p = m.save(tmp_path / "m.emsr.pt")
+    m2 = EMSRModel.load(p)
+    assert m2.config["factor"] == 4.0 and m2.config["net"] == "rescnn"
+    # a pickle that would run code is refused
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.pt"
+    bad.write_bytes(pickle.dumps({"format": "napari-emsr-model", "x": Evil()}))
+    with pytest.raises(ModelError):
+        EMSRModel.load(bad)
+    with pytest.raises(ModelError, match="factor"):
+        m2.check_compatible(8.0, 0)
+    with pytest.raises(ModelError, match="axis"):
+        m2.check_compatible(4.0, 1)
+
+
+def test_bad_inputs(tiny_stack):
+    vol, _ = tiny_stack
+    import dask.array as da
+
+    from napari_emsr.io import as_volume
+
+    with pytest.raises(InputError, match="--factor"):
+        Trainer(as_volume(vol.data), TrainConfig(steps=1, **TINY))
+    with pytest.raises(InputError, match="smaller than one training patch"):
+        Trainer(as_volume(vol.data[:, :8, :8], spacing=(40, 10, 10)), TrainConfig(steps=1, **TINY))
+    bad = np.asarray(vol.data, dtype=np.float32).copy()
+    bad[:, 3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        Trainer(as_volume(bad, spacing=(40, 10, 10)), TrainConfig(steps=1, **TINY))
+    with pytest.raises(InputError, match="needs no training"):
+        Trainer(vol, TrainConfig(method="cubic"))
+    with pytest.raises(InputError, match="factor"):
+        Trainer(vol, TrainConfig(steps=1, factor=0.5, **TINY))
+    assert isinstance(vol.data, da.Array)
+
+
+def test_uformer_trains_a_step(tiny_stack):
+    vol, _ = tiny_stack
+    cfg = dict(TINY, net="uformer")
+    ev = list(Trainer(vol, TrainConfig(steps=3, **cfg)).run())
+    assert ev[-1].done and np.isfinite(ev[-1].loss)
