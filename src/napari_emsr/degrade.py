@@ -25,6 +25,7 @@ PROFILE_DESCRIPTIONS = {
     "point": "each section is a thin sample of the tissue (every F-th plane)",
     "slab": "each section integrates the tissue over its thickness F (serial sections, block-face)",
     "gaussian": "each section is a Gaussian-weighted average, FWHM = F (a soft slab)",
+    "mixed": "training only: each pair draws point, gaussian or slab at random (robust when the profile is unknown)",
 }
 
 

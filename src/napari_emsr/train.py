@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .degrade import check_factor, interpolate_axis, interpolation_matrix, output_positions, section_blur
+from .degrade import PROFILES, check_factor, interpolate_axis, interpolation_matrix, output_positions, section_blur
 from .errors import InputError
 from .methods import get_method
 
@@ -114,17 +114,25 @@ def _compute(a):
 
 
 def _degradation_ops(patch: int, factor: float, profile: str, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-phase matrices (D: samples x patch, U: patch x samples), zero-padded to a common sample count."""
-    blur = section_blur(np.eye(patch, dtype=np.float32), profile, factor, axis=0)
+    """Per-phase matrices (D: samples x patch, U: patch x samples), zero-padded to a common sample count.
+
+    ``profile="mixed"`` stacks the operators of every section profile (point, gaussian, slab), so each
+    training pair draws its profile at random: a network that does not depend on knowing the profile.
+    """
+    profiles = list(PROFILES) if profile == "mixed" else [profile]
     phases = (np.arange(N_PHASES) + 0.5) * factor / N_PHASES if factor > 1 else np.zeros(N_PHASES)
     counts = [int(math.floor((patch - 1 - p) / factor + 1e-9)) + 1 for p in phases]
     cmax = max(counts)
-    D = np.zeros((N_PHASES, cmax, patch), np.float32)
-    U = np.zeros((N_PHASES, patch, cmax), np.float32)
-    for i, (p, c) in enumerate(zip(phases, counts)):
-        S = interpolation_matrix(patch, p + np.arange(c) * factor, order=1)
-        D[i, :c] = S @ blur
-        U[i, :, :c] = interpolation_matrix(c, (np.arange(patch) - p) / factor, order=order)
+    n = N_PHASES * len(profiles)
+    D = np.zeros((n, cmax, patch), np.float32)
+    U = np.zeros((n, patch, cmax), np.float32)
+    for j, prof in enumerate(profiles):
+        blur = section_blur(np.eye(patch, dtype=np.float32), prof, factor, axis=0)
+        for i, (p, c) in enumerate(zip(phases, counts)):
+            k = j * N_PHASES + i
+            S = interpolation_matrix(patch, p + np.arange(c) * factor, order=1)
+            D[k, :c] = S @ blur
+            U[k, :, :c] = interpolation_matrix(c, (np.arange(patch) - p) / factor, order=order)
     return D, U
 
 
@@ -295,7 +303,7 @@ class Trainer:
         nz, ny, nx = self.data.shape
         planes = self._normalise(_compute(self.data[[int(z) for z in self.val_planes]]))
         hr = torch.from_numpy(self._sample_hr(n, planes, rng)).to(self.device)
-        phases = torch.from_numpy(rng.integers(0, N_PHASES, n)).to(self.device)
+        phases = torch.from_numpy(rng.integers(0, len(self.D), n)).to(self.device)
         gen = torch.Generator().manual_seed(7)
         with torch.no_grad():
             self.val_in = self._degrade(hr, phases, gen).unsqueeze(1)
@@ -410,7 +418,7 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             hr = torch.from_numpy(self._sample_hr(int(c.batch), self.pool, self.rng)).to(self.device, non_blocking=True)
-            phases = torch.from_numpy(self.rng.integers(0, N_PHASES, int(c.batch))).to(self.device)
+            phases = torch.from_numpy(self.rng.integers(0, len(self.D), int(c.batch))).to(self.device)
             with torch.no_grad():
                 x = self._degrade(hr, phases).unsqueeze(1)
             y = hr.unsqueeze(1)
