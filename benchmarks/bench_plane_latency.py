@@ -1,0 +1,116 @@
+"""Time to show one new xz plane of a lazily reconstructed 250 x 250 x 250 layer in napari, on the CPU.
+
+The input is the bundled medulla crop resampled to 253 x 250 x 250 and subsampled every 4th slice (64 x 250 x
+250, F = 4); the reconstruction uses the untrained "small" rescnn (timing only, quality is irrelevant). For
+several y positions the script moves the dims slider and waits until napari has the new plane; it prints the
+wall time per plane (what the user waits) and, separately, the bare dask compute of one xz plane.
+Target: < 1 s per plane.
+
+Run under a virtual X server::
+
+    QT_QPA_PLATFORM=xcb xvfb-run -a python benchmarks/bench_plane_latency.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def _input_volume():
+    import numpy as np
+    from scipy import ndimage
+
+    from napari_emsr.io import as_volume
+    from napari_emsr.sample import load_sample
+
+    _, truth = load_sample(factor=4)
+    gt = np.asarray(truth.data, np.float32)
+    big = ndimage.zoom(gt, (253 / gt.shape[0], 250 / gt.shape[1], 250 / gt.shape[2]), order=1)
+    aniso = np.clip(big[::4], 0, 255).astype(np.uint8)
+    return as_volume(aniso, spacing=(40.0, 10.0, 10.0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--planes", type=int, default=8, help="how many planes to time")
+    args = parser.parse_args(argv)
+
+    import napari
+    import numpy as np
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from napari_emsr.reconstruct import output_spacing, reconstruct
+    from napari_emsr.train import TrainConfig, Trainer
+
+    volume = _input_volume()
+    model = Trainer(volume, TrainConfig(size=args.size, steps=1, patch=32, device="cpu")).model
+    array = reconstruct(volume, model, planes="xz", device="cpu")
+    print(
+        f"device: cpu ({os.cpu_count()} cores), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(f"input {volume.shape} -> output {array.shape} {array.dtype}, chunks {array.chunksize}")
+
+    rng = np.random.default_rng(0)
+    ys = rng.choice(array.shape[1], size=args.planes, replace=False)
+    t = []
+    for y in ys[: max(2, args.planes // 2)]:
+        t0 = time.perf_counter()
+        array[:, int(y), :].compute()
+        t.append(time.perf_counter() - t0)
+    print(f"dask compute of one xz plane: median {np.median(t):.3f} s, max {max(t):.3f} s")
+
+    done: list[int] = []
+
+    def count(block, block_info=None):
+        done.append(block_info[0]["chunk-location"][1])
+        return block
+
+    counted = array.map_blocks(count, dtype=array.dtype)
+    viewer = napari.Viewer(show=True)
+    app = QApplication.instance()
+    viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
+    viewer.dims.order = (1, 0, 2)  # xz planes, y on the slider (what the panel does)
+    # NOTE: added hidden, then shown, as the panel does: napari's Image constructor would otherwise slice
+    # an xy plane with its default dims order, i.e. compute the whole volume.
+    layer = viewer.add_image(
+        counted,
+        scale=output_spacing(volume),
+        contrast_limits=(0, 255),
+        multiscale=False,
+        name="xz-restored",
+        visible=False,
+    )
+    layer.visible = True
+    for _ in range(20):
+        app.processEvents()
+    # NOTE: napari keeps an opportunistic dask cache, and adding the layer already computed a few planes;
+    # time only planes never computed before.
+    seen = set(done)
+    print(f"planes computed while adding the layer: {len(seen)} of {array.shape[1]}")
+    fresh = [int(y) for y in rng.permutation(array.shape[1]) if int(y) not in seen][: args.planes]
+    times = []
+    for y in fresh:
+        done.clear()
+        t0 = time.perf_counter()
+        viewer.dims.set_point(1, float(y) * 10.0)
+        # wait until the chunk of this plane was computed and the canvas had its events
+        while not done:
+            app.processEvents()
+            if time.perf_counter() - t0 > 30:
+                raise TimeoutError(f"napari did not compute the plane at y={y} within 30 s")
+        app.processEvents()
+        times.append(time.perf_counter() - t0)
+    print(
+        f"napari: new xz plane shown in median {np.median(times):.3f} s, "
+        f"p95 {np.percentile(times, 95):.3f} s, "
+        f"max {max(times):.3f} s over {len(times)} planes"
+    )
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""A small plot of the training loss and of the gain over cubic interpolation on held-out planes."""
+
+from __future__ import annotations
+
+import math
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+
+class LossPlotWidget(QWidget):
+    """Two stacked pyqtgraph plots sharing the step axis: training loss (log scale) and gain in dB.
+
+    The gain is validation PSNR minus the PSNR of cubic interpolation on the same planes: above zero the
+    network already beats interpolation.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        import pyqtgraph as pg
+
+        self._pg = pg
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setMinimumHeight(220)
+        self.graphics.setBackground(None)
+        self.loss_plot = self.graphics.addPlot(row=0, col=0)
+        self.loss_plot.setLabel("left", "loss")
+        self.loss_plot.setLogMode(y=True)
+        self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.gain_plot = self.graphics.addPlot(row=1, col=0)
+        self.gain_plot.setLabel("left", "gain over cubic (dB)")
+        self.gain_plot.setLabel("bottom", "step")
+        self.gain_plot.showGrid(x=True, y=True, alpha=0.3)
+        self.gain_plot.setXLink(self.loss_plot)
+        for plot in (self.loss_plot, self.gain_plot):
+            plot.getAxis("left").enableAutoSIPrefix(False)  # "dB (x0.001)" reads badly
+        self.gain_plot.addItem(
+            pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("gray", style=Qt.PenStyle.DashLine))
+        )
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#4aa3df", width=1.5))
+        self.gain_curve = self.gain_plot.plot(
+            pen=pg.mkPen("#f0a030", width=2), symbol="o", symbolSize=5, symbolBrush="#f0a030"
+        )
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+        self.clear_plot()
+
+    def clear_plot(self) -> None:
+        """Forget every point."""
+        self.steps: list[float] = []
+        self.losses: list[float] = []
+        self.gain_steps: list[float] = []
+        self.gains: list[float] = []
+        self.loss_curve.setData([], [])
+        self.gain_curve.setData([], [])
+
+    def update_plot(self, step: int, loss: float | None, gain: float | None = None) -> None:
+        """Add the loss (and, where there is one, the gain) of ``step`` and redraw."""
+        self.add_points(step, loss, gain)
+        self.redraw()
+
+    def add_points(self, step: int, loss: float | None, gain: float | None = None) -> None:
+        """Add points without redrawing (call :meth:`redraw` now and then); a repeated step replaces."""
+        if loss is not None and math.isfinite(loss) and loss > 0:
+            _put(self.steps, self.losses, float(step), float(loss))
+        if gain is not None and math.isfinite(gain):
+            _put(self.gain_steps, self.gains, float(step), float(gain))
+
+    def redraw(self) -> None:
+        """Show the points added so far."""
+        self.loss_curve.setData(self.steps, self.losses)
+        self.gain_curve.setData(self.gain_steps, self.gains)
+
+
+def _put(xs: list[float], ys: list[float], x: float, y: float) -> None:
+    if xs and xs[-1] == x:
+        ys[-1] = y
+    else:
+        xs.append(x)
+        ys.append(y)

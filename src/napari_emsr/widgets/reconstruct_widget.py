@@ -1,0 +1,50 @@
+"""Reconstruct: which restored planes to add as lazy layers."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+PLANES = ("xz", "yz", "fuse")
+LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused"}
+
+
+class ReconstructWidget(QGroupBox):
+    """Check boxes for the xz, yz and fused reconstructions and a button that adds them as layers.
+
+    Signals
+    -------
+    reconstruct_requested(list)
+        The picked planes, a list among ``"xz"``, ``"yz"``, ``"fuse"``.
+    """
+
+    reconstruct_requested = Signal(list)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Reconstruct", parent)
+        self.checks = {plane: QCheckBox(LABELS[plane]) for plane in PLANES}
+        self.checks["xz"].setChecked(True)
+        self.checks["xz"].setToolTip("Restore every xz plane (page through y to see them)")
+        self.checks["yz"].setToolTip("Restore every yz plane (page through x to see them)")
+        self.checks["fuse"].setToolTip("Mean of the xz and yz restorations (twice the work per plane)")
+        self.button = QPushButton("Reconstruct")
+        self.button.setToolTip("Add lazy isotropic layers: a plane is computed only when you look at it")
+        row = QHBoxLayout()
+        for check in self.checks.values():
+            row.addWidget(check)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.button)
+        self.button.clicked.connect(self._on_click)
+
+    def planes(self) -> list[str]:
+        """The checked planes."""
+        return [plane for plane, check in self.checks.items() if check.isChecked()]
+
+    def set_planes(self, planes: list[str]) -> None:
+        """Check exactly ``planes``."""
+        for plane, check in self.checks.items():
+            check.setChecked(plane in planes)
+
+    def _on_click(self) -> None:
+        self.reconstruct_requested.emit(self.planes())

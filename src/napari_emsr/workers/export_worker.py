@@ -1,0 +1,54 @@
+"""The export task: write the isotropic volume chunk by chunk, reporting progress, cancellable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from napari_emsr.errors import EMSRError
+
+
+class ExportCancelled(EMSRError):
+    """The user cancelled the export; what was written stays resumable and is not marked complete."""
+
+
+class ExportJob:
+    """Cancel flag and progress callback shared between the widget and one export worker.
+
+    Parameters
+    ----------
+    report : callable, optional
+        Called as ``report(done, total)`` from the worker thread (connect it to a Qt signal so the slot
+        runs on the main thread).
+    """
+
+    def __init__(self, report: Callable[[int, int], Any] | None = None) -> None:
+        self._cancel = threading.Event()
+        self._report = report
+        #: Extra cancel test, e.g. whether the activity dock quit the worker.
+        self.is_aborted: Callable[[], bool] = lambda: False
+
+    def cancel(self) -> None:
+        """Ask the export to stop at the next chunk."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called (or the worker was quit)."""
+        return self._cancel.is_set() or self.is_aborted()
+
+    def progress(self, done: int, total: int) -> None:
+        """The core's progress callback: report, then raise :class:`ExportCancelled` if cancelled."""
+        if self._report is not None:
+            self._report(int(done), int(total))
+        if self.cancelled:
+            raise ExportCancelled("export cancelled; run it again with the same path to resume")
+
+
+def export_task(job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str) -> str:
+    """Reconstruct ``volume`` with ``model`` and write it to ``path``; returns the path written."""
+    from napari_emsr.reconstruct import export
+
+    out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress)
+    return str(out)

@@ -1,0 +1,62 @@
+"""Short background tasks of the widget: device list, anisotropy, model files, lazy reconstruction.
+
+Each is a plain function run in a thread worker; none touches the viewer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def list_devices_task() -> list[tuple[str, str]]:
+    """The devices that exist (imports torch, hence a worker)."""
+    from napari_emsr.device import list_devices
+
+    return list_devices()
+
+
+def anisotropy_task(volume: Any) -> dict:
+    """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`)."""
+    from napari_emsr.metrics import anisotropy
+
+    return anisotropy(volume, spacing=volume.spacing)
+
+
+def load_model_task(path: str) -> Any:
+    """Read a model file (never unpickles code)."""
+    from napari_emsr.model import EMSRModel
+
+    return EMSRModel.load(path)
+
+
+def save_model_task(model: Any, path: str) -> str:
+    """Write ``model`` to ``path``; returns the path written."""
+    return str(model.save(path))
+
+
+def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) -> list[tuple[str, Any, Any]]:
+    """Build (without computing) the lazy reconstructions of ``volume``.
+
+    Parameters
+    ----------
+    volume : napari_emsr.io.Volume
+        The anisotropic input.
+    model : napari_emsr.model.EMSRModel or str
+        A model, or an interpolation method name ("cubic", "linear").
+    planes : list of str
+        Among "xz", "yz", "fuse".
+    device : str
+        Where the chunks run.
+
+    Returns
+    -------
+    list of tuple
+        ``(planes, dask array, output spacing)`` per requested reconstruction.
+    """
+    from napari_emsr.reconstruct import output_spacing, reconstruct
+
+    out = []
+    for p in planes:
+        arr = reconstruct(volume, model, planes=p, device=device)
+        out.append((p, arr, output_spacing(volume)))
+    return out

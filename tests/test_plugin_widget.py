@@ -1,0 +1,262 @@
+"""The dock widget with a real viewer and real thread workers: train, stop, resume, reconstruct, export."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT = 120_000  # ms
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot):
+    """A viewer with the anisotropic sample and the panel docked, set up for tiny CPU training."""
+    from napari_emsr._widget import EMSRWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-emsr", "medulla_anisotropic")
+    widget = EMSRWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="napari-emsr")
+    widget.device.set_device("cpu")
+    widget.method.set_values(method="isotropic", steps=6, patch=32, size="tiny")
+    widget.preview_every = 2
+    widget.val_every = 3
+    yield widget
+    widget.cleanup()
+    qtbot.waitUntil(lambda: not widget._training and not widget._exporting, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget._workers, timeout=TIMEOUT)
+
+
+def _train(widget, qtbot, resume=False):
+    worker = widget.start_training(resume=resume)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget._training, timeout=TIMEOUT)
+    return worker
+
+
+def _wait_idle(widget, qtbot, worker=None):
+    """Wait until a task ended (its ``finished`` slots ran); waitSignal could miss a fast one."""
+    assert worker is not None
+    qtbot.waitUntil(lambda: worker not in widget._workers, timeout=TIMEOUT)
+
+
+def _notifications():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
+def test_panel_reads_voxel_size(panel, qtbot):
+    assert panel.input.current_layer().name == "medulla anisotropic"
+    assert panel.input.spacing() == (40.0, 10.0, 10.0)
+    assert panel.input.factor() == pytest.approx(4.0)
+    panel.input.factor_box.setValue(3.0)
+    assert panel.input.spacing()[0] == pytest.approx(30.0)
+    # the anisotropy measure is computed in a worker and shown
+    qtbot.waitUntil(lambda: panel.input.anisotropy_label.text() not in ("-", "measuring..."), timeout=TIMEOUT)
+    # the device list is filled in a worker
+    qtbot.waitUntil(lambda: panel.device.device_combo.findData("cpu") >= 0, timeout=TIMEOUT)
+
+
+def test_train_updates_progress_plot_preview(panel, qtbot):
+    seen = []
+    worker = panel.start_training()
+    worker.yielded.connect(lambda update: seen.append(update.event.step))
+    assert not panel.train.train_button.isEnabled() and panel.train.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    assert seen and seen[-1] == 6
+    assert panel.model is not None and panel.model.step == 6
+    assert panel.train.progress_bar.value() == 6
+    assert panel.plot.steps == [1, 2, 3, 4, 5, 6]
+    assert len(panel.plot.gains) >= 2
+    # napari's activity-dock progress (closed by napari when the worker finishes)
+    assert worker.pbar.total == 6 and worker.pbar.n >= 1
+    viewer = panel.viewer
+    preview, cubic = viewer.layers["emsr preview"], viewer.layers["emsr preview cubic"]
+    assert preview.data.ndim == 2 and preview.data.shape == cubic.data.shape
+    # the preview plane is an isotropic xz plane: z grows F times
+    assert preview.data.shape[0] >= (viewer.layers["medulla anisotropic"].data.shape[0] - 1) * 4
+    assert panel.train.train_button.isEnabled() and panel.train.resume_button.isEnabled()
+    assert panel.models.save_button.isEnabled()
+
+
+def test_stop_keeps_model_and_resume_continues(panel, qtbot):
+    panel.method.set_values(steps=5000)
+    panel.start_training()
+    qtbot.waitUntil(lambda: len(panel.plot.steps) >= 3, timeout=TIMEOUT)
+    qtbot.mouseClick(panel.train.stop_button, _left())
+    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    stopped_at = panel.model.step
+    assert 3 <= stopped_at < 5000
+    assert panel.train.train_button.isEnabled()
+    assert panel.train.resume_button.isEnabled()
+    assert not panel.train.stop_button.isEnabled()
+
+    panel.method.set_values(steps=4)
+    qtbot.mouseClick(panel.train.resume_button, _left())
+    qtbot.waitUntil(lambda: panel._training, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    assert panel.model.step == stopped_at + 4
+    assert panel.plot.steps[-1] == stopped_at + 4
+    assert panel.plot.steps[0] == 1  # the plot continues instead of starting over
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
+    import dask.array as da
+
+    viewer = panel.viewer
+    _train(panel, qtbot)
+    source = viewer.layers["medulla anisotropic"]
+    # Count what the reconstruction reads from the input: a lazy input chunked along y.
+    reads = []
+
+    def read(block, block_info=None):
+        reads.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    nz, ny_in, nx_in = source.data.shape
+    source.data = da.from_array(np.asarray(source.data), chunks=(nz, 16, nx_in)).map_blocks(
+        read, dtype=source.data.dtype
+    )
+    qtbot.wait(50)
+    reads.clear()
+    panel.reconstruct.set_planes(["xz", "yz"])
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
+    qtbot.wait(200)
+    # Adding the layers showed one xz plane: the input blocks near that y were read, never the whole volume
+    # (which would read every one of the ny_in / 16 blocks).
+    blocks = {loc[1] for loc in reads}
+    assert 0 < len(blocks) <= 3 < ny_in // 16, sorted(blocks)
+    xz, yz = panel.reconstructed_layers
+    assert xz.visible and not yz.visible  # yz planes in the xz view would need every chunk
+    for layer in (xz, yz):
+        assert isinstance(layer.data, da.Array)
+        np.testing.assert_allclose(layer.scale, (10, 10, 10))
+        np.testing.assert_allclose(layer.translate, source.translate)
+        assert not layer.multiscale
+        assert layer.data.dtype == source.data.dtype
+        assert layer.data.shape[0] >= (source.data.shape[0] - 1) * 4 + 1
+    # xz planes are paged through y
+    assert tuple(viewer.dims.order) == (1, 0, 2)
+
+    # Count the chunks napari computes while showing xz planes (a counter around the core's array).
+    computed = []
+    lock = threading.Lock()
+
+    def count(block, block_info=None):
+        with lock:
+            computed.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    xz.data = xz.data.map_blocks(count, dtype=xz.data.dtype)
+    ny = xz.data.shape[1]
+    for y in (ny // 3, ny // 2 + 1):
+        computed.clear()
+        viewer.dims.set_point(1, y * 10.0)
+        qtbot.waitUntil(lambda: len(computed) > 0, timeout=TIMEOUT)
+        qtbot.wait(50)
+        chunks_y = {loc[1] for loc in computed}
+        assert len(chunks_y) == 1, f"viewing one xz plane computed chunks {sorted(set(computed))}"
+        total_chunks = int(np.prod(xz.data.numblocks))
+        assert len(set(computed)) <= max(1, total_chunks // ny), computed
+    plane = np.asarray(xz._slice.image.view) if hasattr(xz, "_slice") else None
+    if plane is not None:
+        assert plane.shape == (xz.data.shape[0], xz.data.shape[2])
+
+
+def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
+    panel.reconstruct_layers(["xz"])
+    assert "no model yet" in panel.status_label.text()
+    assert any("no model yet" in m for m in _notifications())
+    # interpolation-only methods need no model
+    panel.method.set_values(method="cubic")
+    assert not panel.train.train_button.isEnabled()
+    panel.reconstruct_layers(["xz"])
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    "data, kwargs, words",
+    [
+        (np.zeros((64, 64), np.uint8), {}, "2D"),
+        (np.zeros((64, 64, 3), np.uint8), {"rgb": True}, "RGB"),
+    ],
+)
+def test_bad_layer_gives_clear_message(panel, qtbot, data, kwargs, words):
+    layer = panel.viewer.add_image(data, name="bad", **kwargs)
+    panel.input.set_layer(layer)
+    assert panel.input.current_layer() is layer
+    assert words.lower() in panel.status_label.text().lower()
+    before = len(_notifications())
+    assert panel.start_training() is None
+    assert not panel._training
+    messages = _notifications()[before:]
+    assert any(words.lower() in m.lower() for m in messages), messages
+    assert panel.train.train_button.isEnabled()
+
+
+def test_save_and_load_model(panel, qtbot, tmp_path):
+    from napari_emsr.model import EMSRModel
+
+    _train(panel, qtbot)
+    path = tmp_path / "model.pt"
+    worker = panel.save_model(str(path))
+    _wait_idle(panel, qtbot, worker)
+    assert path.exists()
+    assert EMSRModel.load(path).step == panel.model.step
+    trained = panel.model
+    panel.model = None
+    worker = panel.load_model(str(path))
+    _wait_idle(panel, qtbot, worker)
+    assert panel.model is not None and panel.model.step == trained.step
+    assert "step 6" in panel.models.info_label.text()
+
+
+def test_load_bad_model_file_notifies(panel, qtbot, tmp_path):
+    path = tmp_path / "not_a_model.pt"
+    path.write_bytes(b"this is not a model")
+    before = len(_notifications())
+    worker = panel.load_model(str(path))
+    _wait_idle(panel, qtbot, worker)
+    assert panel.model is None
+    assert len(_notifications()) > before
+    assert panel.status_label.text()
+
+
+def test_export_and_cancel(panel, qtbot, tmp_path):
+    from qtpy.QtCore import Qt
+
+    from napari_emsr.io import open_volume
+
+    panel.method.set_values(method="cubic")
+    out = tmp_path / "iso.ome.zarr"
+    worker = panel.export_volume(str(out), planes="xz")
+    assert not panel.export.export_button.isEnabled()
+    _wait_idle(panel, qtbot, worker)
+    assert panel.export.export_button.isEnabled()
+    vol = open_volume(out)
+    np.testing.assert_allclose(vol.spacing, (10, 10, 10))
+    assert vol.shape[1:] == panel.viewer.layers["medulla anisotropic"].data.shape[1:]
+    assert panel.export.progress_bar.value() == panel.export.progress_bar.maximum()
+
+    # Cancel from the worker thread at the first block, so the cancel lands before the end.
+    tif = tmp_path / "iso.tif"
+    panel.export_progress.connect(
+        lambda done, total: panel.export_job.cancel(), Qt.ConnectionType.DirectConnection
+    )
+    worker = panel.export_volume(str(tif), planes="xz")
+    _wait_idle(panel, qtbot, worker)
+    assert not tif.exists(), "a cancelled export must not look finished"
+    assert "cancelled" in panel.status_label.text()
+    assert panel.export.export_button.isEnabled()
