@@ -335,8 +335,8 @@ def _add_train(p, demo=False):
     g.add_argument("--batch", type=int, default=None, help="patches per step")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay)")
     g.add_argument("--profile", default=None, choices=["point", "slab", "gaussian", "mixed"],
-                   help="section profile assumed for z: slab (sections integrate their thickness F), point, "
-                   "gaussian, or mixed (all three at random: when unsure); default: the method's")
+                   help="section profile assumed for z: point (default, measured safest), slab (sections integrate "
+                   "their thickness F), gaussian, or mixed (all three at random)")
     g.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson-gaussian"],
                    help="noise added to the simulated sections (default none)")
     g.add_argument("--noise-level", type=float, default=0.0, help="noise sigma in normalised units (0-1 range)")

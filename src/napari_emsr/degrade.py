@@ -214,3 +214,4 @@ def make_anisotropic(volume: np.ndarray, factor: int, profile: str = "point") ->
         info = np.iinfo(v.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
     return out.astype(v.dtype)
+

@@ -67,7 +67,7 @@ class TrainConfig:
         c = TrainConfig(**asdict(self))
         c.net = c.net or m.net
         c.size = c.size or m.size
-        for k, v in {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "slab", **m.defaults}.items():
+        for k, v in {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "point", **m.defaults}.items():
             if getattr(c, k) is None:
                 setattr(c, k, v)
         return c
