@@ -35,7 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     dev = resolve_device(a.device)
     label = dict(list_devices())[dev]
-    vol, _ = load_sample(4, "slab")
+    vol, _ = load_sample(4)
     results = []
 
     def sync():

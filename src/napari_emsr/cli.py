@@ -284,7 +284,6 @@ def cmd_demo(args) -> int:
         )
     if args.minutes is None and args.steps is None:
         args.minutes = 3.0
-    args.profile = args.profile or args.demo_profile
     model, trainer, interrupted, _ = _run_training(args, aniso, Path(args.output) if args.output else None)
     ref = np.asarray(gt.data)
     rows = {}
@@ -397,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the whole job on bundled sample data (Janelia medulla FIB-SEM), scored against ground truth")
     s.add_argument("--demo-factor", type=int, default=4, help="anisotropy factor to simulate (default 4)")
-    s.add_argument("--demo-profile", default="slab", choices=["point", "slab", "gaussian"])
+    s.add_argument("--demo-profile", default="point", choices=["point", "slab", "gaussian"],
+                   help="how the sample stack is made (the training assumes --profile, default point)")
     s.add_argument("-o", "--output", default=None, help="also save the trained model here")
     _add_train(s, demo=True)
     _add_common(s)

@@ -24,7 +24,7 @@ def _ground_truth() -> np.ndarray:
     return tifffile.imread(GT_FILE)
 
 
-def load_sample(factor: int = 4, profile: str = "slab"):
+def load_sample(factor: int = 4, profile: str = "point"):
     """The anisotropic sample and its ground truth, as (aniso Volume, ground-truth Volume).
 
     Parameters
