@@ -68,3 +68,12 @@ def test_make_anisotropic_point_keeps_slices():
     a = make_anisotropic(v, 4, "point")
     assert a.dtype == np.uint8 and a.shape == (5, 4, 4)
     np.testing.assert_array_equal(a, v[::4])
+
+
+def test_mixed_profile_stacks_every_profile(rng):
+    p, f = 24, 4.0
+    D, U = _degradation_ops(p, f, "mixed", 3)
+    assert D.shape[0] == U.shape[0] == 3 * N_PHASES
+    hr = rng.random((p, p)).astype(np.float32)
+    outs = [U[k] @ (D[k] @ hr) for k in (0, N_PHASES, 2 * N_PHASES)]
+    assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
