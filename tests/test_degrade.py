@@ -11,6 +11,7 @@ from napari_emsr.degrade import (
     output_length,
     output_positions,
     profile_kernel,
+    training_phases,
 )
 from napari_emsr.errors import InputError
 from napari_emsr.train import N_PHASES, _degradation_ops
@@ -58,7 +59,7 @@ def test_matrix_degradation_equals_reference(rng):
     hr = rng.random((p, p)).astype(np.float32)
     D, U = _degradation_ops(p, f, "slab", 3)
     for i in (0, 5, N_PHASES - 1):
-        phase = (i + 0.5) * f / N_PHASES
+        phase = training_phases(f, N_PHASES)[i]
         ref = degrade_axis(hr, f, "slab", phase=phase, order=3)
         np.testing.assert_allclose(U[i] @ (D[i] @ hr), ref, atol=1e-4)
 
@@ -77,3 +78,14 @@ def test_mixed_profile_stacks_every_profile(rng):
     hr = rng.random((p, p)).astype(np.float32)
     outs = [U[k] @ (D[k] @ hr) for k in (0, N_PHASES, 2 * N_PHASES)]
     assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
+
+
+def test_training_phases_match_the_reconstruction_grid():
+    """Integer F: the kept sections are whole rows, so a point-sampled training input holds exact rows."""
+    ph = training_phases(4.0, N_PHASES)
+    assert set(ph.tolist()) == {0.0, 1.0, 2.0, 3.0}
+    D, _ = _degradation_ops(32, 4.0, "point", 3)
+    assert np.all(np.isin(D, (0.0, 1.0)))  # one-hot rows: sampling, no blending
+    # fractional F: the phases a crop at offset o sees, (-o) mod F, all inside [0, F)
+    ph = training_phases(10 / 3, 6)
+    np.testing.assert_allclose(ph, [0, 7 / 3, 4 / 3, 1 / 3, 8 / 3, 5 / 3], atol=1e-9)

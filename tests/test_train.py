@@ -96,3 +96,13 @@ def test_uformer_trains_a_step(tiny_stack):
     cfg = dict(TINY, net="uformer")
     ev = list(Trainer(vol, TrainConfig(steps=3, **cfg)).run())
     assert ev[-1].done and np.isfinite(ev[-1].loss)
+
+
+def test_cuda_gets_a_larger_default_batch():
+    """Batch 8 leaves a GPU idle; the method's measured ``batch_cuda`` applies there unless a batch is given."""
+    from napari_emsr.methods import get_method
+
+    m = get_method("isotropic")
+    assert TrainConfig().resolved("cuda:0").batch == m.defaults["batch_cuda"] > m.defaults["batch"]
+    assert TrainConfig().resolved("cpu").batch == m.defaults["batch"]
+    assert TrainConfig(batch=4).resolved("cuda").batch == 4

@@ -98,6 +98,19 @@ def _taps(positions: np.ndarray, n: int, order: int) -> tuple[np.ndarray, np.nda
     return _mirror(idx.astype(np.int64), n), w
 
 
+def training_phases(factor: float, n: int) -> np.ndarray:
+    """Where the first kept section falls in a training patch, for ``n`` patch offsets: ``(-o) mod F``.
+
+    At reconstruction, input slice ``i`` sits at output row ``i * F``; a patch cut from that output grid at
+    integer offset ``o`` sees its first section at ``(-o) mod F``. Training with exactly these phases keeps
+    the kept rows where they fall in real data: for an integer F they are whole rows (a point-sampled
+    section is an exact row, as at reconstruction), never a blend of two rows.
+    """
+    if factor <= 1.0:
+        return np.zeros(n)
+    return np.mod(-np.arange(n, dtype=np.float64), factor)
+
+
 def interpolate_axis(data: np.ndarray, positions: np.ndarray, order: int = 3, axis: int = 0) -> np.ndarray:
     """Interpolate ``data`` along ``axis`` at fractional ``positions`` (in sample units).
 

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .degrade import PROFILES, check_factor, interpolate_axis, interpolation_matrix, output_positions, section_blur
+from .degrade import PROFILES, check_factor, training_phases, interpolate_axis, interpolation_matrix, output_positions, section_blur
 from .errors import InputError
 from .methods import get_method
 
@@ -59,16 +59,18 @@ class TrainConfig:
     checkpoint_every: int = 250
     threads: int | None = None
 
-    def resolved(self) -> TrainConfig:
-        """A copy with the method's defaults filled in."""
+    def resolved(self, device: str | None = None) -> TrainConfig:
+        """A copy with the method's defaults filled in (``batch_cuda`` instead of ``batch`` on a CUDA device)."""
         m = get_method(self.method)
         if not m.trains:
             raise InputError(f"method {m.name!r} needs no training; apply it directly (emsr reconstruct --method {m.name})")
         c = TrainConfig(**asdict(self))
         c.net = c.net or m.net
         c.size = c.size or m.size
+        if c.batch is None and device is not None and device.startswith("cuda"):
+            c.batch = m.defaults.get("batch_cuda")
         for k, v in {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "point", **m.defaults}.items():
-            if getattr(c, k) is None:
+            if hasattr(c, k) and getattr(c, k) is None:
                 setattr(c, k, v)
         return c
 
@@ -120,7 +122,9 @@ def _degradation_ops(patch: int, factor: float, profile: str, order: int) -> tup
     training pair draws its profile at random: a network that does not depend on knowing the profile.
     """
     profiles = list(PROFILES) if profile == "mixed" else [profile]
-    phases = (np.arange(N_PHASES) + 0.5) * factor / N_PHASES if factor > 1 else np.zeros(N_PHASES)
+    # NOTE: phases are those real data has ((-o) mod F), not spread over [0, F): a fractional phase makes each
+    # training sample a blend of two rows, a blur that real point-sampled sections do not have.
+    phases = training_phases(factor, N_PHASES)
     counts = [int(math.floor((patch - 1 - p) / factor + 1e-9)) + 1 for p in phases]
     cmax = max(counts)
     n = N_PHASES * len(profiles)
@@ -159,7 +163,9 @@ class Trainer:
         from .model import EMSRModel
 
         self._torch = torch
-        config = (config or TrainConfig()).resolved()
+        from .device import resolve_device as _resolve
+
+        config = (config or TrainConfig()).resolved(_resolve((config or TrainConfig()).device))
         vol = volume if hasattr(volume, "spacing") and hasattr(volume, "data") else as_volume(volume)
         data = vol.data
         if config.axis not in (0, 1, 2):
