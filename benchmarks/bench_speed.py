@@ -65,9 +65,12 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         model = tr.model
         rec = reconstruct(vol, model, planes="xz", chunks=(16, 192), device=dev)
-        rec[:, :16].compute()  # warm-up
+        # warm-up: a whole pass, so every dask worker thread has made its CUDA/cuDNN handles (a first call
+        # per thread costs ~0.1 s, which on this small volume would dominate the figure)
+        rec.compute()
         t1 = time.perf_counter()
         o = rec.compute()
+        sync()
         dr = time.perf_counter() - t1
         row = {"what": f"{net}/{a.size}", "params": params, "train_samples_per_s": a.steps * a.batch / dt,
                "patch": a.patch, "batch": a.batch, "reconstruct_voxels_per_s": o.size / dr}
