@@ -68,7 +68,8 @@ def main() -> None:
         vol = open_volume(src)
         for m in ("linear", "cubic"):
             rec = reconstruct(vol, m).compute()[:zmax]
-            rows[m] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz")}
+            rows[m] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"),
+                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64))}
         out = Path(tmp) / "iso.tif"
         cmd = [sys.executable, "-m", "napari_emsr.cli", "reconstruct", str(src), "-o", str(out), "--json", "-q",
                "--fuse", a.fuse, "--device", a.device]
@@ -94,6 +95,8 @@ def main() -> None:
         model = EMSRModel.load(info["model"])
         name = f"emsr {model.config['net']}/{model.config['size']}"
         rows[name] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"), "steps": model.step,
+                      "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64)),
+                      "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")} for h in model.history],
                       "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1)}
         assert rec.dtype == gt.dtype
     dev = device_name(a.device)

@@ -106,3 +106,23 @@ def test_cuda_gets_a_larger_default_batch():
     assert TrainConfig().resolved("cuda:0").batch == m.defaults["batch_cuda"] > m.defaults["batch"]
     assert TrainConfig().resolved("cpu").batch == m.defaults["batch"]
     assert TrainConfig(batch=4).resolved("cuda").batch == 4
+
+
+def test_training_ends_with_the_best_held_out_weights(tiny_stack):
+    """If the last weights score worse on the held-out planes than earlier ones, the earlier ones are kept."""
+    import torch
+
+    vol, _ = tiny_stack
+    t = Trainer(vol, TrainConfig(steps=10, **{**TINY, "val_every": 1}))
+    list(t.run())
+    best, best_step, _ = t._best
+    assert best_step >= 1 and best >= max(h["val_psnr"] for h in t.history) - 1e-9
+    with torch.no_grad():  # wreck the weights, as a diverging run would
+        for p in t.net.parameters():
+            p.add_(torch.randn_like(p))
+    t.step += 1
+    t.history.append({"step": t.step, "loss": 1.0, "val_psnr": t.validate(), "cubic_psnr": t.cubic_psnr})
+    assert t.history[-1]["val_psnr"] < best - 0.05
+    t._restore_best()
+    assert abs(t.validate() - best) < 1e-4
+    assert t.model.history[-1]["restored_step"] == best_step

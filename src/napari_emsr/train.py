@@ -233,6 +233,7 @@ class Trainer:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.step = self.start_step
         self._stop = False
+        self._best: tuple[float, int, dict | None] = (-math.inf, -1, None)
         self._load_pool()
         D, U = _degradation_ops(patch, config.factor, config.profile, self.method.order)
         self.D = torch.from_numpy(D).to(self.device)
@@ -387,6 +388,24 @@ class Trainer:
         extra = {"optimizer": self.opt.state_dict()} if getattr(self, "opt", None) is not None else None
         return self.model.save(path, extra=extra)
 
+    def _remember_if_best(self, val: float) -> None:
+        """Keep a copy of the weights with the best held-out PSNR so far (cheap: small networks)."""
+        if val > self._best[0]:
+            sd = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self._best = (val, self.step, sd)
+
+    def _restore_best(self, tol: float = 0.05) -> None:
+        """End of training: if the last weights score worse on held-out planes than the best seen (by more
+        than ``tol`` dB), go back to the best ones. A noisy small-batch run can end in a worse state than it
+        passed through; the history records the step the weights come from."""
+        best, best_step, sd = self._best
+        last = self.history[-1]["val_psnr"] if self.history else -math.inf
+        if sd is not None and best_step != self.step and best > last + tol:
+            self.net.load_state_dict(sd)
+            self.history[-1]["restored_step"] = best_step
+            self.history[-1]["val_psnr"] = best
+            log.info("kept the weights of step %d (held-out PSNR %.2f dB > %.2f dB at the end)", best_step, best, last)
+
     def stop(self) -> None:
         """Ask the training loop to stop after the current step (the model stays usable)."""
         self._stop = True
@@ -443,6 +462,7 @@ class Trainer:
             if self.step % c.val_every == 0 or self.step == total:
                 ev.val_psnr = self.validate()
                 ev.cubic_psnr = self.cubic_psnr
+                self._remember_if_best(ev.val_psnr)
                 self.history.append(
                     {"step": self.step, "loss": loss_val, "val_psnr": ev.val_psnr, "cubic_psnr": ev.cubic_psnr,
                      "elapsed": round(ev.elapsed, 2)}
@@ -456,10 +476,12 @@ class Trainer:
         # final validation so the model's history ends with a score
         if not self.history or self.history[-1]["step"] != self.step:
             v = self.validate()
+            self._remember_if_best(v)
             self.history.append(
                 {"step": self.step, "loss": loss_val, "val_psnr": v, "cubic_psnr": self.cubic_psnr,
                  "elapsed": round(time.perf_counter() - t0, 2)}
             )
+        self._restore_best()
         if c.checkpoint:
             self.save_checkpoint()
         h = self.history[-1]
