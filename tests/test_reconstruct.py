@@ -62,6 +62,25 @@ def test_network_planes_fuse_and_tiling_agree(tiny_model):
     np.testing.assert_allclose(fu.astype(float), 0.5 * (xz.astype(float) + yz.astype(float)), atol=1.01)
 
 
+def test_fused_default_chunks_bound_the_yz_work(tiny_model):
+    """A fused chunk restores the yz planes crossing it: default chunks are thick so that work stays ~3x."""
+    vol, model = tiny_model
+    arr = reconstruct(vol, model, planes="fuse")
+    eng = next(v for k, v in arr.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    pixels = []
+    orig = eng.restore
+
+    def counting(planes):
+        pixels.append(planes.size)
+        return orig(planes)
+
+    eng.restore = counting
+    out = arr.compute(scheduler="synchronous")
+    assert sum(pixels) <= 3 * out.size
+    ref = reconstruct(vol, model, planes="fuse", chunks=(8, 24)).compute()
+    np.testing.assert_allclose(out.astype(float), ref.astype(float), atol=1.01)
+
+
 def test_other_axis_and_errors(tiny_model):
     vol, model = tiny_model
     moved = as_volume(np.moveaxis(np.asarray(vol.data), 0, 2), spacing=(10.0, 10.0, 40.0))
