@@ -55,11 +55,10 @@ def main() -> None:
     ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     wd = Path(a.workdir)
+    wd.mkdir(parents=True, exist_ok=True)
     if a.make_only:
-        wd.mkdir(parents=True, exist_ok=True)
         print(json.dumps(list(make_input(wd / "input.ome.zarr", a.gb, a.factor))))
         return
-    wd.mkdir(parents=True, exist_ok=True)
     src, out = wd / "input.ome.zarr", wd / "output.ome.zarr"
     t0 = time.perf_counter()
     # NOTE: the input is made in a child process and the command's peak is read inside its own process:

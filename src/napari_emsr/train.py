@@ -23,7 +23,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .degrade import PROFILES, check_factor, training_phases, interpolate_axis, interpolation_matrix, output_positions, section_blur
+from .degrade import (
+    PROFILES,
+    check_factor,
+    interpolate_axis,
+    interpolation_matrix,
+    output_positions,
+    section_blur,
+    training_phases,
+)
 from .errors import InputError
 from .methods import get_method
 
@@ -67,10 +75,12 @@ class TrainConfig:
         c = TrainConfig(**asdict(self))
         c.net = c.net or m.net
         c.size = c.size or m.size
-        if c.batch is None and device is not None and device.startswith("cuda"):
-            c.batch = m.defaults.get("batch_cuda")
-        for k, v in {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "point", **m.defaults}.items():
-            if hasattr(c, k) and getattr(c, k) is None:
+        defaults = {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "point", **m.defaults}
+        batch_cuda = defaults.pop("batch_cuda", None)
+        if c.batch is None and batch_cuda and device is not None and device.startswith("cuda"):
+            c.batch = batch_cuda
+        for k, v in defaults.items():
+            if getattr(c, k) is None:
                 setattr(c, k, v)
         return c
 
@@ -163,9 +173,9 @@ class Trainer:
         from .model import EMSRModel
 
         self._torch = torch
-        from .device import resolve_device as _resolve
-
-        config = (config or TrainConfig()).resolved(_resolve((config or TrainConfig()).device))
+        config = config or TrainConfig()
+        device = resolve_device(config.device)
+        config = config.resolved(device)
         vol = volume if hasattr(volume, "spacing") and hasattr(volume, "data") else as_volume(volume)
         data = vol.data
         if config.axis not in (0, 1, 2):
@@ -196,7 +206,7 @@ class Trainer:
         self.config = config
         self.data = data
         self.volume = vol
-        self.device = resolve_device(config.device)
+        self.device = device
         if config.threads:
             torch.set_num_threads(int(config.threads))
         nz, ny, nx = data.shape
