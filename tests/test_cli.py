@@ -31,6 +31,7 @@ def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):
     assert main(["train", str(stack_tif), "-o", str(model), "--steps", "4", "--json", *TINY]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["steps"] == 4 and res["factor"] == 4.0
+    assert res["profile"] in ("point", "slab", "gaussian") and res["profile_estimate"]["profile"] == res["profile"]
     out = tmp_path / "iso.ome.zarr"
     assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
     v = open_volume(out)

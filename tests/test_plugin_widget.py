@@ -58,6 +58,12 @@ def test_panel_reads_voxel_size(panel, qtbot):
     assert panel.input.spacing()[0] == pytest.approx(30.0)
     # the anisotropy measure is computed in a worker and shown
     qtbot.waitUntil(lambda: panel.input.anisotropy_label.text() not in ("-", "measuring..."), timeout=TIMEOUT)
+    # ... and so is the section profile "auto" stands for (the sample is point-sampled)
+    qtbot.waitUntil(lambda: panel.method.profile_combo.itemText(0) != "auto", timeout=TIMEOUT)
+    assert panel.method.profile_combo.itemText(0) == "auto: point"
+    assert panel.method.profile() == "auto" and panel.training_config().profile == "auto"
+    panel.method.set_values(profile="slab")
+    assert panel.training_config().profile == "slab"
     # the device list is filled in a worker
     qtbot.waitUntil(lambda: panel.device.device_combo.findData("cpu") >= 0, timeout=TIMEOUT)
 

@@ -126,3 +126,18 @@ def test_training_ends_with_the_best_held_out_weights(tiny_stack):
     t._restore_best()
     assert abs(t.validate() - best) < 1e-4
     assert t.model.history[-1]["restored_step"] == best_step
+
+
+def test_auto_profile_is_estimated_and_recorded():
+    """The default section profile is estimated from the stack and stored with the model."""
+    from napari_emsr.sample import load_sample
+
+    aniso, _ = load_sample(4, "slab")
+    t = Trainer(aniso, TrainConfig(steps=1, **TINY))
+    assert t.config.profile == "slab"
+    m = t.model
+    assert m.config["profile"] == "slab" and m.config["profile_estimate"]["profile"] == "slab"
+    # an explicit profile is taken as given, and a wrong name is refused clearly
+    assert Trainer(aniso, TrainConfig(steps=1, profile="point", **TINY)).profile_estimate is None
+    with pytest.raises(InputError, match="section profile"):
+        Trainer(aniso, TrainConfig(steps=1, profile="thick", **TINY))

@@ -266,9 +266,11 @@ class EMSRWidget(QWidget):
         self._anisotropy_request += 1
         request = self._anisotropy_request
         self.input.set_anisotropy("measuring...")
+        self.method.set_estimated_profile(None)
         self._start(
             anisotropy_task,
             volume,
+            self.input.factor(),
             connect={
                 "returned": partial(self._on_anisotropy, request),
                 "errored": partial(self._on_anisotropy_error, request),
@@ -283,6 +285,8 @@ class EMSRWidget(QWidget):
         detail = ", ".join(f"{k} {v:.3g}" for k, v in result.items() if isinstance(v, float) and k != "ratio")
         self.input.set_anisotropy(text)
         self.input.anisotropy_label.setToolTip(detail)
+        if isinstance(result, dict) and result.get("profile"):
+            self.method.set_estimated_profile(result["profile"])
 
     def _on_anisotropy_error(self, request: int, err: BaseException) -> None:
         if request == self._anisotropy_request:

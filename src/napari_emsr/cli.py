@@ -153,6 +153,8 @@ def _run_training(args, vol, out_model: Path | None):
             f"training {c.net} ({c.size}) for F = {c.factor:g}, {c.profile} sections, on {trainer.device}, {budget}",
             file=sys.stderr,
         )
+        if trainer.profile_estimate is not None:
+            print(f"section profile: {trainer.profile_estimate['note']}", file=sys.stderr)
     total = c.steps if not c.minutes else None
     bar = _progress("train", total, args.quiet)
     interrupted = False
@@ -191,6 +193,8 @@ def cmd_train(args) -> int:
         "cubic_psnr": h.get("cubic_psnr"),
         "interrupted": interrupted,
         "device": trainer.device,
+        "profile": model.config.get("profile"),
+        "profile_estimate": model.config.get("profile_estimate"),
     }
     gain = (h.get("val_psnr") or 0) - (h.get("cubic_psnr") or 0)
     _emit(args, payload, f"saved {out} ({model.step} steps; held-out planes: {gain:+.2f} dB over cubic)")
@@ -255,7 +259,8 @@ def cmd_reconstruct(args) -> int:
     if meth.trains:
         model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
         model, trainer, interrupted, _ = _run_training(args, vol, model_path)
-        payload.update({"model": str(model_path), "steps": model.step})
+        payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
+                        "profile_estimate": model.config.get("profile_estimate")})
         if interrupted:
             return 130
     else:
@@ -294,7 +299,7 @@ def cmd_demo(args) -> int:
     emsr = rows[f"emsr ({model.config['net']})"]
     gain = emsr["psnr"] - rows["cubic"]["psnr"]
     payload = {"scores": rows, "gain_db": gain, "seconds": round(time.perf_counter() - t0, 1), "device": trainer.device,
-               "steps": model.step}
+               "steps": model.step, "profile": model.config.get("profile")}
     lines = [f"{'method':<18} {'PSNR (dB)':>10} {'SSIM (xz)':>10}"]
     for k, v in rows.items():
         lines.append(f"{k:<18} {v['psnr']:>10.2f} {v['ssim_xz']:>10.3f}")
@@ -333,9 +338,11 @@ def _add_train(p, demo=False):
     g.add_argument("--patch", type=int, default=None, help="training patch size in pixels")
     g.add_argument("--batch", type=int, default=None, help="patches per step")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay)")
-    g.add_argument("--profile", default=None, choices=["point", "slab", "gaussian", "mixed"],
-                   help="section profile assumed for z: point (default, measured safest), slab (sections integrate "
-                   "their thickness F), gaussian, or mixed (all three at random)")
+    g.add_argument("--profile", default=None, choices=["auto", "point", "slab", "gaussian", "mixed"],
+                   help="how the z sections were cut: auto (default: estimated from the stack, comparing its z "
+                   "spectrum with lateral lines degraded each way), point (thin samples, e.g. FIB-SEM), slab "
+                   "(sections integrate their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or "
+                   "mixed (all three at random)")
     g.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson-gaussian"],
                    help="noise added to the simulated sections (default none)")
     g.add_argument("--noise-level", type=float, default=0.0, help="noise sigma in normalised units (0-1 range)")
@@ -397,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the whole job on bundled sample data (Janelia medulla FIB-SEM), scored against ground truth")
     s.add_argument("--demo-factor", type=int, default=4, help="anisotropy factor to simulate (default 4)")
     s.add_argument("--demo-profile", default="point", choices=["point", "slab", "gaussian"],
-                   help="how the sample stack is made (the training assumes --profile, default point)")
+                   help="how the sample stack is made (the training estimates it unless --profile is given)")
     s.add_argument("-o", "--output", default=None, help="also save the trained model here")
     _add_train(s, demo=True)
     _add_common(s)

@@ -11,6 +11,7 @@ inference exactly the kind of input it was trained on. Numpy only: this module d
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -25,6 +26,7 @@ PROFILE_DESCRIPTIONS = {
     "point": "each section is a thin sample of the tissue (every F-th plane)",
     "slab": "each section integrates the tissue over its thickness F (serial sections, block-face)",
     "gaussian": "each section is a Gaussian-weighted average, FWHM = F (a soft slab)",
+    "auto": "estimated from the stack: its z spectrum is compared with lateral lines degraded each way",
     "mixed": "training only: each pair draws point, gaussian or slab at random (robust when the profile is unknown)",
 }
 
@@ -228,3 +230,180 @@ def make_anisotropic(volume: np.ndarray, factor: int, profile: str = "point") ->
         out = np.clip(np.rint(out), info.min, info.max)
     return out.astype(v.dtype)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Estimating the section profile from the stack itself
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Profiles ordered from least to most axial blur.
+BLUR_ORDER = ("point", "slab", "gaussian")
+#: A more blurred profile must beat a less blurred one by this ratio of spectral distances to be chosen:
+#: assuming more blur than the stack has costs more than assuming less (medulla F = 4, 3 min CPU: a point stack
+#: trained as slab lost 1 dB to cubic; a slab stack trained as point still gained 0.5 dB).
+PREFER_LESS_BLUR = 0.9
+#: The estimate needs this many sections (and as many F-spaced lateral samples) to resolve the spectra.
+MIN_SPECTRUM_LENGTH = 12
+
+
+@dataclass
+class ProfileEstimate:
+    """What :func:`estimate_profile` found.
+
+    Attributes
+    ----------
+    profile : str
+        The chosen section profile (one of :data:`PROFILES`).
+    scores : dict
+        Log-spectral distance between the stack's axial spectrum and each profile's simulation (lower is closer).
+    noise_sigma : float
+        Lateral noise level of the normalised stack (Immerkaer's estimator), used in the simulations.
+    reliable : bool
+        False when the stack was too small to tell (then ``profile`` is ``"point"``, the safe choice).
+    note : str
+        One line for people.
+    """
+
+    profile: str
+    scores: dict[str, float]
+    noise_sigma: float
+    reliable: bool
+    note: str
+
+    def as_dict(self) -> dict:
+        return {"profile": self.profile, "scores": dict(self.scores), "noise_sigma": self.noise_sigma,
+                "reliable": self.reliable, "note": self.note}
+
+
+def noise_sigma(plane: np.ndarray) -> float:
+    """White-noise standard deviation of a 2D image (Immerkaer 1996: a Laplacian-difference mask)."""
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = ndimage.convolve(np.asarray(plane, np.float32), mask, mode="mirror")[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2.0) * np.abs(r).mean() / 6.0)
+
+
+def _line_spectrum(lines: np.ndarray, length: int) -> np.ndarray:
+    """Mean power spectrum of Hann-windowed, mean-free segments of ``length`` along the last axis."""
+    lines = lines.reshape(-1, lines.shape[-1])
+    w = np.hanning(length + 2)[1:-1].astype(np.float32)
+    total, count = 0.0, 0
+    for s in range(0, lines.shape[1] - length + 1, max(1, length // 2)):
+        seg = lines[:, s : s + length]
+        seg = (seg - seg.mean(axis=1, keepdims=True)) * w
+        total = total + (np.abs(np.fft.rfft(seg, axis=1)) ** 2).sum(axis=0)
+        count += seg.shape[0]
+    return total / count / float((w**2).sum())
+
+
+def _transfer(freq: np.ndarray, profile: str, factor: float) -> np.ndarray:
+    """Frequency response of the section kernel at ``freq`` (cycles per lateral pixel)."""
+    k = profile_kernel(profile, factor)
+    if k is None:
+        return np.ones_like(freq)
+    r = len(k) // 2
+    return np.cos(2.0 * np.pi * np.outer(freq, np.arange(-r, r + 1))) @ k.astype(np.float64)
+
+
+def _projection_gain(freq: np.ndarray, profile: str, factor: float, alpha: float = 3.0) -> np.ndarray:
+    """How much a lateral line spectrum loses because each section projects the tissue over its thickness.
+
+    The lateral planes of a stack cut with a thick profile are themselves averages over the section, so a lateral
+    axis blurred with the same profile looks blurrier than the real z axis. For isotropic tissue with a 3D power
+    spectrum ``|k|^-alpha`` the unprojected/projected ratio of line spectra at ``freq`` is
+    ``sum S / sum S |H(v)|^2`` over the two other frequency axes (u, v), with v along the sections.
+    """
+    if profile_kernel(profile, factor) is None:
+        return np.ones_like(freq)
+    g = np.linspace(-0.5, 0.5, 201)
+    u2 = (g**2)[:, None]
+    h2 = _transfer(g, profile, factor) ** 2
+    out = np.ones_like(freq)
+    for i, f in enumerate(freq):
+        s = (max(abs(float(f)), 1e-3) ** 2 + u2 + (g**2)[None, :]) ** (-alpha / 2.0)
+        out[i] = s.sum() / (s * h2[None, :]).sum()
+    return out
+
+
+def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: int = 16) -> ProfileEstimate:
+    """Estimate how the sections were cut (point, slab or Gaussian profile) from the stack alone.
+
+    Tissue is statistically isotropic, so the power spectrum of lines along z should match that of lateral lines
+    degraded the way z was acquired. For each profile the lateral lines of a few planes are blurred with the
+    profile (corrected for the projection the sections already carry, :func:`_projection_gain`), sampled every F
+    pixels, given back the noise the blur removed, and their spectrum is compared with the spectrum along z (log
+    distance, free gain). The closest profile wins; a more blurred profile must win by a margin
+    (:data:`PREFER_LESS_BLUR`). On the medulla FIB-SEM degraded at F = 4 and 8 (point, slab, Gaussian; with and
+    without noise of 8 grey levels) it picks the profile the stack was made with in 24 of 24 cases.
+
+    Parameters
+    ----------
+    data : array-like (numpy or dask), 3D
+        The anisotropic stack.
+    factor : float
+        Anisotropy factor F.
+    axis : int
+        The anisotropic axis.
+    crop, planes : int
+        Lateral crop (pixels) and number of lateral planes read (the estimate reads at most
+        ``n_sections * crop**2 + planes * (crop * F)**2`` voxels).
+    """
+    factor = check_factor(factor)
+    if getattr(data, "ndim", 0) != 3:
+        raise InputError(f"the section profile is estimated from a 3D stack, got {getattr(data, 'ndim', '?')}D data")
+    if axis != 0:
+        data = data.transpose([axis] + [a for a in range(3) if a != axis])
+    nz, ny, nx = data.shape
+    lat = int(min(max(crop, int(round(crop * factor / 4))), 1024))
+    cy, cx = min(ny, lat), min(nx, lat)
+    y0, x0 = (ny - cy) // 2, (nx - cx) // 2
+    zc = min(crop, cy, cx)
+    zy0, zx0 = (ny - zc) // 2, (nx - zc) // 2
+
+    def _get(a):
+        return np.asarray(a.compute() if hasattr(a, "compute") else a, dtype=np.float32)
+
+    zs = np.unique(np.linspace(0, nz - 1, min(nz, planes)).round().astype(int))
+    lateral = _get(data[[int(z) for z in zs], y0 : y0 + cy, x0 : x0 + cx])
+    axial = _get(data[: min(nz, 256), zy0 : zy0 + zc, zx0 : zx0 + zc])
+    lo, hi = np.percentile(lateral, [0.5, 99.5])
+    scale = float(hi - lo) if hi > lo else 1.0
+    lateral = (lateral - lo) / scale
+    axial = (axial - lo) / scale
+    sigma = float(np.median([noise_sigma(p) for p in lateral]))
+
+    length = int(min(axial.shape[0], cy // factor, cx // factor, 32))
+    if factor <= 1.0 or length < MIN_SPECTRUM_LENGTH:
+        why = "no anisotropy" if factor <= 1.0 else (
+            f"too few sections or lateral samples ({length} < {MIN_SPECTRUM_LENGTH}) to compare spectra")
+        return ProfileEstimate("point", {}, sigma, False, f"point (not estimated: {why})")
+
+    p_axial = _line_spectrum(np.moveaxis(axial, 0, -1), length)
+    scores: dict[str, float] = {}
+    for profile in BLUR_ORDER:
+        spectra = []
+        for ax in (1, 2):
+            lines = np.moveaxis(lateral, ax, -1)
+            n = lines.shape[-1]
+            freq = np.fft.rfftfreq(n)
+            filt = _transfer(freq, profile, factor) * np.sqrt(_projection_gain(freq, profile, factor))
+            lines = np.fft.irfft(np.fft.rfft(lines, axis=-1) * filt.astype(np.float32), n=n, axis=-1)
+            for phase in range(int(math.ceil(factor))):
+                pos = phase + np.arange(int((n - 1 - phase) // factor) + 1) * factor
+                i0 = np.floor(pos).astype(int)
+                fr = (pos - i0).astype(np.float32)
+                i1 = np.minimum(i0 + 1, n - 1)
+                spectra.append(_line_spectrum(lines[..., i0] * (1 - fr) + lines[..., i1] * fr, length))
+        kern = profile_kernel(profile, factor)
+        kept = 1.0 if kern is None else float((kern**2).sum())
+        p_sim = np.mean(spectra, axis=0) + sigma**2 * (1.0 - kept)
+        d = np.log(p_axial[1:] + 1e-12) - np.log(p_sim[1:] + 1e-12)
+        scores[profile] = round(float(np.sqrt(np.mean((d - d.mean()) ** 2))), 4)
+
+    best = min(scores, key=scores.get)
+    choice = best
+    for profile in BLUR_ORDER[: BLUR_ORDER.index(best)]:
+        if scores[best] > PREFER_LESS_BLUR * scores[profile]:
+            choice = profile
+            break
+    detail = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+    return ProfileEstimate(choice, scores, sigma, True, f"{choice} (estimated from the stack's spectra: {detail})")

@@ -57,11 +57,13 @@ METHODS: dict[str, Method] = {
             size="small",
             loss="l1_pdl",
             order=3,
-            # NOTE: profile "point" measured best as the default: assuming more blur than the stack has costs
-            # far more (medulla F = 4 point stack, 3 min CPU: point +0.35 dB, mixed -0.35, slab -1.00 vs cubic).
+            # NOTE: profile "auto" estimates the section profile from the stack (degrade.estimate_profile): a
+            # wrong guess is costly (medulla F = 4 slab stack, H100 5 min: point training +0.51 dB over cubic)
+            # and assuming more blur than the stack has costs most (point stack, slab training: -1.00 dB, 3 min
+            # CPU), so the estimate leans to the less blurred profile when it is unsure.
             # batch_cuda: on an H100, batch 8 leaves the GPU idle (rescnn/small 865 samples/s at batch 8,
             # 10,400 at 128); 64 measured +1.5 dB over cubic in 5 min (medulla F = 4 point).
-            defaults={"profile": "point", "patch": 64, "batch": 8, "batch_cuda": 64, "lr": 1e-3, "steps": 3000},
+            defaults={"profile": "auto", "patch": 64, "batch": 8, "batch_cuda": 64, "lr": 1e-3, "steps": 3000},
         ),
         Method(
             name="cubic",

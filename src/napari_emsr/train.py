@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from .degrade import (
     PROFILES,
+    estimate_profile,
     check_factor,
     interpolate_axis,
     interpolation_matrix,
@@ -75,7 +76,7 @@ class TrainConfig:
         c = TrainConfig(**asdict(self))
         c.net = c.net or m.net
         c.size = c.size or m.size
-        defaults = {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "point", **m.defaults}
+        defaults = {"steps": 3000, "patch": 64, "batch": 8, "lr": 1e-3, "profile": "auto", **m.defaults}
         batch_cuda = defaults.pop("batch_cuda", None)
         if c.batch is None and batch_cuda and device is not None and device.startswith("cuda"):
             c.batch = batch_cuda
@@ -245,6 +246,16 @@ class Trainer:
         self._stop = False
         self._best: tuple[float, int, dict | None] = (-math.inf, -1, None)
         self._load_pool()
+        self.profile_estimate: dict | None = None
+        if config.profile == "auto":
+            est = estimate_profile(data, config.factor)
+            config.profile = est.profile
+            self.profile_estimate = est.as_dict()
+            log.info("section profile: %s", est.note)
+        elif config.profile not in PROFILES + ("mixed",):
+            raise InputError(
+                f"unknown section profile {config.profile!r}: choose auto, {', '.join(PROFILES)} or mixed"
+            )
         D, U = _degradation_ops(patch, config.factor, config.profile, self.method.order)
         self.D = torch.from_numpy(D).to(self.device)
         self.U = torch.from_numpy(U).to(self.device)
@@ -379,6 +390,7 @@ class Trainer:
             "axis": c.axis,
             "order": self.method.order,
             "profile": c.profile,
+            "profile_estimate": self.profile_estimate,
             "noise": c.noise,
             "norm": list(self.norm),
             "dtype": str(self.data.dtype),

@@ -7,7 +7,10 @@ from typing import Any
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
+from napari_emsr.degrade import PROFILE_DESCRIPTIONS
+
 NET_SIZES = ("tiny", "small", "base")
+SECTION_PROFILES = ("auto", "point", "slab", "gaussian", "mixed")
 BUDGET_KINDS = ("steps", "minutes")
 
 
@@ -64,6 +67,17 @@ class MethodWidget(QGroupBox):
             "Network size: tiny for a quick CPU try, base for the best quality on a GPU"
         )
 
+        self.profile_combo = QComboBox()
+        for value in SECTION_PROFILES:
+            self.profile_combo.addItem(value, value)
+            self.profile_combo.setItemData(
+                self.profile_combo.count() - 1, PROFILE_DESCRIPTIONS.get(value, ""), Qt.ItemDataRole.ToolTipRole
+            )
+        self.profile_combo.setToolTip(
+            "How the z sections were cut. auto: estimated from the stack when a layer is picked "
+            "(point for FIB-SEM-like thin samples, slab for serial sections)"
+        )
+
         net_row = QHBoxLayout()
         net_row.addWidget(self.net_combo)
         net_row.addWidget(self.size_combo)
@@ -74,6 +88,7 @@ class MethodWidget(QGroupBox):
         form.addRow("Budget", budget_row)
         form.addRow("Patch", self.patch_box)
         form.addRow("Network", net_row)
+        form.addRow("Sections", self.profile_combo)
 
         self.budget_kind.currentTextChanged.connect(self._on_budget_kind)
         self.method_combo.currentTextChanged.connect(self._on_method)
@@ -104,7 +119,9 @@ class MethodWidget(QGroupBox):
             self.patch_box.setValue(int(defaults["patch"]))
         if "steps" in defaults and self.budget_kind.currentText() == "steps":
             self.budget_value.setValue(int(defaults["steps"]))
-        for widget in (self.budget_value, self.budget_kind, self.patch_box, self.net_combo, self.size_combo):
+        for widget in (
+            self.budget_value, self.budget_kind, self.patch_box, self.net_combo, self.size_combo, self.profile_combo
+        ):
             widget.setEnabled(method.trains)
         self.method_changed.emit(name)
 
@@ -133,6 +150,25 @@ class MethodWidget(QGroupBox):
             self.net_combo.setCurrentText(values["net"])
         if "size" in values:
             self.size_combo.setCurrentText(values["size"])
+        if "profile" in values:
+            index = self.profile_combo.findData(values["profile"])
+            if index < 0:
+                raise ValueError(f"unknown section profile {values['profile']!r}: one of {SECTION_PROFILES}")
+            self.profile_combo.setCurrentIndex(index)
+
+    def profile(self) -> str:
+        """The section profile training assumes ("auto" estimates it from the stack)."""
+        return str(self.profile_combo.currentData())
+
+    def set_estimated_profile(self, estimate: dict | None) -> None:
+        """Show what "auto" stands for on the current stack (a :class:`~napari_emsr.degrade.ProfileEstimate` dict)."""
+        index = self.profile_combo.findData("auto")
+        if estimate is None:
+            self.profile_combo.setItemText(index, "auto")
+            self.profile_combo.setItemData(index, PROFILE_DESCRIPTIONS["auto"], Qt.ItemDataRole.ToolTipRole)
+            return
+        self.profile_combo.setItemText(index, f"auto: {estimate['profile']}")
+        self.profile_combo.setItemData(index, estimate.get("note", ""), Qt.ItemDataRole.ToolTipRole)
 
     def config_kwargs(self) -> dict[str, Any]:
         """The ``TrainConfig`` fields this widget sets."""
@@ -141,6 +177,7 @@ class MethodWidget(QGroupBox):
             "patch": self.patch_box.value(),
             "net": self.net_combo.currentText(),
             "size": self.size_combo.currentText(),
+            "profile": self.profile(),
         }
         if self.budget_kind.currentText() == "minutes":
             kwargs["minutes"] = float(self.budget_value.value())

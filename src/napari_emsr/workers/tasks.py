@@ -15,11 +15,16 @@ def list_devices_task() -> list[tuple[str, str]]:
     return list_devices()
 
 
-def anisotropy_task(volume: Any) -> dict:
-    """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`)."""
+def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
+    """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`) and, given the factor,
+    the estimated section profile under ``"profile"`` (:meth:`napari_emsr.degrade.ProfileEstimate.as_dict`)."""
+    from napari_emsr.degrade import estimate_profile
     from napari_emsr.metrics import anisotropy
 
-    return anisotropy(volume, spacing=volume.spacing)
+    result = dict(anisotropy(volume, spacing=volume.spacing))
+    if factor is not None and factor > 1.0:
+        result["profile"] = estimate_profile(volume.data, factor).as_dict()
+    return result
 
 
 def load_model_task(path: str) -> Any:
