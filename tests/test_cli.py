@@ -24,6 +24,8 @@ def test_info_json(stack_tif, capsys):
     assert main(["info", str(stack_tif), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["shape"] == [9, 48, 48] and out["factor"] == 4.0 and out["anisotropy"]["ratio"] > 1
+    # 9 sections are too few to tell the section profile: point, said to be a fallback
+    assert out["profile"]["profile"] == "point" and not out["profile"]["reliable"]
 
 
 def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):

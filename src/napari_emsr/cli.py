@@ -91,6 +91,11 @@ def cmd_info(args) -> int:
     vol = _open(args)
     f = _factor(args, vol)
     an = anisotropy(vol.data, spacing=vol.spacing) if not args.fast else None
+    prof = None
+    if not args.fast and f and f > 1.0:
+        from .degrade import estimate_profile
+
+        prof = estimate_profile(vol.data, f).as_dict()
     payload = {
         "path": str(args.input),
         "shape": list(vol.shape),
@@ -99,6 +104,7 @@ def cmd_info(args) -> int:
         "unit": vol.unit,
         "factor": f,
         "anisotropy": an,
+        "profile": prof,
     }
     lines = [
         f"{args.input}",
@@ -108,6 +114,8 @@ def cmd_info(args) -> int:
     ]
     if an:
         lines.append(f"  anisotropy (reference-free, 1 = isotropic): {an.get('ratio', float('nan')):.2f}")
+    if prof:
+        lines.append(f"  section profile: {prof['note']}")
     _emit(args, payload, "\n".join(lines))
     return 0
 
@@ -368,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(s)
     s.add_argument("--factor", type=float, default=None)
     s.add_argument("--axis", type=int, default=0)
-    s.add_argument("--fast", action="store_true", help="skip the anisotropy measure")
+    s.add_argument("--fast", action="store_true", help="skip the anisotropy measure and the section-profile estimate")
     _add_common(s)
     s.set_defaults(func=cmd_info)
 
