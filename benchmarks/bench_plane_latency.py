@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
     parser.add_argument("--planes", type=int, default=8, help="how many planes to time")
+    parser.add_argument("--fused", action="store_true", help="also time one plane of the fused (xz + yz) layer")
     args = parser.parse_args(argv)
 
     import napari
@@ -62,6 +63,15 @@ def main(argv: list[str] | None = None) -> None:
         array[:, int(y), :].compute()
         t.append(time.perf_counter() - t0)
     print(f"dask compute of one xz plane: median {np.median(t):.3f} s, max {max(t):.3f} s")
+    if args.fused:
+        # A fused plane needs the yz planes that cross it over its rows plus a margin: the first plane of a
+        # chunk computes the whole chunk (rows of xz planes and their yz context); its neighbours then come free.
+        fused = reconstruct(volume, model, planes="fuse", device="cpu")
+        rows = fused.chunks[1][0]
+        t0 = time.perf_counter()
+        fused[:, rows // 2, :].compute()
+        first = time.perf_counter() - t0
+        print(f"dask compute of one fused plane: {first:.1f} s (a chunk of {rows} rows: {first / rows:.3f} s a plane)")
 
     done: list[int] = []
 

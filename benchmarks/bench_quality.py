@@ -93,11 +93,12 @@ def main() -> None:
         from napari_emsr.model import EMSRModel
 
         model = EMSRModel.load(info["model"])
-        name = f"emsr {model.config['net']}/{model.config['size']}"
+        name = f"emsr {model.config['net']}/{model.config['size']}, {model.config.get('profile')} training"
         rows[name] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"), "steps": model.step,
                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64)),
                       "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")} for h in model.history],
-                      "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1)}
+                      "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1),
+                      "profile": model.config.get("profile"), "profile_estimate": model.config.get("profile_estimate")}
         assert rec.dtype == gt.dtype
     dev = device_name(a.device)
     cub = rows["cubic"]

@@ -2,7 +2,7 @@
 
 Run under a virtual X server (the window must really be drawn)::
 
-    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
+    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" python scripts/screenshots.py
 
 It opens napari with the bundled anisotropic sample, docks the panel, trains a small network on the CPU,
 saves ``docs/images/training.png`` mid-training (plot and live preview visible), then adds the lazy xz
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-emsr")
-    viewer.window.resize(1600, 1000)
+    viewer.window.resize(1600, 1200)
     viewer.open_sample("napari-emsr", "medulla_anisotropic")
     panel = EMSRWidget(viewer)
     viewer.window.add_dock_widget(panel, name="Isotropic reconstruction", area="right")

@@ -181,6 +181,18 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
         assert plane.shape == (xz.data.shape[0], xz.data.shape[2])
 
 
+def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
+    import dask.array as da
+
+    _train(panel, qtbot)
+    panel.reconstruct.set_planes(["fuse"])
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    fused = panel.reconstructed_layers[0]
+    assert isinstance(fused.data, da.Array) and fused.data.chunksize[1] == 64
+    assert any("fused layer computes 64 rows" in m for m in _notifications())
+
+
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     panel.reconstruct_layers(["xz"])
     assert "no model yet" in panel.status_label.text()

@@ -520,6 +520,17 @@ class EMSRWidget(QWidget):
             self._report_error(err, "reconstruction")
             return None
         self.set_status("Preparing the lazy reconstruction...")
+        if "fuse" in planes and not isinstance(model, str) and self.device.device() == "cpu":
+            from napari.utils.notifications import show_info
+
+            # NOTE: measured (benchmarks/bench_plane_latency.py --fused, 2-core CPU, rescnn/small, 253 x 250 x 250):
+            # a fused chunk of 64 rows takes 31 s (0.49 s a plane), an xz plane 0.17 s; napari slices in its
+            # main thread, so it waits that long at each new block.
+            show_info(
+                "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows "
+                "at a time: on a CPU the first view of each block takes a while (31 s for 250 x 250 planes on 2 "
+                "cores) and napari waits. Browse with xz-restored; export the fused volume."
+            )
         self.reconstruct.button.setEnabled(False)
         return self._start(
             reconstruct_task,
