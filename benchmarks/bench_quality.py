@@ -46,6 +46,9 @@ def main() -> None:
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--profile", default="point", choices=["point", "slab", "gaussian"], help="how the stack is made")
     ap.add_argument("--train-profile", default=None, help="profile the training assumes (default: the method's)")
+    ap.add_argument("--stack-noise", type=float, default=0.0,
+                    help="Gaussian noise (grey levels) added to the stack after cutting, as a detector adds it; "
+                    "the ground truth stays clean")
     ap.add_argument("--net", default=None)
     ap.add_argument("--size", default=None)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -57,6 +60,9 @@ def main() -> None:
 
     gt = tifffile.imread(a.gt)
     aniso = make_anisotropic(gt, a.factor, a.profile)
+    if a.stack_noise > 0:
+        noisy = aniso.astype(np.float32) + np.random.default_rng(0).normal(0.0, a.stack_noise, aniso.shape)
+        aniso = np.clip(np.rint(noisy), 0, 255).astype(aniso.dtype)
     n = aniso.shape[0]
     zmax = (n - 1) * a.factor + 1
     ref = gt[:zmax]
@@ -107,7 +113,7 @@ def main() -> None:
         print(f"| medulla 250^3 | {a.factor} | {a.profile} | {k} | {v['psnr']:.2f} | {v['ssim_xz']:.3f} | "
               f"{v['psnr'] - cub['psnr']:+.2f} | {v['ssim_xz'] - cub['ssim_xz']:+.3f} | {v.get('steps', '-')} | {dev} | "
               f"{date.today()} |")
-    print(json.dumps({"factor": a.factor, "profile": a.profile, "minutes": a.minutes, "device": dev, "rows": rows,
+    print(json.dumps({"factor": a.factor, "profile": a.profile, "stack_noise": a.stack_noise, "minutes": a.minutes, "device": dev, "rows": rows,
                       "command": " ".join(sys.argv)}))
 
 

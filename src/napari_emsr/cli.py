@@ -163,6 +163,8 @@ def _run_training(args, vol, out_model: Path | None):
         )
         if trainer.profile_estimate is not None:
             print(f"section profile: {trainer.profile_estimate['note']}", file=sys.stderr)
+        if trainer.noise_estimate is not None:
+            print(f"section noise: {trainer.noise_estimate['note']}", file=sys.stderr)
     total = c.steps if not c.minutes else None
     bar = _progress("train", total, args.quiet)
     interrupted = False
@@ -351,9 +353,11 @@ def _add_train(p, demo=False):
                    "spectrum with lateral lines degraded each way), point (thin samples, e.g. FIB-SEM), slab "
                    "(sections integrate their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or "
                    "mixed (all three at random)")
-    g.add_argument("--noise", default="none", choices=["none", "gaussian", "poisson-gaussian"],
-                   help="noise added to the simulated sections (default none)")
-    g.add_argument("--noise-level", type=float, default=0.0, help="noise sigma in normalised units (0-1 range)")
+    g.add_argument("--noise", default="auto", choices=["auto", "none", "gaussian", "poisson-gaussian"],
+                   help="noise added to the simulated sections: auto (default) gives thick simulated sections back "
+                   "the noise their blur averaged away, measured on the stack (none for point sections)")
+    g.add_argument("--noise-level", type=float, default=0.0,
+                   help="noise sigma in normalised units (0-1 range) for --noise gaussian/poisson-gaussian")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--val-every", type=int, default=50, help="validate on held-out planes every N steps")
     g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")

@@ -24,7 +24,10 @@ import numpy as np
 
 from . import __version__
 from .degrade import (
+    NOISES,
     PROFILES,
+    noise_sigma,
+    profile_kernel,
     estimate_profile,
     check_factor,
     interpolate_axis,
@@ -57,7 +60,7 @@ class TrainConfig:
     batch: int | None = None
     lr: float | None = None
     profile: str | None = None
-    noise: str = "none"
+    noise: str = "auto"
     noise_level: float = 0.0
     pdl_weight: float = 0.01
     device: str = "auto"
@@ -124,6 +127,28 @@ def robust_range(data, planes: int = 16, low: float = 0.5, high: float = 99.5, s
 
 def _compute(a):
     return a.compute() if hasattr(a, "compute") else np.asarray(a)
+
+
+def matched_noise(planes: np.ndarray, profile: str, factor: float) -> dict:
+    """The noise to add to simulated sections so they are as noisy as the real ones.
+
+    A real section carries the detector's noise at full strength, whatever its thickness; a section simulated by
+    blurring a lateral plane with the profile's kernel ``h`` averages that plane's noise down to
+    ``sigma * sqrt(sum h^2)``. Adding ``sigma * sqrt(1 - sum h^2)`` gives it back (zero for point sampling).
+    ``sigma`` is the median white-noise level of ``planes`` (normalised intensities; Immerkaer's estimator).
+    Measured on the medulla F = 4 slab stack with noise of 8 grey levels, 3 min CPU: +2.38 dB over cubic with the
+    matched noise, -0.09 dB without.
+    """
+    sigma = float(np.median([noise_sigma(p) for p in planes[:16]])) if len(planes) else 0.0
+    profiles = list(PROFILES) if profile == "mixed" else [profile]
+    kept = []
+    for prof in profiles:
+        k = profile_kernel(prof, factor)
+        kept.append(1.0 if k is None else float((k.astype(np.float64) ** 2).sum()))
+    level = sigma * math.sqrt(max(0.0, 1.0 - float(np.mean(kept))))
+    note = (f"noise {level:.4f} added to simulated {profile} sections (lateral noise {sigma:.4f}, normalised)"
+            if level > 0 else f"none needed ({profile} sections keep the stack's noise {sigma:.4f})")
+    return {"level": round(level, 6), "sigma": round(sigma, 6), "note": note}
 
 
 def _degradation_ops(patch: int, factor: float, profile: str, order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +229,8 @@ class Trainer:
             rc = resume.config
             config.net, config.net_kwargs, config.size = rc["net"], rc.get("net_kwargs", {}), rc.get("size")
             config.profile = rc.get("profile", config.profile)
+            if "noise_level" in rc:  # continue with the noise the model was trained with
+                config.noise, config.noise_level = rc.get("noise", "none"), float(rc["noise_level"])
         self.config = config
         self.data = data
         self.volume = vol
@@ -256,6 +283,14 @@ class Trainer:
             raise InputError(
                 f"unknown section profile {config.profile!r}: choose auto, {', '.join(PROFILES)} or mixed"
             )
+        self.noise_estimate: dict | None = None
+        if config.noise == "auto":
+            self.noise_estimate = matched_noise(self.pool.numpy(), config.profile, config.factor)
+            config.noise = "gaussian" if self.noise_estimate["level"] > 0 else "none"
+            config.noise_level = self.noise_estimate["level"]
+            log.info("simulated section noise: %s", self.noise_estimate["note"])
+        elif config.noise not in NOISES:
+            raise InputError(f"unknown noise model {config.noise!r}: choose auto, {', '.join(NOISES)}")
         D, U = _degradation_ops(patch, config.factor, config.profile, self.method.order)
         self.D = torch.from_numpy(D).to(self.device)
         self.U = torch.from_numpy(U).to(self.device)
@@ -392,6 +427,8 @@ class Trainer:
             "profile": c.profile,
             "profile_estimate": self.profile_estimate,
             "noise": c.noise,
+            "noise_level": c.noise_level,
+            "noise_estimate": self.noise_estimate,
             "norm": list(self.norm),
             "dtype": str(self.data.dtype),
             "step": self.step,
