@@ -348,8 +348,8 @@ def _add_train(p, demo=False):
     g.add_argument("--patch", type=int, default=None, help="training patch size in pixels")
     g.add_argument("--batch", type=int, default=None, help="patches per step")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay)")
-    g.add_argument("--profile", default=None, choices=["auto", "point", "slab", "gaussian", "mixed"],
-                   help="how the z sections were cut: auto (default: estimated from the stack, comparing its z "
+    g.add_argument("--profile", default="auto", choices=["auto", "point", "slab", "gaussian", "mixed"],
+                   help="how the z sections were cut: auto (estimated from the stack, comparing its z "
                    "spectrum with lateral lines degraded each way), point (thin samples, e.g. FIB-SEM), slab "
                    "(sections integrate their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or "
                    "mixed (all three at random)")
