@@ -122,3 +122,6 @@ def test_estimate_profile_too_small_falls_back_to_point():
     assert not est.reliable and est.profile == "point" and "too few" in est.note
     with pytest.raises(InputError, match="3D"):
         estimate_profile(v[0], 4.0)
+    v[2, 3, 4] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        estimate_profile(v, 4.0)

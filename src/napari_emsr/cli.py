@@ -95,7 +95,10 @@ def cmd_info(args) -> int:
     if not args.fast and f and f > 1.0:
         from .degrade import estimate_profile
 
-        prof = estimate_profile(vol.data, f).as_dict()
+        try:
+            prof = estimate_profile(vol.data, f).as_dict()
+        except InputError as err:
+            prof = {"profile": None, "reliable": False, "note": f"not estimated: {err}"}
     payload = {
         "path": str(args.input),
         "shape": list(vol.shape),

@@ -367,6 +367,8 @@ def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, pla
     zs = np.unique(np.linspace(0, nz - 1, min(nz, planes)).round().astype(int))
     lateral = _get(data[[int(z) for z in zs], y0 : y0 + cy, x0 : x0 + cx])
     axial = _get(data[: min(nz, 256), zy0 : zy0 + zc, zx0 : zx0 + zc])
+    if not (np.isfinite(lateral).all() and np.isfinite(axial).all()):
+        raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) first")
     lo, hi = np.percentile(lateral, [0.5, 99.5])
     scale = float(hi - lo) if hi > lo else 1.0
     lateral = (lateral - lo) / scale
