@@ -164,3 +164,17 @@ def test_matched_noise_gives_back_what_the_blur_averaged(rng):
     sampled = blurred[:, ::4]
     topped = sampled + rng.normal(0, est["level"], sampled.shape)
     assert topped.std() == pytest.approx(0.1, rel=0.05)
+
+
+def test_divergence_rolls_back_and_halves_the_learning_rate(tiny_stack):
+    """A learning rate far too high blows training up; the trainer goes back to its best weights each time."""
+    vol, _ = tiny_stack
+    t = Trainer(vol, TrainConfig(steps=40, **{**TINY, "lr": 0.5, "val_every": 4}))
+    events = list(t.run())
+    rollbacks = [h for h in t.history if "rolled_back_to" in h]
+    assert rollbacks, [round(h["val_psnr"], 2) for h in t.history]
+    assert t._lr_scale == 0.5 ** len(rollbacks)
+    best = max(h["val_psnr"] for h in t.history)
+    assert events[-1].val_psnr >= best - 0.05 and np.isfinite(events[-1].val_psnr)
+    # the model in hand scores what the history says
+    assert t.validate() == pytest.approx(events[-1].val_psnr, abs=1e-3)
