@@ -231,7 +231,6 @@ def make_anisotropic(volume: np.ndarray, factor: int, profile: str = "point") ->
     return out.astype(v.dtype)
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Estimating the section profile from the stack itself
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,15 +381,18 @@ def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, pla
         return ProfileEstimate("point", {}, sigma, False, f"point (not estimated: {why})")
 
     p_axial = _line_spectrum(np.moveaxis(axial, 0, -1), length)
+    # Lateral lines along y and along x, in Fourier space once; each profile filters them there.
+    lateral_ft = [np.fft.rfft(np.moveaxis(lateral, ax, -1), axis=-1) for ax in (1, 2)]
     scores: dict[str, float] = {}
     for profile in BLUR_ORDER:
         spectra = []
-        for ax in (1, 2):
-            lines = np.moveaxis(lateral, ax, -1)
-            n = lines.shape[-1]
-            freq = np.fft.rfftfreq(n)
-            filt = _transfer(freq, profile, factor) * np.sqrt(_projection_gain(freq, profile, factor))
-            lines = np.fft.irfft(np.fft.rfft(lines, axis=-1) * filt.astype(np.float32), n=n, axis=-1)
+        filters: dict[int, np.ndarray] = {}
+        for ft, n in zip(lateral_ft, (cy, cx)):
+            if n not in filters:
+                freq = np.fft.rfftfreq(n)
+                filt = _transfer(freq, profile, factor) * np.sqrt(_projection_gain(freq, profile, factor))
+                filters[n] = filt.astype(np.float32)
+            lines = np.fft.irfft(ft * filters[n], n=n, axis=-1)
             for phase in range(int(math.ceil(factor))):
                 pos = phase + np.arange(int((n - 1 - phase) // factor) + 1) * factor
                 i0 = np.floor(pos).astype(int)

@@ -26,13 +26,13 @@ from . import __version__
 from .degrade import (
     NOISES,
     PROFILES,
-    noise_sigma,
-    profile_kernel,
-    estimate_profile,
     check_factor,
+    estimate_profile,
     interpolate_axis,
     interpolation_matrix,
+    noise_sigma,
     output_positions,
+    profile_kernel,
     section_blur,
     training_phases,
 )
