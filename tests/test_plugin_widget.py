@@ -185,12 +185,16 @@ def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     import dask.array as da
 
     _train(panel, qtbot)
+    panel.device.set_device("auto")  # the default: the CPU on a machine without a GPU
     panel.reconstruct.set_planes(["fuse"])
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
     fused = panel.reconstructed_layers[0]
     assert isinstance(fused.data, da.Array) and fused.data.chunksize[1] == 64
-    assert any("fused layer computes 64 rows" in m for m in _notifications())
+    from napari_emsr.device import resolve_device
+
+    warned = any("fused layer computes 64 rows" in m for m in _notifications())
+    assert warned == (resolve_device("auto") == "cpu")
 
 
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):

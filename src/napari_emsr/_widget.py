@@ -45,6 +45,13 @@ PREVIEW_CUBIC_LAYER = "emsr preview cubic"
 REDRAW_INTERVAL = 0.25
 
 
+def _runs_on_cpu(device: str) -> bool:
+    """Whether ``device`` ("auto" included) means the CPU; torch is loaded once a model exists."""
+    from napari_emsr.device import resolve_device
+
+    return resolve_device(device) == "cpu"
+
+
 def _alive(widget: QWidget) -> bool:
     """Whether the Qt side of ``widget`` still exists (a closed viewer deletes it before workers end)."""
     try:
@@ -520,7 +527,7 @@ class EMSRWidget(QWidget):
             self._report_error(err, "reconstruction")
             return None
         self.set_status("Preparing the lazy reconstruction...")
-        if "fuse" in planes and not isinstance(model, str) and self.device.device() == "cpu":
+        if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.device.device()):
             from napari.utils.notifications import show_info
 
             # NOTE: measured (benchmarks/bench_plane_latency.py --fused, 2-core CPU, rescnn/small, 253 x 250 x 250):
