@@ -62,7 +62,8 @@ def main() -> None:
     aniso = make_anisotropic(gt, a.factor, a.profile)
     if a.stack_noise > 0:
         noisy = aniso.astype(np.float32) + np.random.default_rng(0).normal(0.0, a.stack_noise, aniso.shape)
-        aniso = np.clip(np.rint(noisy), 0, 255).astype(aniso.dtype)
+        info = np.iinfo(aniso.dtype)
+        aniso = np.clip(np.rint(noisy), info.min, info.max).astype(aniso.dtype)
     n = aniso.shape[0]
     zmax = (n - 1) * a.factor + 1
     ref = gt[:zmax]
