@@ -1,14 +1,122 @@
-"""Shared test setup: markers that skip by themselves, tiny data."""
+"""Shared test setup: markers that skip by themselves, a checked OpenGL display for viewer tests, tiny data."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+# napari draws every layer with OpenGL as soon as it is added, so viewer tests need a display whose
+# OpenGL works (Xvfb + Mesa here). When it does not, every viewer test fails with the same obscure
+# "'NoneType' object has no attribute 'decode'" and leaks its viewer into the next ones. So before
+# the first viewer test we check OpenGL in a child process, start a private Xvfb when the display we
+# were given is missing or broken, and otherwise fail the viewer tests with one message that says why.
+_GL_PROBE = r"""
+import sys
+from qtpy import API_NAME
+from qtpy.QtWidgets import QApplication
+app = QApplication.instance() or QApplication(sys.argv[:1])
+from vispy import app as vapp
+from vispy.gloo import gl
+vapp.use_app(API_NAME.lower())
+gl.use_gl("gl+")  # the OpenGL binding napari uses
+canvas = vapp.Canvas(show=False)
+try:
+    version = gl.glGetParameter(gl.GL_VERSION)
+    renderer = gl.glGetParameter(gl.GL_RENDERER)
+finally:
+    canvas.close()
+print(f"{version} | {renderer}")
+"""
+_GL_PROBLEM: str | None = None
+
+
+def _probe_gl(env: dict[str, str]) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        return False, "the OpenGL check did not finish in 120 s"
+    if done.returncode == 0 and done.stdout.strip():
+        return True, done.stdout.strip().splitlines()[-1]
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return False, " / ".join(tail) or f"exit code {done.returncode}"
+
+
+def _start_private_xvfb() -> tuple[str | None, str]:
+    """Start Xvfb on a display number it picks itself (no race with other servers); return ':N'."""
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        return None, "Xvfb is not installed (apt-get install xvfb)"
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [exe, "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp", "+extension", "GLX"],
+        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    os.close(write)
+    number = b""
+    deadline = time.monotonic() + 30
+    with os.fdopen(read, "rb") as pipe:
+        while time.monotonic() < deadline and not number.endswith(b"\n"):
+            chunk = pipe.read(1)
+            if not chunk:
+                break
+            number += chunk
+    if not number.strip():
+        proc.kill()
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-2:] if proc.stderr else []
+        return None, "a private Xvfb did not start: " + " / ".join(err)
+    atexit.register(proc.terminate)
+    return f":{number.decode().strip()}", ""
+
+
+def _ensure_gl_display(config) -> None:
+    global _GL_PROBLEM
+    env = dict(os.environ)
+    ok, info = _probe_gl(env)
+    if not ok and env.get("DISPLAY"):
+        time.sleep(1.0)  # a server that has only just started: one more try before replacing it
+        ok, info = _probe_gl(env)
+    if ok:
+        return
+    first = f"DISPLAY={env.get('DISPLAY', '(unset)')}: {info}"
+    display, why = _start_private_xvfb()
+    if display is not None:
+        env["DISPLAY"] = display
+        env.pop("XAUTHORITY", None)
+        env.pop("WAYLAND_DISPLAY", None)
+        ok, info = _probe_gl(env)
+        if ok:
+            os.environ.update(DISPLAY=display)
+            os.environ.pop("XAUTHORITY", None)
+            os.environ.pop("WAYLAND_DISPLAY", None)
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"OpenGL failed on the given display ({first}); using a private Xvfb {display}")
+            return
+        why = f"a private Xvfb {display} has no working OpenGL either: {info}"
+    _GL_PROBLEM = (
+        f"no working OpenGL for the napari viewer tests ({first}; {why}). Run the tests under an X server "
+        "with Mesa: apt-get install xvfb libgl1 libglx-mesa0 libegl1, then xvfb-run -a python -m pytest"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _viewer_tests_need_opengl(request):
+    if _GL_PROBLEM is not None and request.node.get_closest_marker("gui") is not None:
+        pytest.fail(_GL_PROBLEM, pytrace=False)
+
 
 def pytest_collection_modifyitems(config, items):
+    if any("gui" in item.keywords for item in items):
+        _ensure_gl_display(config)
     slow = os.environ.get("EMSR_SLOW") == "1"
     try:
         import torch
