@@ -50,31 +50,29 @@ def _probe_gl(env: dict[str, str]) -> tuple[bool, str]:
     return False, " / ".join(tail) or f"exit code {done.returncode}"
 
 
-def _start_private_xvfb() -> tuple[str | None, str]:
-    """Start Xvfb on a display number it picks itself (no race with other servers); return ':N'."""
+def _start_private_xvfb(number: int | None) -> tuple[subprocess.Popen | None, str]:
+    """Start Xvfb on display `number` (None: the first free one, picked by Xvfb itself); return it and ':N'."""
     exe = shutil.which("Xvfb")
     if exe is None:
         return None, "Xvfb is not installed (apt-get install xvfb)"
     read, write = os.pipe()
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp", "+extension", "GLX"],
-        pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    args = [exe] + ([f":{number}"] if number is not None else [])
+    args += ["-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp", "+extension", "GLX"]
+    proc = subprocess.Popen(args, pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(write)
-    number = b""
+    ready = b""
     deadline = time.monotonic() + 30
-    with os.fdopen(read, "rb") as pipe:
-        while time.monotonic() < deadline and not number.endswith(b"\n"):
+    with os.fdopen(read, "rb") as pipe:  # Xvfb writes its display number here once it accepts clients
+        while time.monotonic() < deadline and not ready.endswith(b"\n"):
             chunk = pipe.read(1)
             if not chunk:
                 break
-            number += chunk
-    if not number.strip():
+            ready += chunk
+    if not ready.strip():
         proc.kill()
         err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-2:] if proc.stderr else []
         return None, "a private Xvfb did not start: " + " / ".join(err)
-    atexit.register(proc.terminate)
-    return f":{number.decode().strip()}", ""
+    return proc, f":{ready.decode().strip()}"
 
 
 def _ensure_gl_display(config) -> None:
@@ -87,13 +85,21 @@ def _ensure_gl_display(config) -> None:
     if ok:
         return
     first = f"DISPLAY={env.get('DISPLAY', '(unset)')}: {info}"
-    display, why = _start_private_xvfb()
-    if display is not None:
-        env["DISPLAY"] = display
+    why = ""
+    # The first free display, then two random ones (a server elsewhere may hold a number's socket).
+    for number in (None, 200 + os.getpid() % 500, 700 + int(time.time()) % 290):
+        proc, display = _start_private_xvfb(number)
+        if proc is None:
+            why = display
+            if "not installed" in why:
+                break
+            continue
+        env.update(DISPLAY=display)
         env.pop("XAUTHORITY", None)
         env.pop("WAYLAND_DISPLAY", None)
         ok, info = _probe_gl(env)
         if ok:
+            atexit.register(proc.terminate)
             os.environ.update(DISPLAY=display)
             os.environ.pop("XAUTHORITY", None)
             os.environ.pop("WAYLAND_DISPLAY", None)
@@ -101,6 +107,7 @@ def _ensure_gl_display(config) -> None:
             if reporter is not None:
                 reporter.write_line(f"OpenGL failed on the given display ({first}); using a private Xvfb {display}")
             return
+        proc.terminate()
         why = f"a private Xvfb {display} has no working OpenGL either: {info}"
     _GL_PROBLEM = (
         f"no working OpenGL for the napari viewer tests ({first}; {why}). Run the tests under an X server "
