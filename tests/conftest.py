@@ -40,7 +40,12 @@ _GL_PROBLEM: str | None = None
 def _probe_gl(env: dict[str, str]) -> tuple[bool, str]:
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _GL_PROBE], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", _GL_PROBE],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     except subprocess.TimeoutExpired:
         return False, "the OpenGL check did not finish in 120 s"
@@ -57,7 +62,17 @@ def _start_private_xvfb(number: int | None) -> tuple[subprocess.Popen | None, st
         return None, "Xvfb is not installed (apt-get install xvfb)"
     read, write = os.pipe()
     args = [exe] + ([f":{number}"] if number is not None else [])
-    args += ["-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp", "+extension", "GLX"]
+    args += [
+        "-displayfd",
+        str(write),
+        "-screen",
+        "0",
+        "1600x1200x24",
+        "-nolisten",
+        "tcp",
+        "+extension",
+        "GLX",
+    ]
     proc = subprocess.Popen(args, pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(write)
     ready = b""
@@ -105,7 +120,9 @@ def _ensure_gl_display(config) -> None:
             os.environ.pop("WAYLAND_DISPLAY", None)
             reporter = config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"OpenGL failed on the given display ({first}); using a private Xvfb {display}")
+                reporter.write_line(
+                    f"OpenGL failed on the given display ({first}); using a private Xvfb {display}"
+                )
             return
         proc.terminate()
         why = f"a private Xvfb {display} has no working OpenGL either: {info}"
@@ -115,15 +132,39 @@ def _ensure_gl_display(config) -> None:
     )
 
 
+def _x_server_alive(display: str) -> bool:
+    """Whether the local X server of DISPLAY=':N' still accepts connections (a few ms)."""
+    import socket
+
+    number = display.rpartition(":")[2].split(".")[0]
+    if not display.startswith(":") or not number.isdigit():
+        return True  # a remote or unusual display: nothing cheap to check
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2.0)
+        try:
+            s.connect(f"/tmp/.X11-unix/X{number}")
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture(autouse=True)
 def _viewer_tests_need_opengl(request):
-    if _GL_PROBLEM is not None and request.node.get_closest_marker("gui") is not None:
+    """Fail a viewer test with the reason when OpenGL is missing or the X server died during the run."""
+    if request.node.get_closest_marker("gui") is None:
+        return
+    if _GL_PROBLEM is not None:
         pytest.fail(_GL_PROBLEM, pytrace=False)
+    display = os.environ.get("DISPLAY", "")
+    if display and not _x_server_alive(display):
+        pytest.fail(
+            f"the X server {display} the viewer tests draw on went away during the run", pytrace=False
+        )
 
 
 def pytest_collection_modifyitems(config, items):
     if any("gui" in item.keywords for item in items):
-        _ensure_gl_display(config)
+        _ensure_gl_display(config)  # before any test creates the QApplication that opens the display
     slow = os.environ.get("EMSR_SLOW") == "1"
     try:
         import torch
