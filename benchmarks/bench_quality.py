@@ -109,7 +109,7 @@ def main() -> None:
         assert rec.dtype == gt.dtype
     dev = device_name(a.device)
     cub = rows["cubic"]
-    print(f"| data | F | stack | method | PSNR | SSIM xz | dPSNR vs cubic | dSSIM | steps | device | date |")
+    print("| data | F | stack | method | PSNR | SSIM xz | dPSNR vs cubic | dSSIM | steps | device | date |")
     for k, v in rows.items():
         print(f"| medulla 250^3 | {a.factor} | {a.profile} | {k} | {v['psnr']:.2f} | {v['ssim_xz']:.3f} | "
               f"{v['psnr'] - cub['psnr']:+.2f} | {v['ssim_xz'] - cub['ssim_xz']:+.3f} | {v.get('steps', '-')} | {dev} | "

@@ -14,7 +14,6 @@ import json
 import time
 from datetime import date
 
-import numpy as np
 
 
 def main() -> None:

@@ -1,4 +1,3 @@
-import dask
 import dask.array as da
 import numpy as np
 import pytest

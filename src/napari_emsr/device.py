@@ -25,7 +25,6 @@ def list_devices() -> list[tuple[str, str]]:
 
 def resolve_device(device: str | None = "auto") -> str:
     """Turn "auto" (or None) into the best device that exists; check an explicit one exists."""
-    import torch
 
     if device in (None, "", "auto"):
         return list_devices()[0][0]

@@ -13,7 +13,6 @@ lateral spacing.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from pathlib import Path
 from typing import Callable
@@ -21,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .degrade import check_factor, interpolate_axis, output_length, output_positions
-from .errors import EMSRError, InputError, ModelError
+from .errors import InputError
 from .methods import get_method
 
 log = logging.getLogger(__name__)
