@@ -6,9 +6,13 @@ several y positions the script moves the dims slider and waits until napari has 
 wall time per plane (what the user waits) and, separately, the bare dask compute of one xz plane.
 Target: < 1 s per plane.
 
+With ``--fused-viewer`` it also shows the fused (xz + yz) layer, whose first plane of a 64-row block takes about
+30 s on a CPU, and prints the Qt event loop's delay (a 10 ms QTimer) while a new block computes, with napari's
+asynchronous rendering off (napari's default) and on (the panel's "Compute planes in the background").
+
 Run under a virtual X server::
 
-    QT_QPA_PLATFORM=xcb xvfb-run -a python benchmarks/bench_plane_latency.py
+    QT_QPA_PLATFORM=xcb xvfb-run -a python benchmarks/bench_plane_latency.py [--fused] [--fused-viewer]
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="small")
     parser.add_argument("--planes", type=int, default=8, help="how many planes to time")
     parser.add_argument("--fused", action="store_true", help="also time one plane of the fused (xz + yz) layer")
+    parser.add_argument(
+        "--fused-viewer",
+        action="store_true",
+        help="also show a new fused block in napari, with asynchronous rendering off and on, and time the event loop",
+    )
     args = parser.parse_args(argv)
 
     import napari
@@ -120,6 +129,78 @@ def main(argv: list[str] | None = None) -> None:
         f"max {max(times):.3f} s over {len(times)} planes"
     )
     viewer.close()
+    if args.fused_viewer:
+        for background in (False, True):
+            _fused_in_viewer(volume, model, background)
+
+
+def _fused_in_viewer(volume, model, background: bool) -> None:
+    """Show a fused layer, move to a block never computed, and record the 10 ms QTimer's gaps meanwhile."""
+    import napari
+    import numpy as np
+    from napari.settings import get_settings
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_emsr.reconstruct import output_spacing, reconstruct
+
+    before = get_settings().experimental.async_
+    get_settings().experimental.async_ = background
+    try:
+        fused = reconstruct(volume, model, planes="fuse", device="cpu")
+        done: list[int] = []
+
+        def count(block, block_info=None):
+            done.append(block_info[0]["chunk-location"][1])
+            return block
+
+        viewer = napari.Viewer(show=True)
+        app = QApplication.instance()
+        viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
+        viewer.dims.order = (1, 0, 2)
+        viewer.dims.set_point(1, 0.0)
+        layer = viewer.add_image(
+            fused.map_blocks(count, dtype=fused.dtype),
+            scale=output_spacing(volume),
+            contrast_limits=(0, 255),
+            multiscale=False,
+            name="fused",
+            visible=False,
+        )
+        layer.visible = True
+        t0 = time.perf_counter()
+        while not done and time.perf_counter() - t0 < 300:  # the first block, shown when the layer appears
+            app.processEvents()
+            time.sleep(0.005)
+        for _ in range(20):
+            app.processEvents()
+        done.clear()
+        ticks: list[float] = []
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+        timer.start()
+        rows = fused.chunks[1][0]
+        t0 = time.perf_counter()
+        viewer.dims.set_point(1, float(rows * 2 + rows // 2) * 10.0)  # the middle of the third block
+        while not done and time.perf_counter() - t0 < 300:
+            app.processEvents()
+            time.sleep(0.005)
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.005)
+        took = time.perf_counter() - t0
+        timer.stop()
+        gaps = np.diff([t0, *ticks]) * 1000.0
+        mode = "on " if background else "off"
+        print(
+            f"napari async rendering {mode}: a new fused block shown in {took:.1f} s; event loop delay meanwhile "
+            f"p50 {np.median(gaps):.0f} ms, p95 {np.percentile(gaps, 95):.0f} ms, max {gaps.max():.0f} ms "
+            f"({len(ticks)} ticks)"
+        )
+        viewer.close()
+    finally:
+        get_settings().experimental.async_ = before  # napari keeps its settings: leave the user's choice
 
 
 if __name__ == "__main__":

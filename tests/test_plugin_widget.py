@@ -197,6 +197,36 @@ def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     assert warned == (resolve_device("auto") == "cpu")
 
 
+def test_background_slicing_is_napari_async_and_planes_arrive(panel, qtbot):
+    from napari.settings import get_settings
+
+    settings = get_settings()
+    assert panel.reconstruct.background.isChecked() == settings.experimental.async_
+    panel.reconstruct.background.setChecked(True)  # the panel's box is napari's setting ...
+    assert settings.experimental.async_ is True
+    settings.experimental.async_ = False  # ... and follows it when changed in napari's preferences
+    assert not panel.reconstruct.background.isChecked()
+    panel.reconstruct.background.setChecked(True)
+
+    _train(panel, qtbot)
+    panel.device.set_device("cpu")
+    panel.reconstruct.set_planes(["fuse"])
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    assert any("stays usable" in m for m in _notifications())
+    fused = panel.reconstructed_layers[0]
+    # napari now slices in a thread: a new plane arrives in the layer without blocking the test's event loop
+    y = fused.data.shape[1] * 2 // 3
+    expected = np.asarray(fused.data[:, y, :]).astype(np.float32)
+    panel.viewer.dims.set_point(1, y * 10.0)
+
+    def shown() -> bool:
+        view = np.asarray(fused._slice.image.view, np.float32)
+        return view.shape == expected.shape and np.array_equal(view, expected)
+
+    qtbot.waitUntil(shown, timeout=TIMEOUT)
+
+
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     panel.reconstruct_layers(["xz"])
     assert "no model yet" in panel.status_label.text()

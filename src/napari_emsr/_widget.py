@@ -161,6 +161,13 @@ class EMSRWidget(QWidget):
         self.export.export_requested.connect(self.export_volume)
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
+        # "Compute planes in the background" is napari's own asynchronous-rendering setting: show it, follow it.
+        from napari.settings import get_settings
+
+        self._napari_settings = get_settings()
+        self.reconstruct.set_background(self._napari_settings.experimental.async_)
+        self.reconstruct.background_toggled.connect(self._set_background_slicing)
+        self._napari_settings.experimental.events.async_.connect(self._on_async_setting)
 
         self._start(
             list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error}
@@ -530,13 +537,20 @@ class EMSRWidget(QWidget):
         if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.device.device()):
             from napari.utils.notifications import show_info
 
-            # NOTE: measured (benchmarks/bench_plane_latency.py --fused, 2-core CPU, rescnn/small, 253 x 250 x 250):
-            # a fused chunk of 64 rows takes 31 s (0.49 s a plane), an xz plane 0.17 s; napari slices in its
-            # main thread, so it waits that long at each new block.
+            # NOTE: measured (bench_plane_latency.py --fused-viewer, 2-core CPU, rescnn/small, 253 x 250 x 250):
+            # a new fused block of 64 rows takes 36 s; napari slices in its main thread unless its asynchronous
+            # rendering is on: off, the event loop stalled 35 s; on, its delay stayed under 40 ms.
+            if self._napari_settings.experimental.async_:
+                tail = "napari stays usable meanwhile (planes are computed in the background)."
+            else:
+                tail = (
+                    "napari waits meanwhile: tick 'Compute planes in the background' to keep it usable, or "
+                    "browse with xz-restored and export the fused volume."
+                )
             show_info(
                 "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows "
-                "at a time: on a CPU the first view of each block takes a while (31 s for 250 x 250 planes on 2 "
-                "cores) and napari waits. Browse with xz-restored; export the fused volume."
+                "at a time: on a CPU the first view of each block takes a while (30 s for 250 x 250 planes on 2 "
+                "cores); " + tail
             )
         self.reconstruct.button.setEnabled(False)
         return self._start(
@@ -673,8 +687,16 @@ class EMSRWidget(QWidget):
         self._update_buttons()
 
     # ------------------------------------------------------------------------------------ cleanup
+    def _set_background_slicing(self, on: bool) -> None:
+        self._napari_settings.experimental.async_ = bool(on)
+
+    def _on_async_setting(self, event: Any) -> None:
+        if _alive(self):
+            self.reconstruct.set_background(bool(event.value))
+
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
+        self._napari_settings.experimental.events.async_.disconnect(self._on_async_setting)
         if self.session is not None:
             self.session.stop()
         if self.export_job is not None:
