@@ -549,7 +549,7 @@ class EMSRWidget(QWidget):
                 )
             show_info(
                 "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows "
-                "at a time: on a CPU the first view of each block takes a while (30 s for 250 x 250 planes on 2 "
+                "at a time: on a CPU the first view of each block takes a while (35 s for 250 x 250 planes on 2 "
                 "cores); " + tail
             )
         self.reconstruct.button.setEnabled(False)

@@ -31,7 +31,7 @@ class ReconstructWidget(QGroupBox):
         self.checks["yz"].setToolTip("Restore every yz plane (page through x to see them)")
         self.checks["fuse"].setToolTip(
             "Mean of the xz and yz restorations (as CARE fuses them): computed in blocks of 64 planes with the yz "
-            "planes crossing them; slow to browse on a CPU (about 30 s a block: tick 'Compute planes in the "
+            "planes crossing them; slow to browse on a CPU (about 35 s a block: tick 'Compute planes in the "
             "background'), best for export or on a GPU"
         )
         self.background = QCheckBox("Compute planes in the background")
