@@ -26,7 +26,7 @@ import tifffile
 
 from napari_emsr.degrade import make_anisotropic
 from napari_emsr.io import open_volume
-from napari_emsr.metrics import psnr, ssim
+from napari_emsr.metrics import psnr, section_banding, ssim
 from napari_emsr.reconstruct import reconstruct
 
 DEFAULT_GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "medulla_fibsem_iso10nm_ts1_250.tif"
@@ -76,7 +76,8 @@ def main() -> None:
         for m in ("linear", "cubic"):
             rec = reconstruct(vol, m).compute()[:zmax]
             rows[m] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"),
-                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64))}
+                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64)),
+                       "banding": section_banding(rec, a.factor)["ratio"]}
         out = Path(tmp) / "iso.tif"
         cmd = [sys.executable, "-m", "napari_emsr.cli", "reconstruct", str(src), "-o", str(out), "--json", "-q",
                "--fuse", a.fuse, "--device", a.device]
@@ -103,17 +104,20 @@ def main() -> None:
         name = f"emsr {model.config['net']}/{model.config['size']}, {model.config.get('profile')} training"
         rows[name] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"), "steps": model.step,
                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64)),
+                      "banding": section_banding(rec, a.factor)["ratio"],
                       "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")} for h in model.history],
                       "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1),
                       "profile": model.config.get("profile"), "profile_estimate": model.config.get("profile_estimate")}
         assert rec.dtype == gt.dtype
     dev = device_name(a.device)
     cub = rows["cubic"]
-    print("| data | F | stack | method | PSNR | SSIM xz | dPSNR vs cubic | dSSIM | steps | device | date |")
+    # banding (metrics.section_banding): detail between sections / at them; the ground truth's is the target
+    print(f"ground truth banding: {section_banding(ref, a.factor)['ratio']:.2f}")
+    print("| data | F | stack | method | PSNR | SSIM xz | dPSNR vs cubic | dSSIM | banding | steps | device | date |")
     for k, v in rows.items():
         print(f"| medulla 250^3 | {a.factor} | {a.profile} | {k} | {v['psnr']:.2f} | {v['ssim_xz']:.3f} | "
-              f"{v['psnr'] - cub['psnr']:+.2f} | {v['ssim_xz'] - cub['ssim_xz']:+.3f} | {v.get('steps', '-')} | {dev} | "
-              f"{date.today()} |")
+              f"{v['psnr'] - cub['psnr']:+.2f} | {v['ssim_xz'] - cub['ssim_xz']:+.3f} | {v['banding']:.2f} | "
+              f"{v.get('steps', '-')} | {dev} | {date.today()} |")
     print(json.dumps({"factor": a.factor, "profile": a.profile, "stack_noise": a.stack_noise, "minutes": a.minutes, "device": dev, "rows": rows,
                       "command": " ".join(sys.argv)}))
 

@@ -7,7 +7,9 @@ crop with the network (xz + yz fused) and with cubic interpolation, and prints
 - the reference-free anisotropy ratio (lateral / axial FRC-free spectral cut-off, ``metrics.anisotropy``: about 1
   for an isotropic volume, up to about F for a stack as cut) of the input stack, of cubic and of the network;
 - data consistency: PSNR of the reconstruction's planes at the input sections' z (integer positions only)
-  against those sections (cubic passes through them exactly: infinite PSNR), and the mean intensity shift.
+  against those sections (cubic passes through them exactly: infinite PSNR), and the mean intensity shift;
+- banding (``metrics.section_banding``): lateral detail of the planes between sections over that of the planes
+  at them (1: none), which the anisotropy ratio cannot see (bands are axial detail too).
 
     python benchmarks/bench_real_stacks.py --minutes 5
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_emsr.io import as_volume, open_volume
-from napari_emsr.metrics import anisotropy, psnr
+from napari_emsr.metrics import anisotropy, psnr, section_banding
 from napari_emsr.reconstruct import output_spacing, reconstruct
 from napari_emsr.train import TrainConfig, Trainer
 
@@ -42,12 +44,25 @@ def _consistency(rec: np.ndarray, stack: np.ndarray, factor: float) -> float:
     return psnr(stack[idx].astype(np.float32), rec[zs].astype(np.float32), data_range=255.0)
 
 
+def _save_png(path: Path, cubic: np.ndarray, net: np.ndarray) -> None:
+    """The central xz plane of cubic interpolation and of the network, side by side (z down)."""
+    from PIL import Image  # Pillow comes with napari and matplotlib
+
+    y = cubic.shape[1] // 2
+    gap = np.full((cubic.shape[0], 8), 255, np.uint8)
+    both = np.concatenate([cubic[:, y, :], gap, net[:, y, :]], axis=1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(both).save(path)
+    print(f"saved {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stacks", nargs="*", default=[str(p) for p in DEFAULT])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--crop", type=int, default=256, help="lateral size of the reconstructed central crop")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--png", default=None, help="folder for a PNG per stack: a central xz plane, cubic | network")
     a = ap.parse_args()
 
     rows = []
@@ -82,15 +97,24 @@ def main() -> None:
             "ratio_cubic": _ratio(cubic, iso),
             "ratio_net": _ratio(net, iso),
             "consistency_db": _consistency(net, np.asarray(crop.data), factor),
+            "banding_cubic": section_banding(cubic, factor)["ratio"],
+            "banding_net": section_banding(net, factor)["ratio"],
+            "detail_by_phase_net": [round(v, 2) for v in section_banding(net, factor)["by_phase"]],
             "shift": float(net.mean() - cubic.mean()),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| stack | F | profile | training | anisotropy ratio: stack / cubic / network | consistency | shift | date |")
+        if a.png:
+            _save_png(Path(a.png) / (Path(path).stem + "_xz.png"), cubic, net)
+    print(
+        "\n| stack | F | profile | training | anisotropy ratio: stack / cubic / network | consistency | "
+        "banding cubic / network | shift | date |"
+    )
     for r in rows:
         print(
             f"| {r['stack']} | {r['factor']} | {r['profile']} | {a.minutes:g} min, {r['steps']} steps | "
             f"{r['ratio_input']:.2f} / {r['ratio_cubic']:.2f} / {r['ratio_net']:.2f} | {r['consistency_db']:.1f} dB | "
+            f"{r['banding_cubic']:.2f} / {r['banding_net']:.2f} | "
             f"{r['shift']:+.2f} | {date.today()} |"
         )
 

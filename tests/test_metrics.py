@@ -12,7 +12,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from napari_emsr.errors import InputError
-from napari_emsr.metrics import anisotropy, frc, frc_resolution, psnr, ssim
+from napari_emsr.metrics import anisotropy, frc, frc_resolution, psnr, section_banding, ssim
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "napari_emsr" / "data" / "medulla_gt_129x192x192.tif"
 
@@ -108,6 +108,27 @@ def test_anisotropy_z_blur_and_subsampling(medulla):
     assert stored["axial_at_nyquist"]
     assert stored["ratio"] > 1.5
     assert stored["axial_cutoff"] == pytest.approx(0.5 / 40)
+
+
+def test_section_banding(medulla):
+    # the isotropic ground truth has as much detail at every z
+    assert section_banding(medulla, 4)["ratio"] > 0.9
+    # cubic interpolation of every 4th plane mixes neighbouring sections and keeps their detail (little
+    # banding); a reconstruction that keeps its sections and blurs the planes between them bands
+    sections = np.zeros(medulla.shape[0], bool)
+    sections[::4] = True
+    cubic = ndi.zoom(medulla[::4], (4, 1, 1), order=3)[: medulla.shape[0]]
+    banded = np.where(sections[:, None, None], medulla, ndi.gaussian_filter(medulla, (0, 3, 3)))
+    c, b = section_banding(cubic, 4), section_banding(banded, 4)
+    assert b["ratio"] < 0.5 < c["ratio"]
+    assert len(b["by_phase"]) == 4 and b["by_phase"][0] == max(b["by_phase"])
+    # the same along another axis, lazily
+    lazy = da.from_array(np.moveaxis(banded, 0, 2), chunks=32)
+    assert section_banding(lazy, 4, axis=2)["ratio"] == pytest.approx(b["ratio"], rel=1e-5)
+    with pytest.raises(InputError, match="factor"):
+        section_banding(medulla, 1)
+    with pytest.raises(InputError, match="3D"):
+        section_banding(medulla[0], 4)
 
 
 def test_anisotropy_lazy_other_axis_and_errors(medulla):
