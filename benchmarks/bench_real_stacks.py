@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--crop", type=int, default=256, help="lateral size of the reconstructed central crop")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--profile", default=None, help="section profile the training assumes (default: auto)")
     ap.add_argument("--png", default=None, help="folder for a PNG per stack: a central xz plane, cubic | network")
     a = ap.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> None:
         stack = np.asarray(vol.data)
         factor = vol.spacing[0] / vol.spacing[2]
         t0 = time.perf_counter()
-        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device))
+        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, profile=a.profile))
         for _ in trainer.run():
             pass
         model = trainer.model
