@@ -137,12 +137,14 @@ def test_auto_profile_is_estimated_and_recorded():
     assert t.config.profile == "slab"
     m = t.model
     assert m.config["profile"] == "slab" and m.config["profile_estimate"]["profile"] == "slab"
-    # thick simulated sections get back the noise their blur averaged away; point sections need none
+    # thick simulated sections get back the noise their blur averaged away; point sections get fresh noise at
+    # the stack's full level (they would otherwise share their noise with the target)
     assert t.config.noise == "gaussian" and 0 < t.config.noise_level < t.noise_estimate["sigma"]
     assert m.config["noise_level"] == t.config.noise_level
     point, _ = load_sample(4, "point")
     tp = Trainer(point, TrainConfig(steps=1, **TINY))
-    assert tp.config.profile == "point" and tp.config.noise == "none" and tp.config.noise_level == 0
+    assert tp.config.profile == "point" and tp.config.noise == "gaussian"
+    assert tp.config.noise_level == pytest.approx(tp.noise_estimate["sigma"], rel=1e-3)
     # an explicit profile is taken as given, and a wrong name is refused clearly
     assert Trainer(aniso, TrainConfig(steps=1, profile="point", **TINY)).profile_estimate is None
     with pytest.raises(InputError, match="section profile"):
@@ -158,7 +160,9 @@ def test_matched_noise_gives_back_what_the_blur_averaged(rng):
     est = matched_noise(planes, "slab", 4.0)
     assert est["sigma"] == pytest.approx(0.1, rel=0.05)
     assert est["level"] == pytest.approx(0.1 * np.sqrt(1 - (k.astype(float) ** 2).sum()), rel=0.05)
-    assert matched_noise(planes, "point", 4.0)["level"] == 0.0
+    # point sections keep their plane's noise, shared with the target: they get fresh noise at full strength
+    assert matched_noise(planes, "point", 4.0)["level"] == pytest.approx(0.1, rel=0.05)
+    assert matched_noise(np.full((4, 64, 64), 0.5, np.float32), "point", 4.0)["level"] == 0.0
     # the simulated slab sections are then as noisy as real ones: white noise at full strength
     blurred = np.apply_along_axis(lambda c: np.convolve(c, k, mode="valid"), 1, planes - 0.5)
     sampled = blurred[:, ::4]
