@@ -36,6 +36,47 @@ def _input_volume():
     return as_volume(aniso, spacing=(40.0, 10.0, 10.0))
 
 
+def _show_counted(viewer, volume, array, name: str, y: float | None = None):
+    """Add the input and ``array`` as xz layers the way the panel does (at slider position ``y`` when given);
+    return the layer and the list of computed chunks (their y index), which grows as napari computes them."""
+    import numpy as np
+
+    from napari_emsr.reconstruct import output_spacing
+
+    done: list[int] = []
+
+    def count(block, block_info=None):
+        done.append(block_info[0]["chunk-location"][1])
+        return block
+
+    viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
+    viewer.dims.order = (1, 0, 2)  # xz planes, y on the slider (what the panel does)
+    if y is not None:
+        viewer.dims.set_point(1, y)
+    # NOTE: added hidden, then shown, as the panel does: napari's Image constructor would otherwise slice
+    # an xy plane with its default dims order, i.e. compute the whole volume.
+    layer = viewer.add_image(
+        array.map_blocks(count, dtype=array.dtype),
+        scale=output_spacing(volume),
+        contrast_limits=(0, 255),
+        multiscale=False,
+        name=name,
+        visible=False,
+    )
+    layer.visible = True
+    return layer, done
+
+
+def _wait_until(app, done: list, t0: float, timeout: float, what: str, pause: float = 0.0) -> None:
+    """Run the event loop until a chunk was computed (``done`` not empty); fail after ``timeout`` s from ``t0``."""
+    while not done:
+        app.processEvents()
+        if pause:
+            time.sleep(pause)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"napari did not compute {what} within {timeout:g} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
@@ -53,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_emsr.reconstruct import output_spacing, reconstruct
+    from napari_emsr.reconstruct import reconstruct
     from napari_emsr.train import TrainConfig, Trainer
 
     volume = _input_volume()
@@ -82,28 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         first = time.perf_counter() - t0
         print(f"dask compute of one fused plane: {first:.1f} s (a chunk of {rows} rows: {first / rows:.3f} s a plane)")
 
-    done: list[int] = []
-
-    def count(block, block_info=None):
-        done.append(block_info[0]["chunk-location"][1])
-        return block
-
-    counted = array.map_blocks(count, dtype=array.dtype)
     viewer = napari.Viewer(show=True)
     app = QApplication.instance()
-    viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
-    viewer.dims.order = (1, 0, 2)  # xz planes, y on the slider (what the panel does)
-    # NOTE: added hidden, then shown, as the panel does: napari's Image constructor would otherwise slice
-    # an xy plane with its default dims order, i.e. compute the whole volume.
-    layer = viewer.add_image(
-        counted,
-        scale=output_spacing(volume),
-        contrast_limits=(0, 255),
-        multiscale=False,
-        name="xz-restored",
-        visible=False,
-    )
-    layer.visible = True
+    layer, done = _show_counted(viewer, volume, array, "xz-restored")
     for _ in range(20):
         app.processEvents()
     # NOTE: napari keeps an opportunistic dask cache, and adding the layer already computed a few planes;
@@ -117,10 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         viewer.dims.set_point(1, float(y) * 10.0)
         # wait until the chunk of this plane was computed and the canvas had its events
-        while not done:
-            app.processEvents()
-            if time.perf_counter() - t0 > 30:
-                raise TimeoutError(f"napari did not compute the plane at y={y} within 30 s")
+        _wait_until(app, done, t0, 30, f"the plane at y={y}")
         app.processEvents()
         times.append(time.perf_counter() - t0)
     print(
@@ -142,36 +161,17 @@ def _fused_in_viewer(volume, model, background: bool) -> None:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_emsr.reconstruct import output_spacing, reconstruct
+    from napari_emsr.reconstruct import reconstruct
 
     before = get_settings().experimental.async_
     get_settings().experimental.async_ = background
     try:
         fused = reconstruct(volume, model, planes="fuse", device="cpu")
-        done: list[int] = []
-
-        def count(block, block_info=None):
-            done.append(block_info[0]["chunk-location"][1])
-            return block
-
         viewer = napari.Viewer(show=True)
         app = QApplication.instance()
-        viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
-        viewer.dims.order = (1, 0, 2)
-        viewer.dims.set_point(1, 0.0)
-        layer = viewer.add_image(
-            fused.map_blocks(count, dtype=fused.dtype),
-            scale=output_spacing(volume),
-            contrast_limits=(0, 255),
-            multiscale=False,
-            name="fused",
-            visible=False,
-        )
-        layer.visible = True
-        t0 = time.perf_counter()
-        while not done and time.perf_counter() - t0 < 300:  # the first block, shown when the layer appears
-            app.processEvents()
-            time.sleep(0.005)
+        _, done = _show_counted(viewer, volume, fused, "fused", y=0.0)
+        # the first block, computed when the layer appears
+        _wait_until(app, done, time.perf_counter(), 300, "the first fused block", pause=0.005)
         for _ in range(20):
             app.processEvents()
         done.clear()
@@ -183,9 +183,7 @@ def _fused_in_viewer(volume, model, background: bool) -> None:
         rows = fused.chunks[1][0]
         t0 = time.perf_counter()
         viewer.dims.set_point(1, float(rows * 2 + rows // 2) * 10.0)  # the middle of the third block
-        while not done and time.perf_counter() - t0 < 300:
-            app.processEvents()
-            time.sleep(0.005)
+        _wait_until(app, done, t0, 300, "a new fused block", pause=0.005)
         for _ in range(20):
             app.processEvents()
             time.sleep(0.005)
