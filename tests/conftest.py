@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -55,11 +56,8 @@ def _probe_gl(env: dict[str, str]) -> tuple[bool, str]:
     return False, " / ".join(tail) or f"exit code {done.returncode}"
 
 
-def _start_private_xvfb(number: int | None) -> tuple[subprocess.Popen | None, str]:
+def _start_private_xvfb(exe: str, number: int | None) -> tuple[subprocess.Popen | None, str]:
     """Start Xvfb on display `number` (None: the first free one, picked by Xvfb itself); return it and ':N'."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        return None, "Xvfb is not installed (apt-get install xvfb)"
     read, write = os.pipe()
     args = [exe] + ([f":{number}"] if number is not None else [])
     args += [
@@ -100,14 +98,13 @@ def _ensure_gl_display(config) -> None:
     if ok:
         return
     first = f"DISPLAY={env.get('DISPLAY', '(unset)')}: {info}"
-    why = ""
+    exe = shutil.which("Xvfb")
+    why = "Xvfb is not installed (apt-get install xvfb)"
     # The first free display, then two random ones (a server elsewhere may hold a number's socket).
-    for number in (None, 200 + os.getpid() % 500, 700 + int(time.time()) % 290):
-        proc, display = _start_private_xvfb(number)
+    for number in (None, 200 + os.getpid() % 500, 700 + int(time.time()) % 290) if exe else ():
+        proc, display = _start_private_xvfb(exe, number)
         if proc is None:
             why = display
-            if "not installed" in why:
-                break
             continue
         env.update(DISPLAY=display)
         env.pop("XAUTHORITY", None)
@@ -134,8 +131,6 @@ def _ensure_gl_display(config) -> None:
 
 def _x_server_alive(display: str) -> bool:
     """Whether the local X server of DISPLAY=':N' still accepts connections (a few ms)."""
-    import socket
-
     number = display.rpartition(":")[2].split(".")[0]
     if not display.startswith(":") or not number.isdigit():
         return True  # a remote or unusual display: nothing cheap to check

@@ -357,9 +357,9 @@ def _add_train(p, demo=False):
                    "(sections integrate their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or "
                    "mixed (all three at random)")
     g.add_argument("--noise", default="auto", choices=["auto", "none", "gaussian", "poisson-gaussian"],
-                   help="noise added to the simulated sections: auto (default) gives thick simulated sections back "
-                   "the noise their blur averaged away, and point sections fresh noise at the stack's level (they would share "
-                   "theirs with the target), measured on the stack")
+                   help="noise added to the simulated sections: auto (default) gives thick simulated sections "
+                   "back the noise their blur averaged away, and point sections fresh noise at the stack's level "
+                   "(they would share theirs with the target), measured on the stack")
     g.add_argument("--noise-level", type=float, default=0.0,
                    help="noise sigma in normalised units (0-1 range) for --noise gaussian/poisson-gaussian")
     g.add_argument("--seed", type=int, default=0)
