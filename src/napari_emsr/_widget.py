@@ -539,7 +539,7 @@ class EMSRWidget(QWidget):
 
             # NOTE: measured (bench_plane_latency.py --fused-viewer, 2-core CPU, rescnn/small, 253 x 250 x 250):
             # a new fused block of 64 rows takes 36 s; napari slices in its main thread unless its asynchronous
-            # rendering is on: off, the event loop stalled 35 s; on, its delay stayed under 40 ms.
+            # rendering is on: off, the event loop stalled 35 s; on, its delay stayed under 60 ms.
             if self._napari_settings.experimental.async_:
                 tail = "napari stays usable meanwhile (planes are computed in the background)."
             else:
