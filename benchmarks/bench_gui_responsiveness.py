@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_emsr._widget import EMSRWidget
+    from napari_emsr.plugin._widget import EMSRWidget
 
     viewer = napari.Viewer(show=True)
     viewer.open_sample("napari-emsr", "medulla_anisotropic")

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from napari_emsr._widget import PREVIEW_CUBIC_LAYER, PREVIEW_LAYER, EMSRWidget
+    from napari_emsr.plugin._widget import PREVIEW_CUBIC_LAYER, PREVIEW_LAYER, EMSRWidget
 
     args.out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-emsr")

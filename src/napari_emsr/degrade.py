@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+from .geometry import check_factor, to_front
 
 PROFILES = ("point", "slab", "gaussian")
 NOISES = ("none", "gaussian", "poisson-gaussian")
@@ -29,38 +30,6 @@ PROFILE_DESCRIPTIONS = {
     "auto": "estimated from the stack: its z spectrum is compared with lateral lines degraded each way",
     "mixed": "training only: each pair draws point, gaussian or slab at random (robust when the profile is unknown)",
 }
-
-
-def check_factor(factor: float) -> float:
-    """Validate an anisotropy factor and return it as a float."""
-    try:
-        f = float(factor)
-    except (TypeError, ValueError):
-        raise InputError(f"the anisotropy factor must be a number, got {factor!r}") from None
-    if not math.isfinite(f) or f < 1.0:
-        raise InputError(
-            f"the anisotropy factor F = {factor} is below 1: F is the z spacing divided by the lateral spacing "
-            "(e.g. 40 nm / 10 nm = 4); check the voxel size or pass --factor"
-        )
-    if f > 64:
-        raise InputError(
-            f"the anisotropy factor F = {f:g} is absurdly large (at most 64 is supported); check the voxel size "
-            "units (z and xy must be in the same unit) or pass --factor"
-        )
-    return f
-
-
-def output_length(n: int, factor: float) -> int:
-    """Number of output slices for ``n`` input slices at factor ``factor``.
-
-    The output reaches at least the last input slice: ``ceil((n - 1) * F) + 1``.
-    """
-    return int(math.ceil((n - 1) * factor - 1e-9)) + 1
-
-
-def output_positions(n: int, factor: float) -> np.ndarray:
-    """Positions of the output slices in input-slice units (output k sits at input ``k / F``)."""
-    return np.arange(output_length(n, factor), dtype=np.float64) / factor
 
 
 def _mirror(idx: np.ndarray, n: int) -> np.ndarray:
@@ -98,19 +67,6 @@ def _taps(positions: np.ndarray, n: int, order: int) -> tuple[np.ndarray, np.nda
     else:
         raise ValueError(f"order must be 1 or 3, got {order}")
     return _mirror(idx.astype(np.int64), n), w
-
-
-def training_phases(factor: float, n: int) -> np.ndarray:
-    """Where the first kept section falls in a training patch, for ``n`` patch offsets: ``(-o) mod F``.
-
-    At reconstruction, input slice ``i`` sits at output row ``i * F``; a patch cut from that output grid at
-    integer offset ``o`` sees its first section at ``(-o) mod F``. Training with exactly these phases keeps
-    the kept rows where they fall in real data: for an integer F they are whole rows (a point-sampled
-    section is an exact row, as at reconstruction), never a blend of two rows.
-    """
-    if factor <= 1.0:
-        return np.zeros(n)
-    return np.mod(-np.arange(n, dtype=np.float64), factor)
 
 
 def interpolate_axis(data: np.ndarray, positions: np.ndarray, order: int = 3, axis: int = 0) -> np.ndarray:
@@ -352,7 +308,7 @@ def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, pla
     if getattr(data, "ndim", 0) != 3:
         raise InputError(f"the section profile is estimated from a 3D stack, got {getattr(data, 'ndim', '?')}D data")
     if axis != 0:
-        data = data.transpose([axis] + [a for a in range(3) if a != axis])
+        data = to_front(data, axis)
     nz, ny, nx = data.shape
     lat = int(min(max(crop, int(round(crop * factor / 4))), 1024))
     cy, cx = min(ny, lat), min(nx, lat)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_emsr._reader import LayerData, volume_to_layer_data
+from napari_emsr.plugin._reader import LayerData, volume_to_layer_data
 
 SAMPLE_FACTOR = 4
 

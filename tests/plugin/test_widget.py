@@ -15,7 +15,7 @@ TIMEOUT = 120_000  # ms
 @pytest.fixture
 def panel(make_napari_viewer, qtbot):
     """A viewer with the anisotropic sample and the panel docked, set up for tiny CPU training."""
-    from napari_emsr._widget import EMSRWidget
+    from napari_emsr.plugin._widget import EMSRWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-emsr", "medulla_anisotropic")

@@ -1,7 +1,7 @@
 """The napari-emsr dock panel: pick a layer, train, watch, stop, resume, reconstruct lazily, save, export.
 
-The panel only wires sub-widgets (``napari_emsr.widgets``) to the core (``train``, ``reconstruct``, ``io``,
-``model``) through thread workers (``napari_emsr.workers``). Every long task runs off the GUI thread; the
+The panel only wires sub-widgets (``napari_emsr.plugin.widgets``) to the core (``train``, ``reconstruct``, ``io``,
+``model``) through thread workers (``napari_emsr.plugin.workers``). Every long task runs off the GUI thread; the
 viewer is touched only in slots that Qt runs on the main thread (``yielded``, ``returned``, ``finished``).
 Errors appear as napari notifications carrying the core's messages verbatim, and in the status line.
 """
@@ -18,24 +18,24 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
-from napari_emsr.widgets.device_widget import DeviceWidget
-from napari_emsr.widgets.export_widget import ExportWidget
-from napari_emsr.widgets.input_widget import InputWidget
-from napari_emsr.widgets.method_widget import MethodWidget
-from napari_emsr.widgets.model_widget import ModelWidget
-from napari_emsr.widgets.plot_widget import LossPlotWidget
-from napari_emsr.widgets.reconstruct_widget import LABELS, ReconstructWidget
-from napari_emsr.widgets.train_widget import TrainWidget
-from napari_emsr.workers.export_worker import ExportCancelled, ExportJob, export_task
-from napari_emsr.workers.runner import start_task
-from napari_emsr.workers.tasks import (
+from napari_emsr.plugin.widgets.device_widget import DeviceWidget
+from napari_emsr.plugin.widgets.export_widget import ExportWidget
+from napari_emsr.plugin.widgets.input_widget import InputWidget
+from napari_emsr.plugin.widgets.method_widget import MethodWidget
+from napari_emsr.plugin.widgets.model_widget import ModelWidget
+from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
+from napari_emsr.plugin.widgets.reconstruct_widget import LABELS, ReconstructWidget
+from napari_emsr.plugin.widgets.train_widget import TrainWidget
+from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob, export_task
+from napari_emsr.plugin.workers.runner import start_task
+from napari_emsr.plugin.workers.tasks import (
     anisotropy_task,
     list_devices_task,
     load_model_task,
     reconstruct_task,
     save_model_task,
 )
-from napari_emsr.workers.train_worker import TrainSession, TrainUpdate, train_task
+from napari_emsr.plugin.workers.train_worker import TrainSession, TrainUpdate, train_task
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MANIFEST = Path(__file__).resolve().parents[1] / "src" / "napari_emsr" / "napari.yaml"
+MANIFEST = Path(__file__).resolve().parents[2] / "src" / "napari_emsr" / "napari.yaml"
 
 
 def _manifest():
@@ -47,8 +47,8 @@ def test_manifest_menus_and_samples():
 def test_plugin_imports_do_not_import_torch():
     code = (
         "import sys\n"
-        "import napari_emsr, napari_emsr._reader, napari_emsr._writer, napari_emsr._sample_data\n"
-        "napari_emsr._sample_data.make_sample_anisotropic()\n"
+        "import napari_emsr, napari_emsr.plugin._reader, napari_emsr.plugin._writer, napari_emsr.plugin._sample_data\n"
+        "napari_emsr.plugin._sample_data.make_sample_anisotropic()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'napari' not in sys.modules and 'qtpy' not in sys.modules\n"
     )
@@ -65,7 +65,7 @@ def _write_stack(path: Path, shape=(12, 40, 48), spacing=(40.0, 10.0, 10.0)) -> 
 
 
 def test_reader_tiff_lazy_with_scale(tmp_path):
-    from napari_emsr._reader import napari_get_reader
+    from napari_emsr.plugin._reader import napari_get_reader
 
     path = tmp_path / "stack.tif"
     data = _write_stack(path)
@@ -81,7 +81,7 @@ def test_reader_tiff_lazy_with_scale(tmp_path):
 
 
 def test_reader_zarr_folder(tmp_path):
-    from napari_emsr._reader import napari_get_reader
+    from napari_emsr.plugin._reader import napari_get_reader
 
     path = tmp_path / "stack.ome.zarr"
     _write_stack(path, spacing=(50.0, 15.0, 15.0))
@@ -95,7 +95,7 @@ def test_reader_zarr_folder(tmp_path):
 def test_reader_declines_what_it_cannot_read(tmp_path):
     import tifffile
 
-    from napari_emsr._reader import napari_get_reader
+    from napari_emsr.plugin._reader import napari_get_reader
 
     (tmp_path / "notes.txt").write_text("hello")
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
@@ -113,7 +113,7 @@ def test_reader_declines_what_it_cannot_read(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
 def test_writer_keeps_voxel_size(tmp_path, suffix):
-    from napari_emsr._writer import write_image
+    from napari_emsr.plugin._writer import write_image
     from napari_emsr.io import open_volume
 
     data = (np.random.default_rng(1).random((6, 20, 24)) * 1000).astype(np.uint16)
@@ -126,7 +126,7 @@ def test_writer_keeps_voxel_size(tmp_path, suffix):
 
 
 def test_writer_refuses_2d(tmp_path):
-    from napari_emsr._writer import write_image
+    from napari_emsr.plugin._writer import write_image
     from napari_emsr.errors import InputError
 
     with pytest.raises(InputError, match="3D"):
@@ -134,7 +134,7 @@ def test_writer_refuses_2d(tmp_path):
 
 
 def test_sample_data_scales():
-    from napari_emsr._sample_data import make_sample_anisotropic, make_sample_ground_truth
+    from napari_emsr.plugin._sample_data import make_sample_anisotropic, make_sample_ground_truth
 
     ((aniso, akw, _),) = make_sample_anisotropic()
     ((truth, tkw, _),) = make_sample_ground_truth()

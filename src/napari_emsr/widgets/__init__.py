@@ -1,1 +1,0 @@
-"""Sub-widgets of the napari-emsr dock panel, one per file; the panel (``napari_emsr._widget``) wires them."""
