@@ -3,16 +3,13 @@ import pytest
 from scipy import ndimage
 
 from napari_emsr.degrade import (
-    check_factor,
     degrade_axis,
     interpolate_axis,
     interpolation_matrix,
     make_anisotropic,
-    output_length,
-    output_positions,
     profile_kernel,
-    training_phases,
 )
+from napari_emsr.geometry import check_factor, output_length, output_positions, training_phases
 from napari_emsr.errors import InputError
 from napari_emsr.train import N_PHASES, _degradation_ops
 

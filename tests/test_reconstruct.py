@@ -2,7 +2,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_emsr.degrade import output_length
+from napari_emsr.geometry import output_length
 from napari_emsr.errors import InputError, ModelError
 from napari_emsr.io import as_volume, open_volume
 from napari_emsr.metrics import psnr

@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .degrade import check_factor, interpolate_axis, output_length, output_positions
+from .degrade import interpolate_axis
+from .geometry import check_factor, output_length, output_positions
 from .errors import InputError
 from .methods import get_method
 

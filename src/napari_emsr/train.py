@@ -26,17 +26,15 @@ from . import __version__
 from .degrade import (
     NOISES,
     PROFILES,
-    check_factor,
     estimate_profile,
     interpolate_axis,
     interpolation_matrix,
     noise_sigma,
-    output_positions,
     profile_kernel,
     section_blur,
-    training_phases,
 )
 from .errors import InputError
+from .geometry import check_factor, output_positions, training_phases
 from .methods import get_method
 
 log = logging.getLogger(__name__)
