@@ -35,7 +35,8 @@ def test_cubic_is_lazy_and_keeps_geometry(tiny_stack):
 
 def _record_restores(arr) -> list[tuple[int, ...]]:
     """The shapes of the plane stacks the graph's engine sends to the network, recorded as it computes."""
-    eng = next(v for k, v in arr.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    node = next(v for k, v in arr.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    eng = getattr(node, "value", node)  # dask wraps a plain object of the graph in a DataNode
     calls: list[tuple[int, ...]] = []
     orig = eng.restore
 
@@ -45,6 +46,20 @@ def _record_restores(arr) -> list[tuple[int, ...]]:
 
     eng.restore = recording
     return calls
+
+
+def test_the_engine_is_one_key_of_a_map_blocks_graph(tiny_model):
+    """Every chunk task depends on the same engine key, so a cluster receives the model once."""
+    vol, model = tiny_model
+    arr = reconstruct(vol, model, planes="xz")
+    graph = arr.__dask_graph__()
+    engines = [k for k in graph if isinstance(k, str) and k.startswith("emsr-engine")]
+    assert len(engines) == 1
+    chunk_keys = [k for k in graph if isinstance(k, tuple) and k[0] == arr.name]
+    assert len(chunk_keys) == arr.npartitions == 48
+    deps = graph.get_all_dependencies() if hasattr(graph, "get_all_dependencies") else None
+    if deps is not None:
+        assert all(deps[k] == {engines[0]} for k in chunk_keys)
 
 
 def test_one_plane_computes_one_chunk(tiny_model):

@@ -103,8 +103,9 @@ def test_cuda_gets_a_larger_default_batch():
     from napari_emsr.methods import get_method
 
     m = get_method("isotropic")
-    assert TrainConfig().resolved("cuda:0").batch == m.defaults["batch_cuda"] > m.defaults["batch"]
-    assert TrainConfig().resolved("cpu").batch == m.defaults["batch"]
+    d = m.training_defaults()
+    assert TrainConfig().resolved("cuda:0").batch == d["batch_cuda"] > d["batch"]
+    assert TrainConfig().resolved("cpu").batch == d["batch"]
     assert TrainConfig(batch=4).resolved("cuda").batch == 4
 
 
@@ -134,26 +135,27 @@ def test_auto_profile_is_estimated_and_recorded():
 
     aniso, _ = load_sample(4, "slab")
     t = Trainer(aniso, TrainConfig(steps=1, **TINY))
-    assert t.config.profile == "slab"
+    assert t.config.options["profile"] == "slab"
     m = t.model
     assert m.config["profile"] == "slab" and m.config["profile_estimate"]["profile"] == "slab"
     # thick simulated sections get back the noise their blur averaged away; point sections get fresh noise at
     # the stack's full level (they would otherwise share their noise with the target)
-    assert t.config.noise == "gaussian" and 0 < t.config.noise_level < t.noise_estimate["sigma"]
-    assert m.config["noise_level"] == t.config.noise_level
+    assert t.config.options["noise"] == "gaussian"
+    assert 0 < t.config.options["noise_level"] < t.info["noise_estimate"]["sigma"]
+    assert m.config["noise_level"] == t.config.options["noise_level"]
     point, _ = load_sample(4, "point")
     tp = Trainer(point, TrainConfig(steps=1, **TINY))
-    assert tp.config.profile == "point" and tp.config.noise == "gaussian"
-    assert tp.config.noise_level == pytest.approx(tp.noise_estimate["sigma"], rel=1e-3)
+    assert tp.config.options["profile"] == "point" and tp.config.options["noise"] == "gaussian"
+    assert tp.config.options["noise_level"] == pytest.approx(tp.info["noise_estimate"]["sigma"], rel=1e-3)
     # an explicit profile is taken as given, and a wrong name is refused clearly
-    assert Trainer(aniso, TrainConfig(steps=1, profile="point", **TINY)).profile_estimate is None
-    with pytest.raises(InputError, match="section profile"):
-        Trainer(aniso, TrainConfig(steps=1, profile="thick", **TINY))
+    assert Trainer(aniso, TrainConfig(steps=1, options={"profile": "point"}, **TINY)).info["profile_estimate"] is None
+    with pytest.raises(InputError, match="unknown profile .thick.*choose one of auto"):
+        Trainer(aniso, TrainConfig(steps=1, options={"profile": "thick"}, **TINY))
 
 
 def test_matched_noise_gives_back_what_the_blur_averaged(rng):
     from napari_emsr.degrade import profile_kernel
-    from napari_emsr.train import matched_noise
+    from napari_emsr.methods.lateral import matched_noise
 
     planes = rng.normal(0.5, 0.1, (4, 128, 128)).astype(np.float32)
     k = profile_kernel("slab", 4.0)

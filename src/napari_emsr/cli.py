@@ -64,9 +64,9 @@ def _open(args):
 def _factor(args, vol) -> float | None:
     if getattr(args, "factor", None) is not None:
         return float(args.factor)
-    from .reconstruct import _volume_factor
+    from .geometry import factor_from_spacing
 
-    return _volume_factor(vol, getattr(args, "axis", 0) or 0)
+    return factor_from_spacing(vol.spacing, getattr(args, "axis", 0) or 0)
 
 
 def _check_output(path: str | Path, overwrite: bool) -> Path:
@@ -124,28 +124,40 @@ def cmd_info(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- train
-def _train_config(args, vol):
+def _method_options(args, method) -> dict:
+    """The method's options given on the command line; an option of another method is refused."""
+    from .methods import all_options
+
+    given = {}
+    for name in all_options():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if method.option(name) is None:
+            raise InputError(f"--{name.replace('_', '-')} is not an option of method {method.name!r}")
+        given[name] = value
+    return given
+
+
+def _train_config(args, checkpoint: str | None = None):
+    from .methods import get_method
     from .train import TrainConfig
 
+    method = get_method(args.method)
+    given = {k: getattr(args, k) for k in ("steps", "minutes", "patch", "batch", "lr", "val_every")
+             if getattr(args, k, None) is not None}
     return TrainConfig(
         factor=args.factor,
         axis=args.axis,
-        method=args.method,
+        method=method.name,
         net=args.net,
         size=args.size,
-        steps=args.steps,
-        minutes=args.minutes,
-        patch=args.patch,
-        batch=args.batch,
-        lr=args.lr,
-        profile=args.profile,
-        noise=args.noise,
-        noise_level=args.noise_level,
+        options=_method_options(args, method),
         device=args.device,
         seed=args.seed,
-        val_every=args.val_every,
         preview_every=0,
-        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        checkpoint=str(args.checkpoint) if args.checkpoint else checkpoint,
+        **given,
     )
 
 
@@ -153,28 +165,29 @@ def _run_training(args, vol, out_model: Path | None):
     """Train with a progress bar; Ctrl-C keeps the model trained so far. Returns (model, interrupted)."""
     from .train import Trainer
 
-    cfg = _train_config(args, vol)
-    if out_model is not None and cfg.checkpoint is None:
-        cfg.checkpoint = str(out_model)
+    cfg = _train_config(args, str(out_model) if out_model is not None else None)
     trainer = Trainer(vol, cfg, resume=args.resume)
     c = trainer.config
     if not args.quiet:
         budget = f"{c.minutes:g} min" if c.minutes else f"{c.steps} steps"
-        print(
-            f"training {c.net} ({c.size}) for F = {c.factor:g}, {c.profile} sections, on {trainer.device}, {budget}",
-            file=sys.stderr,
-        )
-        if trainer.profile_estimate is not None:
-            print(f"section profile: {trainer.profile_estimate['note']}", file=sys.stderr)
-        if trainer.noise_estimate is not None:
-            print(f"section noise: {trainer.noise_estimate['note']}", file=sys.stderr)
+        profile = c.options.get("profile")
+        sections = f", {profile} sections" if profile else ""
+        print(f"training {c.method}: {c.net} ({c.size}) for F = {c.factor:g}{sections}, on {trainer.device}, {budget}",
+              file=sys.stderr)
+        for note in trainer.notes:
+            print(note, file=sys.stderr)
     total = c.steps if not c.minutes else None
     bar = _progress("train", total, args.quiet)
     interrupted = False
     last = None
+    stage = None
     try:
         for ev in trainer.run():
             last = ev
+            if ev.stage_count > 1 and ev.stage != stage:  # a new stage: its own bar length and name
+                stage = ev.stage
+                bar.reset(total=ev.total if not c.minutes or ev.stage != "restore" else None)
+                bar.set_description(f"train [{ev.stage} {ev.stage_index + 1}/{ev.stage_count}]")
             bar.update(ev.step - bar.n)
             post = {"loss": f"{ev.loss:.4f}"}
             if ev.gain is not None:
@@ -206,6 +219,8 @@ def cmd_train(args) -> int:
         "cubic_psnr": h.get("cubic_psnr"),
         "interrupted": interrupted,
         "device": trainer.device,
+        "method": model.config.get("method"),
+        "options": model.config.get("options"),
         "profile": model.config.get("profile"),
         "profile_estimate": model.config.get("profile_estimate"),
     }
@@ -334,36 +349,42 @@ def _add_input(p):
     p.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel data")
 
 
+def _method_help() -> str:
+    from .methods import DEFAULT_METHOD, METHODS
+
+    return "; ".join(f"{name}{' (default)' if name == DEFAULT_METHOD else ''}: {m.description}"
+                     for name, m in METHODS.items())
+
+
 def _add_train(p, demo=False):
+    """Training options; the methods, networks and method options are read from their registries."""
+    from .methods import DEFAULT_METHOD, METHODS, all_options
+    from .nets import DESCRIPTIONS, net_names
+
     g = p.add_argument_group("training")
     if not demo:
         g.add_argument("--factor", type=float, default=None,
                        help="anisotropy factor F = z spacing / lateral spacing (default: from the voxel size)")
         g.add_argument("--axis", type=int, default=0, help="the anisotropic axis (default 0 = z)")
-        g.add_argument("--method", default="isotropic",
-                       help="isotropic (self-supervised, default), cubic or linear (no training)")
+        g.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), help=_method_help())
     else:
-        p.set_defaults(factor=None, axis=0, method="isotropic")
-    g.add_argument("--net", default=None, help="network: rescnn (fast on a CPU) or uformer (paper 000's transformer); default: the method's")
+        p.set_defaults(factor=None, axis=0, method=DEFAULT_METHOD)
+    nets = "; ".join(f"{n}: {DESCRIPTIONS.get(n, '').rstrip('.')}" for n in net_names())
+    g.add_argument("--net", default=None, choices=net_names(), help=f"network (default: the method's). {nets}")
     g.add_argument("--size", default=None, help="network size: tiny, small or base (default: the method's)")
     g.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
-    g.add_argument("--minutes", type=float, default=None, help="training time budget in minutes (stops at the first of steps/minutes)")
-    g.add_argument("--patch", type=int, default=None, help="training patch size in pixels")
-    g.add_argument("--batch", type=int, default=None, help="patches per step")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay)")
-    g.add_argument("--profile", default="auto", choices=["auto", "point", "slab", "gaussian", "mixed"],
-                   help="how the z sections were cut: auto (estimated from the stack, comparing its z "
-                   "spectrum with lateral lines degraded each way), point (thin samples, e.g. FIB-SEM), slab "
-                   "(sections integrate their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or "
-                   "mixed (all three at random)")
-    g.add_argument("--noise", default="auto", choices=["auto", "none", "gaussian", "poisson-gaussian"],
-                   help="noise added to the simulated sections: auto (default) gives thick simulated sections "
-                   "back the noise their blur averaged away, and point sections fresh noise at the stack's level "
-                   "(they would share theirs with the target), measured on the stack")
-    g.add_argument("--noise-level", type=float, default=0.0,
-                   help="noise sigma in normalised units (0-1 range) for --noise gaussian/poisson-gaussian")
+    g.add_argument("--minutes", type=float, default=None,
+                   help="training time budget in minutes (stops at the first of steps/minutes)")
+    g.add_argument("--patch", type=int, default=None, help="training patch size in pixels (default: the method's)")
+    g.add_argument("--batch", type=int, default=None, help="patches per step (default: the method's)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay; default: the method's)")
+    for opt in all_options().values():
+        owners = ", ".join(m.name for m in METHODS.values() if m.option(opt.name) is not None)
+        g.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None, type=opt.type,
+                       choices=list(opt.choices) if opt.choices else None,
+                       help=f"{opt.help} (method {owners}; default: {opt.default})")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--val-every", type=int, default=50, help="validate on held-out planes every N steps")
+    g.add_argument("--val-every", type=int, default=None, help="validate on held-out planes every N steps")
     g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")
     g.add_argument("--resume", default=None, help="continue training from this model/checkpoint")
 
@@ -388,8 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s)
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("train", help="train a model on a stack (self-supervised) and save it",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser("train", help="train a model on a stack (self-supervised) and save it")
     _add_input(s)
     s.add_argument("-o", "--output", required=True, help="model file to write (e.g. stack.emsr.pt)")
     s.add_argument("--overwrite", action="store_true")

@@ -1,23 +1,167 @@
-"""The saved model: one file holding weights and a JSON-able config (DESIGN.md, contract).
+"""The saved model: weights, a JSON-able config, the normalisation, and the one path that runs a network.
 
-A model file is a ``torch.save`` of ``{"format": "napari-emsr-model", "config": <JSON string>, "state_dict": ...}``
-(and, in checkpoints, ``"optimizer"``). It is read with ``torch.load(weights_only=True)``: a model file from a
-stranger cannot run code when it is opened.
+A model file is a ``torch.save`` of ``{"format": "napari-emsr-model", "config": <JSON string>, "state_dict": ...,
+"stages": {stage name: state_dict}}`` (and, in checkpoints, ``"optimizer"``). It is read with
+``torch.load(weights_only=True)``: a model file from a stranger cannot run code when it is opened.
+
+:func:`predict` is the only place a restoring network is run for inference (eval mode, inference mode, bf16
+autocast and channels-last on CUDA, overlapping tiles blended smoothly): validation and the live preview during
+training and every chunk of a reconstruction go through it. :class:`Normalisation` maps intensities to the
+network's range and back; it is computed once on the training volume and saved with the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
-from .errors import ModelError
+from .errors import InputError, ModelError
 
 FORMAT = "napari-emsr-model"
+#: Planes larger than this (px) are restored in overlapping tiles, blended over ``TILE_OVERLAP`` px.
+TILE = 512
+TILE_OVERLAP = 32
+
+
+# ------------------------------------------------------------------------------------------ normalisation
+@dataclass(frozen=True)
+class Normalisation:
+    """Intensities ``low`` and ``high`` are mapped to 0 and 1 for the network, and back on output."""
+
+    low: float
+    high: float
+
+    def apply(self, a: Any) -> np.ndarray:
+        """Input intensities -> network range (float32)."""
+        return (np.asarray(a, np.float32) - self.low) / (self.high - self.low)
+
+    def invert(self, a: np.ndarray) -> np.ndarray:
+        """Network range -> input intensities (float32)."""
+        return np.asarray(a, np.float32) * (self.high - self.low) + self.low
+
+    def as_list(self) -> list[float]:
+        return [float(self.low), float(self.high)]
+
+
+def _compute(a: Any) -> np.ndarray:
+    return a.compute() if hasattr(a, "compute") else np.asarray(a)
+
+
+def robust_range(data: Any, planes: int = 16, low: float = 0.5, high: float = 99.5, seed: int = 0) -> Normalisation:
+    """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model)."""
+    n = data.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, planes), replace=False))
+    sample = np.asarray(_compute(data[idx]), dtype=np.float32)
+    if not np.isfinite(sample).all():
+        raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return Normalisation(float(lo), float(hi))
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def autocast(device: str):
+    """bf16 autocast on CUDA, nothing elsewhere (the training step and :func:`predict` share it)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict(
+    net: Any,
+    planes: np.ndarray,
+    device: str = "cpu",
+    *,
+    tile: int = TILE,
+    overlap: int = TILE_OVERLAP,
+    batch: int | None = None,
+) -> np.ndarray:
+    """Run a restoring network on (N, H, W) normalised float32 planes; returns (N, H, W) float32.
+
+    The network is put in eval mode for the call (and back in training mode after, if it was); inference
+    mode; on CUDA bf16 autocast and channels-last. Planes larger than ``tile`` are cut into tiles that
+    overlap by ``overlap`` px and blended with raised-cosine weights. ``batch`` planes per call (default 8 on
+    a CPU, 32 on a GPU).
+    """
+    import torch
+
+    planes = np.asarray(planes, np.float32)
+    n, h, w = planes.shape
+    cuda = str(device).startswith("cuda")
+    bs = int(batch or (32 if cuda else 8))
+    if h <= tile and w <= tile:
+        tiles = [(0, h, 0, w)]
+    else:
+        tiles = [(y0, min(y0 + tile, h), x0, min(x0 + tile, w))
+                 for y0 in _starts(h, tile, overlap) for x0 in _starts(w, tile, overlap)]
+    blend = len(tiles) > 1
+    out = np.empty_like(planes) if not blend else np.zeros_like(planes)
+    wsum = np.zeros((h, w), np.float32) if blend else None
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            for y0, y1, x0, x1 in tiles:
+                ws = _blend_window(y1 - y0, x1 - x0, overlap, y0 == 0, y1 == h, x0 == 0, x1 == w) if blend else None
+                for b0 in range(0, n, bs):
+                    x = torch.from_numpy(np.ascontiguousarray(planes[b0 : b0 + bs, y0:y1, x0:x1]))[:, None].to(device)
+                    if cuda:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with autocast(device):
+                        y = net(x)
+                    y = y.float()[:, 0].cpu().numpy()
+                    if blend:
+                        out[b0 : b0 + bs, y0:y1, x0:x1] += y * ws
+                    else:
+                        out[b0 : b0 + bs] = y
+                if blend:
+                    wsum[y0:y1, x0:x1] += ws
+    finally:
+        if was_training:
+            net.train()
+    return out / wsum if blend else out
+
+
+def _starts(n: int, t: int, ov: int) -> list[int]:
+    if n <= t:
+        return [0]
+    step = t - ov
+    s = list(range(0, n - t, step))
+    s.append(n - t)
+    return s
+
+
+def _blend_window(h: int, w: int, ov: int, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:
+    """Smooth (raised-cosine) weights falling to ~0 over ``ov`` pixels at inner tile edges."""
+
+    def ramp(n, lo_edge, hi_edge):
+        r = np.ones(n, np.float32)
+        k = min(ov, n // 2)
+        if k > 0:
+            up = 0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)
+            if not lo_edge:
+                r[:k] = up
+            if not hi_edge:
+                r[n - k :] = up[::-1]
+        return r
+
+    return np.outer(ramp(h, top, bottom), ramp(w, left, right)).astype(np.float32) + 1e-6
+
+
+# -------------------------------------------------------------------------------------------------- model
 
 
 class EMSRModel:
@@ -30,23 +174,42 @@ class EMSRModel:
         network: 1 linear, 3 cubic), ``profile``, ``norm`` (``{"low", "high"}`` intensity percentiles mapped to
         0 and 1), ``dtype`` of the training input, ``history`` (list of dicts), ``version``.
     state_dict : dict
-        The network's weights (CPU tensors).
+        The restoring network's weights (CPU tensors).
+    stages : dict, optional
+        The weights of the method's earlier training stages, by stage name (e.g. a learned degradation).
     """
 
-    def __init__(self, config: dict[str, Any], state_dict: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], state_dict: dict[str, Any], stages: dict[str, dict] | None = None):
         self.config = dict(config)
         self.config.setdefault("version", __version__)
         self.config.setdefault("history", [])
         self.state_dict = state_dict
+        self.stages = dict(stages or {})
         self._nets: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     # pickling (dask workers): send config + weights, not built networks
     def __getstate__(self):
-        return {"config": self.config, "state_dict": self.state_dict}
+        return {"config": self.config, "state_dict": self.state_dict, "stages": self.stages}
 
     def __setstate__(self, state):
-        self.__init__(state["config"], state["state_dict"])
+        self.__init__(state["config"], state["state_dict"], state.get("stages"))
+
+    @property
+    def norm(self) -> Normalisation:
+        """The intensity normalisation the network was trained with."""
+        lo, hi = self.config["norm"]
+        return Normalisation(float(lo), float(hi))
+
+    @property
+    def order(self) -> int:
+        """Interpolation along the anisotropic axis in front of the network (1 linear, 3 cubic)."""
+        return int(self.config.get("order", 3))
+
+    def predict(self, planes: np.ndarray, device: str = "cpu", **kwargs: Any) -> np.ndarray:
+        """Restore (N, H, W) interpolated axial planes in input intensities: normalise, :func:`predict`, invert."""
+        norm = self.norm
+        return norm.invert(predict(self.network(device), norm.apply(planes), device, **kwargs))
 
     @property
     def factor(self) -> float:
@@ -85,6 +248,8 @@ class EMSRModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "config": json.dumps(self.config), "state_dict": self.state_dict}
+        if self.stages:
+            payload["stages"] = self.stages
         if extra:
             payload.update(extra)
         tmp = path.with_name(path.name + ".partial")
@@ -102,7 +267,7 @@ class EMSRModel:
             raise ModelError(f"model file {path} does not exist; train one with `emsr train` or pick another file")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not a safe model file"
+        except Exception as exc:
             raise ModelError(
                 f"{path} is not a napari-emsr model file (or it holds code, which is refused): {exc.__class__.__name__}"
             ) from None
@@ -112,13 +277,14 @@ class EMSRModel:
             config = json.loads(payload["config"])
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"{path} has no readable config; the file is damaged") from None
-        model = cls(config, payload["state_dict"])
+        model = cls(config, payload["state_dict"], payload.get("stages"))
         if with_extra:
-            return model, {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict")}
+            return model, {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict", "stages")}
         return model
 
     def copy(self) -> EMSRModel:
-        return EMSRModel(copy.deepcopy(self.config), {k: v.clone() for k, v in self.state_dict.items()})
+        stages = {n: {k: v.clone() for k, v in sd.items()} for n, sd in self.stages.items()}
+        return EMSRModel(copy.deepcopy(self.config), {k: v.clone() for k, v in self.state_dict.items()}, stages)
 
     def check_compatible(self, factor: float | None, axis: int = 0, tolerance: float = 0.05) -> None:
         """Raise ModelError when the data's factor or axis differs from what the model was trained for."""
