@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from test_io_helpers import assert_valid_ngff
 
 from napari_emsr.errors import InputError, OutputExistsError
 from napari_emsr.io import (
@@ -122,6 +123,7 @@ def test_ome_zarr_round_trip(tmp_path, vol):
     out = write_volume(tmp_path / "a.ome.zarr", da.from_array(vol, chunks=(5, 20, 24)), spacing=(40, 4, 4),
                        chunks=(4, 16, 16))
     assert not (out / INCOMPLETE_MARKER).exists()
+    assert_valid_ngff(out)
     attrs = json.loads((out / ".zattrs").read_text())
     ms = attrs["multiscales"][0]
     assert ms["version"] == "0.4"
@@ -139,7 +141,7 @@ def test_zarr_v3_plain_array(tmp_path, vol):
     p = tmp_path / "plain_v3.zarr"
     z = zarr.create_array(str(p), shape=vol.shape, chunks=(4, 10, 12), dtype=vol.dtype, zarr_format=3)
     z[:] = vol
-    assert (p / "zarr.json").exists()
+    assert (p / "zarr.json").exists()  # a plain array, not an NGFF image: nothing for the NGFF model to check
     v = open_volume(p)
     assert v.spacing is None
     assert isinstance(v.data, da.Array)
@@ -167,6 +169,7 @@ def test_zarr_v3_ome_zarr_with_tc_axes_and_micrometre(tmp_path, vol):
                 {"type": "scale", "scale": [1, 1, 0.05, 0.005, 0.005]}]}],
         }],
     }
+    assert_valid_ngff(p)
     with pytest.raises(InputError, match="channel"):
         open_volume(p)
     v = open_volume(p, channel=1)
@@ -185,9 +188,11 @@ def test_write_existing_raises(tmp_path, vol):
     write_volume(tmp_path / "a.tif", vol[:, ::-1], overwrite=True)
     np.testing.assert_array_equal(open_volume(tmp_path / "a.tif").data.compute(), vol[:, ::-1])
     write_volume(tmp_path / "a.zarr", vol)
+    assert_valid_ngff(tmp_path / "a.zarr")
     with pytest.raises(OutputExistsError, match="overwrite"):
         write_volume(tmp_path / "a.zarr", vol)
     write_volume(tmp_path / "a.zarr", vol + 1, overwrite=True)
+    assert_valid_ngff(tmp_path / "a.zarr")
     np.testing.assert_array_equal(open_volume(tmp_path / "a.zarr").data.compute(), vol + 1)
 
 
@@ -220,6 +225,7 @@ def test_zarr_resume_after_interrupt(tmp_path, vol):
     write_volume(out, vol, spacing=(40, 4, 4), chunks=(3, 20, 24), progress=lambda d, t: seen.append(d))
     assert seen == [3, 4]  # the two finished blocks were skipped
     assert not (out / INCOMPLETE_MARKER).exists()
+    assert_valid_ngff(out)
     v = open_volume(out)
     np.testing.assert_array_equal(v.data.compute(), vol)
     assert v.spacing == pytest.approx((40, 4, 4))
@@ -236,6 +242,7 @@ def test_zarr_interrupted_different_volume_needs_overwrite(tmp_path, vol):
     with pytest.raises(OutputExistsError):
         write_volume(out, vol[:6], chunks=(3, 20, 24))
     write_volume(out, vol[:6], chunks=(3, 20, 24), overwrite=True)
+    assert_valid_ngff(out)
     np.testing.assert_array_equal(open_volume(out).data.compute(), vol[:6])
 
 
@@ -367,4 +374,6 @@ def test_chunks_with_whole_z_columns_computed_once(tmp_path, vol, name):
     out = write_volume(tmp_path / name, data, spacing=(40, 4, 4), progress=lambda d, t: seen.append((d, t)))
     assert len(calls) == 5  # 20 rows in chunks of 4
     assert len(seen) >= 1 and seen[-1][0] == seen[-1][1]
+    if name.endswith(".zarr"):
+        assert_valid_ngff(out)
     np.testing.assert_array_equal(open_volume(out).data.compute(), vol)

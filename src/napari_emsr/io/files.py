@@ -1,0 +1,173 @@
+"""The two entry points for files: :func:`open_volume` and :func:`write_volume`.
+
+They check the arguments, pick TIFF or OME-Zarr by the path (:mod:`napari_emsr.io.formats`) and hand over
+to :mod:`napari_emsr.io.tiff` or :mod:`napari_emsr.io.omezarr`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_zarr_name, looks_like_zarr
+from .omezarr import open_zarr, write_zarr
+from .tiff import open_tiff, write_tiff
+from .units import to_nm
+from .volume import Volume, check_volume
+
+log = logging.getLogger(__name__)
+
+
+def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: int = 0) -> Volume:
+    """Open a TIFF stack, OME-Zarr or plain zarr array lazily as a :class:`Volume`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.tif``/``.tiff`` file (ImageJ hyperstack, OME-TIFF or plain multi-page TIFF), or a zarr
+        folder (OME-Zarr with ``multiscales``, NGFF 0.4 on zarr v2 or 0.5 on zarr v3, or a plain zarr
+        array of either format).
+    channel : int, optional
+        Channel to pick from multi-channel data.
+    level : int
+        Resolution level of a pyramid (OME-Zarr dataset index, TIFF sub-resolution); 0 is full size.
+
+    Returns
+    -------
+    Volume
+        Lazy data (z, y, x) and voxel size in nm when the file states it (``spacing`` None otherwise).
+        For an OME-Zarr also its translation (NGFF ``translation``, in nm) and, in ``levels``, the chosen
+        level and every coarser one, all lazy.
+
+    Raises
+    ------
+    InputError
+        When the path is missing, is not a readable volume, its OME-Zarr metadata is invalid, or the data
+        is not a greyscale 3D stack.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{p} does not exist: check the path (and that the drive is mounted)")
+    try:
+        level = int(level)
+    except (TypeError, ValueError):
+        raise InputError(f"level {level!r} is not a whole number: give e.g. level=0") from None
+    if level < 0:
+        raise InputError(f"level {level} is negative: give 0 (full resolution) or a higher pyramid level")
+    if p.is_dir():
+        if not looks_like_zarr(p):
+            raise InputError(NOT_A_VOLUME.format(path=p) + " (this folder holds no zarr metadata)")
+        vol = open_zarr(p, channel=channel, level=level)
+    elif is_tiff_name(p):
+        vol = open_tiff(p, channel=channel, level=level)
+    elif p.name in ZARR_MARKERS and looks_like_zarr(p.parent):
+        vol = open_zarr(p.parent, channel=channel, level=level)
+    else:
+        raise InputError(NOT_A_VOLUME.format(path=p))
+    log.info(
+        "opened %s: shape %s, %s, voxel size %s %s, %d level(s)",
+        p, vol.shape, vol.dtype, vol.spacing, vol.unit, len(vol.levels),
+    )
+    return vol
+
+
+def write_volume(
+    path: str | os.PathLike,
+    data: Any,
+    spacing: Any = None,
+    unit: str = "nm",
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], Any] | None = None,
+    chunks: tuple[int, int, int] | None = None,
+    translation: Any = None,
+    pyramid: bool | int = True,
+) -> Path:
+    """Write a (z, y, x) volume to a TIFF or OME-Zarr, block by block with bounded memory.
+
+    ``.tif``/``.tiff``: an ImageJ hyperstack (voxel size as resolution + ``spacing``, unit nm) for
+    uint8/uint16/float32 below 3.5 GB; otherwise an OME-TIFF (BigTIFF above 3.5 GB) with PhysicalSize.
+    The file is written uncompressed as ``<name>.partial<suffix>`` beside the target (memory-mapped,
+    filled block by block) and renamed when complete; an exception removes the partial file. A TIFF
+    holds neither translation nor pyramid.
+
+    Blocks run along z, unless the dask array has a single chunk along z and several along y or x
+    (e.g. a reconstruction computed in xz planes): then they follow that axis, so that every dask
+    chunk is computed once.
+
+    ``.zarr`` (including ``.ome.zarr``): an OME-Zarr (NGFF 0.4, zarr format 2), axes z, y, x in
+    nanometer, Blosc-zstd compressed: level ``"0"`` is the data; with ``pyramid`` the levels ``"1"``,
+    ``"2"`` ... follow, each 2x smaller (mean of 2 voxels, integers rounded) along the axes whose voxel
+    size is within 2x of the finest one, computed chunk by chunk from the level before once that is
+    written. Every level carries its scale, and a translation: ``translation`` for level 0 when given,
+    plus for coarser levels the shift of their voxel centres. A marker file :data:`INCOMPLETE_MARKER`
+    exists from the first byte to the last level; it lists the finished level-0 blocks (rows of zarr
+    chunks along the block axis, z as a rule) and pyramid levels. Calling again on a folder with the
+    marker and the same shape, dtype, chunks and pyramid resumes it (skipping finished blocks and
+    levels) without ``overwrite``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output path; its suffix picks the format.
+    data : array-like or Volume
+        numpy or dask array (may be larger than memory). Written in its own dtype. For a
+        :class:`Volume`, its spacing, unit and translation are used unless ``spacing`` is given.
+    spacing : sequence of 3 float, optional
+        Voxel size (z, y, x) in ``unit``; converted to nm when the unit is a known length.
+    unit : str
+        Unit of ``spacing`` and ``translation``.
+    overwrite : bool
+        Replace an existing complete output. With True an unfinished zarr export is started afresh.
+    progress : callable, optional
+        ``progress(done, total)`` is called after each block (TIFF: planes along the block axis
+        written so far; zarr: blocks of level 0, then of the pyramid levels).
+    chunks : tuple of 3 int, optional
+        Zarr chunk shape (z, y, x), the same for every level. Default: the dask chunks when they are
+        regular and 1-128 MB, else (64, 256, 256), clipped to the volume.
+    translation : sequence of 3 float, optional
+        Physical position (z, y, x) of voxel (0, 0, 0) in ``unit`` (zarr only; needs ``spacing``).
+    pyramid : bool or int
+        Zarr only. True: coarser levels until the largest side is at most 256 voxels (8 levels at
+        most); False: level 0 only; a number: that many levels, level 0 included (fewer when no axis
+        can be halved any more).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    OutputExistsError
+        When a complete output exists and ``overwrite`` is False.
+    InputError
+        For an unsupported suffix or data that is not a greyscale 3D volume.
+    """
+    p = Path(path).expanduser()
+    if isinstance(data, Volume) and spacing is None:
+        spacing, unit = data.spacing, data.unit
+        if translation is None:
+            translation = data.translation
+    arr = check_volume(data)
+    if spacing is not None or translation is not None:
+        spacing, unit, translation = to_nm(spacing, unit, translation)
+    if translation is not None and spacing is None:
+        log.warning("ignoring the translation %s: without a voxel size it cannot be placed", translation)
+        translation = None
+    if is_tiff_name(p):
+        if translation is not None:
+            log.info("%s: a TIFF stack holds no translation; %s is not written", p, translation)
+        return write_tiff(p, arr, spacing, unit, overwrite=overwrite, progress=progress)
+    if is_zarr_name(p):
+        return write_zarr(
+            p, arr, spacing, unit, overwrite=overwrite, progress=progress, chunks=chunks, translation=translation,
+            pyramid=pyramid,
+        )
+    raise InputError(
+        f"cannot write {p}: the name must end in .tif/.tiff (TIFF stack) or .zarr/.ome.zarr (OME-Zarr)"
+    )

@@ -1,0 +1,427 @@
+"""OME-Zarr and plain zarr: lazy reading of every pyramid level, and resumable block-wise export with a pyramid.
+
+Reading opens a plain zarr array as it is (no voxel size), or an OME-Zarr image (NGFF 0.4 on zarr v2, 0.5 on
+zarr v3) through :mod:`napari_emsr.io.ngff`: the voxel size and translation of the chosen level in nm, and
+every level from it down to the coarsest as lazy dask arrays.
+
+Writing makes an NGFF 0.4 image on zarr format 2 (Blosc-zstd): level ``"0"`` computed block by block from
+the lazy input, then 2x mean-downsampled levels ``"1"``, ``"2"`` ... read back chunk by chunk from the level
+before (:mod:`napari_emsr.io.pyramid`). The :data:`INCOMPLETE_MARKER` file exists from before the first
+byte of the store until the last level is written; it lists the finished level-0 blocks and pyramid levels,
+so that writing the same volume again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError, OutputExistsError
+from . import ngff
+from .blocks import block_axis, region, step_blocks
+from .formats import NOT_A_VOLUME, looks_like_zarr
+from .pyramid import downsample, plan_levels
+from .units import NGFF_NM, Spacing, normalise_unit, spacing_in_nm
+from .volume import Volume, check_volume, reduce_axes
+
+log = logging.getLogger(__name__)
+
+#: Name of the file that marks a zarr export as unfinished (JSON: shape, dtype, chunks, finished blocks).
+INCOMPLETE_MARKER = ".emsr_incomplete"
+
+# Default chunk edge lengths of zarr exports (z, y, x).
+_ZARR_CHUNKS = (64, 256, 256)
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+
+def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
+    """Open a zarr array or OME-Zarr image lazily; see :func:`napari_emsr.io.open_volume`.
+
+    ``Volume.levels`` holds the requested level and every coarser one (``levels[0]`` is the data); spacing
+    and translation are those of the requested level.
+    """
+    import zarr
+
+    if (p / INCOMPLETE_MARKER).exists():
+        raise InputError(
+            f"{p} is an unfinished export (it still has the {INCOMPLETE_MARKER} marker): run the export "
+            "again to complete it, or delete the folder"
+        )
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as exc:
+        raise InputError(NOT_A_VOLUME.format(path=p) + f" (zarr could not open it: {exc})") from None
+
+    if isinstance(node, zarr.Array):
+        data = check_volume(da.from_zarr(node), channel=channel)
+        return Volume(data=data, spacing=None, unit="nm", source=str(p))
+
+    doc, version = ngff.find_multiscales(dict(node.attrs))
+    if doc is None:
+        names = sorted(_array_names(node))
+        hint = f"; it holds the arrays {names}: open one of them, e.g. {p / names[0]}" if names else ""
+        raise InputError(
+            NOT_A_VOLUME.format(path=p) + f" (a zarr group without OME-Zarr 'multiscales' metadata{hint})"
+        )
+    image = ngff.parse_image(doc, version, ndim_of=lambda path: _ndim(node, path))
+    n = len(image.levels)
+    if level >= n:
+        raise InputError(f"{p} has {n} resolution level(s); level {level} does not exist: pick 0..{max(n - 1, 0)}")
+
+    letters = _axis_letters(image.axes)
+    levels: list[da.Array] = []
+    for k in range(level, n):
+        path = image.levels[k].path
+        try:
+            arr = node[path]
+            if not isinstance(arr, zarr.Array):
+                raise TypeError(f"{path!r} is a group, not an array")
+        except Exception as exc:
+            if k == level:
+                raise InputError(
+                    f"{p} is an OME-Zarr whose dataset {path!r} cannot be read ({exc}): "
+                    "the export may be incomplete; write it again"
+                ) from None
+            log.warning("%s: pyramid level %d (%r) cannot be read (%s); using levels %d..%d", p, k, path, exc,
+                        level, k - 1)
+            break
+        if arr.ndim != len(letters):
+            msg = (
+                f"OME-Zarr metadata lists {len(letters)} axes but the data of {path!r} has {arr.ndim}: the file is "
+                "inconsistent; open the array folder inside it directly"
+            )
+            if k == level:
+                raise InputError(msg)
+            log.warning("%s; using levels %d..%d", msg, level, k - 1)
+            break
+        lazy = da.from_zarr(arr)
+        # NOTE: coarse levels may be one voxel thick, so only level ``level`` gets the full volume checks.
+        levels.append(check_volume(lazy, channel=channel, axes=letters) if k == level
+                      else reduce_axes(lazy, channel=channel, axes=letters))
+
+    spacing, unit, translation = _physical(image, level, letters)
+    return Volume(
+        data=levels[0], spacing=spacing, unit=unit, source=str(p), translation=translation, levels=tuple(levels)
+    )
+
+
+def _ndim(group: Any, path: str) -> int | None:
+    try:
+        return int(group[path].ndim)
+    except Exception:
+        return None
+
+
+def _array_names(group: Any) -> list[str]:
+    try:
+        return [str(k) for k in group.array_keys()]
+    except Exception:
+        return []
+
+
+def _axis_letters(axes: tuple[ngff.NgffAxis, ...]) -> str:
+    """Axis letters for :func:`check_volume`: the last three space axes are Z, Y, X; time T; others C."""
+    letters = ["C" if ax.type != "time" else "T" for ax in axes]
+    spatial = [i for i, ax in enumerate(axes) if ax.type == "space"]
+    for i, letter in zip(spatial[-3:], "ZYX"[-len(spatial[-3:]) :] if spatial else ""):
+        letters[i] = letter
+    for i in spatial[:-3]:
+        letters[i] = "T"
+    return "".join(letters)
+
+
+def _physical(
+    image: ngff.NgffImage, level: int, letters: str
+) -> tuple[Spacing | None, str, Spacing | None]:
+    """Voxel size, unit and translation of one level, in nm where the axes' units are known lengths."""
+    sp = [i for i, ch in enumerate(letters) if ch in "ZYX"]
+    if len(sp) != 3:
+        return None, "nm", None
+    lvl = image.levels[level]
+    values = tuple(float(lvl.scale[i]) for i in sp)
+    units = [image.axes[i].unit for i in sp]
+    factors = [normalise_unit(u)[1] for u in units]
+    if all(f is not None for f in factors):
+        # Known lengths (the same or different ones per axis): everything in nm.
+        spacing, unit = spacing_in_nm(tuple(v * f for v, f in zip(values, factors)), "nm")  # type: ignore[operator]
+    else:
+        factors = [1.0, 1.0, 1.0]
+        same = units[0] if len(set(units)) == 1 else None
+        if same is None and all(v == 1.0 for v in values):
+            return None, "nm", None  # no units and unit scale: the file does not state a voxel size
+        spacing, unit = spacing_in_nm(values, same)
+    if spacing is None or lvl.translation is None:
+        return spacing, unit, None
+    translation = tuple(float(lvl.translation[i]) * f for i, f in zip(sp, factors))  # type: ignore[operator]
+    return spacing, unit, translation  # type: ignore[return-value]
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+
+def write_zarr(
+    p: Path,
+    arr: da.Array,
+    spacing: Spacing | None,
+    unit: str,
+    *,
+    overwrite: bool,
+    progress: Callable[[int, int], Any] | None,
+    chunks: tuple[int, int, int] | None,
+    translation: Spacing | None = None,
+    pyramid: bool | int = True,
+) -> Path:
+    """Write ``arr`` as an OME-Zarr with a pyramid, resumably; see :func:`napari_emsr.io.write_volume`."""
+    shape = tuple(int(s) for s in arr.shape)
+    dtype = np.dtype(arr.dtype)
+    chunks = _check_chunks(arr, chunks, shape)
+    data = arr.rechunk(chunks)
+    axis = block_axis(data)
+    blocks = step_blocks(shape[axis], chunks[axis])
+    plan = plan_levels(shape, spacing, _levels_wanted(pyramid))
+    level_chunks = [tuple(min(c, s) for c, s in zip(chunks, lshape)) for lshape, _ in plan]
+    level_blocks = [step_blocks(lshape[0], lc[0]) for (lshape, _), lc in zip(plan, level_chunks)]
+    state = {
+        "shape": list(shape),
+        "dtype": dtype.str,
+        "chunks": list(chunks),
+        "axis": axis,
+        "total": len(blocks),
+        "done": [],
+        "levels": [list(lshape) for lshape, _ in plan],
+        "levels_done": [],
+    }
+
+    arrays = _resume_or_prepare(p, state, overwrite=overwrite)
+    if arrays is None:
+        arrays = _create(p, state, plan, level_chunks, dtype, spacing, unit, translation)
+    marker = _read_marker(p) or state
+    done = {int(b) for b in marker.get("done", []) if 0 <= int(b) < len(blocks)}
+    levels_done = {int(k) for k in marker.get("levels_done", []) if 1 <= int(k) <= len(plan)}
+    if done or levels_done:
+        log.info("resuming %s: %d of %d blocks and %d of %d pyramid levels already written", p, len(done),
+                 len(blocks), len(levels_done), len(plan))
+    state["done"], state["levels_done"] = sorted(done), sorted(levels_done)
+
+    total = len(blocks) + sum(len(b) for b in level_blocks)
+    count = len(done)
+    for b, (b0, b1) in enumerate(blocks):
+        if b in done:
+            continue
+        where = region(axis, b0, b1)
+        da.store(data[where], arrays[0], regions=where, lock=False)
+        done.add(b)
+        state["done"] = sorted(done)
+        _write_marker(p, state)
+        count += 1
+        if progress is not None:
+            progress(count, total)
+
+    for k, ((_, factors), lc, lblocks) in enumerate(zip(plan, level_chunks, level_blocks), start=1):
+        if k in levels_done:
+            count += len(lblocks)
+            continue
+        # Each output chunk of level k comes from one 2x larger block of level k - 1, read back from the store.
+        source = da.from_zarr(arrays[k - 1], chunks=tuple(c * f for c, f in zip(lc, factors)))
+        coarse = downsample(source, factors)
+        for b0, b1 in lblocks:
+            where = region(0, b0, b1)
+            da.store(coarse[where], arrays[k], regions=where, lock=False)
+            count += 1
+            if progress is not None:
+                progress(count, total)
+        levels_done.add(k)
+        state["levels_done"] = sorted(levels_done)
+        _write_marker(p, state)
+
+    (p / INCOMPLETE_MARKER).unlink()
+    log.info("wrote %s (%s, %s, chunks %s, %d level(s))", p, shape, dtype, chunks, len(plan) + 1)
+    return p
+
+
+def _levels_wanted(pyramid: bool | int) -> int | None:
+    """Number of levels asked for: None (automatic) for True, 1 for False, else the number given."""
+    if isinstance(pyramid, bool):
+        return None if pyramid else 1
+    try:
+        n = int(pyramid)
+    except (TypeError, ValueError):
+        raise InputError(f"pyramid={pyramid!r} is not understood: give True, False or a number of levels") from None
+    if n < 1:
+        raise InputError(f"pyramid={pyramid!r}: give at least 1 level (1 = full resolution only)")
+    return n
+
+
+def _check_chunks(arr: da.Array, chunks: Any, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if chunks is None:
+        chunks = _zarr_chunks(arr)
+    try:
+        out = tuple(max(1, min(int(c), s)) for c, s in zip(chunks, shape))
+    except (TypeError, ValueError):
+        raise InputError(f"chunks {chunks!r} is not understood: give three whole numbers (z, y, x)") from None
+    if len(out) != 3 or len(chunks) != 3:
+        raise InputError(f"chunks {chunks!r} must have three entries (z, y, x)")
+    return out  # type: ignore[return-value]
+
+
+def _zarr_chunks(arr: da.Array) -> tuple[int, int, int]:
+    """Zarr chunks for ``arr``: its own dask chunks when regular and 1-128 MB, else (64, 256, 256).
+
+    Keeping the dask chunks means every chunk is computed exactly once (no rechunking of computed data).
+    """
+    first = tuple(int(c[0]) for c in arr.chunks)
+    regular = all(all(int(x) == c[0] for x in c[:-1]) and int(c[-1]) <= c[0] for c in arr.chunks)
+    nbytes = int(np.prod(first, dtype=np.int64)) * arr.dtype.itemsize
+    if regular and 2**20 <= nbytes <= 128 * 2**20:
+        return first  # type: ignore[return-value]
+    return _ZARR_CHUNKS
+
+
+def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | None:
+    """The arrays of an unfinished export of the same volume to resume, or None once ``p`` is free to create.
+
+    Raises OutputExistsError for an existing output that may not be replaced, InputError for a folder that is
+    not a zarr store (never deleted).
+    """
+    if not p.exists():
+        if not p.parent.exists():
+            raise InputError(f"the folder {p.parent} does not exist: create it or choose another output path")
+        return None
+    if p.is_file():
+        if not overwrite:
+            raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
+        p.unlink()
+        return None
+    unfinished = (p / INCOMPLETE_MARKER).exists()
+    marker = _read_marker(p) if unfinished else None
+    keys = ("shape", "dtype", "chunks")
+    if (
+        marker is not None
+        and not overwrite
+        and all(marker.get(k) == state[k] for k in keys)
+        and marker.get("axis", 0) == state["axis"]
+        and marker.get("levels", []) == state["levels"]
+    ):
+        arrays = _open_levels(p, state)
+        if arrays is not None:
+            return arrays
+        # Our own unfinished export of this very volume whose arrays cannot all be opened (e.g. it stopped
+        # before they were created): nothing worth keeping, start it afresh.
+        log.info("restarting the unfinished export %s: its arrays cannot be opened", p)
+        shutil.rmtree(p)
+        return None
+    if unfinished and not overwrite:
+        raise OutputExistsError(
+            f"{p} holds an unfinished export of a different volume (shape, dtype, chunks or pyramid differ); "
+            "pass overwrite=True (CLI: --overwrite) to start again, or choose another path"
+        )
+    if not overwrite:
+        raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
+    if not looks_like_zarr(p) and any(p.iterdir()):
+        raise InputError(f"{p} is a folder that is not a zarr store; refusing to delete it: choose another output path")
+    shutil.rmtree(p)
+    return None
+
+
+def _open_levels(p: Path, state: dict) -> list[Any] | None:
+    """The level arrays of an unfinished export, when they all exist with the shapes and dtype expected."""
+    import zarr
+
+    shapes = [tuple(state["shape"])] + [tuple(s) for s in state["levels"]]
+    arrays = []
+    for k, shape in enumerate(shapes):
+        try:
+            a = zarr.open_array(str(p / str(k)), mode="r+")
+        except Exception:
+            return None
+        if tuple(a.shape) != shape or np.dtype(a.dtype) != np.dtype(state["dtype"]):
+            return None
+        arrays.append(a)
+    return arrays
+
+
+def _create(
+    p: Path,
+    state: dict,
+    plan: list,
+    level_chunks: list,
+    dtype: np.dtype,
+    spacing: Spacing | None,
+    unit: str,
+    translation: Spacing | None,
+) -> list[Any]:
+    """Create the store with the marker in it first, the NGFF metadata and every (empty) level array."""
+    import numcodecs
+    import zarr
+
+    # NOTE: the marker is written into the empty folder before zarr creates anything, and create_group
+    # (unlike open_group(mode="w")) leaves the folder's other files alone, so the store is never without it.
+    p.mkdir()
+    _write_marker(p, state)
+    group = zarr.create_group(str(p), zarr_format=2)
+    name = p.name[: -len(".ome.zarr")] if p.name.lower().endswith(".ome.zarr") else p.stem
+    group.attrs.update(ngff.image_attrs(name, _level_transforms(plan, spacing, translation),
+                                        NGFF_NM if spacing is not None and unit == "nm" else None,
+                                        metadata={"written_by": "napari-emsr",
+                                                  "method": "mean of 2 voxels per halved axis; integers rounded"}))
+    compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    shapes = [tuple(state["shape"])] + [lshape for lshape, _ in plan]
+    all_chunks = [tuple(state["chunks"])] + level_chunks
+    arrays = []
+    for k, (shape, chunks) in enumerate(zip(shapes, all_chunks)):
+        arrays.append(
+            group.create_array(
+                str(k),
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                compressors=compressor,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+                fill_value=0,
+            )
+        )
+    return arrays
+
+
+def _level_transforms(
+    plan: list, spacing: Spacing | None, translation: Spacing | None
+) -> list[tuple[str, list[float], list[float] | None]]:
+    """(path, scale, translation) of every level: level 0's voxel size times the cumulative factors.
+
+    A coarser voxel is the mean of a block of level-0 voxels, so its centre is shifted by half the block less
+    one voxel: that shift is the translation of levels 1 and up (added to ``translation`` when given).
+    """
+    base = list(spacing) if spacing is not None else [1.0, 1.0, 1.0]
+    origin = list(translation) if translation is not None else [0.0, 0.0, 0.0]
+    first = list(translation) if translation is not None else None
+    out: list[tuple[str, list[float], list[float] | None]] = [("0", base, first)]
+    cum = [1, 1, 1]
+    for k, (_, factors) in enumerate(plan, start=1):
+        cum = [c * f for c, f in zip(cum, factors)]
+        scale = [s * c for s, c in zip(base, cum)]
+        shift = [o + (c - 1) / 2 * s for o, c, s in zip(origin, cum, base)]
+        out.append((str(k), scale, shift))
+    return out
+
+
+def _write_marker(folder: Path, state: dict) -> None:
+    tmp = folder / (INCOMPLETE_MARKER + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, folder / INCOMPLETE_MARKER)
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / INCOMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None

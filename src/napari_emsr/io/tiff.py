@@ -1,0 +1,308 @@
+"""TIFF stacks: ImageJ hyperstacks, OME-TIFF and plain multi-page TIFF, read lazily and written block by block.
+
+Reading goes through tifffile's zarr view of the file, so one plane (or tile) is read at a time; the voxel
+size comes from OME-XML ``PhysicalSize*`` or ImageJ's ``spacing`` and resolution tags. Writing fills an
+uncompressed memory-mapped file under a temporary name and renames it when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..errors import InputError, OutputExistsError
+from .blocks import block_axis, chunk_blocks, region
+from .formats import NOT_A_VOLUME
+from .units import Spacing, normalise_unit, spacing_in_nm
+from .volume import Volume, check_volume
+
+log = logging.getLogger(__name__)
+
+# Bytes of one TIFF write block (a group of z planes computed at once).
+_TIFF_BLOCK_BYTES = 256 * 2**20
+# ImageJ TIFF cannot be BigTIFF: above this size we write OME-TIFF (BigTIFF) instead.
+_BIGTIFF_BYTES = int(3.5 * 2**30)
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+
+def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
+    """Open the first series of a TIFF (resolution ``level``) lazily; see :func:`napari_emsr.io.open_volume`."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tf:
+            if not tf.series:
+                raise InputError(NOT_A_VOLUME.format(path=p) + " (the TIFF holds no image series)")
+            series = tf.series[0]
+            levels = series.levels
+            if level >= len(levels):
+                raise InputError(
+                    f"{p} has {len(levels)} resolution level(s); level {level} does not exist: "
+                    f"pick 0..{len(levels) - 1}"
+                )
+            axes = levels[level].axes
+            ij = tf.imagej_metadata or {}
+            grey = ij.get("mode", "grayscale") == "grayscale"
+            if axes == "CYX" and channel is None and grey and not ij.get("slices"):
+                # NOTE: tifffile (and scripts built on it) write a plain 3D ImageJ stack as "channels"
+                # unless told otherwise; a greyscale one with no slices is a z stack in practice.
+                axes = "ZYX"
+            base_shape = tuple(int(s) for s in series.shape)
+            level_shape = tuple(int(s) for s in levels[level].shape)
+            spacing, unit = _tiff_spacing(tf, series)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
+        raise InputError(
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be read: {exc})"
+        ) from None
+
+    try:
+        reader = _LazyTiff(str(p), level)
+        zarr_arr = reader.open()
+        reader.shape, reader.dtype = tuple(zarr_arr.shape), np.dtype(zarr_arr.dtype)
+        reader.ndim = len(reader.shape)
+        from dask.base import tokenize
+
+        arr = da.from_array(
+            reader,
+            chunks=_tiff_dask_chunks(zarr_arr.shape, zarr_arr.chunks, zarr_arr.dtype),
+            name="tiff-" + tokenize(str(p), p.stat().st_mtime_ns, p.stat().st_size, level),
+            fancy=False,
+            lock=False,
+            meta=np.empty((0,) * reader.ndim, dtype=reader.dtype),
+        )
+    except Exception as exc:
+        raise InputError(
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be opened lazily: {exc})"
+        ) from None
+
+    # A pyramid level is coarser laterally (and sometimes in z): scale the voxel size to it.
+    if spacing is not None and level > 0:
+        sp_axes = [a for a in "ZYX"]
+        scaled = list(spacing)
+        for j, letter in enumerate(sp_axes):
+            if letter in axes:
+                i = axes.index(letter)
+                scaled[j] = spacing[j] * base_shape[i] / max(level_shape[i], 1)
+        spacing = tuple(scaled)  # type: ignore[assignment]
+
+    data = check_volume(arr, channel=channel, axes=axes)
+    return Volume(data=data, spacing=spacing, unit=unit, source=str(p))
+
+
+class _LazyTiff:
+    """Array-like view of one TIFF series level, read through tifffile's zarr store on demand.
+
+    Unlike the store itself (which holds an open file and a lock) it can be pickled, so dask graphs
+    built on it can be sent to ``dask.distributed`` workers; each process opens the file once.
+    """
+
+    def __init__(self, path: str, level: int) -> None:
+        self.path = path
+        self.level = level
+        self.shape: tuple[int, ...] = ()
+        self.dtype = np.dtype("uint8")
+        self.ndim = 0
+        self._arr: Any = None
+
+    def open(self) -> Any:
+        if self._arr is None:
+            import tifffile
+            import zarr
+
+            store = tifffile.imread(self.path, aszarr=True, series=0, level=self.level)
+            self._arr = zarr.open(store, mode="r")
+        return self._arr
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.open()[key])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arr"] = None
+        return state
+
+
+def _tiff_dask_chunks(
+    shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any
+) -> tuple[int, ...]:
+    """Dask chunks for a TIFF zarr view: whole pages where they fit in ~128 MB, else page tiles."""
+    shape = tuple(int(s) for s in shape)
+    chunks = tuple(int(c) for c in chunks)
+    if len(shape) < 2:
+        return chunks
+    itemsize = np.dtype(dtype).itemsize
+    # Spatial plane = last two axes (plus RGB samples for YXS pages, which tifffile keeps whole).
+    lead = len(shape) - 2
+    if len(shape) >= 3 and chunks[-1] == shape[-1] and shape[-1] in (3, 4) and chunks[-2] != shape[-2]:
+        lead = len(shape) - 3
+    plane_bytes = int(np.prod(shape[lead:], dtype=np.int64)) * itemsize
+    if plane_bytes <= 128 * 2**20:
+        return tuple(1 for _ in shape[:lead]) + shape[lead:]
+    # Very large pages: keep tiles but grow them to about 2048 px.
+    out = list(chunks)
+    for i in range(lead, len(shape)):
+        if chunks[i] < shape[i]:
+            out[i] = min(shape[i], max(chunks[i], (2048 // chunks[i]) * chunks[i]))
+    return tuple(out)
+
+
+def _tiff_spacing(tf: Any, series: Any) -> tuple[Spacing | None, str]:
+    """Voxel size (z, y, x) of a TIFF from OME or ImageJ metadata, in nm when the unit is known."""
+    if tf.is_ome and tf.ome_metadata:
+        try:
+            got = _ome_tiff_spacing(tf.ome_metadata)
+        except Exception as exc:  # malformed XML: carry on without voxel size
+            log.warning("could not read the OME-XML voxel size: %s", exc)
+            got = None
+        if got is not None:
+            return got
+    if tf.is_imagej:
+        md = tf.imagej_metadata or {}
+        page = tf.pages.first if hasattr(tf.pages, "first") else tf.pages[0]
+        xy = _page_resolution(page)
+        z = md.get("spacing")
+        unit = md.get("unit")
+        if z is None:
+            if xy is not None:
+                log.warning(
+                    "%s has a lateral pixel size but no z spacing; give the voxel size explicitly",
+                    tf.filehandle.path,
+                )
+            return None, "nm"
+        if xy is None:
+            # ImageJ without calibration of x/y: pixel width 1 in the same unit.
+            xy = (1.0, 1.0)
+        return spacing_in_nm((float(z), xy[0], xy[1]), unit)
+    return None, "nm"
+
+
+def _page_resolution(page: Any) -> tuple[float, float] | None:
+    """Pixel size (y, x) = 1 / (Y|X)Resolution, or None when it is absent or the default 1."""
+    tags = page.tags
+    out = []
+    for name in ("YResolution", "XResolution"):
+        tag = tags.get(name)
+        if tag is None:
+            return None
+        value = tag.value
+        try:
+            res = value[0] / value[1] if isinstance(value, tuple) else float(value)
+        except (TypeError, ZeroDivisionError):
+            return None
+        if not res or not math.isfinite(res):
+            return None
+        out.append(1.0 / res)
+    if out == [1.0, 1.0]:
+        return None
+    return out[0], out[1]
+
+
+def _ome_tiff_spacing(xml: str) -> tuple[Spacing | None, str] | None:
+    """PhysicalSizeZ/Y/X of the first OME image, converted to nm (default unit micrometre)."""
+    import tifffile
+
+    ome = tifffile.xml2dict(xml).get("OME", {})
+    image = ome.get("Image")
+    if isinstance(image, list):
+        image = image[0]
+    if not isinstance(image, dict):
+        return None
+    pixels = image.get("Pixels", {})
+    values = []
+    for ax in "ZYX":
+        size = pixels.get(f"PhysicalSize{ax}")
+        if size is None:
+            return None
+        unit = pixels.get(f"PhysicalSize{ax}Unit", "\u00b5m")  # OME default is micrometre
+        norm, to_nm = normalise_unit(unit)
+        if to_nm is None:
+            log.warning("unknown OME unit %r: ignoring the voxel size", unit)
+            return None
+        values.append(float(size) * to_nm)
+    return spacing_in_nm(tuple(values), "nm")  # type: ignore[arg-type]
+
+
+# ---- writing --------------------------------------------------------------------------------------
+
+
+def write_tiff(
+    p: Path,
+    arr: da.Array,
+    spacing: Spacing | None,
+    unit: str,
+    *,
+    overwrite: bool,
+    progress: Callable[[int, int], Any] | None,
+) -> Path:
+    """Write ``arr`` as an ImageJ or OME-TIFF; see :func:`napari_emsr.io.write_volume`."""
+    import tifffile
+
+    if p.is_dir():
+        raise OutputExistsError(f"{p} exists and is a folder; choose another path for the TIFF")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
+    if not p.parent.exists():
+        raise InputError(f"the folder {p.parent} does not exist: create it or choose another output path")
+    suffix = p.suffix
+    tmp = p.with_name(p.name[: -len(suffix)] + ".partial" + suffix)
+
+    shape = tuple(int(s) for s in arr.shape)
+    dtype = np.dtype(arr.dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    big = nbytes > _BIGTIFF_BYTES
+    imagej = not big and dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+    kwargs: dict[str, Any] = {"photometric": "minisblack", "bigtiff": big}
+    md: dict[str, Any] = {"axes": "ZYX"}
+    if imagej:
+        kwargs["imagej"] = True
+        if spacing is not None:
+            md["spacing"] = spacing[0]
+            md["unit"] = unit
+            kwargs["resolution"] = (1.0 / spacing[2], 1.0 / spacing[1])
+    else:
+        kwargs["ome"] = True
+        if spacing is not None:
+            for ax, value in zip("ZYX", spacing):
+                md[f"PhysicalSize{ax}"] = value
+                if unit == "nm":
+                    md[f"PhysicalSize{ax}Unit"] = "nm"
+        log.info("writing %s as OME-TIFF (%s, %.1f GB)", p, dtype, nbytes / 1e9)
+    kwargs["metadata"] = md
+
+    # An uncompressed, contiguous TIFF mapped into memory: blocks are stored into it in any order and
+    # along any axis, so the data is computed once, chunk by chunk, with bounded memory.
+    axis = block_axis(arr)
+    blocks = chunk_blocks(arr, axis, _TIFF_BLOCK_BYTES)
+    try:
+        mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
+        try:
+            for start, stop in blocks:
+                where = region(axis, start, stop)
+                da.store(arr[where], mm, regions=where, lock=False)
+                if progress is not None:
+                    progress(stop, shape[axis])
+            mm.flush()
+        finally:
+            del mm
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    log.info("wrote %s (%s, %s)", p, shape, dtype)
+    return p
+
+
