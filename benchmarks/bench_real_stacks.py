@@ -70,9 +70,9 @@ def main() -> None:
     for path in a.stacks:
         vol = open_volume(path)
         stack = np.asarray(vol.data)
-        factor = vol.spacing[0] / vol.spacing[2]
+        factor = vol.factor
         t0 = time.perf_counter()
-        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, profile=a.profile))
+        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, options={"profile": a.profile} if a.profile else {}))
         for _ in trainer.run():
             pass
         model = trainer.model

@@ -333,7 +333,7 @@ def anisotropy(
             "least 8 voxels"
         )
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    lateral = [a for a in range(3) if a != axis]
+    lateral = list(lateral_axes(axis))
     shape = tuple(int(s) for s in vol.shape)
 
     def planes(fixed: int) -> np.ndarray:

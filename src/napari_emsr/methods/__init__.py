@@ -164,8 +164,9 @@ class Method:
         return next((o for o in self.options if o.name == name), None)
 
     def resolve_options(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Every option of the method: the given values (checked) over the defaults; unknown names refused."""
-        given = dict(given or {})
+        """Every option of the method: the given values (checked) over the defaults; unknown names refused.
+        A value of None means the default."""
+        given = {k: v for k, v in dict(given or {}).items() if v is not None}
         unknown = [k for k in given if self.option(k) is None]
         if unknown:
             known = ", ".join(o.name for o in self.options) or "none"
