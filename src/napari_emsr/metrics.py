@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from napari_emsr.errors import InputError
+from napari_emsr.geometry import lateral_axes
 
 __all__ = ["anisotropy", "frc", "frc_resolution", "psnr", "section_banding", "ssim"]
 
