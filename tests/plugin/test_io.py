@@ -113,8 +113,8 @@ def test_reader_declines_what_it_cannot_read(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])
 def test_writer_keeps_voxel_size(tmp_path, suffix):
-    from napari_emsr.plugin._writer import write_image
     from napari_emsr.io import open_volume
+    from napari_emsr.plugin._writer import write_image
 
     data = (np.random.default_rng(1).random((6, 20, 24)) * 1000).astype(np.uint16)
     path = tmp_path / f"out{suffix}"
@@ -126,8 +126,8 @@ def test_writer_keeps_voxel_size(tmp_path, suffix):
 
 
 def test_writer_refuses_2d(tmp_path):
-    from napari_emsr.plugin._writer import write_image
     from napari_emsr.errors import InputError
+    from napari_emsr.plugin._writer import write_image
 
     with pytest.raises(InputError, match="3D"):
         write_image(str(tmp_path / "flat.tif"), np.zeros((8, 8)), {"scale": (1.0, 1.0)})

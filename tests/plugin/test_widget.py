@@ -1,4 +1,8 @@
-"""The dock widget with a real viewer and real thread workers: train, stop, resume, reconstruct, export."""
+"""The dock widget with a real viewer and real thread workers: train, stop, resume, reconstruct, export.
+
+The tests drive the panel the way a script would: through its evented parameters (``panel.params`` ...), its
+status (``panel.status``) and its public methods; they click buttons only where the button is what is tested.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +25,38 @@ def panel(make_napari_viewer, qtbot):
     viewer.open_sample("napari-emsr", "medulla_anisotropic")
     widget = EMSRWidget(viewer)
     viewer.window.add_dock_widget(widget, name="napari-emsr")
-    widget.device.set_device("cpu")
-    widget.method.set_values(method="isotropic", steps=6, patch=32, size="tiny")
-    widget.preview_every = 2
-    widget.val_every = 3
+    params = widget.params
+    params.device = "cpu"
+    params.method = "isotropic"
+    params.steps, params.patch, params.size = 6, 32, "tiny"
+    params.preview_every, params.val_every = 2, 3
     yield widget
     widget.cleanup()
-    qtbot.waitUntil(lambda: not widget._training and not widget._exporting, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not widget._workers, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def keep_napari_async():
+    """Restore napari's persisted asynchronous-rendering preference after a test that changes it."""
+    from napari.settings import get_settings
+
+    before = get_settings().experimental.async_
+    yield
+    get_settings().experimental.async_ = before
 
 
 def _train(widget, qtbot, resume=False):
     worker = widget.start_training(resume=resume)
     assert worker is not None
-    qtbot.waitUntil(lambda: not widget._training, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.status.busy, timeout=TIMEOUT)
     return worker
 
 
 def _wait_idle(widget, qtbot, worker=None):
     """Wait until a task ended (its ``finished`` slots ran); waitSignal could miss a fast one."""
     assert worker is not None
-    qtbot.waitUntil(lambda: worker not in widget._workers, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: worker not in widget.workers, timeout=TIMEOUT)
 
 
 def _notifications():
@@ -51,34 +66,90 @@ def _notifications():
 
 
 def test_panel_reads_voxel_size(panel, qtbot):
-    assert panel.input.current_layer().name == "medulla anisotropic"
-    assert panel.input.spacing() == (40.0, 10.0, 10.0)
-    assert panel.input.factor() == pytest.approx(4.0)
-    panel.input.factor_box.setValue(3.0)
-    assert panel.input.spacing()[0] == pytest.approx(30.0)
+    assert panel.input_params.layer == "medulla anisotropic"
+    assert panel.current_layer().name == "medulla anisotropic"
+    assert panel.input_params.spacing == (40.0, 10.0, 10.0)
+    assert panel.input_params.factor == pytest.approx(4.0)
+    panel.input.factor_box.setValue(3.0)  # the F box sets the z spacing ...
+    assert panel.input_params.spacing[0] == pytest.approx(30.0)
+    panel.input_params.spacing = (50.0, 10.0, 10.0)  # ... and follows the parameters
+    assert panel.input.factor_box.value() == pytest.approx(5.0)
+    assert panel.input.spacing_boxes[0].value() == pytest.approx(50.0)
     # the anisotropy measure is computed in a worker and shown
-    qtbot.waitUntil(lambda: panel.input.anisotropy_label.text() not in ("-", "measuring..."), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: panel.anisotropy is not None, timeout=TIMEOUT)
+    assert panel.input.anisotropy_label.text() not in ("-", "measuring...")
     # ... and so is the section profile "auto" stands for (the sample is point-sampled)
-    qtbot.waitUntil(lambda: panel.method.profile_combo.itemText(0) != "auto", timeout=TIMEOUT)
-    assert panel.method.profile_combo.itemText(0) == "auto: point"
-    assert panel.method.profile() == "auto" and panel.training_config().profile == "auto"
-    panel.method.set_values(profile="slab")
-    assert panel.training_config().profile == "slab"
-    # the device list is filled in a worker
+    profile = panel.method.option_combos["profile"]
+    qtbot.waitUntil(lambda: profile.itemText(0) != "auto", timeout=TIMEOUT)
+    assert profile.itemText(0) == "auto: point"
+    assert panel.params.options["profile"] == "auto" and panel.training_config().options["profile"] == "auto"
+    panel.params.set_option("profile", "slab")
+    assert panel.training_config().options["profile"] == "slab"
+    assert profile.currentData() == "slab"
+    # the device list and the network sizes come from workers (they need torch)
     qtbot.waitUntil(lambda: panel.device.device_combo.findData("cpu") >= 0, timeout=TIMEOUT)
+    from napari_emsr.nets import net_sizes
+
+    sizes = panel.method.size_combo
+    qtbot.waitUntil(lambda: sizes.count() == len(net_sizes(panel.params.net)), timeout=TIMEOUT)
+    assert [sizes.itemData(i) for i in range(sizes.count())] == list(net_sizes(panel.params.net))
+    assert sizes.currentData() == "tiny"
+
+
+def test_widgets_and_parameters_agree(panel):
+    """Each picker writes its parameter and shows it when a script sets it; pickers come from the registries."""
+    from napari_emsr.methods import get_method, method_names
+    from napari_emsr.nets import net_names
+
+    method = panel.method
+    assert [method.method_combo.itemData(i) for i in range(method.method_combo.count())] == method_names()
+    assert [method.net_combo.itemData(i) for i in range(method.net_combo.count())] == net_names()
+    method.patch_box.setValue(48)
+    assert panel.params.patch == 48
+    panel.params.patch = 40
+    assert method.patch_box.value() == 40
+    method.budget_kind.setCurrentIndex(method.budget_kind.findData("minutes"))
+    assert panel.params.budget == "minutes"
+    method.budget_value.setValue(7)
+    assert panel.params.minutes == 7 and panel.params.steps == 6
+    assert panel.training_config().minutes == 7.0 and panel.training_config().steps is None
+    panel.params.budget = "steps"
+    assert method.budget_value.value() == 6
+    # the option pickers are the picked method's declared options with choices
+    declared = [o.name for o in get_method("isotropic").options if o.choices]
+    assert list(method.option_combos) == declared
+    method.method_combo.setCurrentIndex(method.method_combo.findData("cubic"))
+    assert panel.params.method == "cubic" and panel.params.options == {}
+    assert method.option_combos == {} and not panel.train.train_button.isEnabled()
+    panel.params.method = "isotropic"
+    assert method.method_combo.currentData() == "isotropic" and list(method.option_combos) == declared
+    assert panel.params.options == {o.name: o.default for o in get_method("isotropic").options}
+    panel.device.device_combo.setCurrentIndex(panel.device.device_combo.findData("auto"))
+    assert panel.params.device == "auto"
+    panel.reconstruct.checks["yz"].setChecked(True)
+    assert panel.reconstruct_params.planes == ("xz", "yz")
+    panel.reconstruct_params.planes = ("fuse",)
+    assert [p for p, c in panel.reconstruct.checks.items() if c.isChecked()] == ["fuse"]
+    panel.reconstruct_params.export_planes = "yz"
+    assert panel.export.planes_combo.currentData() == "yz"
 
 
 def test_train_updates_progress_plot_preview(panel, qtbot):
-    seen = []
+    seen, states = [], []
+    panel.status.events.state.connect(states.append)
     worker = panel.start_training()
     worker.yielded.connect(lambda update: seen.append(update.event.step))
+    assert panel.status.state == "running"
     assert not panel.train.train_button.isEnabled() and panel.train.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert states == ["running", "idle"]
     assert seen and seen[-1] == 6
     assert panel.model is not None and panel.model.step == 6
+    assert panel.status.step == panel.status.total == 6 and panel.status.gain is not None
     assert panel.train.progress_bar.value() == 6
     assert panel.plot.steps == [1, 2, 3, 4, 5, 6]
     assert len(panel.plot.gains) >= 2
+    assert "Training ended at step 6" in panel.status.message == panel.status_label.text()
     # napari's activity-dock progress (closed by napari when the worker finishes)
     assert worker.pbar.total == 6 and worker.pbar.n >= 1
     viewer = panel.viewer
@@ -91,21 +162,22 @@ def test_train_updates_progress_plot_preview(panel, qtbot):
 
 
 def test_stop_keeps_model_and_resume_continues(panel, qtbot):
-    panel.method.set_values(steps=5000)
+    panel.params.steps = 5000
     panel.start_training()
     qtbot.waitUntil(lambda: len(panel.plot.steps) >= 3, timeout=TIMEOUT)
     qtbot.mouseClick(panel.train.stop_button, _left())
-    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    assert panel.status.state in ("stopping", "idle")
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
     stopped_at = panel.model.step
     assert 3 <= stopped_at < 5000
     assert panel.train.train_button.isEnabled()
     assert panel.train.resume_button.isEnabled()
     assert not panel.train.stop_button.isEnabled()
 
-    panel.method.set_values(steps=4)
+    panel.params.steps = 4
     qtbot.mouseClick(panel.train.resume_button, _left())
-    qtbot.waitUntil(lambda: panel._training, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not panel._training, timeout=TIMEOUT)
+    assert panel.status.busy
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
     assert panel.model.step == stopped_at + 4
     assert panel.plot.steps[-1] == stopped_at + 4
     assert panel.plot.steps[0] == 1  # the plot continues instead of starting over
@@ -136,7 +208,7 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
     )
     qtbot.wait(50)
     reads.clear()
-    panel.reconstruct.set_planes(["xz", "yz"])
+    panel.reconstruct_params.planes = ("xz", "yz")
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
     qtbot.wait(200)
@@ -185,8 +257,8 @@ def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     import dask.array as da
 
     _train(panel, qtbot)
-    panel.device.set_device("auto")  # the default: the CPU on a machine without a GPU
-    panel.reconstruct.set_planes(["fuse"])
+    panel.params.device = "auto"  # the default: the CPU on a machine without a GPU
+    panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
     fused = panel.reconstructed_layers[0]
@@ -197,23 +269,56 @@ def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     assert warned == (resolve_device("auto") == "cpu")
 
 
-def test_background_slicing_is_napari_async_and_planes_arrive(panel, qtbot):
+def test_background_box_shows_napari_setting_and_asks_before_changing_it(panel, keep_napari_async, monkeypatch):
     from napari.settings import get_settings
+    from qtpy.QtWidgets import QMessageBox
 
     settings = get_settings()
-    assert panel.reconstruct.background.isChecked() == settings.experimental.async_
-    panel.reconstruct.background.setChecked(True)  # the panel's box is napari's setting ...
-    assert settings.experimental.async_ is True
-    settings.experimental.async_ = False  # ... and follows it when changed in napari's preferences
-    assert not panel.reconstruct.background.isChecked()
-    panel.reconstruct.background.setChecked(True)
+    settings.experimental.async_ = False
+    assert not panel.reconstruct.background.isChecked()  # the box follows napari's setting
+    asked = []
 
+    def answer(reply):
+        def question(*args, **kwargs):
+            asked.append(args[2])
+            return reply
+
+        return question
+
+    # a click asks first; "No" leaves napari's saved preference (and the box) as they were
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    panel.reconstruct.background.click()
+    assert len(asked) == 1 and "napari saves it" in asked[0]
+    assert settings.experimental.async_ is False and not panel.reconstruct.background.isChecked()
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    panel.reconstruct.background.click()
+    assert settings.experimental.async_ is True and panel.reconstruct.background.isChecked()
+    settings.experimental.async_ = False  # changed in napari's preferences: the box follows
+    assert not panel.reconstruct.background.isChecked()
+
+
+def test_fused_notice_offers_napari_async_and_planes_arrive(panel, qtbot, keep_napari_async):
+    from napari.settings import get_settings
+    from napari.utils.notifications import notification_manager
+
+    settings = get_settings()
+    settings.experimental.async_ = False
     _train(panel, qtbot)
-    panel.device.set_device("cpu")
-    panel.reconstruct.set_planes(["fuse"])
+    panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    assert settings.experimental.async_ is False, "the panel must not change napari's preference by itself"
+    notice = next(n for n in reversed(notification_manager.records) if "fused layer computes" in str(n.message))
+    assert "napari waits" in str(notice.message) and "bench_plane_latency.py --fused-viewer" in str(notice.message)
+    ((label, action),) = notice.actions
+    assert "asynchronous rendering" in label
+    action(None)  # the user presses the notification's button
+    assert settings.experimental.async_ is True and panel.reconstruct.background.isChecked()
+
+    first = panel.reconstructed_layers
+    panel.reconstruct_layers()
     assert any("stays usable" in m for m in _notifications())
+    qtbot.waitUntil(lambda: panel.reconstructed_layers is not first, timeout=TIMEOUT)
     fused = panel.reconstructed_layers[0]
     # napari now slices in a thread: a new plane arrives in the layer without blocking the test's event loop
     y = fused.data.shape[1] * 2 // 3
@@ -232,7 +337,7 @@ def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     assert "no model yet" in panel.status_label.text()
     assert any("no model yet" in m for m in _notifications())
     # interpolation-only methods need no model
-    panel.method.set_values(method="cubic")
+    panel.params.method = "cubic"
     assert not panel.train.train_button.isEnabled()
     panel.reconstruct_layers(["xz"])
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
@@ -252,7 +357,7 @@ def test_bad_layer_gives_clear_message(panel, qtbot, data, kwargs, words):
     assert words.lower() in panel.status_label.text().lower()
     before = len(_notifications())
     assert panel.start_training() is None
-    assert not panel._training
+    assert not panel.status.busy
     messages = _notifications()[before:]
     assert any(words.lower() in m.lower() for m in messages), messages
     assert panel.train.train_button.isEnabled()
@@ -291,16 +396,19 @@ def test_export_and_cancel(panel, qtbot, tmp_path):
 
     from napari_emsr.io import open_volume
 
-    panel.method.set_values(method="cubic")
+    panel.params.method = "cubic"
     out = tmp_path / "iso.ome.zarr"
-    worker = panel.export_volume(str(out), planes="xz")
-    assert not panel.export.export_button.isEnabled()
+    panel.reconstruct_params.export_planes = "xz"
+    worker = panel.export_volume(str(out))
+    assert panel.export_status.busy and not panel.export.export_button.isEnabled()
     _wait_idle(panel, qtbot, worker)
     assert panel.export.export_button.isEnabled()
     vol = open_volume(out)
     np.testing.assert_allclose(vol.spacing, (10, 10, 10))
     assert vol.shape[1:] == panel.viewer.layers["medulla anisotropic"].data.shape[1:]
     assert panel.export.progress_bar.value() == panel.export.progress_bar.maximum()
+    assert panel.export_status.done == panel.export_status.total > 0
+    assert panel.export_status.message == f"Exported to {out}"
 
     # Cancel from the worker thread at the first block, so the cancel lands before the end.
     tif = tmp_path / "iso.tif"

@@ -2,21 +2,24 @@
 
 The crop (129 x 192 x 192 voxels, 10 nm isotropic; CC-BY Janelia FlyEM) ships with the package; the
 anisotropic stack is made from it by :func:`napari_emsr.sample.load_sample` (every F-th slice, z 40 nm).
-Each layer carries its voxel size as ``scale`` so the two overlay exactly.
+Each layer carries its voxel size as ``scale`` (:func:`napari_emsr.plugin.layers.volume_to_layer_data`) so
+the two overlay exactly.
 
 Importing this module is cheap: it never imports torch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from napari_emsr.plugin._reader import LayerData, volume_to_layer_data
+from napari_emsr.plugin.layers import LayerData, volume_to_layer_data
 
 SAMPLE_FACTOR = 4
 
 
-def _layer(volume, name: str) -> LayerData:
+def _layer(volume: Any, name: str) -> LayerData:
     # NOTE: the crop is small (a few MB); a numpy array keeps slicing instant.
     data, kwargs, kind = volume_to_layer_data(volume, name=name)
     return np.asarray(data), kwargs, kind

@@ -1,30 +1,59 @@
 """The napari-emsr dock panel: pick a layer, train, watch, stop, resume, reconstruct lazily, save, export.
 
-The panel only wires sub-widgets (``napari_emsr.plugin.widgets``) to the core (``train``, ``reconstruct``, ``io``,
-``model``) through thread workers (``napari_emsr.plugin.workers``). Every long task runs off the GUI thread; the
-viewer is touched only in slots that Qt runs on the main thread (``yielded``, ``returned``, ``finished``).
-Errors appear as napari notifications carrying the core's messages verbatim, and in the status line.
+The panel holds its parameters and status as evented dataclasses (:mod:`napari_emsr.plugin.state`), shows
+them in sub-widgets (:mod:`napari_emsr.plugin.widgets`) and runs the core (``train``, ``reconstruct``, ``io``,
+``model``) in thread workers (:mod:`napari_emsr.plugin.workers`). Layer geometry (scale, translate, units) comes
+from :mod:`napari_emsr.plugin.layers`. Everything the panel does, a script can do with its public methods and
+by setting its parameters::
+
+    panel.input_params.layer = "medulla anisotropic"
+    panel.params.steps = 200
+    panel.status.events.state.connect(print_state)
+    panel.start_training()
+
+Every long task runs off the GUI thread; the viewer is touched only in slots that Qt runs on the main thread
+(``yielded``, ``returned``, ``finished``). Errors appear as napari notifications carrying the core's messages
+verbatim, and in the status line.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from functools import partial
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QMessageBox, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.plugin.layers import (
+    layer_spacing,
+    layer_to_volume,
+    paging_order,
+    preview_layer_kwargs,
+    reconstruction_layer_kwargs,
+)
+from napari_emsr.plugin.state import (
+    IDLE,
+    PLANE_LABELS,
+    RUNNING,
+    STOPPING,
+    ExportStatus,
+    InputParameters,
+    ReconstructParameters,
+    TrainingParameters,
+    TrainingStatus,
+)
 from napari_emsr.plugin.widgets.device_widget import DeviceWidget
 from napari_emsr.plugin.widgets.export_widget import ExportWidget
 from napari_emsr.plugin.widgets.input_widget import InputWidget
 from napari_emsr.plugin.widgets.method_widget import MethodWidget
 from napari_emsr.plugin.widgets.model_widget import ModelWidget
 from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
-from napari_emsr.plugin.widgets.reconstruct_widget import LABELS, ReconstructWidget
+from napari_emsr.plugin.widgets.reconstruct_widget import NAPARI_ASYNC_PREFERENCE, ReconstructWidget
 from napari_emsr.plugin.widgets.train_widget import TrainWidget
 from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob, export_task
 from napari_emsr.plugin.workers.runner import start_task
@@ -32,6 +61,7 @@ from napari_emsr.plugin.workers.tasks import (
     anisotropy_task,
     list_devices_task,
     load_model_task,
+    net_sizes_task,
     reconstruct_task,
     save_model_task,
 )
@@ -75,6 +105,28 @@ def _guarded(widget: QWidget, slots: Any) -> list:
     return [wrap(slot) for slot in slots]
 
 
+def _weak_action(method: Any) -> Any:
+    """A notification action calling the bound ``method`` while its object lives.
+
+    napari keeps notifications (and their actions) for the whole session; a strong reference would keep a
+    closed panel and its viewer alive.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def action(_notification: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return action
+
+
+def _method(name: str) -> Any:
+    from napari_emsr.methods import get_method
+
+    return get_method(name)
+
+
 class EMSRWidget(QWidget):
     """Isotropic reconstruction of an anisotropic EM stack, in one dock panel.
 
@@ -85,8 +137,20 @@ class EMSRWidget(QWidget):
 
     Attributes
     ----------
+    input_params : InputParameters
+        The picked layer and its voxel size.
+    params : TrainingParameters
+        Method, its options, budget, patch, network, device.
+    reconstruct_params : ReconstructParameters
+        Which reconstructions Reconstruct adds and Export writes.
+    status : TrainingStatus
+        Where training is (state, step, loss, gain over cubic, stage, message).
+    export_status : ExportStatus
+        Where the export is.
     model : napari_emsr.model.EMSRModel or None
         The trained or loaded model.
+    anisotropy : dict or None
+        The last anisotropy measure of the input (:func:`napari_emsr.metrics.anisotropy`).
     train_worker, export_worker : worker or None
         The running training / export worker.
     reconstructed_layers : list
@@ -99,45 +163,42 @@ class EMSRWidget(QWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.input_params = InputParameters()
+        self.params = TrainingParameters()
+        self.params.use_method_defaults()
+        self.reconstruct_params = ReconstructParameters()
+        self.status = TrainingStatus()
+        self.export_status = ExportStatus()
         self.model: Any = None
+        self.anisotropy: dict | None = None
         self.session: TrainSession | None = None
         self.train_worker: Any = None
         self.export_worker: Any = None
         self.export_job: ExportJob | None = None
         self.reconstructed_layers: list = []
-        self.val_every: int | None = None
-        self.preview_every: int | None = None
-        self._training = False
-        self._exporting = False
         self._last_redraw = 0.0
         self._anisotropy_request = 0
+        self._following_layer = False
         self._workers: set = set()
         self._pending_updates: list[TrainUpdate | None] = []
         self._handling_updates = False
+        self._last_stage: int | None = None
 
-        self.input = InputWidget(napari_viewer)
-        self.method = MethodWidget()
-        self.device = DeviceWidget()
-        self.train = TrainWidget()
+        self.input = InputWidget(napari_viewer, self.input_params)
+        self.method = MethodWidget(self.params)
+        self.device = DeviceWidget(self.params)
+        self.train = TrainWidget(self.status)
         self.plot = LossPlotWidget()
-        self.reconstruct = ReconstructWidget()
+        self.reconstruct = ReconstructWidget(self.reconstruct_params)
         self.models = ModelWidget()
-        self.export = ExportWidget()
+        self.export = ExportWidget(self.reconstruct_params, self.export_status)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.train.layout().addWidget(self.plot)
 
         body = QWidget()
         column = QVBoxLayout(body)
-        for part in (
-            self.input,
-            self.method,
-            self.device,
-            self.train,
-            self.reconstruct,
-            self.models,
-            self.export,
-        ):
+        for part in (self.input, self.method, self.device, self.train, self.reconstruct, self.models, self.export):
             column.addWidget(part)
         column.addWidget(self.status_label)
         column.addStretch(1)
@@ -149,32 +210,39 @@ class EMSRWidget(QWidget):
         layout.addWidget(scroll)
         self.setMinimumWidth(440)
 
-        self.input.layer_changed.connect(self._on_layer_changed)
-        self.input.geometry_changed.connect(self._measure_anisotropy)
-        self.method.method_changed.connect(lambda _: self._update_buttons())
+        self.input_params.events.layer.connect(self._on_layer_changed)
+        self.input_params.events.spacing.connect(self._on_spacing_changed)
+        self.params.events.method.connect(self._on_method_changed)
+        self.status.events.state.connect(self._update_buttons)
+        self.export_status.events.state.connect(self._update_buttons)
         self.train.train_requested.connect(self.start_training)
         self.train.stop_requested.connect(self.stop_training)
         self.train.resume_requested.connect(partial(self.start_training, resume=True))
         self.reconstruct.reconstruct_requested.connect(self.reconstruct_layers)
+        self.reconstruct.background_requested.connect(self.ask_background_slicing)
         self.models.save_requested.connect(self.save_model)
         self.models.load_requested.connect(self.load_model)
         self.export.export_requested.connect(self.export_volume)
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
-        # "Compute planes in the background" is napari's own asynchronous-rendering setting: show it, follow it.
+        # "Compute planes in the background" shows napari's own asynchronous-rendering setting and follows it.
         from napari.settings import get_settings
 
         self._napari_settings = get_settings()
-        self.reconstruct.set_background(self._napari_settings.experimental.async_)
-        self.reconstruct.background_toggled.connect(self._set_background_slicing)
+        self.reconstruct.set_background(self.background_slicing())
         self._napari_settings.experimental.events.async_.connect(self._on_async_setting)
 
-        self._start(
-            list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error}
-        )
-        self._on_layer_changed(self.input.current_layer())
+        self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
+        self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
+        self._update_buttons()
+        self._on_layer_changed(self.input_params.layer)
 
     # ------------------------------------------------------------------------------------ helpers
+    @property
+    def workers(self) -> tuple:
+        """The thread workers running now (empty when the panel is idle)."""
+        return tuple(self._workers)
+
     def _start(self, func: Any, *args: Any, connect: dict, progress: Any = None, **kwargs: Any) -> Any:
         """Start a task and keep a reference to its worker until it finishes."""
         holder: dict = {}
@@ -195,6 +263,11 @@ class EMSRWidget(QWidget):
         """Show one line of status under the panel."""
         self.status_label.setText(text)
 
+    def _say(self, status: TrainingStatus | ExportStatus, text: str) -> None:
+        """Set the message of ``status`` and show it in the status line."""
+        status.message = text
+        self.set_status(text)
+
     def _report_error(self, err: BaseException, what: str = "napari-emsr") -> None:
         """Status line and an error notification; the core's messages are shown verbatim."""
         from napari.utils.notifications import show_error
@@ -210,81 +283,99 @@ class EMSRWidget(QWidget):
     def _quiet_error(self, err: BaseException) -> None:
         logger.warning("napari-emsr background task failed: %s", err)
 
+    def current_layer(self) -> Any:
+        """The picked image layer (:attr:`input_params` ``.layer``), or None."""
+        name = self.input_params.layer
+        if name and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        return None
+
     def current_volume(self) -> Any:
-        """The picked layer as a :class:`napari_emsr.io.Volume` with the voxel size shown in the panel.
+        """The picked layer as a :class:`napari_emsr.io.Volume` with the voxel size of :attr:`input_params`.
 
         Raises
         ------
         InputError
             When no layer is picked, or the layer is not a single-channel 3D volume.
         """
-        from napari_emsr.io import as_volume
-
-        layer = self.input.current_layer()
+        layer = self.current_layer()
         if layer is None:
             raise InputError(
                 "no image layer to work on: open a 3D stack (File > Open) or the sample "
                 "(File > Open Sample > napari-emsr), then pick it under Input"
             )
-        if getattr(layer, "rgb", False):
-            raise InputError(
-                f"layer {layer.name!r} is an RGB image {tuple(layer.data.shape)}; "
-                "napari-emsr needs a single-channel "
-                "3D stack (z, y, x): convert it to greyscale first"
-            )
-        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-        return as_volume(data, spacing=self.input.spacing(), unit=self.input.unit())
+        return layer_to_volume(layer, spacing=self.input_params.spacing, unit=self.input_params.unit)
 
     def _interpolation_only(self) -> bool:
-        return not self.method.trains()
+        return not _method(self.params.method).trains
 
     def _model_or_method(self) -> Any:
         """The model to apply: the method's name for interpolation, else the trained/loaded model."""
         if self._interpolation_only():
-            return self.method.method()
+            return self.params.method
         if self.model is None:
             raise InputError(
                 "no model yet: press Train (or Load model...), or pick the cubic method to interpolate only"
             )
         return self.model
 
-    def _update_buttons(self) -> None:
-        trains = self.method.trains()
-        self.train.set_state(running=self._training, can_train=trains, can_resume=self.model is not None)
-        self.models.set_has_model(self.model is not None and not self._training)
-        self.models.load_button.setEnabled(not self._training)
-        self.export.set_running(self._exporting)
+    def _update_buttons(self, *_: Any) -> None:
+        training = self.status.busy
+        self.train.set_state(
+            running=training, can_train=not self._interpolation_only(), can_resume=self.model is not None
+        )
+        self.models.set_has_model(self.model is not None and not training)
+        self.models.load_button.setEnabled(not training)
 
     # ------------------------------------------------------------------------------------- input
-    def _on_layer_changed(self, layer: Any) -> None:
+    def _on_layer_changed(self, name: str | None, *_: Any) -> None:
         from napari.utils.notifications import show_warning
 
+        layer = self.current_layer()
+        self.anisotropy = None
+        self.input.set_anisotropy("-")
         if layer is None:
             self.set_status("Open a 3D stack (File > Open) or File > Open Sample > napari-emsr.")
             return
+        spacing, unit = layer_spacing(layer)
+        self._following_layer = True
+        try:
+            self.input_params.unit = unit
+            self.input_params.spacing = spacing
+        finally:
+            self._following_layer = False
         try:
             self.current_volume()
         except EMSRError as err:
             self.set_status(str(err))
-            self.input.set_anisotropy("-")
             show_warning(str(err))
             return
-        self.set_status(f"Input: {layer.name} {tuple(layer.data.shape)}, factor {self.input.factor():.2f}")
-        self._measure_anisotropy()
+        self.set_status(f"Input: {layer.name} {tuple(layer.data.shape)}, factor {self.input_params.factor:.2f}")
+        self.measure_anisotropy()
 
-    def _measure_anisotropy(self) -> None:
+    def _on_spacing_changed(self, *_: Any) -> None:
+        if not self._following_layer:
+            self.measure_anisotropy()
+
+    def measure_anisotropy(self) -> Any:
+        """Measure the input's anisotropy (and the section profile "auto" stands for) in a worker.
+
+        Returns
+        -------
+        worker or None
+        """
         try:
             volume = self.current_volume()
         except EMSRError:
-            return
+            return None
         self._anisotropy_request += 1
         request = self._anisotropy_request
         self.input.set_anisotropy("measuring...")
-        self.method.set_estimated_profile(None)
-        self._start(
+        self.method.set_auto_note("profile", None)
+        return self._start(
             anisotropy_task,
             volume,
-            self.input.factor(),
+            self.input_params.factor,
             connect={
                 "returned": partial(self._on_anisotropy, request),
                 "errored": partial(self._on_anisotropy_error, request),
@@ -294,13 +385,14 @@ class EMSRWidget(QWidget):
     def _on_anisotropy(self, request: int, result: dict) -> None:
         if request != self._anisotropy_request:
             return
+        self.anisotropy = dict(result) if isinstance(result, dict) else None
         ratio = result.get("ratio") if isinstance(result, dict) else None
         text = f"{ratio:.2f}" if isinstance(ratio, (int, float)) else "-"
         detail = ", ".join(f"{k} {v:.3g}" for k, v in result.items() if isinstance(v, float) and k != "ratio")
-        self.input.set_anisotropy(text)
-        self.input.anisotropy_label.setToolTip(detail)
-        if isinstance(result, dict) and result.get("profile"):
-            self.method.set_estimated_profile(result["profile"])
+        self.input.set_anisotropy(text, detail)
+        estimate = result.get("profile") if isinstance(result, dict) else None
+        if estimate:
+            self.method.set_auto_note("profile", estimate["profile"], estimate.get("note", ""))
 
     def _on_anisotropy_error(self, request: int, err: BaseException) -> None:
         if request == self._anisotropy_request:
@@ -308,20 +400,13 @@ class EMSRWidget(QWidget):
             logger.info("anisotropy not measured: %s", err)
 
     # ------------------------------------------------------------------------------------ training
-    def training_config(self) -> Any:
-        """The :class:`napari_emsr.train.TrainConfig` the panel's fields describe."""
-        from napari_emsr.train import TrainConfig
+    def _on_method_changed(self, name: str, *_: Any) -> None:
+        self.params.use_method_defaults()
+        self._update_buttons()
 
-        kwargs = self.method.config_kwargs()
-        budget = kwargs.get("steps") or 0
-        every = max(1, min(100, budget // 20)) if budget else None
-        return TrainConfig(
-            factor=self.input.factor(),
-            device=self.device.device(),
-            val_every=self.val_every or min(50, every or 50),
-            preview_every=self.preview_every or every or 100,
-            **kwargs,
-        )
+    def training_config(self) -> Any:
+        """The :class:`napari_emsr.train.TrainConfig` the panel's parameters describe."""
+        return self.params.to_config(self.input_params.factor)
 
     def start_training(self, resume: bool = False) -> Any:
         """Train a new network (or, with ``resume``, the current model further) in a thread worker.
@@ -331,12 +416,12 @@ class EMSRWidget(QWidget):
         worker or None
             The training worker (None when nothing was started, or in synchronous mode).
         """
-        if self._training:
+        if self.status.busy:
             return self.train_worker
         try:
             if self._interpolation_only():
                 raise InputError(
-                    f"method {self.method.method()!r} needs no training: press Reconstruct to apply it"
+                    f"method {self.params.method!r} needs no training: press Reconstruct to apply it"
                 )
             volume = self.current_volume()
             config = self.training_config()
@@ -349,10 +434,15 @@ class EMSRWidget(QWidget):
         if not resume:
             self.plot.clear_plot()
         self.session = TrainSession()
-        self._training = True
-        self._update_buttons()
-        self.train.set_progress(0, config.steps)
-        self.set_status("Preparing training (reading the volume, building the network)...")
+        self._last_stage = None
+        start = int(resume_model.step) if resume_model is not None else 0
+        status = self.status
+        status.start_step, status.step = start, start
+        status.total = start + int(config.steps or 0)
+        status.loss = status.gain = None
+        status.stage, status.stage_index, status.stage_count, status.elapsed = "", 0, 1, 0.0
+        status.state = RUNNING
+        self._say(status, "Preparing training (reading the volume, building the network)...")
         self.train_worker = self._start(
             train_task,
             self.session,
@@ -371,9 +461,10 @@ class EMSRWidget(QWidget):
 
     def stop_training(self) -> None:
         """Stop after the current step; the model trained so far is kept and buttons come back."""
-        if self.session is not None and self._training:
+        if self.session is not None and self.status.state == RUNNING:
             self.session.stop()
-            self.set_status("Stopping after the current step...")
+            self.status.state = STOPPING
+            self._say(self.status, "Stopping after the current step...")
 
     def _on_train_update(self, update: TrainUpdate) -> None:
         # NOTE: adding a layer can process pending Qt events, which would run this slot re-entrantly and
@@ -397,16 +488,22 @@ class EMSRWidget(QWidget):
 
     def _handle_train_update(self, update: TrainUpdate) -> None:
         ev = update.event
-        self.train.progress_bar.setRange(update.start_step, max(ev.total, update.start_step + 1))
-        self.train.progress_bar.setValue(ev.step)
-        pbar = getattr(self.train_worker, "pbar", None)
-        if pbar is not None:
-            total = ev.total - update.start_step
-            if pbar.total != total:
-                pbar.total = total
-            done = ev.step - update.start_step
-            if done > pbar.n:
-                pbar.update(done - pbar.n)
+        stage_index = int(getattr(ev, "stage_index", 0))
+        stage_count = int(getattr(ev, "stage_count", 1))
+        last_stage = stage_index == stage_count - 1
+        if self._last_stage is not None and stage_index != self._last_stage:
+            # NOTE: each stage counts its own steps: a new stage starts a new curve and a new progress bar.
+            self.plot.clear_plot()
+        new_stage = stage_index != self._last_stage
+        self._last_stage = stage_index
+        start = update.start_step if last_stage else 0
+        status = self.status
+        status.stage, status.stage_index, status.stage_count = str(getattr(ev, "stage", "")), stage_index, stage_count
+        status.start_step, status.total, status.step = start, int(ev.total), int(ev.step)
+        status.loss, status.elapsed = float(ev.loss), float(ev.elapsed)
+        if ev.gain is not None:
+            status.gain = float(ev.gain)
+        self._advance_activity_bar(ev, start, new_stage)
         self.plot.add_points(ev.step, ev.loss, ev.gain)
         if ev.preview is not None:
             self._show_preview(ev.preview, update.preview_cubic)
@@ -414,40 +511,44 @@ class EMSRWidget(QWidget):
         if ev.done or ev.gain is not None or now - self._last_redraw > REDRAW_INTERVAL:
             self._last_redraw = now
             self.plot.redraw()
-            gain = f", gain over cubic {ev.gain:+.2f} dB" if ev.gain is not None else ""
-            self.set_status(f"step {ev.step} / {ev.total}, loss {ev.loss:.4g}{gain}")
+            if status.state == RUNNING:
+                self._say(status, self._progress_message())
+
+    def _progress_message(self) -> str:
+        status = self.status
+        stage = f"{status.stage} ({status.stage_index + 1}/{status.stage_count}): " if status.stage_count > 1 else ""
+        gain = f", gain over cubic {status.gain:+.2f} dB" if status.gain is not None else ""
+        return f"{stage}step {status.step} / {status.total}, loss {status.loss:.4g}{gain}"
+
+    def _advance_activity_bar(self, ev: Any, start: int, new_stage: bool) -> None:
+        """napari's activity-dock progress bar of the training worker."""
+        pbar = getattr(self.train_worker, "pbar", None)
+        if pbar is None:
+            return
+        total = ev.total - start
+        if new_stage and pbar.n:
+            pbar.reset(total=total)
+        if new_stage and self.status.stage_count > 1:
+            pbar.set_description(f"napari-emsr training: {self.status.stage}")
+        if pbar.total != total:
+            pbar.total = total
+        done = ev.step - start
+        if done > pbar.n:
+            pbar.update(done - pbar.n)
 
     def _show_preview(self, preview: np.ndarray, cubic: np.ndarray | None) -> None:
         """Show the restored preview xz plane (and its cubic interpolation) beside the input."""
-        layer = self.input.current_layer()
+        layer = self.current_layer()
         if layer is None:
             return
-        _, _, sx = self.input.spacing()
-        ty, tx = (float(t) for t in layer.translate[-2:])
-        width = layer.data.shape[-1] * float(layer.scale[-1])
-        gap = 0.05 * width
-        plane_width = preview.shape[-1] * sx
-        limits = tuple(layer.contrast_limits)
-        placed = (
-            (PREVIEW_CUBIC_LAYER, cubic, tx + width + gap),
-            (PREVIEW_LAYER, preview, tx + width + plane_width + 2 * gap),
-        )
-        for name, data, x0 in placed:
+        lateral = float(self.input_params.spacing[2])
+        for slot, (name, data) in enumerate(((PREVIEW_CUBIC_LAYER, cubic), (PREVIEW_LAYER, preview))):
             if data is None:
                 continue
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = data
             else:
-                self.viewer.add_image(
-                    data,
-                    name=name,
-                    scale=(sx, sx),
-                    translate=(ty, x0),
-                    contrast_limits=limits,
-                    colormap="gray",
-                    units=tuple(layer.units[-2:]),
-                    metadata={"emsr": "preview xz plane (rows: z at the lateral spacing, columns: x)"},
-                )
+                self.viewer.add_image(data, **preview_layer_kwargs(layer, lateral, preview.shape[-1], slot, name))
         self.input.set_layer(layer)
 
     def _on_train_finished(self) -> None:
@@ -464,10 +565,9 @@ class EMSRWidget(QWidget):
             session.trainer = None
         if model is not None:
             self._set_model(model)
-        self._training = False
         self.train_worker = None
         self.plot.redraw()
-        self._update_buttons()
+        self.status.state = IDLE
         if model is not None:
             last = model.history[-1] if model.history else {}
             gain = (
@@ -476,9 +576,7 @@ class EMSRWidget(QWidget):
                 else None
             )
             note = f", gain over cubic {gain:+.2f} dB" if gain is not None else ""
-            self.set_status(
-                f"Training ended at step {model.step}{note}. Reconstruct to see the whole volume."
-            )
+            self._say(self.status, f"Training ended at step {model.step}{note}. Reconstruct to see the whole volume.")
         free_memory()
 
     # ------------------------------------------------------------------------------------- model
@@ -508,10 +606,13 @@ class EMSRWidget(QWidget):
 
     def load_model(self, path: str) -> Any:
         """Load a model file in a worker; it becomes the current model."""
+        from napari_emsr.methods import method_names
 
         def loaded(model: Any) -> None:
             self._set_model(model)
-            self.method.set_values(method=model.config.get("method", self.method.method()))
+            method = model.config.get("method")
+            if method in method_names():
+                self.params.method = method
             self.set_status(f"Model loaded from {path}")
 
         return self._start(
@@ -522,43 +623,33 @@ class EMSRWidget(QWidget):
 
     # ------------------------------------------------------------------------------- reconstruct
     def reconstruct_layers(self, planes: list[str] | None = None) -> Any:
-        """Add lazy layers of the reconstruction (xz-restored, yz-restored, fused) over the input."""
-        planes = list(planes or self.reconstruct.planes())
+        """Add lazy layers of the reconstruction (xz-restored, yz-restored, fused) over the input.
+
+        Parameters
+        ----------
+        planes : list of str, optional
+            Among ``"xz"``, ``"yz"``, ``"fuse"``; default: :attr:`reconstruct_params` ``.planes``.
+        """
+        planes = list(planes or self.reconstruct_params.planes)
         try:
             if not planes:
                 raise InputError("tick at least one of xz-restored, yz-restored, fused")
-            layer = self.input.current_layer()
+            layer = self.current_layer()
             volume = self.current_volume()
             model = self._model_or_method()
         except EMSRError as err:
             self._report_error(err, "reconstruction")
             return None
         self.set_status("Preparing the lazy reconstruction...")
-        if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.device.device()):
-            from napari.utils.notifications import show_info
-
-            # NOTE: measured (bench_plane_latency.py --fused-viewer, 2-core CPU, rescnn/small, 253 x 250 x 250):
-            # a new fused block of 64 rows takes 36 s; napari slices in its main thread unless its asynchronous
-            # rendering is on: off, the event loop stalled 35 s; on, its delay stayed under 60 ms.
-            if self._napari_settings.experimental.async_:
-                tail = "napari stays usable meanwhile (planes are computed in the background)."
-            else:
-                tail = (
-                    "napari waits meanwhile: tick 'Compute planes in the background' to keep it usable, or "
-                    "browse with xz-restored and export the fused volume."
-                )
-            show_info(
-                "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows "
-                "at a time: on a CPU the first view of each block takes a while (35 s for 250 x 250 planes on 2 "
-                "cores); " + tail
-            )
+        if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.params.device):
+            self._notify_fused_cost()
         self.reconstruct.button.setEnabled(False)
         return self._start(
             reconstruct_task,
             volume,
             model,
             planes,
-            self.device.device(),
+            self.params.device,
             connect={
                 "returned": partial(self._on_reconstructed, layer, volume),
                 "errored": partial(self._report_error, what="reconstruction"),
@@ -566,47 +657,67 @@ class EMSRWidget(QWidget):
             },
         )
 
+    def _notify_fused_cost(self) -> None:
+        """Say that a fused block is slow on a CPU, and offer napari's background rendering when it is off."""
+        from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
+
+        # NOTE: napari slices in its main thread unless its asynchronous rendering is on; the event loop's
+        # delay while a fused block computes, off and on: benchmarks/bench_plane_latency.py --fused-viewer.
+        head = (
+            "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows at "
+            "a time: on a CPU the first view of each block is slow (benchmarks/bench_plane_latency.py "
+            "--fused-viewer measures it); "
+        )
+        if self.background_slicing():
+            notification_manager.dispatch(
+                Notification(
+                    head + "napari stays usable meanwhile (planes are computed in the background).",
+                    severity=NotificationSeverity.INFO,
+                )
+            )
+            return
+        notification_manager.dispatch(
+            Notification(
+                head + "napari waits meanwhile. napari's asynchronous rendering keeps it usable (a napari preference, "
+                f"{NAPARI_ASYNC_PREFERENCE}, saved for every session); or browse with xz-restored and export the "
+                "fused volume.",
+                severity=NotificationSeverity.INFO,
+                actions=[("Turn on napari's asynchronous rendering", _weak_action(self._background_from_notification))],
+            )
+        )
+
+    def _background_from_notification(self) -> None:
+        from napari.utils.notifications import show_info
+
+        if _alive(self):
+            self.set_background_slicing(True)
+            show_info(
+                f"napari's asynchronous rendering is on: a napari preference, saved for every session "
+                f"({NAPARI_ASYNC_PREFERENCE} turns it off)."
+            )
+
     def _on_reconstructed(self, layer: Any, volume: Any, results: list) -> None:
-        spacing_in = np.asarray(self.input.spacing(), float)
         show_xz = any(p in ("xz", "fuse") for p, _, _ in results)
         flat = self.viewer.dims.ndisplay == 2
         if flat and self.viewer.dims.ndim >= 3:
             # NOTE: roll the dims BEFORE adding the layers: in the default xy view one plane of an xz-chunked
-            # array needs every chunk, i.e. the whole volume. xz (and fused) planes are chunked along y, so
-            # the user pages through y; yz planes along x.
-            order = (1, 0, 2) if show_xz else (2, 0, 1)
-            lead = tuple(range(self.viewer.dims.ndim - 3))
-            self.viewer.dims.order = lead + tuple(len(lead) + a for a in order)
+            # array needs every chunk, i.e. the whole volume.
+            self.viewer.dims.order = paging_order(self.viewer.dims.ndim, "xz" if show_xz else "yz")
         added = []
         for planes, array, out_spacing in results:
-            # NOTE: the core works in nm; scale the output like the input layer (whatever its unit).
-            if out_spacing is not None and volume.spacing is not None:
-                scale = tuple(np.asarray(out_spacing, float) / np.asarray(volume.spacing, float) * spacing_in)
-            else:
-                scale = (spacing_in[2], spacing_in[1], spacing_in[2])
-            name = f"{layer.name} {LABELS[planes]}"
+            name = f"{layer.name} {PLANE_LABELS[planes]}"
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            new = self.viewer.add_image(
-                array,
+            kwargs = reconstruction_layer_kwargs(
+                layer,
+                volume,
+                out_spacing,
                 name=name,
-                scale=scale,
-                translate=tuple(layer.translate[-3:]),
-                contrast_limits=tuple(layer.contrast_limits),
-                multiscale=False,
-                colormap="gray",
-                units=tuple(layer.units[-3:]),
-                # NOTE: napari's Image constructor slices the middle xy plane of a visible layer with its own
-                # default dims order, which for an xz-chunked array is every chunk: the whole volume. Hidden,
-                # it computes nothing; it is shown once it follows the viewer's (rolled) dims.
-                visible=False,
-                metadata={
-                    "spacing": tuple(float(s) for s in scale),
-                    "unit": self.input.unit(),
-                    "source": (layer.metadata or {}).get("source"),
-                    "emsr": {"planes": planes, "input": layer.name},
-                },
+                spacing=self.input_params.spacing,
+                unit=self.input_params.unit,
+                metadata={"planes": planes, "input": layer.name},
             )
+            new = self.viewer.add_image(array, **kwargs)
             # a yz layer seen in the xz view would need every chunk: it stays hidden there
             new.visible = not (flat and show_xz and planes == "yz")
             added.append(new)
@@ -617,12 +728,60 @@ class EMSRWidget(QWidget):
             f"({'page through y for xz planes' if show_xz else 'page through x for yz planes'})."
         )
 
+    # ------------------------------------------------------------------ napari's asynchronous rendering
+    def background_slicing(self) -> bool:
+        """Whether napari computes planes in the background (its asynchronous-rendering preference)."""
+        return bool(self._napari_settings.experimental.async_)
+
+    def set_background_slicing(self, on: bool) -> None:
+        """Change napari's asynchronous-rendering preference (napari saves it for every session).
+
+        The panel calls this only when the user asked for it (the confirmation of the Reconstruct box, the
+        button of the fused-layer notification); a script that calls it changes the user's napari preference.
+        """
+        self._napari_settings.experimental.async_ = bool(on)
+
+    def ask_background_slicing(self, on: bool) -> bool:
+        """Ask the user whether to change napari's asynchronous-rendering preference to ``on``; do it if yes.
+
+        Returns
+        -------
+        bool
+            Whether the preference was changed.
+        """
+        if bool(on) == self.background_slicing():
+            return False
+        what = "on" if on else "off"
+        answer = QMessageBox.question(
+            self,
+            "napari preference",
+            f"Turn napari's asynchronous rendering {what}?\n\nThis is napari's own preference "
+            f"({NAPARI_ASYNC_PREFERENCE}); napari saves it and uses it in every session, for every layer. "
+            "On, planes are computed in a thread, so napari stays usable while a slow plane is on its way.",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.set_background_slicing(on)
+        return True
+
+    def _on_async_setting(self, event: Any) -> None:
+        if _alive(self):
+            self.reconstruct.set_background(bool(event.value))
+
     # ------------------------------------------------------------------------------------- export
     def export_volume(self, path: str, planes: str | None = None) -> Any:
-        """Reconstruct the whole volume and write it to ``path`` (OME-Zarr or TIFF) in a worker."""
-        if self._exporting:
+        """Reconstruct the whole volume and write it to ``path`` (OME-Zarr or TIFF) in a worker.
+
+        Parameters
+        ----------
+        path : str
+            Output path; the suffix picks the format.
+        planes : str, optional
+            ``"fuse"``, ``"xz"`` or ``"yz"``; default: :attr:`reconstruct_params` ``.export_planes``.
+        """
+        if self.export_status.busy:
             return self.export_worker
-        planes = planes or self.export.planes()
+        planes = planes or self.reconstruct_params.export_planes
         try:
             volume = self.current_volume()
             model = self._model_or_method()
@@ -631,10 +790,10 @@ class EMSRWidget(QWidget):
             return None
         job = ExportJob(report=self.export_progress.emit)
         self.export_job = job
-        self._exporting = True
-        self._update_buttons()
-        self.export.set_progress(0, 1)
-        self.set_status(f"Exporting to {path}...")
+        status = self.export_status
+        status.path, status.done, status.total = str(path), 0, 1
+        status.state = RUNNING
+        self._say(status, f"Exporting to {path}...")
         worker = self._start(
             export_task,
             job,
@@ -642,9 +801,9 @@ class EMSRWidget(QWidget):
             model,
             str(path),
             planes,
-            self.device.device(),
+            self.params.device,
             connect={
-                "returned": lambda p: self.set_status(f"Exported to {p}"),
+                "returned": lambda p: self._say(self.export_status, f"Exported to {p}"),
                 "errored": self._on_export_error,
                 "finished": self._on_export_finished,
             },
@@ -660,10 +819,12 @@ class EMSRWidget(QWidget):
         """Stop the export at the next chunk (a zarr export can be resumed later)."""
         if self.export_job is not None:
             self.export_job.cancel()
-            self.set_status("Cancelling the export...")
+            self.export_status.state = STOPPING
+            self._say(self.export_status, "Cancelling the export...")
 
     def _on_export_progress(self, done: int, total: int) -> None:
-        self.export.set_progress(done, total)
+        self.export_status.total = int(total)
+        self.export_status.done = int(done)
         pbar = getattr(self.export_worker, "pbar", None)
         if pbar is not None:
             if pbar.total != total:
@@ -675,25 +836,17 @@ class EMSRWidget(QWidget):
         if isinstance(err, ExportCancelled):
             from napari.utils.notifications import show_info
 
-            self.set_status(str(err))
+            self._say(self.export_status, str(err))
             show_info(str(err))
         else:
             self._report_error(err, "export")
 
     def _on_export_finished(self) -> None:
-        self._exporting = False
         self.export_worker = None
         self.export_job = None
-        self._update_buttons()
+        self.export_status.state = IDLE
 
     # ------------------------------------------------------------------------------------ cleanup
-    def _set_background_slicing(self, on: bool) -> None:
-        self._napari_settings.experimental.async_ = bool(on)
-
-    def _on_async_setting(self, event: Any) -> None:
-        if _alive(self):
-            self.reconstruct.set_background(bool(event.value))
-
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
         self._napari_settings.experimental.events.async_.disconnect(self._on_async_setting)
@@ -702,7 +855,7 @@ class EMSRWidget(QWidget):
         if self.export_job is not None:
             self.export_job.cancel()
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: Any) -> None:  # Qt's name
         self.cleanup()
         self._closed = True
         super().closeEvent(event)

@@ -1,7 +1,8 @@
 """napari writer: image layers to OME-Zarr or TIFF, keeping their voxel size.
 
 The layer's ``scale`` is its voxel size (z, y, x), so it becomes the file's spacing; the unit comes from the
-layer's metadata (set by the napari-emsr reader) and defaults to nanometres. Writing goes through
+layer's metadata (set by the napari-emsr reader) and defaults to nanometres
+(:func:`napari_emsr.plugin.layers.layer_data_to_volume`). Writing goes through
 :func:`napari_emsr.io.write_volume`, which writes under a temporary name and renames when complete.
 
 Importing this module is cheap: it never imports torch.
@@ -11,22 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _spacing_from_meta(meta: dict, ndim: int) -> tuple[float, float, float]:
-    scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * ndim))
-    return tuple(scale[-3:])  # type: ignore[return-value]
-
-
-def _unit_from_meta(meta: dict) -> str:
-    metadata = meta.get("metadata") or {}
-    unit = metadata.get("unit")
-    if not unit:
-        units = meta.get("units")
-        if units:
-            unit = str(units[-1])
-    # NOTE: napari reports pint names ("nanometer"); files want the short form where there is one.
-    short = {"nanometer": "nm", "micrometer": "µm", "millimeter": "mm", "angstrom": "Å"}
-    return short.get(str(unit), str(unit)) if unit else "nm"
+from napari_emsr.plugin.layers import layer_data_to_volume
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
@@ -61,5 +47,5 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
             f"{' and RGB colour' if meta.get('rgb') else ''}. Use napari's own writer for it."
         )
     # NOTE: napari's save dialog has already asked before replacing an existing file.
-    out = write_volume(path, data, _spacing_from_meta(meta, ndim), unit=_unit_from_meta(meta), overwrite=True)
+    out = write_volume(path, layer_data_to_volume(data, meta), overwrite=True)
     return [str(out)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -14,6 +16,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_emsr.plugin.state import ExportStatus, ReconstructParameters
+
 EXPORT_FILTER = "OME-Zarr (*.ome.zarr *.zarr);;TIFF (*.tif *.tiff)"
 PLANE_CHOICES = (("fused (xz + yz)", "fuse"), ("xz-restored", "xz"), ("yz-restored", "yz"))
 
@@ -21,19 +25,28 @@ PLANE_CHOICES = (("fused (xz + yz)", "fuse"), ("xz-restored", "xz"), ("yz-restor
 class ExportWidget(QGroupBox):
     """Which reconstruction to export, an Export button (asks for a path), a progress bar and Cancel.
 
+    Parameters
+    ----------
+    params : ReconstructParameters
+        Its ``export_planes`` is shown and edited here.
+    status : ExportStatus
+        Drives the progress bar and which button is enabled.
+
     Signals
     -------
-    export_requested(str, str)
-        Path and planes (``"fuse"``, ``"xz"`` or ``"yz"``).
+    export_requested(str)
+        The path picked in the file dialog.
     cancel_requested()
         Cancel was pressed.
     """
 
-    export_requested = Signal(str, str)
+    export_requested = Signal(str)
     cancel_requested = Signal()
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, params: ReconstructParameters, status: ExportStatus, parent: QWidget | None = None):
         super().__init__("Export", parent)
+        self.params = params
+        self.status = status
         self.planes_combo = QComboBox()
         for label, planes in PLANE_CHOICES:
             self.planes_combo.addItem(label, planes)
@@ -49,23 +62,31 @@ class ExportWidget(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.progress_bar)
+        self._show_planes(params.export_planes)
+        self.planes_combo.currentIndexChanged.connect(
+            lambda _: setattr(params, "export_planes", str(self.planes_combo.currentData()))
+        )
+        params.events.export_planes.connect(self._show_planes)
         self.export_button.clicked.connect(self._ask_path)
         self.cancel_button.clicked.connect(self.cancel_requested)
-        self.set_running(False)
+        status.events.state.connect(self._show_state)
+        status.events.done.connect(self._show_progress)
+        status.events.total.connect(self._show_progress)
+        self._show_state()
 
-    def planes(self) -> str:
-        """The picked reconstruction."""
-        return str(self.planes_combo.currentData())
+    def _show_planes(self, planes: str, *_: Any) -> None:
+        index = self.planes_combo.findData(planes)
+        if index >= 0:
+            self.planes_combo.setCurrentIndex(index)
 
-    def set_running(self, running: bool) -> None:
-        """Swap the Export and Cancel buttons' enabled states."""
+    def _show_state(self, *_: Any) -> None:
+        running = self.status.busy
         self.export_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
-    def set_progress(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` chunks."""
-        self.progress_bar.setRange(0, max(int(total), 1))
-        self.progress_bar.setValue(int(done))
+    def _show_progress(self, *_: Any) -> None:
+        self.progress_bar.setRange(0, max(int(self.status.total), 1))
+        self.progress_bar.setValue(int(self.status.done))
 
     def _ask_path(self) -> None:
         path, chosen = QFileDialog.getSaveFileName(
@@ -76,4 +97,4 @@ class ExportWidget(QGroupBox):
                 path += ".tif"
             elif "Zarr" in chosen and not path.lower().endswith((".zarr", ".tif", ".tiff")):
                 path += ".ome.zarr"
-            self.export_requested.emit(path, self.planes())
+            self.export_requested.emit(path)

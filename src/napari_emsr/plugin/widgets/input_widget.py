@@ -1,11 +1,16 @@
-"""Input: which image layer, its voxel size, the anisotropy factor F and the measured anisotropy."""
+"""Input: which image layer, its voxel size, the anisotropy factor F and the measured anisotropy.
+
+The widget shows an :class:`~napari_emsr.plugin.state.InputParameters` and writes the user's edits to it; the
+panel reacts to the parameters' events, never to this widget's controls.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QWidget
+
+from napari_emsr.plugin.state import InputParameters
 
 
 def _spin(
@@ -26,27 +31,20 @@ class InputWidget(QGroupBox):
     ----------
     viewer : napari.viewer.Viewer
         The viewer whose image layers are offered.
-
-    Signals
-    -------
-    layer_changed(object)
-        The picked layer (or None).
-    geometry_changed()
-        Voxel size or factor edited.
+    params : InputParameters
+        What the widget shows and edits.
     """
 
-    layer_changed = Signal(object)
-    geometry_changed = Signal()
-
-    def __init__(self, viewer: Any, parent: QWidget | None = None):
+    def __init__(self, viewer: Any, params: InputParameters, parent: QWidget | None = None):
         super().__init__("Input", parent)
         self._viewer = viewer
+        self.params = params
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("The anisotropic 3D image layer to train on and reconstruct")
         self.spacing_boxes = [_spin() for _ in range(3)]
         for box, axis in zip(self.spacing_boxes, "zyx"):
             box.setToolTip(f"Voxel size along {axis}")
-        self.unit_label = QLabel("nm")
+        self.unit_label = QLabel(params.unit)
         self.factor_box = _spin(1.0, decimals=3, maximum=100.0, minimum=1.0)
         self.factor_box.setToolTip("F = z spacing / lateral spacing; editing it sets the z spacing")
         self.anisotropy_label = QLabel("-")
@@ -64,10 +62,14 @@ class InputWidget(QGroupBox):
         form.addRow("Factor F", self.factor_box)
         form.addRow("Anisotropy", self.anisotropy_label)
 
+        self._show_spacing(params.spacing)
         self.layer_combo.currentIndexChanged.connect(self._on_layer_picked)
         for box in self.spacing_boxes:
             box.valueChanged.connect(self._on_spacing_edited)
-        self.factor_box.valueChanged.connect(self._on_factor_edited)
+        self.factor_box.valueChanged.connect(params.set_factor)
+        params.events.layer.connect(self._show_layer)
+        params.events.spacing.connect(self._show_spacing)
+        params.events.unit.connect(lambda unit: self.unit_label.setText(str(unit)))
         events = viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self._refresh_layers)
@@ -110,7 +112,7 @@ class InputWidget(QGroupBox):
 
     def current_layer(self) -> Any:
         """The picked image layer, or None."""
-        name = self.layer_combo.currentText()
+        name = self.params.layer
         if name and name in self._viewer.layers:
             return self._viewer.layers[name]
         return None
@@ -121,80 +123,28 @@ class InputWidget(QGroupBox):
         self.layer_combo.setCurrentText(getattr(layer, "name", layer))
 
     def _on_layer_picked(self, index: int | None = None) -> None:
-        layer = self.current_layer()
-        if layer is not None:
-            spacing, unit = layer_spacing(layer)
-            self._set_spacing(spacing)
-            self.unit_label.setText(unit)
-        self.anisotropy_label.setText("-")
-        self.layer_changed.emit(layer)
+        self.params.layer = self.layer_combo.currentText() or None
+
+    def _show_layer(self, name: str | None) -> None:
+        self._refresh_layers()
+        if name and self.layer_combo.currentText() != name:
+            self.layer_combo.setCurrentText(name)
 
     # -- geometry -------------------------------------------------------------------------------------
-    def _set_spacing(self, spacing: tuple[float, float, float]) -> None:
+    def _show_spacing(self, spacing: tuple[float, float, float]) -> None:
         for box, value in zip(self.spacing_boxes, spacing):
             box.blockSignals(True)
-            box.setValue(value)
+            box.setValue(float(value))
             box.blockSignals(False)
-        self._update_factor()
-
-    def _update_factor(self) -> None:
         self.factor_box.blockSignals(True)
-        self.factor_box.setValue(max(1.0, self.factor()))
+        self.factor_box.setValue(max(1.0, self.params.factor))
         self.factor_box.blockSignals(False)
 
     def _on_spacing_edited(self, value: float) -> None:
-        self._update_factor()
-        self.geometry_changed.emit()
+        self.params.spacing = tuple(box.value() for box in self.spacing_boxes)  # type: ignore[assignment]
 
-    def _on_factor_edited(self, value: float) -> None:
-        z_box = self.spacing_boxes[0]
-        z_box.blockSignals(True)
-        z_box.setValue(value * self.spacing_boxes[2].value())
-        z_box.blockSignals(False)
-        self.geometry_changed.emit()
-
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size (z, y, x) as shown in the fields."""
-        return tuple(box.value() for box in self.spacing_boxes)  # type: ignore[return-value]
-
-    def unit(self) -> str:
-        """The unit of the voxel size."""
-        return self.unit_label.text()
-
-    def factor(self) -> float:
-        """F = z spacing / x spacing."""
-        z, _, x = self.spacing()
-        return z / x if x > 0 else 1.0
-
-    def set_anisotropy(self, text: str) -> None:
-        """Show the measured anisotropy (or a short note such as "measuring...")."""
+    def set_anisotropy(self, text: str, detail: str = "") -> None:
+        """Show the measured anisotropy (or a short note such as "measuring...") and its details as tooltip."""
         self.anisotropy_label.setText(text)
-
-
-def layer_spacing(layer: Any) -> tuple[tuple[float, float, float], str]:
-    """Voxel size (z, y, x) and unit of an image layer: its metadata's spacing, else its scale.
-
-    Parameters
-    ----------
-    layer : napari.layers.Image
-        The layer.
-
-    Returns
-    -------
-    tuple
-        ``((z, y, x), unit)``; layers with fewer than 3 dimensions get ones in front.
-    """
-    meta = layer.metadata or {}
-    scale = tuple(float(s) for s in layer.scale)
-    spacing = meta.get("spacing") or scale
-    spacing = tuple(float(s) for s in spacing)[-3:]
-    # NOTE: the scale wins when the user changed it in napari after opening.
-    if len(scale) >= 3 and tuple(scale[-3:]) != tuple(spacing) and any(s != 1.0 for s in scale):
-        spacing = scale[-3:]
-    spacing = (1.0,) * (3 - len(spacing)) + tuple(spacing)
-    unit = meta.get("unit")
-    if not unit:
-        units = getattr(layer, "units", None)
-        unit = str(units[-1]) if units else "nm"
-        unit = {"nanometer": "nm", "micrometer": "µm", "pixel": "px"}.get(unit, unit)
-    return spacing, unit  # type: ignore[return-value]
+        if detail:
+            self.anisotropy_label.setToolTip(detail)

@@ -1,44 +1,56 @@
-"""Reconstruct: which restored planes to add as lazy layers."""
+"""Reconstruct: which restored planes to add as lazy layers, and whether napari computes planes in the background."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-PLANES = ("xz", "yz", "fuse")
-LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused"}
+from napari_emsr.plugin.state import PLANE_LABELS, PLANES, ReconstructParameters
+
+#: Where napari keeps the asynchronous-rendering preference the background box shows.
+NAPARI_ASYNC_PREFERENCE = "Preferences > Experimental > Render Layers Asynchronously"
 
 
 class ReconstructWidget(QGroupBox):
     """Check boxes for the xz, yz and fused reconstructions and a button that adds them as layers.
 
+    The "Compute planes in the background" box shows napari's own asynchronous-rendering preference; the
+    widget never changes it: a click only emits :attr:`background_requested`, and the panel asks the user.
+
+    Parameters
+    ----------
+    params : ReconstructParameters
+        Its ``planes`` are shown and edited here.
+
     Signals
     -------
-    reconstruct_requested(list)
-        The picked planes, a list among ``"xz"``, ``"yz"``, ``"fuse"``.
-    background_toggled(bool)
-        The user ticked or cleared "Compute planes in the background" (napari's asynchronous rendering).
+    reconstruct_requested()
+        The Reconstruct button was pressed.
+    background_requested(bool)
+        The user clicked the background box (the value they ask for).
     """
 
-    reconstruct_requested = Signal(list)
-    background_toggled = Signal(bool)
+    reconstruct_requested = Signal()
+    background_requested = Signal(bool)
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, params: ReconstructParameters, parent: QWidget | None = None):
         super().__init__("Reconstruct", parent)
-        self.checks = {plane: QCheckBox(LABELS[plane]) for plane in PLANES}
-        self.checks["xz"].setChecked(True)
+        self.params = params
+        self.checks = {plane: QCheckBox(PLANE_LABELS[plane]) for plane in PLANES}
         self.checks["xz"].setToolTip("Restore every xz plane (page through y to see them)")
         self.checks["yz"].setToolTip("Restore every yz plane (page through x to see them)")
         self.checks["fuse"].setToolTip(
             "Mean of the xz and yz restorations (as CARE fuses them): computed in blocks of 64 planes with the yz "
-            "planes crossing them; slow to browse on a CPU (about 35 s a block: tick 'Compute planes in the "
-            "background'), best for export or on a GPU"
+            "planes crossing them, so the first view of a block is slow on a CPU (benchmarks/"
+            "bench_plane_latency.py --fused-viewer measures it); best for export or on a GPU"
         )
-        self.background = QCheckBox("Compute planes in the background")
+        self.background = QCheckBox("Compute planes in the background (napari preference)")
         self.background.setToolTip(
-            "napari's asynchronous rendering (Preferences > Experimental > Render Layers Asynchronously; napari "
-            "keeps the choice): a new plane is computed in a thread, so napari stays usable while a slow plane "
-            "(the fused layer on a CPU) is on its way"
+            f"napari's asynchronous rendering ({NAPARI_ASYNC_PREFERENCE}): a new plane is computed in a thread, "
+            "so napari stays usable while a slow plane (the fused layer on a CPU) is on its way. It is napari's "
+            "saved preference, kept for every session: changing it here asks first"
         )
         self.button = QPushButton("Reconstruct")
         self.button.setToolTip("Add lazy isotropic layers: a plane is computed only when you look at it")
@@ -49,17 +61,29 @@ class ReconstructWidget(QGroupBox):
         layout.addLayout(row)
         layout.addWidget(self.background)
         layout.addWidget(self.button)
-        self.button.clicked.connect(self._on_click)
-        self.background.toggled.connect(self.background_toggled)
+        self._show_planes(params.planes)
+        for check in self.checks.values():
+            check.toggled.connect(self._on_checked)
+        params.events.planes.connect(self._show_planes)
+        self.button.clicked.connect(self.reconstruct_requested)
+        self.background.clicked.connect(self._on_background_clicked)
 
     def planes(self) -> list[str]:
         """The checked planes."""
-        return [plane for plane, check in self.checks.items() if check.isChecked()]
+        return list(self.params.planes)
 
     def set_planes(self, planes: list[str]) -> None:
         """Check exactly ``planes``."""
+        self.params.planes = tuple(p for p in PLANES if p in planes)
+
+    def _show_planes(self, planes: Any, *_: Any) -> None:
         for plane, check in self.checks.items():
+            blocked = check.blockSignals(True)
             check.setChecked(plane in planes)
+            check.blockSignals(blocked)
+
+    def _on_checked(self, _: bool) -> None:
+        self.params.planes = tuple(plane for plane, check in self.checks.items() if check.isChecked())
 
     def set_background(self, on: bool) -> None:
         """Show napari's current asynchronous-rendering setting (emits nothing)."""
@@ -67,5 +91,7 @@ class ReconstructWidget(QGroupBox):
         self.background.setChecked(bool(on))
         self.background.blockSignals(blocked)
 
-    def _on_click(self) -> None:
-        self.reconstruct_requested.emit(self.planes())
+    def _on_background_clicked(self, checked: bool) -> None:
+        # NOTE: the box shows napari's setting, not the click: the panel sets it back unless napari's changes.
+        self.set_background(not checked)
+        self.background_requested.emit(bool(checked))

@@ -1,13 +1,22 @@
-"""Train / Stop / Resume buttons, a progress bar and a status line."""
+"""Start, stop and resume training, with its progress (bound to the panel's training status)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from napari_emsr.plugin.state import TrainingStatus
 
 
 class TrainWidget(QGroupBox):
-    """Buttons that start, stop and resume training, with its progress.
+    """Buttons that start, stop and resume training, and a progress bar that follows a :class:`TrainingStatus`.
+
+    Parameters
+    ----------
+    status : TrainingStatus
+        Its step, start step and total drive the progress bar.
 
     Signals
     -------
@@ -19,8 +28,9 @@ class TrainWidget(QGroupBox):
     stop_requested = Signal()
     resume_requested = Signal()
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, status: TrainingStatus, parent: QWidget | None = None):
         super().__init__("Training", parent)
+        self.status = status
         self.train_button = QPushButton("Train")
         self.train_button.setToolTip("Train a new network on the input layer")
         self.stop_button = QPushButton("Stop")
@@ -30,20 +40,19 @@ class TrainWidget(QGroupBox):
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("%v / %m steps")
         self.progress_bar.setValue(0)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
 
         buttons = QHBoxLayout()
         for button in (self.train_button, self.stop_button, self.resume_button):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
+        self.column = QVBoxLayout(self)
+        self.column.addLayout(buttons)
+        self.column.addWidget(self.progress_bar)
 
         self.train_button.clicked.connect(self.train_requested)
         self.stop_button.clicked.connect(self.stop_requested)
         self.resume_button.clicked.connect(self.resume_requested)
+        for event in (status.events.step, status.events.total, status.events.start_step):
+            event.connect(self._show_progress)
         self.set_state(running=False, can_train=True, can_resume=False)
 
     def set_state(self, *, running: bool, can_train: bool, can_resume: bool) -> None:
@@ -52,15 +61,11 @@ class TrainWidget(QGroupBox):
         self.resume_button.setEnabled(not running and can_train and can_resume)
         self.stop_button.setEnabled(running)
 
-    def set_progress(self, step: int, total: int | None) -> None:
-        """Show ``step`` of ``total`` (an unknown total gives a busy bar)."""
-        if total:
-            self.progress_bar.setFormat("%v / %m steps")
-            self.progress_bar.setRange(0, int(total))
-            self.progress_bar.setValue(min(int(step), int(total)))
+    def _show_progress(self, *_: Any) -> None:
+        """``step`` between ``start_step`` and ``total`` (an unknown total gives a busy bar)."""
+        status = self.status
+        if status.total:
+            self.progress_bar.setRange(int(status.start_step), max(int(status.total), int(status.start_step) + 1))
+            self.progress_bar.setValue(min(int(status.step), int(status.total)))
         else:
             self.progress_bar.setRange(0, 0)
-
-    def set_status(self, text: str) -> None:
-        """One line of status (also the place where errors are repeated)."""
-        self.status_label.setText(text)

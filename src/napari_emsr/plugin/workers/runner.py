@@ -86,7 +86,7 @@ def _run_sync(func: Callable, args: tuple, kwargs: dict, connect: dict) -> None:
                 _emit(connect, "yielded", item)
         else:
             result = func(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - handed to the errored slot, as the thread worker does
+    except Exception as err:  # handed to the errored slot, as the thread worker does
         logger.debug("task %s failed", getattr(func, "__name__", func), exc_info=True)
         if not _slots(connect, "errored"):
             raise

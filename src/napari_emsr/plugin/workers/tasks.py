@@ -1,4 +1,4 @@
-"""Short background tasks of the widget: device list, anisotropy, model files, lazy reconstruction.
+"""Short background tasks of the panel: device list, network sizes, anisotropy, model files, lazy reconstruction.
 
 Each is a plain function run in a thread worker; none touches the viewer.
 """
@@ -13,6 +13,13 @@ def list_devices_task() -> list[tuple[str, str]]:
     from napari_emsr.device import list_devices
 
     return list_devices()
+
+
+def net_sizes_task() -> dict[str, tuple[str, ...]]:
+    """Network name -> its size names, from the registry (:func:`napari_emsr.nets.net_sizes` imports torch)."""
+    from napari_emsr.nets import net_names, net_sizes
+
+    return {name: tuple(net_sizes(name)) for name in net_names()}
 
 
 def anisotropy_task(volume: Any, factor: float | None = None) -> dict:

@@ -7,10 +7,12 @@ trainer to stop after the current step, and ``session.model`` is the model train
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +105,7 @@ def train_task(
     device = resolve_device(config.device)
     if device == "cpu" and not config.threads:
         # NOTE: leave one core to the GUI thread (see benchmarks/bench_gui_responsiveness.py).
-        config.threads = cpu_threads()
+        config = dataclasses.replace(config, threads=cpu_threads())
     trainer = Trainer(volume, config, resume=resume, preview_index=preview_index)
     session.trainer = trainer
     if session.stop_requested:

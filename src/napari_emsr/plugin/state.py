@@ -1,0 +1,250 @@
+"""The panel's parameters and status as plain evented dataclasses (psygnal), free of Qt.
+
+The dock panel (:class:`napari_emsr.plugin._widget.EMSRWidget`) holds one of each: its sub-widgets show them
+and write to them, and a script, a test or a benchmark can do the same without touching a widget::
+
+    panel.input_params.layer = "medulla anisotropic"
+    panel.params.steps = 200
+    panel.params.set_option("profile", "slab")
+    panel.status.events.step.connect(lambda step: ...)
+    panel.start_training()
+
+Every field has an event of its name (``params.events.patch``), emitted with the new and the old value when
+the value changes. Containers are replaced, never edited in place (``params.set_option`` does that), so that
+a change is always seen.
+
+Importing this module imports neither Qt nor torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psygnal import evented
+
+#: The two kinds of training budget.
+BUDGET_KINDS = ("steps", "minutes")
+#: The reconstructions the panel can add as layers and export.
+PLANES = ("xz", "yz", "fuse")
+#: What each reconstruction is called in layer names and menus.
+PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused"}
+#: The states of :class:`TrainingStatus` and :class:`ExportStatus`.
+IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
+
+
+@evented
+@dataclass
+class InputParameters:
+    """What the panel works on: a layer of the viewer and the voxel size to assume for it.
+
+    Attributes
+    ----------
+    layer : str or None
+        Name of the picked image layer (None when there is none). Picking one sets ``spacing`` and ``unit``
+        from the layer.
+    spacing : tuple of float
+        Voxel size (z, y, x) in ``unit``; it sets the anisotropy factor F (see :attr:`factor`).
+    unit : str
+        Unit of ``spacing``.
+    """
+
+    layer: str | None = None
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    unit: str = "nm"
+
+    @property
+    def factor(self) -> float:
+        """F = z spacing / lateral spacing (:func:`napari_emsr.geometry.factor_from_spacing`)."""
+        from napari_emsr.geometry import factor_from_spacing
+
+        if float(self.spacing[2]) <= 0:
+            return 1.0
+        return float(factor_from_spacing(self.spacing, 0))
+
+    def set_factor(self, factor: float) -> None:
+        """Set F by changing the z spacing (the lateral spacing stays)."""
+        _, y, x = self.spacing
+        self.spacing = (float(factor) * float(x), float(y), float(x))
+
+
+@evented
+@dataclass
+class TrainingParameters:
+    """How to train: the method and its options, the budget, the patch, the network and the device.
+
+    Attributes
+    ----------
+    method : str
+        A name of :func:`napari_emsr.methods.method_names`. Picking one in the panel resets the fields below
+        to the method's defaults (:meth:`use_method_defaults`).
+    budget : str
+        ``"steps"`` or ``"minutes"``: which of the two next fields bounds training.
+    steps : int
+        Training steps (with ``budget="steps"``).
+    minutes : int
+        Wall-clock minutes (with ``budget="minutes"``).
+    patch : int
+        Side of the square lateral training patches, in pixels.
+    net, size : str or None
+        Network (:func:`napari_emsr.nets.net_names`) and its size (:func:`napari_emsr.nets.net_sizes`).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda:0"``, ``"mps"`` ...
+    options : dict
+        The method's options by name (its :class:`napari_emsr.methods.Option` s), e.g. ``{"profile": "auto"}``.
+    val_every, preview_every : int or None
+        Steps between validations / preview planes; None picks them from the budget.
+    threads : int or None
+        torch threads on a CPU; None leaves one core to napari.
+    """
+
+    method: str = "isotropic"
+    budget: str = "steps"
+    steps: int = 3000
+    minutes: int = 30
+    patch: int = 64
+    net: str | None = "rescnn"
+    size: str | None = "small"
+    device: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+    val_every: int | None = None
+    preview_every: int | None = None
+    threads: int | None = None
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Set one method option (a new dict, so that ``events.options`` fires)."""
+        self.options = {**self.options, name: value}
+
+    def use_method_defaults(self) -> None:
+        """Reset the network, patch, steps and options to the defaults of :attr:`method`."""
+        from napari_emsr.methods import get_method
+
+        method = get_method(self.method)
+        defaults = method.training_defaults()
+        if method.net:
+            self.net = method.net
+        if method.size:
+            self.size = method.size
+        if "patch" in defaults:
+            self.patch = int(defaults["patch"])
+        if "steps" in defaults:
+            self.steps = int(defaults["steps"])
+        self.options = {o.name: o.default for o in method.options}
+
+    def to_config(self, factor: float) -> Any:
+        """The :class:`napari_emsr.train.TrainConfig` these parameters describe, for a stack of factor F.
+
+        Validation and preview come every ``budget / 20`` steps (at most 50 and 100) unless set.
+        """
+        from napari_emsr.train import TrainConfig
+
+        kwargs: dict[str, Any] = {
+            "method": self.method,
+            "patch": int(self.patch),
+            "net": self.net,
+            "size": self.size,
+            "factor": float(factor),
+            "device": self.device,
+            "threads": self.threads,
+            "options": dict(self.options),
+        }
+        if self.budget == "minutes":
+            kwargs["minutes"] = float(self.minutes)
+            every = None
+        else:
+            kwargs["steps"] = int(self.steps)
+            every = max(1, min(100, int(self.steps) // 20)) if self.steps else None
+        kwargs["val_every"] = self.val_every or min(50, every or 50)
+        kwargs["preview_every"] = self.preview_every or every or 100
+        return TrainConfig(**kwargs)
+
+
+@evented
+@dataclass
+class ReconstructParameters:
+    """Which reconstructions to add as lazy layers, and which one to export.
+
+    Attributes
+    ----------
+    planes : tuple of str
+        Among ``"xz"``, ``"yz"``, ``"fuse"`` (:data:`PLANES`).
+    export_planes : str
+        One of them.
+    """
+
+    planes: tuple[str, ...] = ("xz",)
+    export_planes: str = "fuse"
+
+
+@evented
+@dataclass
+class TrainingStatus:
+    """Where training is; the panel updates it on the main thread from the worker's events.
+
+    Attributes
+    ----------
+    state : str
+        ``"idle"``, ``"running"`` or ``"stopping"``.
+    step, total : int
+        The last step done and the last step of this run (0 when a time budget leaves it open).
+    start_step : int
+        The step this run started from (non-zero when resuming).
+    loss : float or None
+        Training loss of the last step.
+    gain : float or None
+        The last validation's PSNR gain of the network over cubic interpolation (dB).
+    stage : str
+        Name of the training stage running (multi-stage methods).
+    stage_index, stage_count : int
+        Which stage of how many (0-based index).
+    elapsed : float
+        Seconds since training started.
+    message : str
+        One line for people.
+    """
+
+    state: str = IDLE
+    step: int = 0
+    total: int = 0
+    start_step: int = 0
+    loss: float | None = None
+    gain: float | None = None
+    stage: str = ""
+    stage_index: int = 0
+    stage_count: int = 1
+    elapsed: float = 0.0
+    message: str = ""
+
+    @property
+    def busy(self) -> bool:
+        """Whether a training run is under way (running or stopping)."""
+        return self.state != IDLE
+
+
+@evented
+@dataclass
+class ExportStatus:
+    """Where the export is.
+
+    Attributes
+    ----------
+    state : str
+        ``"idle"``, ``"running"`` or ``"stopping"`` (cancel asked).
+    done, total : int
+        Blocks written and to write.
+    path : str
+        Where it writes.
+    message : str
+        One line for people.
+    """
+
+    state: str = IDLE
+    done: int = 0
+    total: int = 0
+    path: str = ""
+    message: str = ""
+
+    @property
+    def busy(self) -> bool:
+        """Whether an export is under way."""
+        return self.state != IDLE
