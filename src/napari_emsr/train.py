@@ -70,7 +70,9 @@ class TrainConfig:
         its options checked and completed, and ``fixed`` fields (e.g. the factor found in the file) set."""
         m = get_method(self.method)
         if not m.trains:
-            raise InputError(f"method {m.name!r} needs no training; apply it directly (emsr reconstruct --method {m.name})")
+            raise InputError(
+                f"method {m.name!r} needs no training; apply it directly (emsr reconstruct --method {m.name})"
+            )
         c = replace(self, **fixed)
         defaults = m.training_defaults()
         batch_cuda = defaults.pop("batch_cuda", None)
@@ -203,12 +205,15 @@ class Trainer:
         self.history: list[dict] = []
         self.stage_states: dict[str, dict] = {}
         self.stages_done: list[str] = []
+        self.stage_log: dict[str, dict] = {}  # what each stage did (steps, last loss), saved with the model
         if resume is not None:
             self.net.load_state_dict(resume.state_dict)
             self.start_step = resume.step
             self.history = list(resume.history)
             self.stage_states = dict(resume.stages)
             self.stages_done = [s["name"] for s in resume.config.get("stages", []) if s.get("done")]
+            self.stage_log = {s["name"]: {k: v for k, v in s.items() if k not in ("name", "steps", "done")}
+                              for s in resume.config.get("stages", [])}
         self.net.to(self.device)
         if self.device.startswith("cuda"):
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -294,8 +299,8 @@ class Trainer:
             "order": self.method.order,
             **info,
             "options": dict(c.options),
-            "stages": [{"name": s.name, "steps": self._stage_steps(s), "done": s.name in self.stages_done}
-                       for s in self.method.stages],
+            "stages": [{"name": s.name, "steps": self._stage_steps(s), "done": s.name in self.stages_done,
+                        **self.stage_log.get(s.name, {})} for s in self.method.stages],
             "norm": self.norm.as_list(),
             "dtype": str(self.data.dtype),
             "step": self.step,
@@ -373,170 +378,20 @@ class Trainer:
             runner = stage.build(self.ctx)
             if stage.name in self.stage_states:  # a stage stopped part-way goes on from where it was
                 runner.load_state_dict(self.stage_states[stage.name])
-            self.ctx.stages[stage.name] = runner
-        self.pairs: Any = None
-        self.val_in = self.val_hr = None
-        self.cubic_psnr: float | None = None
-        if all(s.name in self.stages_done for s in method.stages):
-            self._make_pairs()
-
-    # ---------------------------------------------------------------- pairs
-    def _make_pairs(self) -> None:
-        """Build the method's pair-maker (after its earlier stages) and fix the validation pairs."""
-        self.pairs = self.method.pairs(self.ctx)
-        resolved = self.info.get("options")
-        if resolved:
-            self.config = replace(self.config, options=dict(resolved))
-        self.val_in, self.val_hr = (np.asarray(a, np.float32) for a in self.pairs.validation())
-        self.cubic_psnr = _psnr(self.val_in, self.val_hr)
-
-    @property
-    def info(self) -> dict:
-        """What the pair-maker decided (e.g. the estimated section profile); empty before it exists."""
-        return dict(getattr(self.pairs, "info", None) or {})
-
-    @property
-    def notes(self) -> list[str]:
-        """Lines for the user about what the method decided on this stack."""
-        return list(self.info.get("notes", []))
-
-    @property
-    def stage_names(self) -> list[str]:
-        """Every stage of this method, the restoring network last."""
-        return [s.name for s in self.method.stages] + [RESTORE_STAGE]
-
-    # ------------------------------------------------------------- inference
-    def validate(self) -> float:
-        """PSNR (dB, on the normalised range) of the network on the held-out pairs."""
-        from .model import predict
-
-        return _psnr(predict(self.net, self.val_in, self.device, batch=len(self.val_in)), self.val_hr)
-
-    def preview_input(self) -> np.ndarray:
-        """The interpolated xz plane used for the live preview, in input intensity units."""
-        return self.ctx.preview_input()
-
-    def preview(self) -> np.ndarray:
-        """The preview plane restored with the current weights, in input intensity units (float32)."""
-        from .model import predict
-
-        make = getattr(self.pairs, "preview", None)
-        x = make() if make is not None else self.norm.apply(self.preview_input())
-        return self.norm.invert(predict(self.net, np.asarray(x, np.float32)[None], self.device)[0])
-
-    # ---------------------------------------------------------------- model
-    @property
-    def model(self):
-        """The current weights (of every stage) as a usable EMSRModel (a CPU copy)."""
-        from .model import EMSRModel
-
-        c = self.config
-        info = {k: v for k, v in self.info.items() if k not in ("options", "notes")}
-        cfg = {
-            "method": c.method,
-            "net": c.net,
-            "size": c.size,
-            "net_kwargs": dict(c.net_kwargs),
-            "factor": c.factor,
-            "axis": c.axis,
-            "order": self.method.order,
-            **info,
-            "options": dict(c.options),
-            "stages": [{"name": s.name, "steps": self._stage_steps(s), "done": s.name in self.stages_done}
-                       for s in self.method.stages],
-            "norm": self.norm.as_list(),
-            "dtype": str(self.data.dtype),
-            "step": self.step,
-            "history": list(self.history),
-            "train": {k: v for k, v in asdict(c).items() if k not in ("net_kwargs",)},
-            "version": __version__,
-        }
-        sd = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
-        stages = {n: {k: v.detach().to("cpu", copy=True) for k, v in st.items()} for n, st in self.stage_states.items()}
-        return EMSRModel(cfg, sd, stages)
-
-    def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
-        """Write the current model (and optimizer state) atomically; returns the path."""
-        path = path or self.config.checkpoint
-        if not path:
-            return None
-        extra = {"optimizer": self.opt.state_dict()} if getattr(self, "opt", None) is not None else None
-        return self.model.save(path, extra=extra)
-
-    def _remember_if_best(self, val: float) -> None:
-        """Keep a copy of the weights with the best held-out PSNR so far (cheap: small networks)."""
-        if val > self._best[0]:
-            sd = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-            self._best = (val, self.step, sd)
-
-    def _diverged(self, val: float) -> bool:
-        """Training blew up: held-out PSNR fell far below the best seen (or the loss is not finite)."""
-        best, best_step, sd = self._best
-        return sd is not None and best_step != self.step and not val >= best - DIVERGENCE_DB
-
-    def _roll_back(self) -> int:
-        """Go back to the best weights, forget Adam's moments and halve the learning rate; returns that step.
-
-        A small-batch run can blow up (held-out PSNR falling far below interpolation and never coming back);
-        the README's seed runs of ``benchmarks/bench_quality.py`` show one.
-        """
-        _, best_step, sd = self._best
-        self.net.load_state_dict(sd)
-        self.opt.state.clear()
-        self._lr_scale *= 0.5
-        log.warning("training diverged at step %d: back to the weights of step %d, learning rate x%.3g",
-                    self.step, best_step, self._lr_scale)
-        return best_step
-
-    def _restore_best(self, tol: float = 0.05) -> None:
-        """End of training: if the last weights score worse on held-out planes than the best seen (by more
-        than ``tol`` dB), go back to the best ones. A noisy small-batch run can end in a worse state than it
-        passed through; the history records the step the weights come from."""
-        best, best_step, sd = self._best
-        last = self.history[-1]["val_psnr"] if self.history else -math.inf
-        if sd is not None and best_step != self.step and best > last + tol:
-            self.net.load_state_dict(sd)
-            self.history[-1]["restored_step"] = best_step
-            self.history[-1]["val_psnr"] = best
-            log.info("kept the weights of step %d (held-out PSNR %.2f dB > %.2f dB at the end)", best_step, best, last)
-
-    def stop(self) -> None:
-        """Ask the training loop to stop after the current step (the model stays usable)."""
-        self._stop = True
-
-    # ----------------------------------------------------------------- loop
-    def _stage_steps(self, stage) -> int:
-        return int(self.config.options.get(f"{stage.name}_steps", stage.steps))
-
-    def _run_stages(self, t0: float, budget: float | None) -> Iterator[TrainEvent]:
-        """Train (or, when resumed, load) the method's stages before the restoring network."""
-        n = len(self.stage_names)
-        steps_all = sum(self._stage_steps(s) for s in self.method.stages) + int(self.config.steps)
-        share = 0.0
-        for i, stage in enumerate(self.method.stages):
-            steps = self._stage_steps(stage)
-            share += steps / max(steps_all, 1)
-            if stage.name in self.stages_done:
-                continue
-            runner = stage.build(self.ctx)
-            if stage.name in self.stage_states:  # a stage stopped part-way goes on from where it was
-                runner.load_state_dict(self.stage_states[stage.name])
-            if True:
-                s, loss = 0, float("nan")
-                while s < steps and not self._stop:
-                    if budget and time.perf_counter() - t0 >= budget * share:
-                        break
-                    metrics = runner.step()
-                    s += 1
-                    loss = float(metrics.get("loss", float("nan")))
-                    yield TrainEvent(s, steps, loss, float(metrics.get("lr", 0.0)), time.perf_counter() - t0,
-                                     stage=stage.name, stage_index=i, stage_count=n)
-                self.stage_states[stage.name] = runner.state_dict()
-                if self._stop:
-                    return
-                self.stages_done.append(stage.name)
-                self.history.append({"stage": stage.name, "steps": s, "loss": loss,
-                                     "elapsed": round(time.perf_counter() - t0, 2)})
+            s, loss = 0, float("nan")
+            while s < steps and not self._stop:
+                if budget and time.perf_counter() - t0 >= budget * share:
+                    break
+                metrics = runner.step()
+                s += 1
+                loss = float(metrics.get("loss", float("nan")))
+                yield TrainEvent(s, steps, loss, float(metrics.get("lr", 0.0)), time.perf_counter() - t0,
+                                 stage=stage.name, stage_index=i, stage_count=n)
+            self.stage_states[stage.name] = runner.state_dict()
+            if self._stop:
+                return
+            self.stages_done.append(stage.name)
+            self.stage_log[stage.name] = {"trained_steps": s, "loss": loss, "elapsed": round(time.perf_counter() - t0, 2)}
             self.ctx.stages[stage.name] = runner
 
     def run(self) -> Iterator[TrainEvent]:
