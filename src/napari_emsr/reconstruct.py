@@ -247,7 +247,9 @@ def export(
                       chunks=chunks or _export_chunks(volume, planes), **kwargs)
     axis = kwargs.get("axis")
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
-    return write_volume(path, arr, sp, getattr(volume, "unit", "nm"), overwrite=overwrite, progress=progress)
+    # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation.
+    return write_volume(path, arr, sp, getattr(volume, "unit", "nm"), overwrite=overwrite, progress=progress,
+                        translation=getattr(volume, "translation", None))
 
 
 def _export_chunks(vol, planes: str, target: int = 8_000_000) -> tuple[int, int]:
