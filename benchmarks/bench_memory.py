@@ -41,7 +41,9 @@ def make_input(path: Path, gb: float, factor: float) -> tuple[int, int, int]:
     root.attrs["multiscales"] = [{
         "version": "0.4",
         "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [10.0 * factor, 10.0, 10.0]}]}],
+        "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [10.0 * factor, 10.0, 10.0]}]}
+        ],
     }]
     return shape
 
@@ -89,7 +91,8 @@ def main() -> None:
     o = open_volume(out)
     res = {"input_shape": shape, "input_gb": in_bytes / 1e9, "output_shape": o.shape,
            "output_gb": int(np.prod(o.shape)) / 1e9, "peak_rss_mib": round(peak_mib), "seconds": round(wall, 1),
-           "output_voxels_per_s": int(np.prod(o.shape)) / wall, "make_input_s": round(t_make, 1), "date": str(date.today()),
+           "output_voxels_per_s": int(np.prod(o.shape)) / wall, "make_input_s": round(t_make, 1),
+           "date": str(date.today()),
            "command": "emsr " + " ".join(args)}
     print(f"input {shape} ({res['input_gb']:.2f} GB) -> output {o.shape} ({res['output_gb']:.2f} GB): "
           f"peak RSS {res['peak_rss_mib']} MiB, {wall:.0f} s, {res['output_voxels_per_s'] / 1e6:.1f} Mvoxel/s")

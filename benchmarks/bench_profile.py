@@ -45,7 +45,8 @@ def main() -> None:
                 dt = time.perf_counter() - t0
                 right += est.profile == profile
                 s = est.scores
-                print(f"| {factor} | {profile} | {noise:g} | {est.profile}{'' if est.profile == profile else ' (miss)'} "
+                miss = "" if est.profile == profile else " (miss)"
+                print(f"| {factor} | {profile} | {noise:g} | {est.profile}{miss} "
                       f"| {s['point']:.3f} | {s['slab']:.3f} | {s['gaussian']:.3f} | {dt:.1f} |")
                 rows.append({"factor": factor, "profile": profile, "noise": noise, **est.as_dict(), "seconds": dt})
     print(f"\nright in {right} of {len(rows)} cases ({date.today()})\n")

@@ -105,7 +105,8 @@ def main() -> None:
         rows[name] = {"psnr": psnr(ref, rec), "ssim_xz": ssim(ref, rec, planes="xz"), "steps": model.step,
                       "mean_shift": float(rec.mean(dtype=np.float64) - ref.mean(dtype=np.float64)),
                       "banding": section_banding(rec, a.factor)["ratio"],
-                      "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")} for h in model.history],
+                      "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")}
+                                  for h in model.history],
                       "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1),
                       "profile": model.config.get("profile"), "profile_estimate": model.config.get("profile_estimate")}
         assert rec.dtype == gt.dtype
@@ -118,7 +119,8 @@ def main() -> None:
         print(f"| medulla 250^3 | {a.factor} | {a.profile} | {k} | {v['psnr']:.2f} | {v['ssim_xz']:.3f} | "
               f"{v['psnr'] - cub['psnr']:+.2f} | {v['ssim_xz'] - cub['ssim_xz']:+.3f} | {v['banding']:.2f} | "
               f"{v.get('steps', '-')} | {dev} | {date.today()} |")
-    print(json.dumps({"factor": a.factor, "profile": a.profile, "stack_noise": a.stack_noise, "minutes": a.minutes, "device": dev, "rows": rows,
+    print(json.dumps({"factor": a.factor, "profile": a.profile, "stack_noise": a.stack_noise, "minutes": a.minutes,
+                      "device": dev, "rows": rows,
                       "command": " ".join(sys.argv)}))
 
 

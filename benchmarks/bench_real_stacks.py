@@ -72,7 +72,8 @@ def main() -> None:
         stack = np.asarray(vol.data)
         factor = vol.factor
         t0 = time.perf_counter()
-        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, options={"profile": a.profile} if a.profile else {}))
+        options = {"profile": a.profile} if a.profile else {}
+        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, options=options))
         for _ in trainer.run():
             pass
         model = trainer.model

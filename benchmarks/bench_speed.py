@@ -15,7 +15,6 @@ import time
 from datetime import date
 
 
-
 def main() -> None:
     import torch
 
@@ -80,7 +79,8 @@ def main() -> None:
     for r in results:
         if "params" in r:
             print(f"  {r['what']:<16} {r['params']:>9,} params  train {r['train_samples_per_s']:8.1f} samples/s "
-                  f"({a.patch}x{a.patch}, batch {a.batch})  reconstruct {r['reconstruct_voxels_per_s'] / 1e6:7.2f} Mvoxel/s")
+                  f"({a.patch}x{a.patch}, batch {a.batch})  "
+                  f"reconstruct {r['reconstruct_voxels_per_s'] / 1e6:7.2f} Mvoxel/s")
         else:
             print(f"  {r['what']:<16} reconstruct {r['voxels_per_s'] / 1e6:7.2f} Mvoxel/s")
     print(json.dumps({"device": label, "date": str(date.today()), "results": results}))

@@ -16,7 +16,8 @@ TINY = ["--net", "rescnn", "--size", "tiny", "--patch", "24", "--batch", "4", "-
 def stack_tif(tmp_path, tiny_stack):
     vol, _ = tiny_stack
     p = tmp_path / "stack.tif"
-    tifffile.imwrite(p, np.asarray(vol.data), imagej=True, resolution=(0.1, 0.1), metadata={"spacing": 40.0, "unit": "nm"})
+    tifffile.imwrite(p, np.asarray(vol.data), imagej=True, resolution=(0.1, 0.1),
+                     metadata={"spacing": 40.0, "unit": "nm"})
     return p
 
 

@@ -9,8 +9,8 @@ from napari_emsr.degrade import (
     make_anisotropic,
     profile_kernel,
 )
-from napari_emsr.geometry import check_factor, output_length, output_positions, training_phases
 from napari_emsr.errors import InputError
+from napari_emsr.geometry import check_factor, output_length, output_positions, training_phases
 from napari_emsr.methods.lateral import N_PHASES
 from napari_emsr.methods.lateral import degradation_ops as _degradation_ops
 
@@ -20,7 +20,9 @@ def test_interpolate_axis_matches_scipy_mirror(order, rng):
     x = rng.random((9, 5)).astype(np.float32)
     pos = np.linspace(-0.3, 8.7, 31)
     ours = interpolate_axis(x, pos, order)
-    ref = np.stack([ndimage.map_coordinates(x[:, j].astype(float), [pos], order=order, mode="mirror") for j in range(5)], 1)
+    ref = np.stack(
+        [ndimage.map_coordinates(x[:, j].astype(float), [pos], order=order, mode="mirror") for j in range(5)], 1
+    )
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     np.testing.assert_allclose(interpolation_matrix(9, pos, order) @ x, ours, atol=1e-5)
 

@@ -2,8 +2,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_emsr.geometry import output_length
 from napari_emsr.errors import InputError, ModelError
+from napari_emsr.geometry import output_length
 from napari_emsr.io import as_volume, open_volume
 from napari_emsr.metrics import psnr
 from napari_emsr.reconstruct import export, output_spacing, reconstruct
@@ -120,7 +120,7 @@ def test_export_zarr_resumes_and_tiff_is_atomic(tiny_model, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         export(vol, model, out, planes="xz", chunks=(16, 48), progress=boom)
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match="unfinished export"):
         open_volume(out)  # an unfinished output does not look finished
     export(vol, model, out, planes="xz", chunks=(16, 48))
     back = open_volume(out)

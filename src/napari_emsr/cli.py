@@ -112,7 +112,9 @@ def cmd_info(args) -> int:
     lines = [
         f"{args.input}",
         f"  shape (z, y, x): {tuple(vol.shape)}  dtype: {vol.dtype}",
-        f"  voxel size (z, y, x): {vol.spacing} {vol.unit}" if vol.spacing else "  voxel size: not in the file (pass --factor)",
+        f"  voxel size (z, y, x): {vol.spacing} {vol.unit}"
+        if vol.spacing
+        else "  voxel size: not in the file (pass --factor)",
         f"  factor F = z / lateral spacing: {f:g}" if f else "  factor: unknown",
     ]
     if an:
@@ -311,7 +313,8 @@ def cmd_demo(args) -> int:
     aniso, gt = load_sample(factor=args.demo_factor, profile=args.demo_profile)
     if not args.quiet:
         print(
-            f"sample: {ATTRIBUTION}\n  ground truth {tuple(gt.shape)} at 10 nm; anisotropic stack {tuple(aniso.shape)}, "
+            f"sample: {ATTRIBUTION}\n  ground truth {tuple(gt.shape)} at 10 nm; "
+            f"anisotropic stack {tuple(aniso.shape)}, "
             f"F = {args.demo_factor}, {args.demo_profile} sections",
             file=sys.stderr,
         )
@@ -377,7 +380,8 @@ def _add_train(p, demo=False):
                    help="training time budget in minutes (stops at the first of steps/minutes)")
     g.add_argument("--patch", type=int, default=None, help="training patch size in pixels (default: the method's)")
     g.add_argument("--batch", type=int, default=None, help="patches per step (default: the method's)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (Adam, cosine decay; default: the method's)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (Adam, cosine decay; default: the method's)")
     for opt in all_options().values():
         owners = ", ".join(m.name for m in METHODS.values() if m.option(opt.name) is not None)
         g.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None, type=opt.type,
@@ -437,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s)
     s.set_defaults(func=cmd_reconstruct)
 
-    s = sub.add_parser("demo", help="the whole job on bundled sample data (Janelia medulla FIB-SEM), scored against ground truth")
+    s = sub.add_parser(
+        "demo", help="the whole job on bundled sample data (Janelia medulla FIB-SEM), scored against ground truth"
+    )
     s.add_argument("--demo-factor", type=int, default=4, help="anisotropy factor to simulate (default 4)")
     s.add_argument("--demo-profile", default="point", choices=["point", "slab", "gaussian"],
                    help="how the sample stack is made (the training estimates it unless --profile is given)")
@@ -451,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except EMSRError as exc:

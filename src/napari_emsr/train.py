@@ -391,7 +391,8 @@ class Trainer:
             if self._stop:
                 return
             self.stages_done.append(stage.name)
-            self.stage_log[stage.name] = {"trained_steps": s, "loss": loss, "elapsed": round(time.perf_counter() - t0, 2)}
+            self.stage_log[stage.name] = {"trained_steps": s, "loss": loss,
+                                          "elapsed": round(time.perf_counter() - t0, 2)}
             self.ctx.stages[stage.name] = runner
 
     def run(self) -> Iterator[TrainEvent]:

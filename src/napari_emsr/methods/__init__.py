@@ -82,10 +82,13 @@ class Option:
         try:
             value = self.type(value)
         except (TypeError, ValueError):
-            raise InputError(f"option {self.name} of method {method!r} takes a {self.type.__name__}, got {value!r}") from None
+            raise InputError(
+                f"option {self.name} of method {method!r} takes a {self.type.__name__}, got {value!r}"
+            ) from None
         if self.choices is not None and value not in self.choices:
             raise InputError(
-                f"unknown {self.name} {value!r} for method {method!r}: choose one of {', '.join(map(str, self.choices))}"
+                f"unknown {self.name} {value!r} for method {method!r}: "
+                f"choose one of {', '.join(map(str, self.choices))}"
             )
         return value
 

@@ -133,7 +133,8 @@ class LateralPairs:
             eps = (torch.randn(lr.shape, generator=gen, device="cpu").to(lr.device) if gen is not None
                    else torch.randn_like(lr))
             if self.noise == "poisson-gaussian":
-                eps = eps * (torch.sqrt(torch.clamp(lr + 0.5, min=0.0) * self.noise_level * 0.5) + self.noise_level * 0.5)
+                level = self.noise_level
+                eps = eps * (torch.sqrt(torch.clamp(lr + 0.5, min=0.0) * level * 0.5) + level * 0.5)
             else:
                 eps = eps * self.noise_level
             lr = lr + eps

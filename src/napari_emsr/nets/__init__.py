@@ -67,7 +67,7 @@ def net_sizes(name: str) -> dict[str, dict[str, Any]]:
     return {size: dict(kwargs) for size, kwargs in module.SIZES.items()}
 
 
-def build_net(name: str, size: str | None = None, **kwargs: Any) -> "torch.nn.Module":
+def build_net(name: str, size: str | None = None, **kwargs: Any) -> torch.nn.Module:
     """Build network ``name``.
 
     Parameters
