@@ -47,10 +47,13 @@ def test_manifest_menus_and_samples():
 def test_plugin_imports_do_not_import_torch():
     code = (
         "import sys\n"
-        "import napari_emsr, napari_emsr.plugin._reader, napari_emsr.plugin._writer, napari_emsr.plugin._sample_data\n"
+        "import napari_emsr, napari_emsr.plugin, napari_emsr.plugin._reader, napari_emsr.plugin._writer\n"
+        "import napari_emsr.plugin._sample_data, napari_emsr.plugin.layers, napari_emsr.plugin.state\n"
         "napari_emsr.plugin._sample_data.make_sample_anisotropic()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'napari' not in sys.modules and 'qtpy' not in sys.modules\n"
+        "gui = sorted(m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'pyqtgraph', 'magicgui')\n"
+        "             if m in sys.modules)\n"
+        "assert not gui, f'{gui} imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -167,3 +170,115 @@ def test_viewer_sample_and_save(make_napari_viewer, tmp_path):
     out = tmp_path / "saved.ome.zarr"
     viewer.layers.save(str(out), selected=False, plugin="napari-emsr")
     np.testing.assert_allclose(open_volume(out).spacing, (40, 10, 10))
+
+
+# ------------------------------------------------------------------------------ layers <-> volumes (plugin.layers)
+def _volume(levels=1, translation=None, unit="nm"):
+    import dask.array as da
+
+    from napari_emsr.io import Volume
+
+    data = da.from_array(np.arange(8 * 16 * 16, dtype=np.uint16).reshape(8, 16, 16), chunks=(8, 16, 16))
+    pyramid = (data, data[:, ::2, ::2])[:levels]
+    return Volume(data, (40.0, 10.0, 10.0), unit=unit, translation=translation, levels=pyramid)
+
+
+def test_volume_to_layer_data_single_scale():
+    from napari_emsr.plugin.layers import volume_to_layer_data
+
+    volume = _volume()
+    data, kwargs, kind = volume_to_layer_data(volume, name="v", opacity=0.5)
+    assert kind == "image" and data is volume.data
+    assert kwargs["multiscale"] is False and kwargs["rgb"] is False
+    assert kwargs["scale"] == (40.0, 10.0, 10.0) and "translate" not in kwargs
+    assert kwargs["axis_labels"] == ("z", "y", "x") and kwargs["units"] == ("nm",) * 3
+    assert kwargs["opacity"] == 0.5 and kwargs["metadata"]["spacing"] == (40.0, 10.0, 10.0)
+
+
+def test_volume_to_layer_data_multiscale_with_translation():
+    from napari_emsr.plugin.layers import volume_to_layer_data
+
+    volume = _volume(levels=2, translation=(80.0, 20.0, 30.0))
+    data, kwargs, _ = volume_to_layer_data(volume, name="v")
+    assert isinstance(data, list) and [d.shape for d in data] == [(8, 16, 16), (8, 8, 8)]
+    assert kwargs["multiscale"] is True
+    assert kwargs["scale"] == (40.0, 10.0, 10.0) and kwargs["translate"] == (80.0, 20.0, 30.0)
+
+
+def test_reader_gives_a_multiscale_layer_with_translate(tmp_path):
+    from napari_emsr.io import write_volume
+    from napari_emsr.plugin._reader import napari_get_reader
+
+    path = tmp_path / "pyr.ome.zarr"
+    data = (np.random.default_rng(2).random((6, 64, 64)) * 255).astype(np.uint8)
+    write_volume(path, data, (40.0, 10.0, 10.0), translation=(40.0, 100.0, 200.0), pyramid=2)
+    ((arr, kwargs, _),) = napari_get_reader(str(path))(str(path))
+    assert kwargs["multiscale"] and len(arr) == 2 and arr[0].shape == data.shape
+    np.testing.assert_allclose(kwargs["scale"], (40, 10, 10))
+    np.testing.assert_allclose(kwargs["translate"], (40, 100, 200))
+    np.testing.assert_array_equal(np.asarray(arr[0]), data)
+
+
+def test_layer_to_volume_keeps_spacing_unit_translate_and_takes_level_0():
+    from napari.layers import Image
+
+    from napari_emsr.errors import InputError
+    from napari_emsr.plugin.layers import layer_to_volume
+
+    data = np.zeros((6, 32, 32), np.uint8)
+    layer = Image(data, scale=(0.04, 0.01, 0.01), translate=(0.08, 0.02, 0.0), units="micrometer")
+    volume = layer_to_volume(layer)
+    np.testing.assert_allclose(volume.spacing, (40, 10, 10))  # the core works in nm
+    assert volume.unit == "nm"
+    np.testing.assert_allclose(volume.translation, (80, 20, 0))
+    # the panel's voxel size wins over the layer's
+    np.testing.assert_allclose(layer_to_volume(layer, spacing=(50.0, 10.0, 10.0), unit="nm").spacing, (50, 10, 10))
+    pyramid = Image([data, data[:, ::2, ::2]], multiscale=True, scale=(40, 10, 10))
+    assert layer_to_volume(pyramid).shape == data.shape
+    rgb = Image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="photo")
+    with pytest.raises(InputError, match="RGB"):
+        layer_to_volume(rgb)
+    with pytest.raises(InputError, match="2D"):
+        layer_to_volume(Image(np.zeros((32, 32), np.uint8)))
+
+
+def test_reconstruction_layer_overlays_its_input():
+    from napari.layers import Image
+
+    from napari_emsr.geometry import output_length, output_spacing
+    from napari_emsr.plugin.layers import layer_to_volume, reconstruction_layer_kwargs
+
+    source = Image(np.zeros((9, 32, 32), np.uint8), scale=(40, 10, 10), translate=(400, 50, 60), units="nm")
+    volume = layer_to_volume(source)
+    kwargs = reconstruction_layer_kwargs(
+        source, volume, output_spacing(volume.spacing), name="iso", spacing=(40, 10, 10), unit="nm"
+    )
+    assert kwargs["scale"] == (10.0, 10.0, 10.0) and kwargs["translate"] == (400.0, 50.0, 60.0)
+    assert kwargs["visible"] is False and kwargs["axis_labels"] == ("z", "y", "x")
+    output = Image(np.zeros((output_length(9, 4.0), 32, 32), np.uint8), **kwargs)
+    # input slice i lies at output slice i * F: the same world position
+    for i in (0, 3, 8):
+        np.testing.assert_allclose(source.data_to_world((i, 0, 0)), output.data_to_world((i * 4, 0, 0)))
+
+
+def test_paging_order_puts_the_chunked_axis_on_the_slider():
+    from napari_emsr.plugin.layers import paging_order
+
+    assert paging_order(3, "xz") == paging_order(3, "fuse") == (1, 0, 2)
+    assert paging_order(3, "yz") == (2, 0, 1)
+    assert paging_order(4, "xz") == (0, 2, 1, 3)
+
+
+def test_writer_keeps_translation_and_takes_level_0(tmp_path):
+    from napari_emsr.io import open_volume
+    from napari_emsr.plugin._writer import write_image
+
+    data = (np.random.default_rng(3).random((6, 20, 24)) * 255).astype(np.uint8)
+    path = tmp_path / "moved.ome.zarr"
+    meta = {"scale": (40.0, 10.0, 10.0), "translate": (80.0, 0.0, 30.0), "metadata": {"unit": "nm"}}
+    write_image(str(path), data, meta)
+    vol = open_volume(path)
+    np.testing.assert_allclose(vol.translation, (80, 0, 30))
+    pyramid_meta = {"scale": (40.0, 10.0, 10.0), "multiscale": True}
+    write_image(str(tmp_path / "level0.tif"), [data, data[:, ::2, ::2]], pyramid_meta)
+    np.testing.assert_array_equal(np.asarray(open_volume(tmp_path / "level0.tif").data), data)

@@ -420,3 +420,110 @@ def test_export_and_cancel(panel, qtbot, tmp_path):
     assert not tif.exists(), "a cancelled export must not look finished"
     assert "cancelled" in panel.status_label.text()
     assert panel.export.export_button.isEnabled()
+
+
+# ------------------------------------------------------------------------------ a method the panel never heard of
+def _toy_rows_pairs(ctx):
+    """A pair-maker of a few lines: the target is a lateral patch, the input loses every other row."""
+    import torch
+
+    lost = ctx.options["toy_rows"]
+
+    def degrade(y):
+        x = y.copy()
+        if lost == "odd":
+            x[:, 1::2] = x[:, :-1:2]
+        else:
+            x[:, 2::2] = x[:, 1:-1:2]
+        return x
+
+    class Pairs:
+        info = {"toy_rows": lost}
+
+        def batch(self, n):
+            y = ctx.lateral_patches(n)
+            return tuple(torch.from_numpy(a[:, None].copy()).to(ctx.device) for a in (degrade(y), y))
+
+        def validation(self):
+            y = ctx.lateral_patches(4, ctx.held_out_planes(), np.random.default_rng(0))
+            return degrade(y), y
+
+    return Pairs()
+
+
+class _ToyWarmup:
+    """A toy earlier stage: counts its steps."""
+
+    def __init__(self, ctx):
+        self.n = 0
+
+    def step(self):
+        self.n += 1
+        return {"loss": 1.0 / self.n}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        self.n = 0
+
+
+def _toy_method():
+    from napari_emsr.methods import Method, Option, Stage
+
+    return Method(
+        name="toy-rows",
+        description="a test method: restore the rows lost between kept ones",
+        pairs=_toy_rows_pairs,
+        net="rescnn",
+        size="tiny",
+        loss="l1",
+        order=1,
+        defaults={"steps": 4, "patch": 32, "batch": 2},
+        options=(
+            Option("toy_rows", "odd", choices=("odd", "even"), label="Lost rows", help="which rows the input loses",
+                   descriptions={"odd": "rows 1, 3, 5 ...", "even": "rows 2, 4, 6 ..."}),
+        ),
+        stages=(Stage("warmup", 2, _ToyWarmup),),
+    )
+
+
+def test_a_registered_toy_method_trains_and_reconstructs_in_the_panel(panel, qtbot):
+    from napari_emsr.methods import method_names, register_method, unregister_method
+
+    toy = register_method(_toy_method())
+    try:
+        combo = panel.method.method_combo
+        combo.showPopup()  # the picker reads the registry when it opens
+        combo.hidePopup()
+        combo.setCurrentIndex(combo.findData(toy.name))
+        assert panel.params.method == toy.name
+        assert (panel.params.steps, panel.params.patch, panel.params.size) == (4, 32, "tiny")
+        assert list(panel.method.option_combos) == ["toy_rows"]
+        assert panel.params.options == {"toy_rows": "odd"}
+        option = panel.method.option_combos["toy_rows"]
+        option.setCurrentIndex(option.findData("even"))
+        assert panel.params.options == {"toy_rows": "even"}
+
+        stages, messages = [], []
+        panel.status.events.stage.connect(stages.append)
+        panel.status.events.message.connect(messages.append)
+        _train(panel, qtbot)
+        assert stages == ["warmup", "restore"]
+        assert any(m.startswith("warmup (1/2): step") for m in messages), messages
+        assert panel.plot.steps == [1, 2, 3, 4]  # the restoring network's curve, after the warm-up's
+        assert panel.model is not None and panel.model.step == 4
+        assert panel.model.config["method"] == toy.name and panel.model.config["options"] == {"toy_rows": "even"}
+
+        panel.reconstruct_params.planes = ("xz",)
+        panel.reconstruct_layers()
+        qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+        layer = panel.reconstructed_layers[0]
+        source = panel.viewer.layers["medulla anisotropic"]
+        plane = np.asarray(layer.data[:, layer.data.shape[1] // 2, :])
+        assert plane.dtype == source.data.dtype and plane.shape == (layer.data.shape[0], source.data.shape[2])
+    finally:
+        unregister_method(toy.name)
+    assert toy.name not in method_names()
+    panel.method.refresh_methods()  # the method is gone: the panel falls back to the first one
+    assert panel.params.method == method_names()[0]

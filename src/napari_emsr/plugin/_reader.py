@@ -23,18 +23,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["napari_get_reader"]
 
 
-def _suffixes() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The TIFF suffixes, zarr suffixes and zarr marker files :mod:`napari_emsr.io` reads."""
-    from napari_emsr import io
-
-    # NOTE: transitional defaults until napari_emsr.io exports its suffix lists.
-    return (
-        tuple(getattr(io, "TIFF_SUFFIXES", (".tif", ".tiff"))),
-        tuple(getattr(io, "ZARR_SUFFIXES", (".zarr",))),
-        tuple(getattr(io, "ZARR_MARKERS", (".zgroup", ".zarray", "zarr.json"))),
-    )
-
-
 def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerData]] | None:
     """Return a reader for ``path`` if napari-emsr can open it as a 3D volume, else ``None``.
 
@@ -66,13 +54,14 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDa
 
 def _looks_readable(path: str | Path) -> bool:
     """Cheap check on the name (and for a folder, the zarr marker files): no file content is read."""
-    tiff, zarr, markers = _suffixes()
+    from napari_emsr.io import TIFF_SUFFIXES, ZARR_SUFFIXES, looks_like_zarr
+
     p = Path(path)
     name = p.name.lower().rstrip("/")
-    if name.endswith(tiff):
+    if name.endswith(TIFF_SUFFIXES):
         return p.is_file()
     if p.is_dir():
-        return name.endswith(zarr) or any((p / m).exists() for m in markers)
+        return name.endswith(ZARR_SUFFIXES) or looks_like_zarr(p)
     return False
 
 
@@ -93,9 +82,11 @@ def _open_or_none(path: str | Path) -> Any:
 
 def _stem(path: str | Path) -> str:
     """The layer name of a file: its name without the volume suffix (``stack.ome.zarr`` -> ``stack``)."""
-    tiff, zarr, _ = _suffixes()
+    from napari_emsr.io import TIFF_SUFFIXES, ZARR_SUFFIXES
+
     name = Path(path).name.rstrip("/")
-    suffixes = sorted({s for base in (*tiff, *zarr) for s in (".ome" + base, base)}, key=len, reverse=True)
+    bases = (*TIFF_SUFFIXES, *ZARR_SUFFIXES)
+    suffixes = sorted({s for base in bases for s in (".ome" + base, base)}, key=len, reverse=True)
     for suffix in suffixes:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

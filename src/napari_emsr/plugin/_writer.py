@@ -40,7 +40,7 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     from napari_emsr.errors import InputError
     from napari_emsr.io import write_volume
 
-    ndim = getattr(data, "ndim", 0)
+    ndim = getattr(data[0] if meta.get("multiscale") else data, "ndim", 0)
     if ndim != 3 or meta.get("rgb"):
         raise InputError(
             f"napari-emsr writes single-channel 3D volumes (z, y, x); this layer has {ndim} dimension(s)"

@@ -93,8 +93,8 @@ def volume_to_layer_data(volume: Any, name: str, **extra: Any) -> LayerData:
     """
     spacing = tuple(float(s) for s in volume.spacing) if volume.spacing is not None else None
     unit = getattr(volume, "unit", None) or "nm"
-    translation = getattr(volume, "translation", None)
-    levels = tuple(getattr(volume, "levels", None) or (volume.data,))
+    translation = volume.translation
+    levels = tuple(volume.levels or (volume.data,))
     multiscale = len(levels) > 1
     metadata = {
         "spacing": spacing,
@@ -192,15 +192,17 @@ def layer_data_to_volume(data: Any, meta: dict) -> Any:
     Parameters
     ----------
     data : array-like
-        The layer data, (z, y, x).
+        The layer data, (z, y, x) (a list of levels, finest first, for a multiscale layer).
     meta : dict
-        The layer attributes (``scale``, ``translate``, ``units``, ``metadata``); the unit comes from the
-        metadata the reader set, else from ``units``, else nanometres.
+        The layer attributes (``scale``, ``translate``, ``units``, ``metadata``, ``multiscale``); the unit
+        comes from the metadata the reader set, else from ``units``, else nanometres.
 
     Returns
     -------
     napari_emsr.io.Volume
     """
+    if meta.get("multiscale"):
+        data = data[0]  # NOTE: level 0; the OME-Zarr writer builds its own pyramid
     ndim = getattr(data, "ndim", 0)
     scale = tuple(float(s) for s in (meta.get("scale") or (1.0,) * ndim))[-3:]
     unit = short_unit((meta.get("metadata") or {}).get("unit"))
@@ -215,7 +217,7 @@ def _with_translation(data: Any, spacing: tuple[float, ...], unit: str, translat
     from napari_emsr.io import as_volume
 
     volume = as_volume(data, spacing=spacing, unit=unit)
-    if hasattr(volume, "translation") and len(translate) == 3 and any(translate):
+    if len(translate) == 3 and any(translate):
         import dataclasses
 
         # NOTE: as_volume may convert the spacing to nm; the translate is in the layer's unit, so it follows.

@@ -28,6 +28,18 @@ def _int_spin(value: int, minimum: int, maximum: int, step: int = 1) -> QSpinBox
     return box
 
 
+class _RegistryCombo(QComboBox):
+    """A drop-down that reads its registry again each time it opens (a method registered later shows up)."""
+
+    def __init__(self, refresh: Callable[[], Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # Qt's name
+        self._refresh()
+        super().showPopup()
+
+
 def _on_pick(combo: QComboBox, apply: Callable[[Any], Any]) -> None:
     """Call ``apply`` with the data of the item the user picks in ``combo``."""
     combo.currentIndexChanged.connect(lambda _: apply(combo.currentData()))
@@ -59,7 +71,6 @@ class MethodWidget(QGroupBox):
 
     def __init__(self, params: TrainingParameters, parent: QWidget | None = None):
         super().__init__("Method", parent)
-        from napari_emsr.methods import method_names
         from napari_emsr.nets import net_names
 
         self.params = params
@@ -67,9 +78,8 @@ class MethodWidget(QGroupBox):
         self._auto_notes: dict[str, tuple[str, str]] = {}
         self._net_sizes: dict[str, tuple[str, ...]] = {}
 
-        self.method_combo = QComboBox()
-        for name in method_names():
-            self.method_combo.addItem(name, name)
+        self.method_combo = _RegistryCombo(self.refresh_methods)
+        self.method_combo.setToolTip("The reconstruction method (methods registered by other packages appear too)")
         self.description_label = QLabel()
         self.description_label.setWordWrap(True)
         self.defaults_label = QLabel()
@@ -136,9 +146,9 @@ class MethodWidget(QGroupBox):
         from napari_emsr.methods import get_method
 
         if self.method_combo.findData(name) < 0:
-            self.refresh_methods()
-        _select(self.method_combo, name)
+            self._fill_methods()  # registered after the panel opened
         method = get_method(name)
+        _select(self.method_combo, name)
         self.description_label.setText(method.description)
         defaults = method.training_defaults()
         shown = {"net": f"{method.net} ({method.size})", **defaults} if method.net else defaults
@@ -150,17 +160,24 @@ class MethodWidget(QGroupBox):
             widget.setEnabled(method.trains)
 
     def refresh_methods(self) -> None:
-        """Offer the methods registered now (a method registered after the panel opened appears)."""
+        """Offer the methods registered now; when the picked one is gone, the first one is picked."""
+
+        names = self._fill_methods()
+        if names and self.params.method not in names:
+            self.params.method = names[0]
+
+    def _fill_methods(self) -> list[str]:
         from napari_emsr.methods import method_names
 
-        blocked = self.method_combo.blockSignals(True)
-        current = self.method_combo.currentData()
-        self.method_combo.clear()
-        for name in method_names():
-            self.method_combo.addItem(name, name)
-        index = self.method_combo.findData(current)
-        self.method_combo.setCurrentIndex(max(index, 0))
-        self.method_combo.blockSignals(blocked)
+        names = method_names()
+        if names != [self.method_combo.itemData(i) for i in range(self.method_combo.count())]:
+            blocked = self.method_combo.blockSignals(True)
+            self.method_combo.clear()
+            for name in names:
+                self.method_combo.addItem(name, name)
+            self.method_combo.setCurrentIndex(max(self.method_combo.findData(self.params.method), 0))
+            self.method_combo.blockSignals(blocked)
+        return names
 
     def _show_budget(self, *_: Any) -> None:
         kind = self.params.budget
