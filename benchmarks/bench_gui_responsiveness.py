@@ -72,26 +72,20 @@ def main(argv: list[str] | None = None) -> None:
     panel = EMSRWidget(viewer)
     viewer.window.add_dock_widget(panel)
     app = QApplication.instance()
-    panel.device.set_device("cpu")
-    panel.method.set_values(method="isotropic", steps=args.steps, patch=args.patch, size=args.size)
-    panel.preview_every = max(1, args.steps // 10)
+    params = panel.params
+    params.device = "cpu"
+    params.method = "isotropic"
+    params.steps, params.patch, params.size = args.steps, args.patch, args.size
+    params.preview_every = max(1, args.steps // 10)
+    params.threads = args.threads or None
     idle = _measure(app, 3.0)
-    config_threads = args.threads or None
-    original = panel.training_config
-
-    def config():
-        c = original()
-        c.threads = config_threads
-        return c
-
-    panel.training_config = config
     panel.start_training()
     # skip the trainer's start-up (reading the volume, building the net) so only steps are measured
-    while not panel.plot.steps:
+    while panel.status.busy and panel.status.step == 0:
         app.processEvents()
         time.sleep(0.005)
     t0 = time.perf_counter()
-    busy = _measure(app, None, until=lambda: not panel._training)
+    busy = _measure(app, None, until=lambda: not panel.status.busy)
     seconds = time.perf_counter() - t0
     print(
         f"device: cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()}); "

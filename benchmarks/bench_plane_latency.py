@@ -6,9 +6,11 @@ several y positions the script moves the dims slider and waits until napari has 
 wall time per plane (what the user waits) and, separately, the bare dask compute of one xz plane.
 Target: < 1 s per plane.
 
-With ``--fused-viewer`` it also shows the fused (xz + yz) layer, whose first plane of a 64-row block takes about
-30 s on a CPU, and prints the Qt event loop's delay (a 10 ms QTimer) while a new block computes, with napari's
-asynchronous rendering off (napari's default) and on (the panel's "Compute planes in the background").
+With ``--fused-viewer`` it also shows the fused (xz + yz) layer, whose first plane of a 64-row block computes the
+whole block (slow on a CPU), and prints how long a new block takes and the Qt event loop's delay (a 10 ms QTimer)
+meanwhile, with napari's asynchronous rendering off (napari's default) and on (the napari preference the panel's
+"Compute planes in the background" box offers). The script sets that preference for each run and puts the
+user's choice back at the end.
 
 Run under a virtual X server::
 
@@ -41,6 +43,7 @@ def _show_counted(viewer, volume, array, name: str, y: float | None = None):
     return the layer and the list of computed chunks (their y index), which grows as napari computes them."""
     import numpy as np
 
+    from napari_emsr.plugin.layers import paging_order, reconstruction_layer_kwargs, volume_to_layer_data
     from napari_emsr.reconstruct import output_spacing
 
     done: list[int] = []
@@ -49,19 +52,17 @@ def _show_counted(viewer, volume, array, name: str, y: float | None = None):
         done.append(block_info[0]["chunk-location"][1])
         return block
 
-    viewer.add_image(np.asarray(volume.data), scale=volume.spacing, name="input")
-    viewer.dims.order = (1, 0, 2)  # xz planes, y on the slider (what the panel does)
+    data, kwargs, _ = volume_to_layer_data(volume, name="input")
+    source = viewer.add_image(np.asarray(data), **kwargs)
+    viewer.dims.order = paging_order(viewer.dims.ndim, "xz")  # y on the slider, as the panel does
     if y is not None:
         viewer.dims.set_point(1, y)
-    # NOTE: added hidden, then shown, as the panel does: napari's Image constructor would otherwise slice
-    # an xy plane with its default dims order, i.e. compute the whole volume.
+    # NOTE: the panel's layer keyword arguments add it hidden; it is shown once it follows the rolled dims.
     layer = viewer.add_image(
         array.map_blocks(count, dtype=array.dtype),
-        scale=output_spacing(volume),
-        contrast_limits=(0, 255),
-        multiscale=False,
-        name=name,
-        visible=False,
+        **reconstruction_layer_kwargs(
+            source, volume, output_spacing(volume), name=name, spacing=volume.spacing, unit=volume.unit
+        ),
     )
     layer.visible = True
     return layer, done

@@ -54,26 +54,27 @@ def main(argv: list[str] | None = None) -> None:
     panel = EMSRWidget(viewer)
     viewer.window.add_dock_widget(panel, name="Isotropic reconstruction", area="right")
     app = QApplication.instance()
-    panel.device.set_device("cpu")
-    panel.method.set_values(method="isotropic", steps=args.steps, patch=args.patch, size=args.size)
+    params = panel.params
+    params.device = "cpu"
+    params.method = "isotropic"
+    params.steps, params.patch, params.size = args.steps, args.patch, args.size
     every = max(1, args.steps // 20)
-    panel.preview_every = every
-    panel.val_every = every
+    params.preview_every = params.val_every = every
     _settle(app, 1.0)
 
     panel.start_training()
     half = args.steps // 2
     _wait(
         app,
-        lambda: panel.plot.steps and panel.plot.steps[-1] >= half and PREVIEW_LAYER in viewer.layers,
+        lambda: panel.status.step >= half and PREVIEW_LAYER in viewer.layers,
         1800,
     )
     viewer.reset_view()
     _settle(app, 0.5)
     shot = viewer.screenshot(str(args.out / "training.png"), canvas_only=False, flash=False)
-    print(f"training.png {shot.shape} at step {panel.plot.steps[-1]}")
-    _wait(app, lambda: not panel._training, 3600)
-    print(panel.status_label.text())
+    print(f"training.png {shot.shape} at step {panel.status.step}")
+    _wait(app, lambda: not panel.status.busy, 3600)
+    print(panel.status.message)
 
     for name in (PREVIEW_LAYER, PREVIEW_CUBIC_LAYER):
         viewer.layers.remove(name)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     viewer.dims.order = (1, 0, 2)
     viewer.dims.set_point(1, float(source.scale[1]) * (ny // 2))
     _settle(app, 0.5)
-    panel.reconstruct.set_planes(["xz"])
+    panel.reconstruct_params.planes = ("xz",)
     panel.reconstruct_layers()
     _wait(app, lambda: bool(panel.reconstructed_layers), 600)
     viewer.grid.enabled = True
