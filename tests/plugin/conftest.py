@@ -8,9 +8,19 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+
+# napari saves its preferences whenever they change, and napari's make_napari_viewer resets them before each
+# viewer test: the viewer tests get a settings file of their own, so that a test run never rewrites the
+# user's napari preferences (napari reads NAPARI_CONFIG when napari.settings is first imported).
+if "NAPARI_CONFIG" not in os.environ and "napari.settings" not in sys.modules:
+    _SETTINGS_DIR = tempfile.mkdtemp(prefix="napari-emsr-tests-")
+    atexit.register(shutil.rmtree, _SETTINGS_DIR, True)
+    os.environ["NAPARI_CONFIG"] = str(Path(_SETTINGS_DIR) / "settings.yaml")
 
 # napari draws every layer with OpenGL as soon as it is added, so viewer tests need a display whose
 # OpenGL works (Xvfb + Mesa here). When it does not, every viewer test fails with the same obscure

@@ -33,6 +33,13 @@ PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused"}
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 
 
+def _methods() -> Any:
+    """The method registry (imported on first use; it imports no torch)."""
+    from napari_emsr import methods
+
+    return methods
+
+
 @evented
 @dataclass
 class InputParameters:
@@ -76,8 +83,9 @@ class TrainingParameters:
     Attributes
     ----------
     method : str
-        A name of :func:`napari_emsr.methods.method_names`. Picking one in the panel resets the fields below
-        to the method's defaults (:meth:`use_method_defaults`).
+        A name of :func:`napari_emsr.methods.method_names` (default: the registry's default method). Picking
+        one in the panel resets the network, patch, steps and options to the method's defaults
+        (:meth:`use_method_defaults`).
     budget : str
         ``"steps"`` or ``"minutes"``: which of the two next fields bounds training.
     steps : int
@@ -98,13 +106,13 @@ class TrainingParameters:
         torch threads on a CPU; None leaves one core to napari.
     """
 
-    method: str = "isotropic"
+    method: str = field(default_factory=lambda: _methods().DEFAULT_METHOD)
     budget: str = "steps"
-    steps: int = 3000
+    steps: int = field(default_factory=lambda: int(_methods().TRAINING_DEFAULTS["steps"]))
     minutes: int = 30
-    patch: int = 64
-    net: str | None = "rescnn"
-    size: str | None = "small"
+    patch: int = field(default_factory=lambda: int(_methods().TRAINING_DEFAULTS["patch"]))
+    net: str | None = None
+    size: str | None = None
     device: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
     val_every: int | None = None
@@ -117,9 +125,7 @@ class TrainingParameters:
 
     def use_method_defaults(self) -> None:
         """Reset the network, patch, steps and options to the defaults of :attr:`method`."""
-        from napari_emsr.methods import get_method
-
-        method = get_method(self.method)
+        method = _methods().get_method(self.method)
         defaults = method.training_defaults()
         if method.net:
             self.net = method.net

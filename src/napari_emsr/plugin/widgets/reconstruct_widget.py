@@ -68,14 +68,6 @@ class ReconstructWidget(QGroupBox):
         self.button.clicked.connect(self.reconstruct_requested)
         self.background.clicked.connect(self._on_background_clicked)
 
-    def planes(self) -> list[str]:
-        """The checked planes."""
-        return list(self.params.planes)
-
-    def set_planes(self, planes: list[str]) -> None:
-        """Check exactly ``planes``."""
-        self.params.planes = tuple(p for p in PLANES if p in planes)
-
     def _show_planes(self, planes: Any, *_: Any) -> None:
         for plane, check in self.checks.items():
             blocked = check.blockSignals(True)
