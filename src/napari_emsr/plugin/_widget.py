@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from functools import partial
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QLabel, QMessageBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.plugin import async_rendering
 from napari_emsr.plugin.layers import (
     layer_spacing,
     layer_to_volume,
@@ -53,7 +53,7 @@ from napari_emsr.plugin.widgets.input_widget import InputWidget
 from napari_emsr.plugin.widgets.method_widget import MethodWidget
 from napari_emsr.plugin.widgets.model_widget import ModelWidget
 from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
-from napari_emsr.plugin.widgets.reconstruct_widget import NAPARI_ASYNC_PREFERENCE, ReconstructWidget
+from napari_emsr.plugin.widgets.reconstruct_widget import ReconstructWidget
 from napari_emsr.plugin.widgets.train_widget import TrainWidget
 from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob, export_task
 from napari_emsr.plugin.workers.runner import start_task
@@ -103,22 +103,6 @@ def _guarded(widget: QWidget, slots: Any) -> list:
         return run
 
     return [wrap(slot) for slot in slots]
-
-
-def _weak_action(method: Any) -> Any:
-    """A notification action calling the bound ``method`` while its object lives.
-
-    napari keeps notifications (and their actions) for the whole session; a strong reference would keep a
-    closed panel and its viewer alive.
-    """
-    ref = weakref.WeakMethod(method)
-
-    def action(_notification: Any) -> None:
-        bound = ref()
-        if bound is not None:
-            bound()
-
-    return action
 
 
 def _method(name: str) -> Any:
@@ -226,11 +210,8 @@ class EMSRWidget(QWidget):
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
         # "Compute planes in the background" shows napari's own asynchronous-rendering setting and follows it.
-        from napari.settings import get_settings
-
-        self._napari_settings = get_settings()
         self.reconstruct.set_background(self.background_slicing())
-        self._napari_settings.experimental.events.async_.connect(self._on_async_setting)
+        async_rendering.events().connect(self._on_async_setting)
 
         self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
         self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
@@ -659,32 +640,9 @@ class EMSRWidget(QWidget):
 
     def _notify_fused_cost(self) -> None:
         """Say that a fused block is slow on a CPU, and offer napari's background rendering when it is off."""
-        from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
+        from napari.utils.notifications import notification_manager
 
-        # NOTE: napari slices in its main thread unless its asynchronous rendering is on; the event loop's
-        # delay while a fused block computes, off and on: benchmarks/bench_plane_latency.py --fused-viewer.
-        head = (
-            "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer computes 64 rows at "
-            "a time: on a CPU the first view of each block is slow (benchmarks/bench_plane_latency.py "
-            "--fused-viewer measures it); "
-        )
-        if self.background_slicing():
-            notification_manager.dispatch(
-                Notification(
-                    head + "napari stays usable meanwhile (planes are computed in the background).",
-                    severity=NotificationSeverity.INFO,
-                )
-            )
-            return
-        notification_manager.dispatch(
-            Notification(
-                head + "napari waits meanwhile. napari's asynchronous rendering keeps it usable (a napari preference, "
-                f"{NAPARI_ASYNC_PREFERENCE}, saved for every session); or browse with xz-restored and export the "
-                "fused volume.",
-                severity=NotificationSeverity.INFO,
-                actions=[("Turn on napari's asynchronous rendering", _weak_action(self._background_from_notification))],
-            )
-        )
+        notification_manager.dispatch(async_rendering.fused_cost_notice(self._background_from_notification))
 
     def _background_from_notification(self) -> None:
         from napari.utils.notifications import show_info
@@ -692,8 +650,8 @@ class EMSRWidget(QWidget):
         if _alive(self):
             self.set_background_slicing(True)
             show_info(
-                f"napari's asynchronous rendering is on: a napari preference, saved for every session "
-                f"({NAPARI_ASYNC_PREFERENCE} turns it off)."
+                "napari's asynchronous rendering is on: a napari preference, saved for every session "
+                f"({async_rendering.PREFERENCE} turns it off)."
             )
 
     def _on_reconstructed(self, layer: Any, volume: Any, results: list) -> None:
@@ -731,15 +689,15 @@ class EMSRWidget(QWidget):
     # ------------------------------------------------------------------ napari's asynchronous rendering
     def background_slicing(self) -> bool:
         """Whether napari computes planes in the background (its asynchronous-rendering preference)."""
-        return bool(self._napari_settings.experimental.async_)
+        return async_rendering.is_on()
 
     def set_background_slicing(self, on: bool) -> None:
         """Change napari's asynchronous-rendering preference (napari saves it for every session).
 
         The panel calls this only when the user asked for it (the confirmation of the Reconstruct box, the
-        button of the fused-layer notification); a script that calls it changes the user's napari preference.
+        button of the fused-layer notice); a script that calls it changes the user's napari preference.
         """
-        self._napari_settings.experimental.async_ = bool(on)
+        async_rendering.set_on(on)
 
     def ask_background_slicing(self, on: bool) -> bool:
         """Ask the user whether to change napari's asynchronous-rendering preference to ``on``; do it if yes.
@@ -749,20 +707,7 @@ class EMSRWidget(QWidget):
         bool
             Whether the preference was changed.
         """
-        if bool(on) == self.background_slicing():
-            return False
-        what = "on" if on else "off"
-        answer = QMessageBox.question(
-            self,
-            "napari preference",
-            f"Turn napari's asynchronous rendering {what}?\n\nThis is napari's own preference "
-            f"({NAPARI_ASYNC_PREFERENCE}); napari saves it and uses it in every session, for every layer. "
-            "On, planes are computed in a thread, so napari stays usable while a slow plane is on its way.",
-        )
-        if answer != QMessageBox.StandardButton.Yes:
-            return False
-        self.set_background_slicing(on)
-        return True
+        return async_rendering.ask_to_set(self, on)
 
     def _on_async_setting(self, event: Any) -> None:
         if _alive(self):
@@ -849,7 +794,7 @@ class EMSRWidget(QWidget):
     # ------------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
-        self._napari_settings.experimental.events.async_.disconnect(self._on_async_setting)
+        async_rendering.events().disconnect(self._on_async_setting)
         if self.session is not None:
             self.session.stop()
         if self.export_job is not None:

@@ -7,10 +7,8 @@ from typing import Any
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from napari_emsr.plugin.async_rendering import PREFERENCE
 from napari_emsr.plugin.state import PLANE_LABELS, PLANES, ReconstructParameters
-
-#: Where napari keeps the asynchronous-rendering preference the background box shows.
-NAPARI_ASYNC_PREFERENCE = "Preferences > Experimental > Render Layers Asynchronously"
 
 
 class ReconstructWidget(QGroupBox):
@@ -48,7 +46,7 @@ class ReconstructWidget(QGroupBox):
         )
         self.background = QCheckBox("Compute planes in the background (napari preference)")
         self.background.setToolTip(
-            f"napari's asynchronous rendering ({NAPARI_ASYNC_PREFERENCE}): a new plane is computed in a thread, "
+            f"napari's asynchronous rendering ({PREFERENCE}): a new plane is computed in a thread, "
             "so napari stays usable while a slow plane (the fused layer on a CPU) is on its way. It is napari's "
             "saved preference, kept for every session: changing it here asks first"
         )
