@@ -172,6 +172,36 @@ def test_viewer_sample_and_save(make_napari_viewer, tmp_path):
     np.testing.assert_allclose(open_volume(out).spacing, (40, 10, 10))
 
 
+@pytest.mark.gui
+def test_exported_reconstruction_is_a_valid_pyramid_that_reopens_multiscale_with_its_translation(
+    make_napari_viewer, tmp_path
+):
+    """emsr's export of a stack with a translation: a valid NGFF pyramid, opened by napari as a multiscale layer
+    placed where the input was."""
+    import warnings
+
+    import yaozarrs
+
+    from napari_emsr.io import as_volume
+    from napari_emsr.reconstruct import export
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (9, 300, 40), dtype=np.uint8)
+    vol = as_volume(stack, spacing=(40.0, 10.0, 10.0))
+    vol.translation = (400.0, 50.0, 60.0)
+    out = export(vol, "cubic", tmp_path / "iso.ome.zarr", planes="xz")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yaozarrs.validate_zarr_store(str(out))
+    assert not [w for w in caught if type(w.message).__name__ == "ValidationWarning"]
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(out), plugin="napari-emsr")
+    assert layer.multiscale and len(layer.data) >= 2
+    assert layer.data[0].shape == (33, 300, 40) and layer.data[1].shape[1] == 150
+    np.testing.assert_allclose(layer.scale, (10, 10, 10))
+    np.testing.assert_allclose(layer.translate, (400, 50, 60))  # output slice 0 is input slice 0
+
+
 # ------------------------------------------------------------------------------ layers <-> volumes (plugin.layers)
 def _volume(levels=1, translation=None, unit="nm"):
     import dask.array as da
