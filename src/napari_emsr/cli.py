@@ -69,13 +69,52 @@ def _factor(args, vol) -> float | None:
     return factor_from_spacing(vol.spacing, getattr(args, "axis", 0) or 0)
 
 
-def _check_output(path: str | Path, overwrite: bool) -> Path:
+def same_place(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are the same file or folder, or one lies inside the other (a zarr store is a folder)."""
+    pa, pb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return pa == pb or pa in pb.parents or pb in pa.parents
+
+
+def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Path | None] | None = None) -> Path:
+    """The output path, checked: never one of ``not_`` (what -> path: the input, the model ...), whatever the flags;
+    an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it)."""
+    from .io import INCOMPLETE_MARKER
+
     p = Path(path)
+    for what, other in (not_ or {}).items():
+        if other is not None and same_place(p, other):
+            raise InputError(f"{p} is the {what} ({other}): choose another output path (nothing was written)")
     if p.exists() and not overwrite:
-        marker = p / ".emsr_incomplete"
-        if not marker.exists():
+        if not (p / INCOMPLETE_MARKER).exists():
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
     return p
+
+
+def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path | None]) -> Path:
+    """A model file the command will write: never the input or the output; an existing file only with --overwrite
+    (or when it is the model being resumed)."""
+    for what, other in not_.items():
+        if other is not None and same_place(path, other):
+            raise InputError(f"the {role} {path} is the {what} ({other}): choose another path (nothing was written)")
+    resumed = getattr(args, "resume", None)
+    if path.exists() and not args.overwrite and not (resumed and same_place(path, resumed)):
+        raise OutputExistsError(
+            f"the {role} {path} exists (a model from an earlier run?): to write the volume with it, run "
+            f"`emsr apply {args.input} --model {path} -o OUTPUT`; to train again and replace it, pass --overwrite; "
+            "or give another path (--save-model / --checkpoint)"
+        )
+    return path
+
+
+def _check_volume_output(args) -> None:
+    """What an output volume path and --fuse must be, checked before any training starts."""
+    from .io import TIFF_SUFFIXES, ZARR_SUFFIXES
+
+    if not str(args.output).lower().rstrip("/").endswith(TIFF_SUFFIXES + ZARR_SUFFIXES):
+        raise InputError(
+            f"cannot write {args.output}: the output must end in .tif/.tiff (TIFF stack) or .zarr/.ome.zarr (OME-Zarr)"
+        )
+    _planes(args)
 
 
 def _progress(desc: str, total: int, quiet: bool):
@@ -208,7 +247,9 @@ def _run_training(args, vol, out_model: Path | None):
 
 
 def cmd_train(args) -> int:
-    out = _check_output(args.output, args.overwrite)
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input})
+    if args.checkpoint:
+        _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input})
     vol = _open(args)
     model, trainer, interrupted, _ = _run_training(args, vol, out)
     h = model.history[-1] if model.history else {}
@@ -240,7 +281,7 @@ def _planes(args) -> str:
     return table[f]
 
 
-def _write(args, vol, model, out: Path) -> dict:
+def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
     from tqdm.auto import tqdm
 
     from .reconstruct import export, output_spacing
@@ -255,7 +296,7 @@ def _write(args, vol, model, out: Path) -> dict:
     try:
         path = export(
             vol, model, out, planes=_planes(args), factor=args.factor, device=args.device,
-            overwrite=args.overwrite, progress=progress,
+            overwrite=args.overwrite, progress=progress, axis=axis,
         )
     except KeyboardInterrupt:
         bar.close()
@@ -271,7 +312,8 @@ def _write(args, vol, model, out: Path) -> dict:
 def cmd_apply(args) -> int:
     from .model import EMSRModel
 
-    out = _check_output(args.output, args.overwrite)
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model})
+    _check_volume_output(args)
     model = EMSRModel.load(args.model)
     vol = _open(args)
     info = _write(args, vol, model, out)
@@ -282,12 +324,18 @@ def cmd_apply(args) -> int:
 def cmd_reconstruct(args) -> int:
     from .methods import get_method
 
-    out = _check_output(args.output, args.overwrite)
-    vol = _open(args)
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input})
+    _check_volume_output(args)
     meth = get_method(args.method)
-    payload: dict = {"method": meth.name}
+    model_path = None
     if meth.trains:
         model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
+        _check_model_path(model_path, args, role="model file", not_={"input": args.input, "output": out})
+        if args.checkpoint:
+            _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input, "output": out})
+    vol = _open(args)
+    payload: dict = {"method": meth.name}
+    if meth.trains:
         model, trainer, interrupted, _ = _run_training(args, vol, model_path)
         payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
                         "profile_estimate": model.config.get("profile_estimate")})
@@ -295,7 +343,7 @@ def cmd_reconstruct(args) -> int:
             return 130
     else:
         model = meth.name
-    info = _write(args, vol, model, out)
+    info = _write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
     payload.update(info)
     _emit(args, payload, f"wrote {info['output']} in {info['seconds']:.1f} s")
     return 0

@@ -41,7 +41,12 @@ def check_factor(factor: Any) -> float:
         f = float(factor)
     except (TypeError, ValueError):
         raise InputError(f"the anisotropy factor must be a number, got {factor!r}") from None
-    if not math.isfinite(f) or f < 1.0:
+    if not math.isfinite(f):
+        raise InputError(
+            f"the anisotropy factor F = {factor} is not a finite number: F is the z spacing divided by the lateral "
+            "spacing (e.g. 40 nm / 10 nm = 4); check the voxel size or pass --factor"
+        )
+    if f < 1.0:
         raise InputError(
             f"the anisotropy factor F = {factor} is below 1: F is the z spacing divided by the lateral spacing "
             "(e.g. 40 nm / 10 nm = 4); check the voxel size or pass --factor"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -235,8 +236,14 @@ class EMSRModel:
             if net is None:
                 from .nets import build_net
 
-                net = build_net(self.config["net"], **self.config.get("net_kwargs", {}))
-                net.load_state_dict(self.state_dict)
+                try:
+                    net = build_net(self.config["net"], **self.config.get("net_kwargs", {}))
+                    net.load_state_dict(self.state_dict)
+                except (KeyError, RuntimeError, TypeError) as exc:
+                    raise ModelError(
+                        f"the model's weights do not fit its network {self.config.get('net')!r} "
+                        f"({type(exc).__name__}): the file is damaged or was edited; train a new model"
+                    ) from None
                 net.eval().to(device)
                 self._nets[device] = net
             return net
@@ -281,6 +288,37 @@ class EMSRModel:
         if with_extra:
             return model, {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict", "stages")}
         return model
+
+    def validate(self) -> None:
+        """Raise ModelError when the model cannot give a sound result: no usable factor or normalisation, or
+        weights that are not finite (a diverged or damaged model would write garbage with no error)."""
+        import torch
+
+        c = self.config
+        try:
+            factor = float(c["factor"])
+            lo, hi = (float(v) for v in c["norm"])
+            int(c.get("order", 3))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(
+                "the model file lacks a usable factor, normalisation or order in its config: it is damaged or not "
+                "from napari-emsr; train a new model"
+            ) from None
+        if not (math.isfinite(factor) and factor >= 1.0):
+            raise ModelError(f"the model's factor F = {factor} is not a valid anisotropy factor: train a new model")
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ModelError(
+                f"the model's intensity normalisation ({lo}, {hi}) is empty or not finite (trained on a constant "
+                "or broken volume?): train a new model on the stack"
+            )
+        bad = [k for k, v in self.state_dict.items()
+               if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ModelError(
+                f"the model's weights hold NaN or infinite values ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}): training diverged or the file is damaged; train again "
+                "(a lower --lr helps)"
+            )
 
     def copy(self) -> EMSRModel:
         stages = {n: {k: v.clone() for k, v in sd.items()} for n, sd in self.stages.items()}

@@ -167,15 +167,21 @@ def reconstruct(
     import dask.array as da
     from dask.base import tokenize
 
-    from .io import as_volume
+    from .geometry import check_factor
+    from .io import as_volume, finite_check
     from .model import TILE, TILE_OVERLAP, EMSRModel
 
     if planes not in PLANES:
         raise InputError(f"planes must be one of {', '.join(PLANES)}, got {planes!r}")
     vol = volume if hasattr(volume, "spacing") and hasattr(volume, "data") else as_volume(volume)
+    if factor is not None:
+        factor = check_factor(factor)
+    # NOTE: a sample of planes is read (float data only): NaN or inf would come out as NaN, or as zeros once cast.
+    finite_check(vol.data)
     if isinstance(model, (str, Path)) and str(model) not in ("cubic", "linear"):
         model = EMSRModel.load(model)
     if isinstance(model, EMSRModel):
+        model.validate()
         ax = model.axis if axis is None else check_axis(axis)
         given = factor if factor is not None or vol.spacing is None else resolve_factor(None, vol.spacing, ax)
         model.check_compatible(given, ax)
@@ -243,6 +249,11 @@ def export(
     """
     from .io import write_volume
 
+    source = getattr(volume, "source", None)
+    if source and Path(str(source)).exists():
+        a, b = Path(path).expanduser().resolve(), Path(str(source)).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise InputError(f"{path} is the input volume ({source}): write the result elsewhere (nothing was written)")
     arr = reconstruct(volume, model, planes=planes, factor=factor, device=device,
                       chunks=chunks or _export_chunks(volume, planes), **kwargs)
     axis = kwargs.get("axis")

@@ -74,6 +74,7 @@ class TrainConfig:
                 f"method {m.name!r} needs no training; apply it directly (emsr reconstruct --method {m.name})"
             )
         c = replace(self, **fixed)
+        _check_numbers(c)
         defaults = m.training_defaults()
         batch_cuda = defaults.pop("batch_cuda", None)
         values: dict[str, Any] = {"net": c.net or m.net, "size": c.size or m.size,
@@ -113,6 +114,22 @@ class TrainEvent:
         if self.val_psnr is None or self.cubic_psnr is None:
             return None
         return self.val_psnr - self.cubic_psnr
+
+
+def _check_numbers(c: TrainConfig) -> None:
+    """Refuse budgets and sizes that cannot work, naming the command-line option (None means the default)."""
+    def bad(flag: str, value: Any, what: str) -> InputError:
+        return InputError(f"--{flag} {value!r} cannot work: give {what}")
+
+    ints = {"steps": (c.steps, 1), "patch": (c.patch, 16), "batch": (c.batch, 1), "val-every": (c.val_every, 1),
+            "checkpoint-every": (c.checkpoint_every, 1), "preview-every": (c.preview_every, 0),
+            "threads": (c.threads, 1)}
+    for flag, (value, low) in ints.items():
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
+            raise bad(flag, value, f"a whole number of at least {low}")
+    for flag, value in (("minutes", c.minutes), ("lr", c.lr)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
+            raise bad(flag, value, "a positive number")
 
 
 def _resumed_options(method, rc: dict) -> dict:
@@ -174,10 +191,17 @@ class Trainer:
             fixed.update(net=rc["net"], net_kwargs=rc.get("net_kwargs", {}), size=rc.get("size"),
                          options={**config.options, **_resumed_options(method, rc)})
         else:
-            kwargs = dict(net_sizes(config.net).get(config.size, {})) if config.size else {}
+            sizes = net_sizes(config.net)
+            if config.size and config.size not in sizes:
+                raise InputError(f"unknown size {config.size!r} for network {config.net!r}: choose {', '.join(sizes)}")
+            kwargs = dict(sizes.get(config.size, {})) if config.size else {}
             kwargs.update(config.net_kwargs)
             fixed["net_kwargs"] = kwargs
         self.config = config = config.resolved(device, **fixed)
+        source = getattr(vol, "source", None)
+        if config.checkpoint and source and Path(str(source)).exists():
+            if Path(config.checkpoint).expanduser().resolve() == Path(str(source)).resolve():
+                raise InputError(f"the checkpoint {config.checkpoint} is the input volume: choose another path")
         self.method = method
         self.data = data
         self.volume = vol

@@ -1,0 +1,143 @@
+"""Nothing already made is lost, nothing silently wrong is written: the command line's data-safety promises.
+
+Each case was found by trying the CLI as a new user would; each must end in our clear message and exit code 2,
+with the input and any existing file untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_emsr import cli
+from napari_emsr.io import open_volume, write_volume
+
+
+def _digest(path: Path) -> str:
+    """A hash of a file, or of every file of a folder (a zarr store)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _tif(path: Path, data: np.ndarray) -> Path:
+    tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
+                     metadata={"spacing": 40.0, "unit": "nm", "axes": "ZYX"})
+    return path
+
+
+@pytest.fixture
+def stack(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (9, 48, 48), dtype=np.uint8)
+    return _tif(tmp_path / "x.tif", data), data
+
+
+@pytest.fixture
+def model(stack, tmp_path):
+    path = tmp_path / "m.emsr.pt"
+    assert cli.main(["train", str(stack[0]), "-o", str(path), "--steps", "2", "--size", "tiny", "--patch", "24",
+                     "--device", "cpu", "-q"]) == 0
+    return path
+
+
+def _refused(argv, capsys, *words) -> str:
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_the_input_is_never_the_output_whatever_the_flags(stack, tmp_path, capsys):
+    src = tmp_path / "a.zarr"
+    write_volume(src, stack[1], (40, 10, 10))
+    before = _digest(src)
+    _refused(["reconstruct", src, "--method", "cubic", "-o", src, "--overwrite", "-q"], capsys, "is the input")
+    _refused(["reconstruct", src, "--method", "cubic", "-o", src / "inside.zarr", "--overwrite", "-q"], capsys,
+             "is the input")
+    assert _digest(src) == before
+    np.testing.assert_array_equal(np.asarray(open_volume(src).data), stack[1])
+
+
+def test_model_files_never_replace_the_input_or_an_existing_file(stack, model, tmp_path, capsys):
+    tif, _ = stack
+    before = _digest(tif)
+    _refused(["train", tif, "-o", tmp_path / "n.pt", "--checkpoint", tif, "--steps", "1", "-q"], capsys, "is the input")
+    _refused(["reconstruct", tif, "-o", tmp_path / "o.tif", "--save-model", tif, "--steps", "1", "-q"], capsys,
+             "is the input")
+    _refused(["apply", tif, "--model", model, "-o", model, "--overwrite", "-q"], capsys, "is the model")
+    assert _digest(tif) == before
+    # the default model file of `reconstruct` (<output>.emsr.pt) is not replaced silently
+    existing = tmp_path / "o.emsr.pt"
+    existing.write_bytes(b"somebody's model")
+    _refused(["reconstruct", tif, "-o", tmp_path / "o.tif", "--steps", "1", "-q"], capsys, "exists", "emsr apply",
+             "--overwrite")
+    assert existing.read_bytes() == b"somebody's model" and not (tmp_path / "o.tif").exists()
+
+
+def test_nan_input_is_refused_not_written(tmp_path, model, capsys):
+    data = np.random.default_rng(1).random((9, 48, 48), dtype=np.float32)
+    data[3, 5, 5] = np.nan
+    tif = _tif(tmp_path / "nan.tif", data)
+    _refused(["reconstruct", tif, "--method", "cubic", "-o", tmp_path / "c.tif", "-q"], capsys, "NaN")
+    _refused(["apply", tif, "--model", model, "-o", tmp_path / "m.tif", "-q"], capsys, "NaN")
+    assert not (tmp_path / "c.tif").exists() and not (tmp_path / "m.tif").exists()
+
+
+def test_a_model_that_cannot_give_a_sound_result_is_refused(stack, model, tmp_path, capsys):
+    import torch
+
+    from napari_emsr.model import EMSRModel
+
+    m = EMSRModel.load(model)
+    broken = m.copy()
+    next(iter(broken.state_dict.values())).view(-1)[0] = float("nan")
+    broken.save(tmp_path / "nan.pt")
+    flat = m.copy()
+    flat.config["norm"] = [7.0, 7.0]
+    flat.save(tmp_path / "flat.pt")
+    torch.save({"format": "napari-emsr-model", "config": "{}", "state_dict": {}}, tmp_path / "empty.pt")
+    for bad, word in (("nan.pt", "NaN"), ("flat.pt", "normalisation"), ("empty.pt", "factor")):
+        _refused(["apply", stack[0], "--model", tmp_path / bad, "-o", tmp_path / f"{bad}.tif", "-q"], capsys, word)
+        assert not (tmp_path / f"{bad}.tif").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["reconstruct", "--method", "cubic", "--axis", "3"], "axis must be 0, 1 or 2"),
+        (["reconstruct", "--method", "cubic", "--axis", "-1"], "axis must be 0, 1 or 2"),
+        (["train", "--steps", "-5"], "--steps -5"),
+        (["train", "--minutes", "nan"], "--minutes nan"),
+        (["train", "--size", "huge"], "unknown size 'huge'"),
+        (["train", "--patch", "4"], "--patch 4"),
+        (["train", "--batch", "0"], "--batch 0"),
+        (["train", "--lr", "-1"], "--lr -1"),
+        (["train", "--val-every", "0"], "--val-every 0"),
+        (["reconstruct", "--fuse", "xy"], "--fuse takes"),
+    ],
+)
+def test_options_that_cannot_work_are_refused_before_anything_runs(stack, tmp_path, capsys, extra, words):
+    command, *rest = extra
+    out = tmp_path / ("m.pt" if command == "train" else "o.tif")
+    _refused([command, stack[0], "-o", out, *rest, "-q"], capsys, words)
+    assert not out.exists() and not (tmp_path / "o.emsr.pt").exists()  # refused before training or writing
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_training(stack, tmp_path, capsys):
+    _refused(["reconstruct", stack[0], "-o", tmp_path / "out.png", "--steps", "1", "-q"], capsys, "must end in .tif")
+    assert not (tmp_path / "out.emsr.pt").exists()
+
+
+def test_info_and_apply_refuse_impossible_numbers(stack, model, tmp_path, capsys):
+    _refused(["info", stack[0], "--axis", "5", "--fast"], capsys, "axis must be 0, 1 or 2")
+    _refused(["apply", stack[0], "--model", model, "-o", tmp_path / "o.tif", "--factor", "nan", "-q"], capsys,
+             "not a finite number")
