@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError, OutputExistsError
 from .blocks import block_axis, chunk_blocks, region
 from .formats import NOT_A_VOLUME
+from .safety import check_output_folder, reserve, write_error
 from .units import Spacing, normalise_unit, spacing_in_nm
 from .volume import Volume, check_volume
 
@@ -59,6 +60,7 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
             base_shape = tuple(int(s) for s in series.shape)
             level_shape = tuple(int(s) for s in levels[level].shape)
             spacing, unit = _tiff_spacing(tf, series)
+            _check_decodable(p, tf, levels[level])
     except InputError:
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
@@ -98,6 +100,52 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
 
     data = check_volume(arr, channel=channel, axes=axes)
     return Volume(data=data, spacing=spacing, unit=unit, source=str(p))
+
+
+def _check_decodable(p: Path, tf: Any, level: Any) -> None:
+    """Decode the first strip or tile of a compressed TIFF now, so that a missing codec is said at opening.
+
+    tifffile decodes zlib/deflate, LZMA and PackBits itself; LZW, JPEG, zstd, WebP, JPEG 2000 and others
+    need the ``imagecodecs`` package, and without it every read of the data fails (only once it is read,
+    which for a lazy volume is in the middle of a reconstruction).
+
+    Raises
+    ------
+    InputError
+        When the data cannot be decoded: naming the compression, and ``pip install imagecodecs`` when that
+        package is missing.
+    """
+    page = getattr(level, "keyframe", None)
+    if page is None or int(getattr(page, "compression", 1)) == 1:
+        return  # uncompressed
+    counts = tuple(int(c) for c in page.databytecounts)
+    first = next((i for i, c in enumerate(counts) if c > 0), None)
+    if first is None:
+        return  # no data stored (all segments empty): nothing to decode
+    try:
+        fh = tf.filehandle
+        fh.seek(int(page.dataoffsets[first]))
+        page.decode(fh.read(counts[first]), first, jpegtables=getattr(page, "jpegtables", None))
+    except Exception as exc:
+        name = _compression_name(page.compression)
+        segment = "tile" if page.is_tiled else "strip"
+        try:
+            import imagecodecs  # noqa: F401
+        except ImportError:
+            raise InputError(
+                f"{p} is compressed with {name}, which needs the imagecodecs package to be read ({exc}): "
+                "install it with `pip install imagecodecs` and open the file again (or save it uncompressed)"
+            ) from None
+        raise InputError(
+            f"{p} is compressed with {name} and its first {segment} cannot be decoded ({exc}): the file may "
+            "be damaged, or use a variant of the compression that is not supported; save it uncompressed"
+        ) from None
+
+
+def _compression_name(value: Any) -> str:
+    name = getattr(value, "name", None) or str(value)
+    names = {"LZW": "LZW", "JPEG": "JPEG", "ADOBE_DEFLATE": "Deflate", "DEFLATE": "Deflate", "ZSTD": "Zstandard"}
+    return names.get(name, name.replace("_", " "))
 
 
 class _LazyTiff:
@@ -252,13 +300,26 @@ def write_tiff(
         raise OutputExistsError(f"{p} exists and is a folder; choose another path for the TIFF")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
-    if not p.parent.exists():
-        raise InputError(f"the folder {p.parent} does not exist: create it or choose another output path")
+    check_output_folder(p.parent)
     suffix = p.suffix
     tmp = p.with_name(p.name[: -len(suffix)] + ".partial" + suffix)
 
-    shape = tuple(int(s) for s in arr.shape)
     dtype = np.dtype(arr.dtype)
+    if dtype == np.float16:
+        # NOTE: neither ImageJ nor OME-XML knows half floats (tifffile refuses them); float32 holds every
+        # float16 value exactly.
+        log.warning(
+            "%s: a TIFF stack (ImageJ or OME) cannot hold float16; writing float32 (exact, twice the size). "
+            "Write .zarr to keep float16", p,
+        )
+        arr = arr.astype(np.float32)
+        dtype = np.dtype(np.float32)
+    elif dtype.kind in "iu" and dtype.itemsize > 4:
+        raise InputError(
+            f"cannot write {dtype} data to the TIFF {p}: ImageJ and OME-TIFF hold integers of at most 32 bits; "
+            "write .zarr instead, or convert the data to int32/uint32 or float32/float64 first"
+        )
+    shape = tuple(int(s) for s in arr.shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     big = nbytes > _BIGTIFF_BYTES
     imagej = not big and dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -287,6 +348,9 @@ def write_tiff(
     try:
         mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
         try:
+            # The file is sparse so far: reserve its space now, so that a full disk is an error here and
+            # not a SIGBUS (death without a message) when a page of the map is written later.
+            reserve(tmp, tmp.stat().st_size)
             for start, stop in blocks:
                 where = region(axis, start, stop)
                 da.store(arr[where], mm, regions=where, lock=False)
@@ -296,11 +360,16 @@ def write_tiff(
         finally:
             del mm
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            err = write_error(exc, p, p.parent, needed=nbytes,
+                              what_next="then write the TIFF again (a TIFF export starts again from the beginning)")
+            if err is not None:
+                raise err from None
         raise
     log.info("wrote %s (%s, %s)", p, shape, dtype)
     return p
