@@ -16,7 +16,9 @@ Modules, one role each:
 - :mod:`.omezarr`: zarr / OME-Zarr reading and writing, the incomplete marker and resume;
 - :mod:`.ngff`: NGFF metadata through the yaozarrs model of the spec;
 - :mod:`.pyramid`: which pyramid levels to write, and the 2x mean downsampling;
-- :mod:`.blocks`: blocks of a bounded-memory write.
+- :mod:`.blocks`: blocks of a bounded-memory write;
+- :mod:`.safety`: output folder checks, disk space reservation, and :class:`OutputError` for a full disk,
+  a file-size limit or a read-only folder.
 
 This package never imports torch, napari or Qt.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 from .files import open_volume, write_volume
 from .formats import TIFF_SUFFIXES, ZARR_MARKERS, ZARR_SUFFIXES, looks_like_zarr
 from .omezarr import INCOMPLETE_MARKER
+from .safety import OutputError
 from .volume import Volume, as_volume, check_volume, finite_check
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "write_volume",
     "finite_check",
     "INCOMPLETE_MARKER",
+    "OutputError",
     "TIFF_SUFFIXES",
     "ZARR_SUFFIXES",
     "ZARR_MARKERS",

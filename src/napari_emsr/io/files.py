@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_zarr_name, looks_like_zarr
-from .omezarr import open_zarr, write_zarr
+from .omezarr import INCOMPLETE_MARKER, check_fingerprint, open_zarr, write_zarr
 from .tiff import open_tiff, write_tiff
 from .units import to_nm
 from .volume import Volume, check_volume
@@ -59,7 +59,9 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
     if level < 0:
         raise InputError(f"level {level} is negative: give 0 (full resolution) or a higher pyramid level")
     if p.is_dir():
-        if not looks_like_zarr(p):
+        # NOTE: a store with our marker is an unfinished export even without zarr metadata (e.g. one whose
+        # removal for an overwrite was interrupted); open_zarr says so.
+        if not looks_like_zarr(p) and not (p / INCOMPLETE_MARKER).exists():
             raise InputError(NOT_A_VOLUME.format(path=p) + " (this folder holds no zarr metadata)")
         vol = open_zarr(p, channel=channel, level=level)
     elif is_tiff_name(p):
@@ -86,14 +88,17 @@ def write_volume(
     chunks: tuple[int, int, int] | None = None,
     translation: Any = None,
     pyramid: bool | int = True,
+    fingerprint: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a (z, y, x) volume to a TIFF or OME-Zarr, block by block with bounded memory.
 
     ``.tif``/``.tiff``: an ImageJ hyperstack (voxel size as resolution + ``spacing``, unit nm) for
     uint8/uint16/float32 below 3.5 GB; otherwise an OME-TIFF (BigTIFF above 3.5 GB) with PhysicalSize.
-    The file is written uncompressed as ``<name>.partial<suffix>`` beside the target (memory-mapped,
-    filled block by block) and renamed when complete; an exception removes the partial file. A TIFF
-    holds neither translation nor pyramid.
+    float16 is written as float32 (exactly; neither format holds half floats), 64-bit integers are refused.
+    The file is written uncompressed as ``<name>.partial<suffix>`` beside the target (its whole size
+    reserved on disk first where the platform can, then memory-mapped and filled block by block) and
+    renamed when complete; an exception removes the partial file. A TIFF holds neither translation nor
+    pyramid, nor ``fingerprint``.
 
     Blocks run along z, unless the dask array has a single chunk along z and several along y or x
     (e.g. a reconstruction computed in xz planes): then they follow that axis, so that every dask
@@ -106,9 +111,14 @@ def write_volume(
     written. Every level carries its scale, and a translation: ``translation`` for level 0 when given,
     plus for coarser levels the shift of their voxel centres. A marker file :data:`INCOMPLETE_MARKER`
     exists from the first byte to the last level; it lists the finished level-0 blocks (rows of zarr
-    chunks along the block axis, z as a rule) and pyramid levels. Calling again on a folder with the
-    marker and the same shape, dtype, chunks and pyramid resumes it (skipping finished blocks and
-    levels) without ``overwrite``.
+    chunks along the block axis, z as a rule) and pyramid levels, and ``fingerprint``. Calling again on a
+    folder with the marker and the same shape, dtype, chunks, pyramid and fingerprint resumes it (skipping
+    finished blocks and levels) without ``overwrite``; a different fingerprint is refused. The fingerprint
+    is also kept in the group attributes (``attrs["napari_emsr"]["fingerprint"]``).
+
+    A full disk, a file-size limit or a folder that cannot be written ends in an :class:`OutputError`
+    that says so (and how much space is needed); the output never looks finished: a TIFF's partial file
+    is removed, a zarr store keeps its marker and resumes when called again.
 
     Parameters
     ----------
@@ -135,6 +145,10 @@ def write_volume(
         Zarr only. True: coarser levels until the largest side is at most 256 voxels (8 levels at
         most); False: level 0 only; a number: that many levels, level 0 included (fewer when no axis
         can be halved any more).
+    fingerprint : mapping of str to str, optional
+        Zarr only. What produces the data, e.g. ``{"input": "/data/stack.tif", "method": "cubic",
+        "model": "<sha256>", "planes": "fuse"}``: an unfinished export resumes only with the same
+        fingerprint (so that two different results are never mixed in one volume).
 
     Returns
     -------
@@ -144,9 +158,13 @@ def write_volume(
     Raises
     ------
     OutputExistsError
-        When a complete output exists and ``overwrite`` is False.
+        When a complete output exists and ``overwrite`` is False, or an unfinished zarr export of other
+        data (another shape, dtype, chunks, pyramid or fingerprint) is in the way.
     InputError
-        For an unsupported suffix or data that is not a greyscale 3D volume.
+        For an unsupported suffix, data that is not a greyscale 3D volume, an output folder that does not
+        exist, or a dtype the format cannot hold.
+    OutputError
+        When the output folder cannot be written, the disk is full or a file-size limit is reached.
     """
     p = Path(path).expanduser()
     if isinstance(data, Volume) and spacing is None:
@@ -154,6 +172,7 @@ def write_volume(
         if translation is None:
             translation = data.translation
     arr = check_volume(data)
+    fingerprint = check_fingerprint(fingerprint)
     if spacing is not None or translation is not None:
         spacing, unit, translation = to_nm(spacing, unit, translation)
     if translation is not None and spacing is None:
@@ -166,7 +185,7 @@ def write_volume(
     if is_zarr_name(p):
         return write_zarr(
             p, arr, spacing, unit, overwrite=overwrite, progress=progress, chunks=chunks, translation=translation,
-            pyramid=pyramid,
+            pyramid=pyramid, fingerprint=fingerprint,
         )
     raise InputError(
         f"cannot write {p}: the name must end in .tif/.tiff (TIFF stack) or .zarr/.ome.zarr (OME-Zarr)"

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +27,19 @@ import numpy as np
 from ..errors import InputError, OutputExistsError
 from . import ngff
 from .blocks import block_axis, region, step_blocks
-from .formats import NOT_A_VOLUME, looks_like_zarr
+from .formats import NOT_A_VOLUME, ZARR_MARKERS, looks_like_zarr
 from .pyramid import downsample, plan_levels
+from .safety import OutputError, check_output_folder, not_writable_message, write_error
 from .units import NGFF_NM, Spacing, normalise_unit, spacing_in_nm
 from .volume import Volume, check_volume, reduce_axes
 
 log = logging.getLogger(__name__)
 
-#: Name of the file that marks a zarr export as unfinished (JSON: shape, dtype, chunks, finished blocks).
+#: Name of the file that marks a zarr export as unfinished (JSON: shape, dtype, chunks, finished blocks,
+#: and the fingerprint of what produces the data).
 INCOMPLETE_MARKER = ".emsr_incomplete"
+#: Key of napari-emsr's own group attributes in an exported OME-Zarr (``{"fingerprint": {...}}``).
+PROVENANCE_KEY = "napari_emsr"
 
 # Default chunk edge lengths of zarr exports (z, y, x).
 _ZARR_CHUNKS = (64, 256, 256)
@@ -180,8 +184,10 @@ def write_zarr(
     chunks: tuple[int, int, int] | None,
     translation: Spacing | None = None,
     pyramid: bool | int = True,
+    fingerprint: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``arr`` as an OME-Zarr with a pyramid, resumably; see :func:`napari_emsr.io.write_volume`."""
+    fingerprint = check_fingerprint(fingerprint)
     shape = tuple(int(s) for s in arr.shape)
     dtype = np.dtype(arr.dtype)
     chunks = _check_chunks(arr, chunks, shape)
@@ -200,12 +206,36 @@ def write_zarr(
         "done": [],
         "levels": [list(lshape) for lshape, _ in plan],
         "levels_done": [],
+        "fingerprint": fingerprint,
     }
 
-    arrays = _resume_or_prepare(p, state, overwrite=overwrite)
-    if arrays is None:
-        arrays = _create(p, state, plan, level_chunks, dtype, spacing, unit, translation)
-    marker = _read_marker(p) or state
+    try:
+        arrays = _resume_or_prepare(p, state, overwrite=overwrite)
+        if arrays is None:
+            arrays = _create(p, state, plan, level_chunks, dtype, spacing, unit, translation)
+        marker = _read_marker(p) or state
+        _write_blocks(p, state, marker, data, arrays, axis, blocks, plan, level_chunks, level_blocks, progress)
+    except OSError as exc:
+        # NOTE: the marker stays (it was written before the first byte and is removed only after the last),
+        # so the store never looks finished and the same call resumes once there is room again.
+        done = len(state["done"])
+        what_next = (f"then run the same export again: it resumes where it stopped ({done} of {len(blocks)} "
+                     "blocks of full resolution written)")
+        err = write_error(exc, p, p if p.is_dir() else p.parent, needed=_bytes_left(state, dtype, plan),
+                          compressed=True, what_next=what_next)
+        if err is not None:
+            raise err from None
+        raise
+    (p / INCOMPLETE_MARKER).unlink()
+    log.info("wrote %s (%s, %s, chunks %s, %d level(s))", p, shape, dtype, chunks, len(plan) + 1)
+    return p
+
+
+def _write_blocks(
+    p: Path, state: dict, marker: dict, data: da.Array, arrays: list[Any], axis: int, blocks: list,
+    plan: list, level_chunks: list, level_blocks: list, progress: Callable[[int, int], Any] | None,
+) -> None:
+    """Write the level-0 blocks and pyramid levels that the marker does not list as done, updating it."""
     done = {int(b) for b in marker.get("done", []) if 0 <= int(b) < len(blocks)}
     levels_done = {int(k) for k in marker.get("levels_done", []) if 1 <= int(k) <= len(plan)}
     if done or levels_done:
@@ -244,9 +274,49 @@ def write_zarr(
         state["levels_done"] = sorted(levels_done)
         _write_marker(p, state)
 
-    (p / INCOMPLETE_MARKER).unlink()
-    log.info("wrote %s (%s, %s, chunks %s, %d level(s))", p, shape, dtype, chunks, len(plan) + 1)
-    return p
+
+def _bytes_left(state: dict, dtype: np.dtype, plan: list) -> int:
+    """Uncompressed bytes still to write: the unfinished level-0 blocks and pyramid levels (an upper bound)."""
+    total = max(int(state["total"]), 1)
+    level0 = int(np.prod(state["shape"], dtype=np.int64)) * dtype.itemsize
+    left = level0 * (total - len(state["done"])) // total
+    for k, (lshape, _) in enumerate(plan, start=1):
+        if k not in state["levels_done"]:
+            left += int(np.prod(lshape, dtype=np.int64)) * dtype.itemsize
+    return int(left)
+
+
+def check_fingerprint(fingerprint: Any) -> dict[str, str] | None:
+    """``fingerprint`` as a plain dict of strings (None stays None); InputError for anything else."""
+    if fingerprint is None:
+        return None
+    if not isinstance(fingerprint, Mapping):
+        raise InputError(f"fingerprint {fingerprint!r} must be a mapping of strings to strings, or None")
+    out = {}
+    for key, value in fingerprint.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InputError(
+                f"fingerprint entry {key!r}: {value!r} is not a string to a string: give e.g. "
+                "{'input': '/data/stack.tif', 'method': 'cubic'}"
+            )
+        out[key] = value
+    return dict(sorted(out.items()))
+
+
+def _fingerprint_differences(before: Any, now: dict[str, str] | None) -> str | None:
+    """What differs between the fingerprint of an unfinished export and the one given now (None: nothing)."""
+    before = before if isinstance(before, dict) or before is None else {"?": str(before)}
+    if before == now:
+        return None
+    if before is None:
+        return (f"the unfinished export was written without a fingerprint, this call gives {now} "
+                "(it may come from an older version or another program)")
+    if now is None:
+        return f"the unfinished export was written from {before}, this call gives no fingerprint"
+    keys = sorted(set(before) | set(now))
+    parts = [f"{k}: {before.get(k, '(none)')!r} before, {now.get(k, '(none)')!r} now"
+             for k in keys if before.get(k) != now.get(k)]
+    return "; ".join(parts)
 
 
 def _levels_wanted(pyramid: bool | int) -> int | None:
@@ -293,14 +363,19 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
     Raises OutputExistsError for an existing output that may not be replaced, InputError for a folder that is
     not a zarr store (never deleted).
     """
+    check_output_folder(p.parent, writable=not p.exists())
     if not p.exists():
-        if not p.parent.exists():
-            raise InputError(f"the folder {p.parent} does not exist: create it or choose another output path")
         return None
     if p.is_file():
         if not overwrite:
             raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
         p.unlink()
+        return None
+    if not p.is_dir():
+        raise OutputExistsError(f"{p} exists and is neither a file nor a folder; choose another output path")
+    if not any(p.iterdir()):
+        # An empty folder (made by hand, or an export killed right after creating it): nothing to lose.
+        check_output_folder(p)
         return None
     unfinished = (p / INCOMPLETE_MARKER).exists()
     marker = _read_marker(p) if unfinished else None
@@ -312,14 +387,28 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         and marker.get("axis", 0) == state["axis"]
         and marker.get("levels", []) == state["levels"]
     ):
+        differs = _fingerprint_differences(marker.get("fingerprint"), state["fingerprint"])
+        if differs is not None:
+            raise OutputExistsError(
+                f"{p} holds an unfinished export of the same shape made from other data or settings ({differs}); "
+                "finishing it with this call would mix two results in one volume. Pass overwrite=True "
+                "(CLI: --overwrite) to start again, or re-run exactly the earlier command to complete it"
+            )
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(not_writable_message(p))
         arrays = _open_levels(p, state)
         if arrays is not None:
             return arrays
         # Our own unfinished export of this very volume whose arrays cannot all be opened (e.g. it stopped
         # before they were created): nothing worth keeping, start it afresh.
         log.info("restarting the unfinished export %s: its arrays cannot be opened", p)
-        shutil.rmtree(p)
+        _remove_store(p)
         return None
+    if marker is not None and marker.get("removing") and not overwrite:
+        raise OutputExistsError(
+            f"{p} was being removed to be overwritten when that was interrupted; pass overwrite=True "
+            "(CLI: --overwrite) to write it again, or delete the folder"
+        )
     if unfinished and not overwrite:
         raise OutputExistsError(
             f"{p} holds an unfinished export of a different volume (shape, dtype, chunks or pyramid differ); "
@@ -327,10 +416,35 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         )
     if not overwrite:
         raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
-    if not looks_like_zarr(p) and any(p.iterdir()):
+    if not unfinished and not looks_like_zarr(p):
         raise InputError(f"{p} is a folder that is not a zarr store; refusing to delete it: choose another output path")
-    shutil.rmtree(p)
+    _remove_store(p)
     return None
+
+
+def _remove_store(p: Path) -> None:
+    """Delete a zarr store (one of ours, or one to overwrite) so that no moment of it looks like a finished volume.
+
+    A plain ``rmtree`` killed halfway could leave the metadata with part of the chunks (zarr reads the missing
+    ones as zeros): the marker goes in first, then the metadata, then the chunks, and the marker last.
+    """
+    try:
+        _write_marker(p, {"removing": True})
+    except OSError:
+        pass  # e.g. a full disk: removing the metadata first is enough to keep it from opening
+    for name in ZARR_MARKERS:
+        meta = p / name
+        if meta.is_file():
+            meta.unlink()
+    for child in p.iterdir():
+        if child.name == INCOMPLETE_MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (p / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    p.rmdir()
 
 
 def _open_levels(p: Path, state: dict) -> list[Any] | None:
@@ -366,14 +480,27 @@ def _create(
 
     # NOTE: the marker is written into the empty folder before zarr creates anything, and create_group
     # (unlike open_group(mode="w")) leaves the folder's other files alone, so the store is never without it.
-    p.mkdir()
-    _write_marker(p, state)
+    made = not p.exists()
+    p.mkdir(exist_ok=True)
+    try:
+        _write_marker(p, state)
+    except BaseException:
+        # Without its marker the folder could not be told from someone else's: leave it as it was (at most a
+        # partial temporary marker is in it).
+        (p / (INCOMPLETE_MARKER + ".tmp")).unlink(missing_ok=True)
+        if made:
+            p.rmdir()
+        raise
     group = zarr.create_group(str(p), zarr_format=2)
     name = p.name[: -len(".ome.zarr")] if p.name.lower().endswith(".ome.zarr") else p.stem
-    group.attrs.update(ngff.image_attrs(name, _level_transforms(plan, spacing, translation),
-                                        NGFF_NM if spacing is not None and unit == "nm" else None,
-                                        metadata={"written_by": "napari-emsr",
-                                                  "method": "mean of 2 voxels per halved axis; integers rounded"}))
+    attrs = ngff.image_attrs(name, _level_transforms(plan, spacing, translation),
+                             NGFF_NM if spacing is not None and unit == "nm" else None,
+                             metadata={"written_by": "napari-emsr",
+                                       "method": "mean of 2 voxels per halved axis; integers rounded"})
+    if state.get("fingerprint") is not None:
+        # Provenance: what produced the data (outside "multiscales", which NGFF defines).
+        attrs[PROVENANCE_KEY] = {"fingerprint": dict(state["fingerprint"])}
+    group.attrs.update(attrs)
     compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
     shapes = [tuple(state["shape"])] + [lshape for lshape, _ in plan]
     all_chunks = [tuple(state["chunks"])] + level_chunks
