@@ -141,3 +141,27 @@ def test_info_and_apply_refuse_impossible_numbers(stack, model, tmp_path, capsys
     _refused(["info", stack[0], "--axis", "5", "--fast"], capsys, "axis must be 0, 1 or 2")
     _refused(["apply", stack[0], "--model", model, "-o", tmp_path / "o.tif", "--factor", "nan", "-q"], capsys,
              "not a finite number")
+
+
+def test_a_resumed_export_refuses_another_method_or_input(stack, tmp_path, capsys):
+    """Interrupt a cubic zarr export; re-running with --method linear, or on another stack of the same shape,
+    must not finish it into a half-and-half volume. The same command resumes it."""
+    from napari_emsr.reconstruct import export
+
+    tif, data = stack
+    out = tmp_path / "iso.ome.zarr"
+
+    def interrupt(done, total):
+        if done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(open_volume(tif), "cubic", out, planes="xz", chunks=(8, 48), progress=interrupt)
+    _refused(["reconstruct", tif, "--method", "linear", "--fuse", "xz", "-o", out, "-q"], capsys,
+             "method", "'cubic'", "'linear'", "--overwrite")
+    other = _tif(tmp_path / "other.tif", data[::-1].copy())
+    _refused(["reconstruct", other, "--method", "cubic", "--fuse", "xz", "-o", out, "-q"], capsys, "input")
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "--fuse", "xz", "-o", str(out), "-q"]) == 0
+    whole = tmp_path / "whole.ome.zarr"
+    export(open_volume(tif), "cubic", whole, planes="xz", chunks=(8, 48))
+    np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(whole).data))

@@ -15,10 +15,28 @@ PACKAGE = ROOT / "src" / "napari_emsr"
 GUI = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "pyqtgraph", "magicgui", "superqt", "vispy"}
 
 
-def _imports(path: Path) -> set[str]:
-    """Top-level names of the absolute imports in a file (at any depth of the code)."""
+def _optional(tree: ast.AST) -> set[int]:
+    """ids of the import nodes inside a ``try:`` that handles ImportError: optional, with a fallback."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            caught = {getattr(h.type, "id", None) for h in node.handlers}
+            tuples = [h.type.elts for h in node.handlers if isinstance(h.type, ast.Tuple)]
+            caught |= {getattr(e, "id", None) for elts in tuples for e in elts}
+            if caught & {"ImportError", "ModuleNotFoundError"}:
+                out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def _imports(path: Path, *, optional: bool = True) -> set[str]:
+    """Top-level names of the absolute imports in a file (at any depth of the code); ``optional=False`` leaves out
+    those guarded by ``except ImportError``."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = set() if optional else _optional(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -64,13 +82,14 @@ def _declared() -> set[str]:
 
 def test_every_imported_package_is_a_core_dependency():
     """A napari plugin-manager install gets no extras: whatever the package (panel included) imports must be a
-    core dependency; napari itself is the host that loads the plugin."""
+    core dependency (or optional: imported under ``except ImportError`` with a fallback); napari itself is the host
+    that loads the plugin."""
     dists = packages_distributions()
     stdlib = set(sys.stdlib_module_names)
     declared = _declared()
     missing = {}
     for f in _modules():
-        for name in _imports(f) - stdlib - {"napari_emsr", "napari", "__future__"}:
+        for name in _imports(f, optional=False) - stdlib - {"napari_emsr", "napari", "__future__"}:
             owners = {d.lower().replace("_", "-") for d in dists.get(name, [name])}
             if not owners & declared:
                 missing.setdefault(name, []).append(str(f.relative_to(PACKAGE)))

@@ -19,3 +19,10 @@ class ModelError(EMSRError, ValueError):
 
 class OutputExistsError(EMSRError, FileExistsError):
     """The output path exists and overwriting was not asked for."""
+
+
+class OutputError(EMSRError, OSError):
+    """The output cannot be written: the disk is full, a file-size limit is reached, or the folder is read-only.
+
+    An ``OSError`` too, so code that catches those still catches it.
+    """

@@ -289,6 +289,23 @@ class EMSRModel:
             return model, {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict", "stages")}
         return model
 
+    def fingerprint(self) -> str:
+        """A digest of the weights (of every stage) and the config that decides the output (sha256, hex)."""
+        import hashlib
+
+        import torch
+
+        h = hashlib.sha256()
+        keep = {k: self.config.get(k) for k in ("method", "net", "net_kwargs", "factor", "axis", "order", "norm")}
+        h.update(json.dumps(keep, sort_keys=True).encode())
+        for name, sd in [("", self.state_dict), *sorted(self.stages.items())]:
+            for k in sorted(sd):
+                v = sd[k]
+                h.update(f"{name}/{k}".encode())
+                if isinstance(v, torch.Tensor):
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def validate(self) -> None:
         """Raise ModelError when the model cannot give a sound result: no usable factor or normalisation, or
         weights that are not finite (a diverged or damaged model would write garbage with no error)."""

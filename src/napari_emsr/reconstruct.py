@@ -254,13 +254,50 @@ def export(
         a, b = Path(path).expanduser().resolve(), Path(str(source)).resolve()
         if a == b or a in b.parents or b in a.parents:
             raise InputError(f"{path} is the input volume ({source}): write the result elsewhere (nothing was written)")
+    from .model import EMSRModel
+
+    if isinstance(model, (str, Path)) and str(model) not in ("cubic", "linear"):
+        model = EMSRModel.load(model)
     arr = reconstruct(volume, model, planes=planes, factor=factor, device=device,
                       chunks=chunks or _export_chunks(volume, planes), **kwargs)
     axis = kwargs.get("axis")
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
-    # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation.
+    # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
+    # fingerprint makes a resumed zarr export refuse another input, method, model or planes (no mixed volumes).
     return write_volume(path, arr, sp, getattr(volume, "unit", "nm"), overwrite=overwrite, progress=progress,
-                        translation=getattr(volume, "translation", None))
+                        translation=getattr(volume, "translation", None),
+                        fingerprint=export_fingerprint(volume, model, planes, factor))
+
+
+def export_fingerprint(volume, model, planes: str, factor: float | None = None) -> dict[str, str]:
+    """What produces an export's data, as strings stored with an unfinished zarr export: a resume with another
+    input, method, model or planes is refused instead of mixing two results in one volume.
+
+    The input is named by its source, shape, dtype, voxel size and a digest of three sampled planes (a central
+    crop of at most 256 x 256 each), so another file of the same shape is told apart without reading it whole.
+    """
+    import hashlib
+
+    data = volume.data
+    n = int(data.shape[0])
+    cy, cx = (min(256, int(s)) for s in data.shape[1:3])
+    y0, x0 = (int(data.shape[1]) - cy) // 2, (int(data.shape[2]) - cx) // 2
+    h = hashlib.sha256()
+    for z in sorted({0, n // 2, n - 1}):
+        h.update(np.ascontiguousarray(_compute(data[z, y0 : y0 + cy, x0 : x0 + cx])).tobytes())
+    spacing = getattr(volume, "spacing", None)
+    fp = {
+        "input": f"{getattr(volume, 'source', None)} {tuple(int(s) for s in data.shape)} {data.dtype} "
+        f"{spacing} sample:{h.hexdigest()[:16]}",
+        "planes": planes,
+        "factor": "" if factor is None else f"{float(factor):g}",
+    }
+    if isinstance(model, str):
+        fp["method"] = model
+    else:
+        fp["method"] = str(model.config.get("method"))
+        fp["model"] = model.fingerprint()
+    return fp
 
 
 def _export_chunks(vol, planes: str, target: int = 8_000_000) -> tuple[int, int]:

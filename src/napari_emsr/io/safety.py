@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import EMSRError, InputError
+from ..errors import EMSRError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +28,6 @@ log = logging.getLogger(__name__)
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # errno values of "not allowed to write here".
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
-
-
-class OutputError(EMSRError, OSError):
-    """The output cannot be written: the disk is full, a file-size limit is reached, or the folder is read-only.
-
-    An ``OSError`` too, so code that catches those still catches it.
-    """
-
-    # NOTE: defined here because napari_emsr/errors.py belongs to another part of the project; it fits there
-    # beside OutputExistsError.
 
 
 def human_size(nbytes: float) -> str:
