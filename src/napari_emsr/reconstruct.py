@@ -286,8 +286,11 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None) 
     for z in sorted({0, n // 2, n - 1}):
         h.update(np.ascontiguousarray(_compute(data[z, y0 : y0 + cy, x0 : x0 + cx])).tobytes())
     spacing = getattr(volume, "spacing", None)
+    source = getattr(volume, "source", None)
+    if source and Path(str(source)).exists():  # the same file however it is named (relative, absolute, a link)
+        source = str(Path(str(source)).resolve())
     fp = {
-        "input": f"{getattr(volume, 'source', None)} {tuple(int(s) for s in data.shape)} {data.dtype} "
+        "input": f"{source} {tuple(int(s) for s in data.shape)} {data.dtype} "
         f"{spacing} sample:{h.hexdigest()[:16]}",
         "planes": planes,
         "factor": "" if factor is None else f"{float(factor):g}",
