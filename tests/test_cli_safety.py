@@ -165,3 +165,18 @@ def test_a_resumed_export_refuses_another_method_or_input(stack, tmp_path, capsy
     whole = tmp_path / "whole.ome.zarr"
     export(open_volume(tif), "cubic", whole, planes="xz", chunks=(8, 48))
     np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(whole).data))
+
+
+def test_the_reported_spacing_is_the_one_written_when_the_anisotropic_axis_is_last(tmp_path, capsys):
+    import json
+
+    data = np.random.default_rng(2).integers(0, 255, (48, 48, 9), dtype=np.uint8)
+    src = tmp_path / "ax2.ome.zarr"
+    write_volume(src, data, (10.0, 10.0, 40.0))
+    out = tmp_path / "iso.ome.zarr"
+    assert cli.main(["reconstruct", str(src), "--method", "cubic", "--axis", "2", "--fuse", "xz", "-o", str(out),
+                     "--json", "-q"]) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["spacing"]
+    written = open_volume(out)
+    assert tuple(reported) == tuple(written.spacing) == (10.0, 10.0, 10.0)
+    assert written.shape == (48, 48, 33)

@@ -102,14 +102,15 @@ def test_a_registered_toy_method_trains_and_applies_through_the_cli(toy_method, 
 
 
 class _Warmup:
-    """A stage that learns a 3x1 filter mapping lateral patches to themselves (real torch steps)."""
+    """A stage that learns a 3x1 filter mapping lateral patches to themselves (real torch steps); its state nests
+    the network's and the optimizer's states, as a GAN stage's would."""
 
     def __init__(self, ctx):
         import torch
 
         self.ctx = ctx
         self.conv = torch.nn.Conv2d(1, 1, (3, 1), padding=(1, 0), bias=False)
-        self.opt = torch.optim.SGD(self.conv.parameters(), lr=0.1)
+        self.opt = torch.optim.SGD(self.conv.parameters(), lr=0.1, momentum=0.9)
 
     def step(self):
         import torch
@@ -122,10 +123,11 @@ class _Warmup:
         return {"loss": float(loss)}
 
     def state_dict(self):
-        return self.conv.state_dict()
+        return {"conv": self.conv.state_dict(), "opt": self.opt.state_dict()}
 
     def load_state_dict(self, sd):
-        self.conv.load_state_dict(sd)
+        self.conv.load_state_dict(sd["conv"])
+        self.opt.load_state_dict(sd["opt"])
 
 
 def staged_pairs(ctx):
@@ -170,7 +172,7 @@ def test_a_two_stage_method_runs_its_stages_into_one_model_file(tiny_stack, tmp_
         (entry,) = model.config["stages"]
         assert entry["name"] == "warmup" and entry["done"] and entry["trained_steps"] == 5
         assert all("val_psnr" in h for h in model.history)  # the history is the restorer's
-        np.testing.assert_array_equal(model.stages["warmup"]["weight"].numpy(),
+        np.testing.assert_array_equal(model.stages["warmup"]["conv"]["weight"].numpy(),
                                       t.ctx.stages["warmup"].conv.weight.detach().numpy())
         # a resumed run loads the finished stage and goes on with the restorer only
         t2 = Trainer(vol, TrainConfig(method="staged", device="cpu", steps=2), resume=ck)
@@ -180,5 +182,32 @@ def test_a_two_stage_method_runs_its_stages_into_one_model_file(tiny_stack, tmp_
         # a model of one method does not resume another
         with pytest.raises(Exception, match="trained with method 'staged'"):
             Trainer(vol, TrainConfig(device="cpu", steps=1), resume=ck)
+
+        # stopped inside the stage: a checkpoint keeps what it learned, the model is refused for applying (its
+        # restorer never trained), and a resume goes on from the stage's next step
+        part = tmp_path / "part.emsr.pt"
+        t3 = Trainer(vol, TrainConfig(method="staged", device="cpu", checkpoint=str(part)))
+        for ev in t3.run():
+            if ev.step == 3:
+                t3.stop()
+        stopped = EMSRModel.load(part)
+        assert stopped.config["stages"][0]["done"] is False and stopped.config["stages"][0]["trained_steps"] == 3
+        with pytest.raises(Exception, match="stopped in its stage 'warmup'"):
+            stopped.validate()
+        t4 = Trainer(vol, TrainConfig(method="staged", device="cpu"), resume=part)
+        steps = [(e.stage, e.step) for e in t4.run() if not e.done]
+        assert steps[:2] == [("warmup", 4), ("warmup", 5)] and steps[2][0] == "restore"
+        t4.model.validate()
     finally:
         unregister_method(staged.name)
+
+
+def test_a_method_option_cannot_shadow_a_setting_or_another_methods_flag():
+    """One clash would break every `emsr` command (argparse refuses a flag twice): refused at registration."""
+    with pytest.raises(ValueError, match="cannot be called 'lr'"):
+        register_method(Method("bad", "x", pairs=toy_pairs, options=(Option("lr", 1.0, type=float),)))
+    with pytest.raises(ValueError, match="declared by another method"):
+        register_method(Method("bad", "x", pairs=toy_pairs, options=(Option("profile", 1, type=int),)))
+    assert "bad" not in method_names()
+    with pytest.raises(Exception, match="takes a float, got nan"):
+        get_method("isotropic").resolve_options({"noise_level": float("nan")})

@@ -306,7 +306,9 @@ def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
         )
         raise SystemExit(130) from None
     bar.close()
-    return {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), "spacing": output_spacing(vol)}
+    written_axis = axis if axis is not None else getattr(model, "axis", 0)
+    return {"output": str(path), "seconds": round(time.perf_counter() - t0, 2),
+            "spacing": output_spacing(vol, written_axis)}
 
 
 def cmd_apply(args) -> int:
@@ -435,7 +437,8 @@ def _add_train(p, demo=False):
         g.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None, type=opt.type,
                        choices=list(opt.choices) if opt.choices else None,
                        help=f"{opt.help} (method {owners}; default: {opt.default})")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0): the same seed, data and options "
+                   "give the same model on a CPU")
     g.add_argument("--val-every", type=int, default=None, help="validate on held-out planes every N steps")
     g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")
     g.add_argument("--resume", default=None, help="continue training from this model/checkpoint")

@@ -162,6 +162,20 @@ def _blend_window(h: int, w: int, ov: int, top: bool, bottom: bool, left: bool, 
     return np.outer(ramp(h, top, bottom), ramp(w, left, right)).astype(np.float32) + 1e-6
 
 
+def cpu_copy(obj: Any) -> Any:
+    """A detached CPU copy of a state: tensors copied, dicts and lists walked, anything else deep-copied
+    (a stage's state may nest, e.g. its networks' and optimizer's states)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 # -------------------------------------------------------------------------------------------------- model
 
 
@@ -321,6 +335,12 @@ class EMSRModel:
                 "the model file lacks a usable factor, normalisation or order in its config: it is damaged or not "
                 "from napari-emsr; train a new model"
             ) from None
+        unfinished = [s.get("name") for s in c.get("stages", []) if not s.get("done")]
+        if unfinished and int(c.get("step", 0)) == 0:  # the restoring network never trained
+            raise ModelError(
+                f"training of this model stopped in its stage {unfinished[0]!r}, before the restoring network: "
+                "resume it (emsr train --resume MODEL, or Resume in the panel) before applying it"
+            )
         if not (math.isfinite(factor) and factor >= 1.0):
             raise ModelError(f"the model's factor F = {factor} is not a valid anisotropy factor: train a new model")
         if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
@@ -338,8 +358,7 @@ class EMSRModel:
             )
 
     def copy(self) -> EMSRModel:
-        stages = {n: {k: v.clone() for k, v in sd.items()} for n, sd in self.stages.items()}
-        return EMSRModel(copy.deepcopy(self.config), {k: v.clone() for k, v in self.state_dict.items()}, stages)
+        return EMSRModel(copy.deepcopy(self.config), cpu_copy(self.state_dict), cpu_copy(self.stages))
 
     def check_compatible(self, factor: float | None, axis: int = 0, tolerance: float = 0.05) -> None:
         """Raise ModelError when the data's factor or axis differs from what the model was trained for."""

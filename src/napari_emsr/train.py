@@ -314,6 +314,7 @@ class Trainer:
         c = self.config
         info = {k: v for k, v in self.info.items() if k not in ("options", "notes")}
         cfg = {
+            **info,  # first: what the pair-maker reports never replaces the keys below
             "method": c.method,
             "net": c.net,
             "size": c.size,
@@ -321,7 +322,6 @@ class Trainer:
             "factor": c.factor,
             "axis": c.axis,
             "order": self.method.order,
-            **info,
             "options": dict(c.options),
             "stages": [{"name": s.name, "steps": self._stage_steps(s), "done": s.name in self.stages_done,
                         **self.stage_log.get(s.name, {})} for s in self.method.stages],
@@ -333,7 +333,9 @@ class Trainer:
             "version": __version__,
         }
         sd = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
-        stages = {n: {k: v.detach().to("cpu", copy=True) for k, v in st.items()} for n, st in self.stage_states.items()}
+        from .model import cpu_copy
+
+        stages = {n: cpu_copy(st) for n, st in self.stage_states.items()}
         return EMSRModel(cfg, sd, stages)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
@@ -392,7 +394,10 @@ class Trainer:
     def _run_stages(self, t0: float, budget: float | None) -> Iterator[TrainEvent]:
         """Train (or, when resumed, load) the method's stages before the restoring network."""
         n = len(self.stage_names)
-        steps_all = sum(self._stage_steps(s) for s in self.method.stages) + int(self.config.steps)
+        # NOTE: a time budget is shared by the stages' default step counts (the restorer's default, not --steps,
+        # which a time-budgeted run sets high), so each stage gets its intended share of the minutes.
+        restore_steps = self.method.training_defaults()["steps"] if budget else int(self.config.steps)
+        steps_all = sum(self._stage_steps(s) for s in self.method.stages) + int(restore_steps)
         share = 0.0
         for i, stage in enumerate(self.method.stages):
             steps = self._stage_steps(stage)
@@ -402,21 +407,22 @@ class Trainer:
             runner = stage.build(self.ctx)
             if stage.name in self.stage_states:  # a stage stopped part-way goes on from where it was
                 runner.load_state_dict(self.stage_states[stage.name])
-            s, loss = 0, float("nan")
+            log_entry = self.stage_log.setdefault(stage.name, {"trained_steps": 0, "loss": float("nan")})
+            s = int(log_entry.get("trained_steps", 0))
             while s < steps and not self._stop:
                 if budget and time.perf_counter() - t0 >= budget * share:
                     break
                 metrics = runner.step()
                 s += 1
-                loss = float(metrics.get("loss", float("nan")))
-                yield TrainEvent(s, steps, loss, float(metrics.get("lr", 0.0)), time.perf_counter() - t0,
-                                 stage=stage.name, stage_index=i, stage_count=n)
+                log_entry.update(trained_steps=s, loss=float(metrics.get("loss", float("nan"))))
+                yield TrainEvent(s, steps, log_entry["loss"], float(metrics.get("lr", 0.0)),
+                                 time.perf_counter() - t0, stage=stage.name, stage_index=i, stage_count=n)
             self.stage_states[stage.name] = runner.state_dict()
+            log_entry["elapsed"] = round(time.perf_counter() - t0, 2)
             if self._stop:
                 return
-            self.stages_done.append(stage.name)
-            self.stage_log[stage.name] = {"trained_steps": s, "loss": loss,
-                                          "elapsed": round(time.perf_counter() - t0, 2)}
+            if s >= steps:  # a stage cut short by the time budget is not done: a resume trains it further
+                self.stages_done.append(stage.name)
             self.ctx.stages[stage.name] = runner
 
     def run(self) -> Iterator[TrainEvent]:
@@ -435,7 +441,9 @@ class Trainer:
             c = self.config
         start, steps = self.start_step, int(c.steps)
         total = start + steps
-        if self.pairs is None:  # stopped before the restoring network's turn
+        if self.pairs is None:  # stopped before the restoring network's turn: keep what the stages learned
+            if c.checkpoint:
+                self.save_checkpoint()
             yield TrainEvent(self.step, total, float("nan"), 0.0, time.perf_counter() - t0, done=True,
                              stage=RESTORE_STAGE, stage_index=n_stages - 1, stage_count=n_stages)
             return self.model

@@ -36,6 +36,7 @@ Importing this package does not import torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -80,7 +81,11 @@ class Option:
     def check(self, value: Any, method: str) -> Any:
         """``value`` converted to the option's type; InputError when it is not allowed."""
         try:
+            if isinstance(value, bool) and self.type is not bool:
+                raise TypeError
             value = self.type(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError
         except (TypeError, ValueError):
             raise InputError(
                 f"option {self.name} of method {method!r} takes a {self.type.__name__}, got {value!r}"
@@ -179,6 +184,14 @@ class Method:
         return {o.name: o.check(given[o.name], self.name) if o.name in given else o.default for o in self.options}
 
 
+#: Names a method option may not take: the training config's own fields and the command line's other flags.
+RESERVED_OPTION_NAMES = frozenset({
+    "factor", "axis", "method", "net", "size", "net_kwargs", "steps", "minutes", "patch", "batch", "lr", "options",
+    "device", "seed", "val_every", "preview_every", "checkpoint", "checkpoint_every", "threads", "resume", "input",
+    "output", "overwrite", "channel", "model", "fuse", "save_model", "json", "quiet", "verbose", "version", "fast",
+    "demo_factor", "demo_profile", "help", "command", "func",
+})
+
 #: name -> Method, in menu order (the default first).
 METHODS: dict[str, Method] = {}
 DEFAULT_METHOD = "isotropic"
@@ -188,6 +201,18 @@ def register_method(method: Method, *, replace: bool = False) -> Method:
     """Add ``method`` to the registry (the CLI, the panel and the trainer find it there)."""
     if method.name in METHODS and not replace:
         raise ValueError(f"a method called {method.name!r} is already registered (pass replace=True)")
+    for opt in method.options:
+        if opt.name in RESERVED_OPTION_NAMES or not opt.name.isidentifier():
+            raise ValueError(
+                f"method {method.name!r}: an option cannot be called {opt.name!r} (a training setting or command-line "
+                "flag of its own, or not a Python name); choose another name"
+            )
+        other = all_options().get(opt.name)
+        if other is not None and (other.type, other.choices) != (opt.type, opt.choices):
+            raise ValueError(
+                f"method {method.name!r}: option {opt.name!r} is declared by another method with another type or "
+                "choices (one --flag serves both); choose another name"
+            )
     METHODS[method.name] = method
     return method
 
