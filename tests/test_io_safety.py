@@ -476,3 +476,24 @@ def test_compressed_tiffs_tifffile_decodes_itself_open(tmp_path):
 
 def test_output_error_is_an_emsr_error():
     assert issubclass(OutputError, EMSRError) and issubclass(OutputError, OSError)
+
+
+def test_an_unfinished_export_of_an_older_version_is_named_as_such(tmp_path):
+    """A marker written by the version before pyramids lists no levels: the refusal says so and what to do."""
+    data = np.random.default_rng(3).integers(0, 255, (8, 300, 40), dtype=np.uint8)
+    out = tmp_path / "old.ome.zarr"
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_volume(out, data, (10, 10, 10), progress=stop)
+    marker = out / INCOMPLETE_MARKER
+    state = json.loads(marker.read_text())
+    for key in ("levels", "levels_done", "fingerprint"):
+        state.pop(key, None)
+    marker.write_text(json.dumps(state))
+    with pytest.raises(OutputExistsError, match="older version of napari-emsr.*overwrite"):
+        write_volume(out, data, (10, 10, 10))
+    write_volume(out, data, (10, 10, 10), overwrite=True)
+    np.testing.assert_array_equal(np.asarray(open_volume(out).data), data)

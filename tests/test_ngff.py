@@ -114,8 +114,8 @@ def test_invalid_metadata_gives_a_clear_input_error(tmp_path, vol):
     p = _v2_image(tmp_path / "bad.zarr", [vol], {
         "version": "0.4",
         "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [4, 4]}]}]})
-    with pytest.raises(InputError, match=r"does not follow NGFF 0\.4.*length of the transformation") as info:
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": "4, 4, 4"}]}]})
+    with pytest.raises(InputError, match=r"does not follow NGFF 0\.4") as info:
         open_volume(p)
     assert "pydantic" not in str(info.value) and "open the array" in str(info.value)
     # Not a single dataset.
@@ -142,3 +142,20 @@ def test_unreadable_coarse_level_falls_back_to_the_finer_ones(tmp_path, vol, cap
         open_volume(out, level=2)
     attrs = json.loads((out / ".zattrs").read_text())
     assert len(attrs["multiscales"][0]["datasets"]) == 3
+
+
+def test_an_identity_at_the_multiscale_level_and_a_scale_of_the_wrong_length_are_repaired(tmp_path, vol, caplog):
+    """Files the reader of the previous version opened keep opening: a multiscale-level identity is dropped, and
+    a scale whose length does not match the axes is ignored (the level is then unscaled), each with a warning."""
+    axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    ident = _v2_image(tmp_path / "ident.zarr", [vol], {
+        "version": "0.4", "axes": axes, "coordinateTransformations": [{"type": "identity"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [40, 10, 10]}]}]})
+    short = _v2_image(tmp_path / "short.zarr", [vol], {
+        "version": "0.4", "axes": axes,
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [10, 10]}]}]})
+    with caplog.at_level(logging.WARNING):
+        assert open_volume(ident).spacing == (40.0, 10.0, 10.0)
+        short_vol = open_volume(short)
+    assert short_vol.shape == vol.shape and short_vol.spacing is None
+    assert "identity transformation dropped" in caplog.text and "2 values for 3 axes ignored" in caplog.text

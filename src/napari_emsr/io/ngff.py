@@ -205,6 +205,13 @@ def _repair(doc: Mapping[str, Any], version: str, ndim_of: Callable[[str], int |
                 new_axes.append(ax)
             ms["axes"] = new_axes
         n_axes = len(ms["axes"]) if isinstance(ms.get("axes"), list) else None
+        top = ms.get("coordinateTransformations")
+        if isinstance(top, list):
+            kept = _fix_transforms(top, n_axes, "the multiscale", repairs)
+            if kept:
+                ms["coordinateTransformations"] = kept
+            else:
+                del ms["coordinateTransformations"]
         for i, ds in enumerate(datasets):
             if not isinstance(ds, dict):
                 continue
@@ -213,12 +220,33 @@ def _repair(doc: Mapping[str, Any], version: str, ndim_of: Callable[[str], int |
                 ds["coordinateTransformations"] = [{"type": "scale", "scale": [1.0] * n_axes}]
                 repairs.append(f"dataset {i} without coordinateTransformations taken as unscaled")
             elif isinstance(cts, list):
-                kept = [ct for ct in cts if not (isinstance(ct, dict) and ct.get("type") == "identity")]
-                ordered = sorted(kept, key=lambda ct: 0 if isinstance(ct, dict) and ct.get("type") == "scale" else 1)
-                if ordered != cts:
-                    ds["coordinateTransformations"] = ordered
-                    repairs.append(f"dataset {i}: transformations put in the order scale, translation")
+                kept = _fix_transforms(cts, n_axes, f"dataset {i}", repairs)
+                if not any(isinstance(ct, dict) and ct.get("type") == "scale" for ct in kept) and n_axes:
+                    kept.insert(0, {"type": "scale", "scale": [1.0] * n_axes})
+                    repairs.append(f"dataset {i} without a usable scale taken as unscaled (voxel size unknown)")
+                    # NOTE: without units a unit scale means "no voxel size stated" to the reader, not 1 nm.
+                    ms["axes"] = [{k: v for k, v in ax.items() if k != "unit"} if isinstance(ax, dict) else ax
+                                  for ax in ms.get("axes", [])]
+                ds["coordinateTransformations"] = kept
     return fixed, repairs
+
+
+def _fix_transforms(cts: list, n_axes: int | None, where: str, repairs: list[str]) -> list:
+    """Transformations without identities, scale first, and without entries of the wrong length (noted)."""
+    kept = []
+    for ct in cts:
+        if isinstance(ct, dict) and ct.get("type") == "identity":
+            repairs.append(f"{where}: an identity transformation dropped")
+            continue
+        values = ct.get(ct.get("type")) if isinstance(ct, dict) else None
+        if n_axes and isinstance(values, list) and len(values) != n_axes:
+            repairs.append(f"{where}: a {ct.get('type')} of {len(values)} values for {n_axes} axes ignored")
+            continue
+        kept.append(ct)
+    ordered = sorted(kept, key=lambda ct: 0 if isinstance(ct, dict) and ct.get("type") == "scale" else 1)
+    if ordered != kept:
+        repairs.append(f"{where}: transformations put in the order scale, translation")
+    return ordered
 
 
 def _first_ndim(datasets: list, ndim_of: Callable[[str], int | None]) -> int | None:

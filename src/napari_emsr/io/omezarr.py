@@ -409,6 +409,12 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
             f"{p} was being removed to be overwritten when that was interrupted; pass overwrite=True "
             "(CLI: --overwrite) to write it again, or delete the folder"
         )
+    if marker is not None and "levels" not in marker and not overwrite:
+        raise OutputExistsError(
+            f"{p} holds an unfinished export written by an older version of napari-emsr (its marker lists no "
+            "pyramid levels), which this version cannot finish: pass overwrite=True (CLI: --overwrite) to write it "
+            "again, or finish it with the version that started it"
+        )
     if unfinished and not overwrite:
         raise OutputExistsError(
             f"{p} holds an unfinished export of a different volume (shape, dtype, chunks or pyramid differ); "

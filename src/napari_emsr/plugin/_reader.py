@@ -75,7 +75,7 @@ def _open_or_none(path: str | Path) -> Any:
         check_volume(volume.data)
     except EMSRError as err:
         # NOTE: a 2D image, an RGB picture or a 4D stack is left to napari's builtin reader.
-        logger.info("napari-emsr does not read %s: %s", path, err)
+        logger.warning("napari-emsr does not read %s: %s", path, err)
         return None
     return volume
 
