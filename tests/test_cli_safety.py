@@ -180,3 +180,77 @@ def test_the_reported_spacing_is_the_one_written_when_the_anisotropic_axis_is_la
     written = open_volume(out)
     assert tuple(reported) == tuple(written.spacing) == (10.0, 10.0, 10.0)
     assert written.shape == (48, 48, 33)
+
+
+def test_ctrl_c_during_the_write_stops_at_once_and_the_same_command_resumes(tmp_path):
+    """SIGINT while an export is being written: exit 130 within seconds (not after the running chunks), the
+    store marked unfinished; the same command then completes it, equal to an uninterrupted export."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_emsr.io import INCOMPLETE_MARKER
+    from napari_emsr.reconstruct import export
+
+    data = np.random.default_rng(4).integers(0, 255, (24, 768, 512), dtype=np.uint8)
+    tif = _tif(tmp_path / "big.tif", data)
+    out = tmp_path / "iso.ome.zarr"
+    cmd = [sys.executable, "-m", "napari_emsr.cli", "reconstruct", str(tif), "--method", "cubic", "--fuse", "xz",
+           "-o", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # until the first block is on disk
+        try:
+            if json.loads((out / INCOMPLETE_MARKER).read_text()).get("done"):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export finished before it could be interrupted: make the volume larger"
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    rc = proc.wait(timeout=60)
+    assert rc == 130 and time.monotonic() - t0 < 10
+    assert "incomplete" in proc.stderr.read() and (out / INCOMPLETE_MARKER).exists()
+    with pytest.raises(Exception, match="unfinished export"):
+        open_volume(out)
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    whole = export(open_volume(tif), "cubic", tmp_path / "whole.ome.zarr", planes="xz")
+    np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(whole).data))
+
+
+def test_ctrl_c_does_not_wait_for_a_slow_network_chunk(tmp_path):
+    """With a network, one fused chunk takes many seconds on a CPU; the exit must not wait for it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_emsr.io import INCOMPLETE_MARKER
+
+    data = np.random.default_rng(5).integers(0, 255, (12, 384, 384), dtype=np.uint8)
+    tif = _tif(tmp_path / "s.tif", data)
+    model = tmp_path / "m.emsr.pt"
+    assert cli.main(["train", str(tif), "-o", str(model), "--steps", "1", "--device", "cpu", "-q"]) == 0
+    out = tmp_path / "iso.ome.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "napari_emsr.cli", "apply", str(tif), "--model", str(model),
+                             "-o", str(out), "--device", "cpu", "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out / INCOMPLETE_MARKER).exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the first chunk is being computed
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    assert proc.wait(timeout=120) == 130
+    assert time.monotonic() - t0 < 5, f"exit took {time.monotonic() - t0:.1f} s after Ctrl-C"
+    assert (out / INCOMPLETE_MARKER).exists()
+
+
+def test_a_missing_output_folder_is_not_created_silently(stack, tmp_path, capsys):
+    _refused(["train", stack[0], "-o", tmp_path / "typo" / "m.pt", "--steps", "1", "-q"], capsys, "does not exist")
+    _refused(["reconstruct", stack[0], "--method", "cubic", "-o", tmp_path / "typo" / "o.tif", "-q"], capsys,
+             "does not exist")
+    assert not (tmp_path / "typo").exists()

@@ -84,10 +84,20 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
     for what, other in (not_ or {}).items():
         if other is not None and same_place(p, other):
             raise InputError(f"{p} is the {what} ({other}): choose another output path (nothing was written)")
+    _check_folder(p)
     if p.exists() and not overwrite:
         if not (p / INCOMPLETE_MARKER).exists():
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
     return p
+
+
+def _check_folder(path: Path) -> None:
+    """The folder an output goes into must exist: a typo in it should not create a tree of folders."""
+    parent = path.expanduser().absolute().parent
+    if not parent.is_dir():
+        raise InputError(
+            f"the folder {parent} does not exist: create it first (mkdir -p {parent}) or choose another output path"
+        )
 
 
 def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path | None]) -> Path:
@@ -96,6 +106,7 @@ def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path
     for what, other in not_.items():
         if other is not None and same_place(path, other):
             raise InputError(f"the {role} {path} is the {what} ({other}): choose another path (nothing was written)")
+    _check_folder(path)
     resumed = getattr(args, "resume", None)
     if path.exists() and not args.overwrite and not (resumed and same_place(path, resumed)):
         raise OutputExistsError(
@@ -299,12 +310,19 @@ def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
             overwrite=args.overwrite, progress=progress, axis=axis,
         )
     except KeyboardInterrupt:
+        import os
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit below
         bar.close()
-        print(
-            f"interrupted: {out} is incomplete (marked as such); run the same command again to resume a zarr output",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
+        resume = ("run the same command again to resume it" if not str(out).lower().endswith((".tif", ".tiff"))
+                  else "a TIFF is written again from the start")
+        print(f"interrupted: {out} is incomplete (marked as such, nothing looks finished); {resume}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # NOTE: dask's worker threads would finish their chunks (minutes on a CPU) before a normal exit could
+        # join them; what was written is safe (the completion marker lists the finished blocks), so leave now.
+        os._exit(130)
     bar.close()
     written_axis = axis if axis is not None else getattr(model, "axis", 0)
     return {"output": str(path), "seconds": round(time.perf_counter() - t0, 2),
