@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import InputError, ModelError
+from .errors import EMSRError, InputError, ModelError
 
 FORMAT = "napari-emsr-model"
 #: Planes larger than this (px) are restored in overlapping tiles, blended over ``TILE_OVERLAP`` px.
@@ -252,8 +252,11 @@ class EMSRModel:
 
                 try:
                     net = build_net(self.config["net"], **self.config.get("net_kwargs", {}))
+                    _check_dtypes(net.state_dict(), self.state_dict)
                     net.load_state_dict(self.state_dict)
-                except (KeyError, RuntimeError, TypeError) as exc:
+                except EMSRError:
+                    raise
+                except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
                     raise ModelError(
                         f"the model's weights do not fit its network {self.config.get('net')!r} "
                         f"({type(exc).__name__}): the file is damaged or was edited; train a new model"
@@ -298,7 +301,15 @@ class EMSRModel:
             config = json.loads(payload["config"])
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"{path} has no readable config; the file is damaged") from None
-        model = cls(config, payload["state_dict"], payload.get("stages"))
+        if not isinstance(config, dict):
+            raise ModelError(f"{path} has no readable config (it is a {type(config).__name__}); the file is damaged")
+        _check_weights(path, "weights", payload.get("state_dict"))
+        stages = payload.get("stages")
+        if stages is not None:
+            if not isinstance(stages, dict) or not all(isinstance(k, str) and isinstance(v, dict)
+                                                       for k, v in stages.items()):
+                raise ModelError(f"{path} holds stage weights that are not a table of states; the file is damaged")
+        model = cls(config, payload["state_dict"], stages)
         if with_extra:
             return model, {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict", "stages")}
         return model
@@ -329,13 +340,21 @@ class EMSRModel:
         try:
             factor = float(c["factor"])
             lo, hi = (float(v) for v in c["norm"])
-            int(c.get("order", 3))
+            order = float(c["order"])
+            axis = c.get("axis", 0)
+            stages = c.get("stages", [])
+            if order not in (1.0, 3.0) or isinstance(c["order"], bool):
+                raise ValueError(f"order {c['order']!r}")
+            if isinstance(axis, bool) or axis not in (0, 1, 2):
+                raise ValueError(f"axis {axis!r}")
+            if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+                raise ValueError("stages")
         except (KeyError, TypeError, ValueError):
             raise ModelError(
-                "the model file lacks a usable factor, normalisation or order in its config: it is damaged or not "
-                "from napari-emsr; train a new model"
+                "the model file lacks a usable factor, normalisation, order (1 or 3) or axis (0, 1 or 2) in its "
+                "config: it is damaged or not from napari-emsr; train a new model"
             ) from None
-        unfinished = [s.get("name") for s in c.get("stages", []) if not s.get("done")]
+        unfinished = [s.get("name") for s in stages if not s.get("done")]
         if unfinished and int(c.get("step", 0)) == 0:  # the restoring network never trained
             raise ModelError(
                 f"training of this model stopped in its stage {unfinished[0]!r}, before the restoring network: "
@@ -377,6 +396,41 @@ class EMSRModel:
     def __repr__(self) -> str:
         c = self.config
         return f"EMSRModel(method={c.get('method')!r}, net={c.get('net')!r}, F={self.factor:g}, steps={self.step})"
+
+
+def _check_weights(path: Path, what: str, state: Any) -> None:
+    """A state_dict must be a table of named tensors (anything else would fail later, deep inside torch)."""
+    import torch
+
+    if not isinstance(state, dict):
+        raise ModelError(
+            f"{path} holds no {what} table ({type(state).__name__} instead): the file is damaged or not from "
+            "napari-emsr; train a new model"
+        )
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelError(
+            f"{path}: its {what} are not all named tensors ({', '.join(repr(k) for k in bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}): the file is damaged or not from napari-emsr; train a new model"
+        )
+
+
+def _check_dtypes(expected: dict[str, Any], given: dict[str, Any]) -> None:
+    """Weights whose kind of number differs from the network's (integers, booleans or complex numbers where it
+    has real floats) would be cast silently into nonsense: refuse them."""
+    bad = []
+    for k, e in expected.items():
+        g = given.get(k)
+        if g is None or not hasattr(g, "is_floating_point"):
+            continue  # a missing key is load_state_dict's to report
+        if e.is_floating_point() != g.is_floating_point() or g.is_complex() != e.is_complex():
+            bad.append(f"{k}: {str(g.dtype).replace('torch.', '')} instead of {str(e.dtype).replace('torch.', '')}")
+    if bad:
+        raise ModelError(
+            f"the model's weights have the wrong type of number ({'; '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}): "
+            "the file is damaged or was edited; train a new model"
+        )
 
 
 def load_model(path: str | os.PathLike) -> EMSRModel:

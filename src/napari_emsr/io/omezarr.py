@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError, OutputExistsError
+from ..errors import EMSRError, InputError, OutputExistsError
 from . import ngff
 from .blocks import block_axis, region, step_blocks
 from .formats import NOT_A_VOLUME, ZARR_MARKERS, looks_like_zarr
@@ -67,7 +68,7 @@ def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
         raise InputError(NOT_A_VOLUME.format(path=p) + f" (zarr could not open it: {exc})") from None
 
     if isinstance(node, zarr.Array):
-        data = check_volume(da.from_zarr(node), channel=channel)
+        data = check_volume(_lazy_array(p, node, ""), channel=channel)
         return Volume(data=data, spacing=None, unit="nm", source=str(p))
 
     doc, version = ngff.find_multiscales(dict(node.attrs))
@@ -108,7 +109,13 @@ def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
                 raise InputError(msg)
             log.warning("%s; using levels %d..%d", msg, level, k - 1)
             break
-        lazy = da.from_zarr(arr)
+        try:
+            lazy = _lazy_array(p, arr, path)
+        except InputError:
+            if k == level:
+                raise
+            log.warning("%s: pyramid level %d (%r) is not usable; using levels %d..%d", p, k, path, level, k - 1)
+            break
         # NOTE: coarse levels may be one voxel thick, so only level ``level`` gets the full volume checks.
         levels.append(check_volume(lazy, channel=channel, axes=letters) if k == level
                       else reduce_axes(lazy, channel=channel, axes=letters))
@@ -117,6 +124,128 @@ def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
     return Volume(
         data=levels[0], spacing=spacing, unit=unit, source=str(p), translation=translation, levels=tuple(levels)
     )
+
+
+#: Most chunks a zarr array may have: dask lists every chunk, so a store that declares more (a damaged or
+#: hostile ``.zarray``, e.g. a shape of 10**12) would exhaust memory before anything is read.
+_MAX_CHUNKS = 2**27
+#: Largest chunk (bytes, decoded) read at once: a larger one is refused when the store is opened.
+_MAX_CHUNK_BYTES = 2**32
+
+
+def _lazy_array(p: Path, arr: Any, path: str) -> da.Array:
+    """A dask array over a zarr array, chunk for chunk, whose reads end in InputError when a chunk is damaged.
+
+    The shape and chunks the store declares are checked first (positive chunks, a number of chunks dask can
+    list, chunks that can be decoded one at a time).
+    """
+    shape = tuple(int(s) for s in arr.shape)
+    chunks = tuple(int(c) for c in arr.chunks)
+    dtype = np.dtype(arr.dtype)
+    where = f"{p}" + (f" (array {path!r})" if path else "")
+    if len(chunks) != len(shape) or any(c < 1 for c in chunks):
+        raise InputError(f"{where} declares chunks {chunks} for shape {shape}: the zarr metadata is damaged")
+    counts = [-(-s // c) for s, c in zip(shape, chunks)]
+    n_chunks = math.prod(counts)
+    chunk_bytes = math.prod(chunks) * dtype.itemsize
+    if n_chunks > _MAX_CHUNKS:
+        raise InputError(
+            f"{where} declares shape {shape} in chunks {chunks}: {n_chunks:.3g} chunks, more than napari-emsr can "
+            f"handle ({_MAX_CHUNKS}); the zarr metadata is damaged, or the store needs larger chunks (rechunk it)"
+        )
+    if chunk_bytes > _MAX_CHUNK_BYTES:
+        raise InputError(
+            f"{where} declares chunks {chunks} of {chunk_bytes / 2**30:.3g} GiB each, too large to read one at a "
+            "time; the zarr metadata is damaged, or the store needs smaller chunks (rechunk it)"
+        )
+    from dask.base import tokenize
+
+    reader = _LazyZarr(str(p), path, shape, dtype, chunks, arr)
+    name = "zarr-" + tokenize(str(p), path, shape, dtype.str, chunks, _mtime(p / path))
+    return da.from_array(reader, chunks=chunks, name=name, fancy=False, lock=False,
+                         meta=np.empty((0,) * len(shape), dtype=dtype))
+
+
+def _mtime(p: Path) -> int:
+    try:
+        meta = [m.stat().st_mtime_ns for m in (p / ".zarray", p / "zarr.json") if m.exists()]
+        return max([p.stat().st_mtime_ns, *meta])
+    except OSError:
+        return 0
+
+
+class _LazyZarr:
+    """Array-like view of one zarr array that says which chunk is damaged when a read fails.
+
+    A chunk that cannot be decoded (overwritten, truncated) fails only when the data is computed, deep inside
+    dask; this turns numcodecs' and zarr's errors into an InputError naming the store and the chunk. It can be
+    pickled (the open array is dropped and opened again where needed), so dask graphs built on it can be sent
+    to ``dask.distributed`` workers.
+    """
+
+    def __init__(self, store: str, path: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
+                 arr: Any = None) -> None:
+        self.store, self.path = store, path
+        self.shape, self.dtype, self.chunks = shape, dtype, chunks
+        self.ndim = len(shape)
+        self._arr = arr
+
+    def open(self) -> Any:
+        if self._arr is None:
+            import zarr
+
+            node = zarr.open(self.store, mode="r")
+            self._arr = node[self.path] if self.path else node
+        return self._arr
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.open()[key])
+        except (MemoryError, EMSRError):
+            raise
+        except Exception as exc:
+            raise self._damaged(key, exc) from None
+
+    def _damaged(self, key: Any, exc: Exception) -> InputError:
+        chunk = self._bad_chunk(key)
+        what = f"the chunk {chunk!r} of " if chunk else "a chunk of "
+        where = f"the array {self.path!r} in " if self.path else ""
+        return InputError(
+            f"{what}{where}{self.store} cannot be read ({type(exc).__name__}: {exc}): the store is damaged "
+            "(a chunk file overwritten or cut short); copy it again from its source, or write it again"
+        )
+
+    def _bad_chunk(self, key: Any, limit: int = 64) -> str | None:
+        """The key of the first chunk in ``key`` (a tuple of slices) that cannot be read, trying at most ``limit``."""
+        try:
+            import itertools
+
+            key = key if isinstance(key, tuple) else (key,)
+            ranges = []
+            for i, c in enumerate(self.chunks):
+                sl = key[i] if i < len(key) and isinstance(key[i], slice) else slice(None)
+                start, stop, _ = sl.indices(self.shape[i])
+                ranges.append(range(start // c, max(start // c + 1, -(-stop // c))))
+            arr = self.open()
+            for n, coords in enumerate(itertools.product(*ranges)):
+                if n >= limit:
+                    return None
+                sel = tuple(slice(j * c, min((j + 1) * c, s)) for j, c, s in zip(coords, self.chunks, self.shape))
+                try:
+                    arr[sel]
+                except Exception:
+                    try:
+                        return str(arr.metadata.encode_chunk_key(coords))
+                    except Exception:
+                        return ".".join(str(j) for j in coords)
+        except Exception:
+            return None
+        return None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arr"] = None
+        return state
 
 
 def _ndim(group: Any, path: str) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError, OutputExistsError
+from ..errors import EMSRError, InputError, OutputExistsError
 from .blocks import block_axis, chunk_blocks, region
 from .formats import NOT_A_VOLUME
 from .safety import check_output_folder, reserve, write_error
@@ -39,8 +39,9 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
     """Open the first series of a TIFF (resolution ``level``) lazily; see :func:`napari_emsr.io.open_volume`."""
     import tifffile
 
+    warned = _TiffWarnings()
     try:
-        with tifffile.TiffFile(p) as tf:
+        with warned, tifffile.TiffFile(p) as tf:
             if not tf.series:
                 raise InputError(NOT_A_VOLUME.format(path=p) + " (the TIFF holds no image series)")
             series = tf.series[0]
@@ -60,12 +61,19 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
             base_shape = tuple(int(s) for s in series.shape)
             level_shape = tuple(int(s) for s in levels[level].shape)
             spacing, unit = _tiff_spacing(tf, series)
+            _check_size(p, levels[level])
             _check_decodable(p, tf, levels[level])
+            damaged = warned.damage()
+            if damaged:
+                raise InputError(
+                    f"{p} is damaged ({damaged}): the file is cut short or overwritten, so its stack is "
+                    "incomplete; copy it again from its source"
+                )
     except InputError:
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
         raise InputError(
-            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be read: {exc})"
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be read: {exc}; the file may be damaged)"
         ) from None
 
     try:
@@ -100,6 +108,93 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
 
     data = check_volume(arr, channel=channel, axes=axes)
     return Volume(data=data, spacing=spacing, unit=unit, source=str(p))
+
+
+class _TiffWarnings(logging.Handler):
+    """Collects what tifffile logs while a file is opened: a broken chain of pages is only logged there."""
+
+    #: Words in tifffile's warnings that mean the file itself is damaged (not merely unusual metadata).
+    DAMAGE = ("invalid page offset", "invalid offset to first page", "corrupted", "truncated")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:  # a broken log record must not break the reading
+            pass
+
+    def __enter__(self) -> _TiffWarnings:
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger("tifffile").removeHandler(self)
+
+    def damage(self) -> str | None:
+        """The first warning that says the file is damaged, or None."""
+        for m in self.messages:
+            if any(w in m.lower() for w in self.DAMAGE):
+                return m.split("> ", 1)[-1]
+        return None
+
+
+#: Pages whose data positions are checked against the file size (a bound on the time spent on a huge stack).
+_MAX_PAGES_CHECKED = 100_000
+
+
+def _check_size(p: Path, level: Any) -> None:
+    """Refuse a TIFF whose declared image size does not fit the file (size tags altered, or the file cut short).
+
+    For uncompressed data the declared bytes (shape x item size) must be stored in the file, and every strip or
+    tile must lie inside it; compressed data cannot be much larger than the file either. Nothing is read but
+    the page headers tifffile has already parsed.
+    """
+    size = p.stat().st_size
+    shape = tuple(int(s) for s in level.shape)
+    itemsize = np.dtype(level.dtype).itemsize
+    declared = math.prod(shape) * itemsize
+    page = getattr(level, "keyframe", None)
+    compressed = page is not None and int(getattr(page, "compression", 1)) != 1
+    # NOTE: deflate/zstd of a constant region can shrink it a thousandfold or more; a millionfold is not an image.
+    limit = size * 10**6 if compressed else size
+    if declared > limit:
+        raise InputError(
+            f"{p} declares an image of {' x '.join(str(s) for s in shape)} pixels ({_human(declared)}"
+            f"{' compressed' if compressed else ''}), which does not fit the file ({_human(size)}): the file is "
+            "damaged (cut short, or its size tags were altered); copy it again from its source"
+        )
+    end = 0
+    stored = 0
+    offset = getattr(level, "dataoffset", None)
+    if offset is not None and not compressed:
+        end, stored = int(offset) + declared, declared
+    else:
+        for i, pg in enumerate(getattr(level, "pages", ()) or ()):
+            if i >= _MAX_PAGES_CHECKED:
+                return
+            if pg is None:
+                continue
+            for o, c in zip(pg.dataoffsets, pg.databytecounts):
+                if c:
+                    end = max(end, int(o) + int(c))
+                    stored += int(c)
+    if end > size or (not compressed and offset is None and 0 < stored < declared):
+        raise InputError(
+            f"{p} is cut short: its image data runs to "
+            f"byte {max(end, stored)}, but the file ends at byte {size} (an interrupted copy or download?); copy "
+            "it again from its source"
+        )
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1000
+    return f"{n} bytes"  # pragma: no cover
 
 
 def _check_decodable(p: Path, tf: Any, level: Any) -> None:
@@ -173,12 +268,32 @@ class _LazyTiff:
         return self._arr
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return np.asarray(self.open()[key])
+        try:
+            return np.asarray(self.open()[key])
+        except (MemoryError, EMSRError):
+            raise
+        except Exception as exc:  # TiffFileError, zlib.error, IndexError, ValueError, struct.error ...
+            raise InputError(
+                f"{self.path} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
+                "(cut short or overwritten); copy it again from its source"
+            ) from None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_arr"] = None
         return state
+
+
+def _where(key: Any) -> str:
+    """' in plane(s) ...' for a read of a range along the first axis, else ''."""
+    first = key[0] if isinstance(key, tuple) and key else key
+    if isinstance(first, slice) and first.start is not None and first.stop is not None:
+        if first.stop - first.start == 1:
+            return f" in page {first.start}"
+        return f" in pages {first.start}..{first.stop - 1}"
+    if isinstance(first, (int, np.integer)):
+        return f" in page {int(first)}"
+    return ""
 
 
 def _tiff_dask_chunks(
