@@ -334,9 +334,12 @@ def cmd_apply(args) -> int:
 
     out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model})
     _check_volume_output(args)
-    model = EMSRModel.load(args.model)
+    model = args.model if args.model in ("cubic", "linear") else EMSRModel.load(args.model)
     vol = _open(args)
-    info = _write(args, vol, model, out)
+    from .cluster import open_client
+
+    with open_client(args.scheduler):
+        info = _write(args, vol, model, out)
     _emit(args, info, f"wrote {info['output']} in {info['seconds']:.1f} s")
     return 0
 
@@ -492,11 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("apply", help="apply a saved model to a stack and write the isotropic volume")
     _add_input(s)
-    s.add_argument("--model", required=True, help="model file from `emsr train`")
+    s.add_argument("--model", required=True, help="model file from `emsr train` (or cubic/linear: interpolation only)")
     s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
     s.add_argument("--fuse", default="xz,yz", help="restore xz planes, yz planes, or both averaged (xz,yz; default)")
     s.add_argument("--factor", type=float, default=None, help="override the factor from the voxel size")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--scheduler", default=None, metavar="SPEC",
+                   help="compute on a dask.distributed cluster: local, local:N (N worker processes here; default "
+                   "one per GPU, else 1), a scheduler address (tcp://host:port), or a dask-jobqueue YAML file "
+                   "({jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, ...}; needs pip install dask-jobqueue). "
+                   "Workers read the input and write a zarr output: both must be on a file system they see")
     _add_common(s)
     s.set_defaults(func=cmd_apply)
 

@@ -13,6 +13,7 @@ output spacing equals the lateral spacing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -264,9 +265,66 @@ def export(
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
     # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
     # fingerprint makes a resumed zarr export refuse another input, method, model or planes (no mixed volumes).
-    return write_volume(path, arr, sp, getattr(volume, "unit", "nm"), overwrite=overwrite, progress=progress,
-                        translation=getattr(volume, "translation", None),
-                        fingerprint=export_fingerprint(volume, model, planes, factor))
+    fingerprint = export_fingerprint(volume, model, planes, factor)
+    write = functools.partial(write_volume, spacing=sp, unit=getattr(volume, "unit", "nm"), overwrite=overwrite,
+                              progress=progress, translation=getattr(volume, "translation", None),
+                              fingerprint=fingerprint)
+    from .cluster import active_client
+
+    client = active_client()
+    if client is None:
+        return write(path, arr)
+    return _export_on_cluster(client, arr, Path(path).expanduser().absolute(), write)
+
+
+def _engine_keys(arr) -> list:
+    return [k for k in arr.__dask_graph__() if isinstance(k, str) and k.startswith("emsr-engine-")]
+
+
+def _export_on_cluster(client, arr, path: Path, write) -> Path:
+    """Write ``arr`` with its chunks computed on a ``distributed`` cluster.
+
+    The engine (source array and model) is computed once and replicated to every worker for the whole export, so
+    each worker deserialises it (and builds its network) once, not once per written block. A zarr output is
+    written by the workers (the path must be visible to them). A TIFF is a memory map that exists only in this
+    process (workers would write into copies of it: an all-zero file), so its chunks are computed on the cluster
+    and fetched here, a few at a time, by a local thread pool that stores them into the map.
+    """
+    import dask
+    from dask.delayed import Delayed
+
+    graph = arr.__dask_graph__()
+    engines = [client.persist(Delayed(k, graph)) for k in _engine_keys(arr)]
+    try:
+        if engines:
+            client.replicate(engines)
+        # NOTE: low-level fusion would inline the engine into the task of a block that has one chunk, and the
+        # model would then travel (and be deserialised) with that task instead of being read from the replica.
+        with dask.config.set({"optimization.fuse.active": False}):
+            if str(path).lower().endswith((".tif", ".tiff")):
+                nthreads = max(1, sum(client.nthreads().values()))
+                with dask.config.set(scheduler="threads", num_workers=nthreads):
+                    return write(path, _fetched(client, arr))
+            return write(path, arr)
+    finally:
+        del engines
+
+
+def _fetched(client, arr):
+    """A dask array for the local scheduler whose every chunk is ``arr``'s chunk computed on ``client``'s cluster."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    def fetch(block_info=None):
+        loc = tuple(block_info[None]["chunk-location"])
+        future = client.compute(arr.blocks[loc], optimize_graph=False)
+        try:
+            return future.result()
+        finally:
+            future.release()
+
+    return da.map_blocks(fetch, name=f"emsr-fetch-{tokenize(arr.name)}", chunks=arr.chunks, dtype=arr.dtype,
+                         meta=np.empty((0,) * arr.ndim, arr.dtype))
 
 
 def export_fingerprint(volume, model, planes: str, factor: float | None = None) -> dict[str, str]:

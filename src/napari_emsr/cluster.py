@@ -1,0 +1,217 @@
+"""Running an export on a ``dask.distributed`` cluster: which cluster a ``--scheduler`` spec names, and the client.
+
+``open_client(spec)`` is a context manager that yields a :class:`distributed.Client` (set as the default
+scheduler, so ``export()`` computes on it) and closes what it opened on exit. A spec is one of:
+
+- ``local`` or ``local:N``: a cluster of N worker processes on this machine. Default N: one per GPU when
+  there are several (each worker sees only its GPU through ``CUDA_VISIBLE_DEVICES``, so its ``cuda:0`` is
+  that GPU), else 1 (a CPU: torch already uses every core in one process). Each worker runs one chunk at a
+  time (``threads_per_worker=1``) with its share of the cores for torch and its share of the memory.
+- an address such as ``tcp://host:8786`` (or ``tls://``, ``ucx://``): an existing scheduler, which is left
+  running.
+- a ``.yaml``/``.yml`` file describing a dask-jobqueue cluster, e.g.
+  ``{jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, walltime: "02:00:00"}``: ``jobqueue`` names the
+  batch system (slurm, pbs, lsf, sge, htcondor, moab, oar), ``jobs`` how many jobs to start, and every other
+  key goes to the dask-jobqueue cluster class as is. dask-jobqueue is imported only then
+  (``pip install dask-jobqueue``).
+
+Workers read the input and write a zarr output themselves: both paths must be visible to them (a shared
+file system on a batch cluster). A TIFF is written by this process (see :func:`napari_emsr.reconstruct.export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+JOBQUEUE = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "lsf": "LSFCluster",
+    "sge": "SGECluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+    "oar": "OARCluster",
+}
+
+SPEC_HELP = (
+    "local, local:N (N worker processes here; default one per GPU, else 1), a scheduler address "
+    "(tcp://host:port), or a dask-jobqueue YAML file ({jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, ...})"
+)
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise InputError("--scheduler needs dask.distributed: pip install 'dask[distributed]' "
+                         "(or napari-emsr[distributed])") from None
+    return distributed
+
+
+def active_client():
+    """The ``distributed.Client`` that dask computations run on now, or None (no client, or another scheduler
+    set with ``dask.config.set(scheduler=...)``)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    import dask.base
+
+    get = dask.base.get_scheduler()
+    return client if getattr(get, "__self__", None) is client else None
+
+
+def gpu_count() -> int:
+    """CUDA devices here (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def local_workers(n: int | None = None, *, gpus: int | None = None, cores: int | None = None,
+                  memory: int | None = None) -> list[dict[str, Any]]:
+    """Options of each local worker: ``nthreads``, ``memory_limit`` and ``env`` (GPU pinning, torch threads).
+
+    ``n`` workers (default: ``gpus`` when there are several, else 1); with several GPUs worker ``i`` sees
+    GPU ``i % gpus`` only. Torch in a worker gets ``cores // n`` threads (dask's nanny would give it 1).
+    """
+    gpus = gpu_count() if gpus is None else gpus
+    cores = cores or os.cpu_count() or 1
+    if n is None:
+        n = gpus if gpus > 1 else 1
+    if n < 1:
+        raise InputError(f"a local cluster needs at least one worker, got {n}")
+    if memory is None:
+        try:
+            import psutil
+
+            memory = int(psutil.virtual_memory().total)
+        except ImportError:  # pragma: no cover - psutil comes with distributed
+            memory = 0
+    share = max(1, cores // n)
+    out = []
+    for i in range(n):
+        env = {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        out.append({"nthreads": 1, "memory_limit": memory // n if memory else "auto", "env": env})
+    return out
+
+
+def parse_local(spec: str) -> int | None:
+    """N of ``local:N`` (None for plain ``local``)."""
+    if spec == "local":
+        return None
+    _, _, n = spec.partition(":")
+    try:
+        value = int(n)
+    except ValueError:
+        raise InputError(f"--scheduler {spec!r}: write local or local:N with N a whole number of workers") from None
+    if value < 1:
+        raise InputError(f"--scheduler {spec!r}: a local cluster needs at least one worker")
+    return value
+
+
+def local_cluster(n: int | None = None):
+    """A cluster of worker processes on this machine (see :func:`local_workers`)."""
+    distributed = _distributed()
+    from distributed.deploy.spec import SpecCluster
+
+    workers = {
+        i: {"cls": distributed.Nanny, "options": {**opts, "host": "127.0.0.1"}}
+        for i, opts in enumerate(local_workers(n))
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
+    log.info("starting a local cluster of %d worker process(es)", len(workers))
+    return SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local", silence_logs=logging.ERROR)
+
+
+def jobqueue_cluster(path: Path):
+    """A dask-jobqueue cluster from a YAML file (see the module docstring); ``jobs`` of them are started."""
+    import yaml
+
+    try:
+        conf = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"--scheduler {path}: cannot read the cluster description: {exc}") from None
+    if not isinstance(conf, dict) or "jobqueue" not in conf:
+        raise InputError(f"--scheduler {path}: the YAML file must be a mapping with a 'jobqueue' key "
+                         f"({', '.join(JOBQUEUE)}), e.g. {{jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4}}")
+    conf = dict(conf)
+    kind = str(conf.pop("jobqueue")).lower()
+    jobs = conf.pop("jobs", 1)
+    if kind not in JOBQUEUE:
+        raise InputError(f"--scheduler {path}: jobqueue {kind!r} is not one of {', '.join(JOBQUEUE)}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise InputError(f"--scheduler {path}: jobs must be a whole number >= 1, got {jobs!r}")
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise InputError(f"--scheduler {path} describes a {kind} cluster, which needs dask-jobqueue: "
+                         "pip install dask-jobqueue") from None
+    cls = getattr(dask_jobqueue, JOBQUEUE[kind])
+    try:
+        cluster = cls(**conf)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"--scheduler {path}: {JOBQUEUE[kind]} refused the description: {exc}") from None
+    cluster.scale(jobs=jobs)
+    log.info("submitted %d %s job(s)", jobs, kind)
+    return cluster
+
+
+@contextlib.contextmanager
+def open_client(spec: str | os.PathLike | None) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``spec`` (see the module docstring), the default scheduler while open.
+
+    ``None`` or ``""`` yields None and changes nothing. A cluster started here is closed on exit; an
+    existing scheduler named by its address is left running.
+    """
+    if spec is None or str(spec).strip() == "":
+        yield None
+        return
+    text = str(spec).strip()
+    cluster = None
+    if text == "local" or text.startswith("local:"):
+        n = parse_local(text)
+        distributed = _distributed()
+        cluster = local_cluster(n)
+        target: Any = cluster
+    elif "://" in text:
+        distributed = _distributed()
+        target = text
+    elif Path(text).suffix.lower() in (".yaml", ".yml"):
+        p = Path(text).expanduser()
+        if not p.is_file():
+            raise InputError(f"--scheduler {text}: no such file")
+        distributed = _distributed()
+        cluster = jobqueue_cluster(p)
+        target = cluster
+    else:
+        raise InputError(f"--scheduler {text!r} is not understood: give {SPEC_HELP}")
+    try:
+        try:
+            client = distributed.Client(target, set_as_default=True)
+        except OSError as exc:
+            raise InputError(f"--scheduler {text}: cannot reach the scheduler: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
