@@ -119,7 +119,11 @@ def parse_image(doc: Mapping[str, Any], version: str, ndim_of: Callable[[str], i
         image = _validate(model, doc)
         repairs: list[str] = []
     except ValueError as first:
-        fixed, repairs = _repair(doc, version, ndim_of)
+        try:
+            fixed, repairs = _repair(doc, version, ndim_of)
+        except Exception as exc:  # metadata of shapes no repair foresaw: report what the model found
+            log.debug("the NGFF repairs failed on this metadata: %r", exc)
+            fixed, repairs = doc, []
         if not repairs:
             raise _invalid(first, version) from None
         try:
@@ -238,7 +242,8 @@ def _fix_transforms(cts: list, n_axes: int | None, where: str, repairs: list[str
         if isinstance(ct, dict) and ct.get("type") == "identity":
             repairs.append(f"{where}: an identity transformation dropped")
             continue
-        values = ct.get(ct.get("type")) if isinstance(ct, dict) else None
+        kind = ct.get("type") if isinstance(ct, dict) else None
+        values = ct.get(kind) if isinstance(kind, str) else None
         if n_axes and isinstance(values, list) and len(values) != n_axes:
             repairs.append(f"{where}: a {ct.get('type')} of {len(values)} values for {n_axes} axes ignored")
             continue

@@ -78,7 +78,10 @@ def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
         raise InputError(
             NOT_A_VOLUME.format(path=p) + f" (a zarr group without OME-Zarr 'multiscales' metadata{hint})"
         )
-    image = ngff.parse_image(doc, version, ndim_of=lambda path: _ndim(node, path))
+    try:
+        image = ngff.parse_image(doc, version, ndim_of=lambda path: _ndim(node, path))
+    except InputError as err:
+        raise InputError(f"{p}: {err}") from None
     n = len(image.levels)
     if level >= n:
         raise InputError(f"{p} has {n} resolution level(s); level {level} does not exist: pick 0..{max(n - 1, 0)}")
