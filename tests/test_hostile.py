@@ -342,7 +342,6 @@ def test_a_model_file_that_is_not_a_table_is_refused(trained, tmp_path, capsys, 
 
 # ---- 5. NaN is not "no texture" -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="cli.cmd_info must call finite_check(vol.data) before measuring")
 def test_info_on_a_stack_with_nan_says_nan(tmp_path, capsys):
     data = np.random.default_rng(1).random((9, 48, 48), dtype=np.float32)
     data[3, 5, 5] = np.nan
@@ -521,3 +520,11 @@ def test_the_fuzzing_mutators_damage_something():
     assert sum(_mutate_bytes(base, rng) != base for _ in range(50)) >= 45
     doc = {"a": [1, {"b": "c"}]}
     assert sum(_mutate_json(doc, rng) != doc for _ in range(50)) >= 40
+
+
+def test_an_absurd_voxel_size_in_the_file_is_refused_not_an_overflow(tmp_path, capsys):
+    """scale (1e308, 1e308, 1): the factor from the file overflows; refused with the factor's message."""
+    src = write_volume(tmp_path / "huge.ome.zarr", np.zeros((6, 16, 16), np.uint8), (1e308, 1e308, 1.0))
+    assert cli.main(["reconstruct", str(src), "--method", "cubic", "-o", str(tmp_path / "o.tif"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "anisotropy factor" in err and "Traceback" not in err

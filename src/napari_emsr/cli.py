@@ -136,9 +136,11 @@ def _progress(desc: str, total: int, quiet: bool):
 
 # ---------------------------------------------------------------------------------------------- info
 def cmd_info(args) -> int:
+    from .io import finite_check
     from .metrics import anisotropy
 
     vol = _open(args)
+    finite_check(vol.data)  # NaN would read as "no texture" below
     f = _factor(args, vol)
     an = anisotropy(vol.data, spacing=vol.spacing) if not args.fast else None
     prof = None

@@ -365,6 +365,8 @@ def _export_chunks(vol, planes: str, target: int = 8_000_000) -> tuple[int, int]
     """Chunks for writing: about ``target`` output voxels each, long along the axis the network needs."""
     nz, ny, nx = vol.data.shape
     f = getattr(vol, "factor", None) or 1.0
+    if not 1.0 <= f <= 64.0:  # NOTE: reconstruct() then refuses such a factor with its own clear message
+        f = 1.0
     zo = max(1, int(nz * f))
     if planes == "yz":
         cy = min(ny, 1024)
