@@ -167,7 +167,8 @@ def test_scheduler_specs(tmp_path):
                 pass
     w = local_workers(4, gpus=4, cores=16, memory=64)
     assert [x["env"]["CUDA_VISIBLE_DEVICES"] for x in w] == ["0", "1", "2", "3"]
-    assert all(x["nthreads"] == 1 and x["env"]["OMP_NUM_THREADS"] == "4" and x["memory_limit"] == 16 for x in w)
+    assert all(x["nthreads"] == 1 and x["silence_logs"] and x["memory_limit"] == 16 for x in w)
+    assert all(x["env"]["OMP_NUM_THREADS"] == "4" for x in w)
     assert len(local_workers(gpus=2)) == 2 and len(local_workers(gpus=0)) == 1
     assert "CUDA_VISIBLE_DEVICES" not in local_workers(2, gpus=1)[0]["env"]
     y = tmp_path / "slurm.yaml"

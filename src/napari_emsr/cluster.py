@@ -109,7 +109,8 @@ def local_workers(n: int | None = None, *, gpus: int | None = None, cores: int |
         env = {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        out.append({"nthreads": 1, "memory_limit": memory // n if memory else "auto", "env": env})
+        out.append({"nthreads": 1, "memory_limit": memory // n if memory else "auto", "env": env,
+                    "silence_logs": logging.WARNING})
     return out
 
 
@@ -138,7 +139,7 @@ def local_cluster(n: int | None = None):
     }
     scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     log.info("starting a local cluster of %d worker process(es)", len(workers))
-    return SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local", silence_logs=logging.ERROR)
+    return SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
 
 
 def jobqueue_cluster(path: Path):
@@ -184,6 +185,22 @@ def open_client(spec: str | os.PathLike | None) -> Iterator[Any]:
     if spec is None or str(spec).strip() == "":
         yield None
         return
+    # NOTE: distributed logs every start and stop at INFO on its own logger (set up when it is imported); keep
+    # them for --verbose only.
+    _distributed()
+    dlog = logging.getLogger("distributed")
+    level = dlog.level
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        dlog.setLevel(logging.WARNING)
+    try:
+        with _client(spec) as client:
+            yield client
+    finally:
+        dlog.setLevel(level)
+
+
+@contextlib.contextmanager
+def _client(spec: str | os.PathLike) -> Iterator[Any]:
     text = str(spec).strip()
     cluster = None
     if text == "local" or text.startswith("local:"):
