@@ -131,15 +131,13 @@ def parse_local(spec: str) -> int | None:
 def local_cluster(n: int | None = None):
     """A cluster of worker processes on this machine (see :func:`local_workers`)."""
     distributed = _distributed()
-    from distributed.deploy.spec import SpecCluster
-
     workers = {
         i: {"cls": distributed.Nanny, "options": {**opts, "host": "127.0.0.1"}}
         for i, opts in enumerate(local_workers(n))
     }
     scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     log.info("starting a local cluster of %d worker process(es)", len(workers))
-    return SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
+    return distributed.SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
 
 
 def jobqueue_cluster(path: Path):
