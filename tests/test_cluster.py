@@ -185,3 +185,16 @@ def test_scheduler_specs(tmp_path):
             pass
     with open_client(None) as c:
         assert c is None
+
+
+def test_reconstruct_trains_here_and_writes_on_the_cluster(data, tmp_path, capsys):
+    stack, _ = data
+    one, two = tmp_path / "one.ome.zarr", tmp_path / "two.ome.zarr"
+    common = ["--fuse", "xz", "--steps", "2", *TINY, "-q"]
+    assert main(["reconstruct", str(stack), "-o", str(one), *common]) == 0
+    assert main(["reconstruct", str(stack), "-o", str(two), "--scheduler", "local:1", *common]) == 0
+    assert np.array_equal(_read(one), _read(two))  # same seed, same model, same bits
+    # a scheduler that cannot work is refused before any training
+    assert main(["reconstruct", str(stack), "-o", str(tmp_path / "x.ome.zarr"), "--scheduler", "local:zero",
+                 *common]) == 2
+    assert "--scheduler" in capsys.readouterr().err and not (tmp_path / "x.emsr.pt").exists()

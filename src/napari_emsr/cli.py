@@ -347,10 +347,12 @@ def cmd_apply(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
+    from .cluster import check_spec, open_client
     from .methods import get_method
 
     out = _check_output(args.output, args.overwrite, not_={"input": args.input})
     _check_volume_output(args)
+    check_spec(args.scheduler)
     meth = get_method(args.method)
     model_path = None
     if meth.trains:
@@ -368,7 +370,8 @@ def cmd_reconstruct(args) -> int:
             return 130
     else:
         model = meth.name
-    info = _write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
+    with open_client(args.scheduler):  # training ran here; the write goes to the cluster when one is named
+        info = _write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
     payload.update(info)
     _emit(args, payload, f"wrote {info['output']} in {info['seconds']:.1f} s")
     return 0
@@ -516,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-model", default=None, help="where to keep the trained model (default: next to the output)")
     s.add_argument("--fuse", default="xz,yz", help="xz, yz or xz,yz (both, averaged; default)")
     s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--scheduler", default=None, metavar="SPEC",
+                   help="train here, then write on a dask.distributed cluster (see `emsr apply --help`)")
     _add_train(s)
     _add_common(s)
     s.set_defaults(func=cmd_reconstruct)

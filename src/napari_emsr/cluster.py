@@ -173,6 +173,24 @@ def jobqueue_cluster(path: Path):
     return cluster
 
 
+def check_spec(spec: str | os.PathLike | None) -> None:
+    """Refuse a ``--scheduler`` value that cannot work, without starting anything (so a command can say so
+    before it trains)."""
+    if spec is None or str(spec).strip() == "":
+        return
+    text = str(spec).strip()
+    if text == "local" or text.startswith("local:"):
+        parse_local(text)
+    elif "://" in text:
+        pass
+    elif Path(text).suffix.lower() in (".yaml", ".yml"):
+        if not Path(text).expanduser().is_file():
+            raise InputError(f"--scheduler {text}: no such file")
+    else:
+        raise InputError(f"--scheduler {text!r} is not understood: give {SPEC_HELP}")
+    _distributed()
+
+
 @contextlib.contextmanager
 def open_client(spec: str | os.PathLike | None) -> Iterator[Any]:
     """A ``distributed.Client`` for ``spec`` (see the module docstring), the default scheduler while open.
