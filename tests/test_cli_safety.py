@@ -254,3 +254,45 @@ def test_a_missing_output_folder_is_not_created_silently(stack, tmp_path, capsys
     _refused(["reconstruct", stack[0], "--method", "cubic", "-o", tmp_path / "typo" / "o.tif", "-q"], capsys,
              "does not exist")
     assert not (tmp_path / "typo").exists()
+
+
+def test_an_export_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(tmp_path):
+    """SIGKILL (no clean-up at all) at seeded random moments, then the same command again, until it completes:
+    the result is equal, bit for bit, to an export that ran through, and no interrupted state opens as finished."""
+    import signal
+    import subprocess
+    import sys
+
+    from napari_emsr.io import INCOMPLETE_MARKER
+    from napari_emsr.reconstruct import export
+
+    data = np.random.default_rng(6).integers(0, 255, (32, 768, 768), dtype=np.uint8)
+    tif = _tif(tmp_path / "k.tif", data)
+    out = tmp_path / "k.ome.zarr"
+    cmd = [sys.executable, "-m", "napari_emsr.cli", "reconstruct", str(tif), "--method", "cubic", "--fuse", "xz",
+           "-o", str(out), "-q"]
+    rng = np.random.default_rng(7)
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=float(rng.uniform(0.8, 2.2)))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            if out.exists() and (out / INCOMPLETE_MARKER).exists():
+                with pytest.raises(Exception, match="unfinished"):
+                    open_volume(out)
+            continue
+        assert proc.returncode == 0
+        break
+    else:
+        assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    assert kills >= 1, "no run was interrupted: make the volume larger"
+    assert not (out / INCOMPLETE_MARKER).exists()
+    whole = export(open_volume(tif), "cubic", tmp_path / "whole.ome.zarr", planes="xz")
+    got, ref = open_volume(out), open_volume(whole)
+    assert len(got.levels) == len(ref.levels)
+    for a, b in zip(got.levels, ref.levels):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
