@@ -25,10 +25,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import EMSRError, InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError
 from . import ngff
 from .blocks import block_axis, region, step_blocks
 from .formats import NOT_A_VOLUME, ZARR_MARKERS, looks_like_zarr
+from .lazy import LazyArray
 from .pyramid import downsample, plan_levels
 from .safety import OutputError, check_output_folder, not_writable_message, write_error
 from .units import NGFF_NM, Spacing, normalise_unit, spacing_in_nm
@@ -177,7 +178,7 @@ def _mtime(p: Path) -> int:
         return 0
 
 
-class _LazyZarr:
+class _LazyZarr(LazyArray):
     """Array-like view of one zarr array that says which chunk is damaged when a read fails.
 
     A chunk that cannot be decoded (overwritten, truncated) fails only when the data is computed, deep inside
@@ -193,21 +194,11 @@ class _LazyZarr:
         self.ndim = len(shape)
         self._arr = arr
 
-    def open(self) -> Any:
-        if self._arr is None:
-            import zarr
+    def _open(self) -> Any:
+        import zarr
 
-            node = zarr.open(self.store, mode="r")
-            self._arr = node[self.path] if self.path else node
-        return self._arr
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        try:
-            return np.asarray(self.open()[key])
-        except (MemoryError, EMSRError):
-            raise
-        except Exception as exc:
-            raise self._damaged(key, exc) from None
+        node = zarr.open(self.store, mode="r")
+        return node[self.path] if self.path else node
 
     def _damaged(self, key: Any, exc: Exception) -> InputError:
         chunk = self._bad_chunk(key)
@@ -245,10 +236,6 @@ class _LazyZarr:
             return None
         return None
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_arr"] = None
-        return state
 
 
 def _ndim(group: Any, path: str) -> int | None:

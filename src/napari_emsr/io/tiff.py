@@ -17,9 +17,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import EMSRError, InputError, OutputExistsError
+from ..errors import InputError, OutputExistsError
 from .blocks import block_axis, chunk_blocks, region
 from .formats import NOT_A_VOLUME
+from .lazy import LazyArray
 from .safety import check_output_folder, reserve, write_error
 from .units import Spacing, normalise_unit, spacing_in_nm
 from .volume import Volume, check_volume
@@ -243,7 +244,7 @@ def _compression_name(value: Any) -> str:
     return names.get(name, name.replace("_", " "))
 
 
-class _LazyTiff:
+class _LazyTiff(LazyArray):
     """Array-like view of one TIFF series level, read through tifffile's zarr store on demand.
 
     Unlike the store itself (which holds an open file and a lock) it can be pickled, so dask graphs
@@ -258,30 +259,19 @@ class _LazyTiff:
         self.ndim = 0
         self._arr: Any = None
 
-    def open(self) -> Any:
-        if self._arr is None:
-            import tifffile
-            import zarr
+    def _open(self) -> Any:
+        import tifffile
+        import zarr
 
-            store = tifffile.imread(self.path, aszarr=True, series=0, level=self.level)
-            self._arr = zarr.open(store, mode="r")
-        return self._arr
+        store = tifffile.imread(self.path, aszarr=True, series=0, level=self.level)
+        return zarr.open(store, mode="r")
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        try:
-            return np.asarray(self.open()[key])
-        except (MemoryError, EMSRError):
-            raise
-        except Exception as exc:  # TiffFileError, zlib.error, IndexError, ValueError, struct.error ...
-            raise InputError(
-                f"{self.path} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
-                "(cut short or overwritten); copy it again from its source"
-            ) from None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_arr"] = None
-        return state
+    def _damaged(self, key: Any, exc: Exception) -> InputError:
+        # TiffFileError, zlib.error, IndexError, ValueError, struct.error ...
+        return InputError(
+            f"{self.path} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
+            "(cut short or overwritten); copy it again from its source"
+        )
 
 
 def _where(key: Any) -> str:
