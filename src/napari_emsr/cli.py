@@ -69,16 +69,10 @@ def _factor(args, vol) -> float | None:
     return factor_from_spacing(vol.spacing, getattr(args, "axis", 0) or 0)
 
 
-def same_place(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths are the same file or folder, or one lies inside the other (a zarr store is a folder)."""
-    pa, pb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
-    return pa == pb or pa in pb.parents or pb in pa.parents
-
-
 def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Path | None] | None = None) -> Path:
     """The output path, checked: never one of ``not_`` (what -> path: the input, the model ...), whatever the flags;
     an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it)."""
-    from .io import INCOMPLETE_MARKER
+    from .io import INCOMPLETE_MARKER, same_place
 
     p = Path(path)
     for what, other in (not_ or {}).items():
@@ -103,6 +97,8 @@ def _check_folder(path: Path) -> None:
 def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path | None]) -> Path:
     """A model file the command will write: never the input or the output; an existing file only with --overwrite
     (or when it is the model being resumed)."""
+    from .io import same_place
+
     for what, other in not_.items():
         if other is not None and same_place(path, other):
             raise InputError(f"the {role} {path} is the {what} ({other}): choose another path (nothing was written)")

@@ -248,12 +248,11 @@ def export(
     A zarr output carries a completion marker until it is finished, and an interrupted export resumes when run
     again; a TIFF is written under a temporary name and renamed when complete.
     """
-    from .io import write_volume
+    from .io import same_place, write_volume
 
     source = getattr(volume, "source", None)
     if source and Path(str(source)).exists():
-        a, b = Path(path).expanduser().resolve(), Path(str(source)).resolve()
-        if a == b or a in b.parents or b in a.parents:
+        if same_place(path, str(source)):
             raise InputError(f"{path} is the input volume ({source}): write the result elsewhere (nothing was written)")
     from .model import EMSRModel
 

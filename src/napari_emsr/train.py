@@ -198,9 +198,11 @@ class Trainer:
             kwargs.update(config.net_kwargs)
             fixed["net_kwargs"] = kwargs
         self.config = config = config.resolved(device, **fixed)
+        from .io import same_place
+
         source = getattr(vol, "source", None)
         if config.checkpoint and source and Path(str(source)).exists():
-            if Path(config.checkpoint).expanduser().resolve() == Path(str(source)).resolve():
+            if same_place(config.checkpoint, str(source)):
                 raise InputError(f"the checkpoint {config.checkpoint} is the input volume: choose another path")
         self.method = method
         self.data = data

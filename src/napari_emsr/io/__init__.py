@@ -26,7 +26,7 @@ This package never imports torch, napari or Qt.
 from __future__ import annotations
 
 from .files import open_volume, write_volume
-from .formats import TIFF_SUFFIXES, ZARR_MARKERS, ZARR_SUFFIXES, looks_like_zarr
+from .formats import TIFF_SUFFIXES, ZARR_MARKERS, ZARR_SUFFIXES, looks_like_zarr, same_place
 from .omezarr import INCOMPLETE_MARKER
 from .safety import OutputError
 from .volume import Volume, as_volume, check_volume, finite_check
@@ -44,4 +44,5 @@ __all__ = [
     "ZARR_SUFFIXES",
     "ZARR_MARKERS",
     "looks_like_zarr",
+    "same_place",
 ]

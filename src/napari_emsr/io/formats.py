@@ -34,3 +34,10 @@ def is_tiff_name(path: str | Path) -> bool:
 def is_zarr_name(path: str | Path) -> bool:
     """Whether the name of ``path`` ends in a zarr suffix (``.zarr``, ``.ome.zarr``)."""
     return Path(path).name.lower().rstrip("/").endswith(ZARR_SUFFIXES)
+
+
+def same_place(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are the same file or folder, or one lies inside the other (a zarr store is a folder):
+    what an output must never be to its input or model, however the paths are written."""
+    pa, pb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return pa == pb or pa in pb.parents or pb in pa.parents
