@@ -198,3 +198,155 @@ def test_reconstruct_trains_here_and_writes_on_the_cluster(data, tmp_path, capsy
     assert main(["reconstruct", str(stack), "-o", str(tmp_path / "x.ome.zarr"), "--scheduler", "local:zero",
                  *common]) == 2
     assert "--scheduler" in capsys.readouterr().err and not (tmp_path / "x.emsr.pt").exists()
+
+
+# ------------------------------------------------------------------ faults in the middle of a chunk, crashes
+def _install_stall(folder: str, slots: int, after: int):
+    """In this worker: once it has started ``after`` chunks, the next chunk takes one of ``slots`` stall slots
+    (files created exclusively in ``folder``), writes this process's pid beside it and sleeps until killed."""
+    import os
+    import time
+
+    import napari_emsr.reconstruct as r
+
+    original = getattr(r, "_test_original_block", None) or r._Engine.block
+    r._test_original_block = original
+    seen = {"n": 0}
+
+    def stalling(self, *a):
+        seen["n"] += 1
+        if seen["n"] > after:
+            for i in range(slots):
+                try:
+                    os.close(os.open(os.path.join(folder, f"slot-{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    continue
+                tmp = os.path.join(folder, f"tmp-{i}")
+                with open(tmp, "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(tmp, os.path.join(folder, f"pid-{i}"))
+                time.sleep(300)  # inside the chunk's task: killed here
+        return original(self, *a)
+
+    r._Engine.block = stalling
+
+
+def _install_delay(seconds: float):
+    """In this worker: every chunk takes ``seconds`` longer (so that a test can stop a run in its middle)."""
+    import time
+
+    import napari_emsr.reconstruct as r
+
+    original = getattr(r, "_test_original_block", None) or r._Engine.block
+    r._test_original_block = original
+
+    def slow(self, *a):
+        time.sleep(seconds)
+        return original(self, *a)
+
+    r._Engine.block = slow
+
+
+def _uninstall():
+    import napari_emsr.reconstruct as r
+
+    original = getattr(r, "_test_original_block", None)
+    if original is not None:
+        r._Engine.block = original
+        r._test_original_block = None
+    r._test_counts = None
+
+
+@pytest.mark.parametrize("victims", [1, 2])
+def test_worker_killed_inside_a_chunk(cluster, data, tmp_path, victims):
+    """SIGKILL of one worker, or of every worker at once, while it computes a chunk of a tiny trained model (the
+    engine's replicas die with them): the nannies restart them, the chunks run again, and the zarr output equals
+    the single-process one bit for bit."""
+    import threading
+    import time
+
+    vol = open_volume(data[0])
+    export(vol, data[1], tmp_path / "ref.ome.zarr", planes="xz")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    killed: list[int] = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        pids = [flags / f"pid-{i}" for i in range(victims)]
+        while not all(p.exists() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for p in pids:
+            if p.exists():
+                killed.append(int(p.read_text()))
+                os.kill(killed[-1], signal.SIGKILL)
+
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        before = set(client.run(os.getpid).values())
+        client.run(_install_stall, str(flags), victims, 3)
+        t = threading.Thread(target=killer, daemon=True)
+        t.start()
+        try:
+            export(vol, data[1], tmp_path / "k.ome.zarr", planes="xz")
+        finally:
+            t.join(5)
+            client.run(_uninstall)
+        client.wait_for_workers(2, timeout=60)
+        after = set(client.run(os.getpid).values())
+    assert len(killed) == victims and set(killed) <= before and not set(killed) & after
+    assert np.array_equal(_read(tmp_path / "k.ome.zarr"), _read(tmp_path / "ref.ome.zarr"))
+
+
+def test_crashed_client_resumes_on_the_cluster(cluster, data, tmp_path):
+    """An `emsr apply --scheduler tcp://...` process SIGKILLed mid-export (its cluster lives on): the same
+    export run again computes only the chunks of the blocks the marker does not list, and equals an
+    uninterrupted export bit for bit."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from napari_emsr.io.omezarr import INCOMPLETE_MARKER
+
+    stack, model = data
+    out = tmp_path / "crash.ome.zarr"
+    export(open_volume(stack), model, tmp_path / "ref.ome.zarr", planes="fuse")
+    script = (
+        "import sys, napari_emsr.reconstruct as r\n"
+        f"r._export_chunks = lambda vol, planes: {CHUNKS!r}\n"
+        "from napari_emsr.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        client.run(_install_delay, 0.3)
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", script, "apply", str(stack), "--model", str(model),
+                                     "-o", str(out), "--scheduler", cluster.scheduler_address, "-q"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            marker = out / INCOMPLETE_MARKER
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if marker.exists() and json.loads(marker.read_text()).get("done"):
+                    break
+                time.sleep(0.02)
+            proc.kill()
+            err = proc.communicate()[1].decode()
+            done = json.loads(marker.read_text())["done"]
+            assert proc.returncode == -signal.SIGKILL and done == [0], (proc.returncode, done, err)
+            # the orphaned tasks of the dead client are released before counting starts
+            deadline = time.monotonic() + 60
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            client.run(_uninstall)
+        client.run(_install_counters)
+        seen = []
+        export(open_volume(stack), model, out, planes="fuse", progress=lambda d, t: seen.append(d))
+        blocks = sum(c["blocks"] for c in client.run(_counts).values())
+        client.run(_uninstall)
+    assert seen[0] == 2 and blocks == 8  # the 8 chunks of block 2; block 1's were not computed again
+    assert not (out / INCOMPLETE_MARKER).exists()
+    assert np.array_equal(_read(out), _read(tmp_path / "ref.ome.zarr"))
