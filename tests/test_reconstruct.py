@@ -141,3 +141,89 @@ def test_distributed_sends_model_once(tiny_model, tmp_path):
     # the engine (model) is a single graph key that every chunk task depends on
     keys = [k for k in dict(arr.dask) if isinstance(k, str) and k.startswith("emsr-engine")]
     assert len(keys) == 1
+
+
+# ------------------------------------------------------------------------ out of memory: smaller batches, tiles
+class _OutOfMemoryAbove:
+    """Wraps a network and raises torch's real OutOfMemoryError for inputs of more than ``limit`` values (as a
+    GPU would for a batch or tile too large for it); records the input shapes it ran and the errors it raised."""
+
+    def __init__(self, net, limit: int, error=None):
+        self.net, self.limit, self.error = net, limit, error
+        self.ran: list[tuple[int, ...]] = []
+        self.raised = 0
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+    def __call__(self, x):
+        import torch
+
+        if x.numel() > self.limit:
+            self.raised += 1
+            raise self.error or torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {x.numel() * 4 * 64} bytes (injected by the test)")
+        self.ran.append(tuple(x.shape))
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    """A (9, 96, 96) stack at F = 4 and a tiny model trained on it for 3 steps (xz planes of 33 x 96 px)."""
+    from napari_emsr.degrade import make_anisotropic
+    from napari_emsr.sample import _ground_truth
+
+    gt = _ground_truth()[:33, :96, :96]
+    vol = as_volume(make_anisotropic(gt, 4, "slab"), spacing=(40.0, 10.0, 10.0))
+    return vol, train(vol, TrainConfig(steps=3, **TINY))
+
+
+def _failing(monkeypatch, model, limit, error=None):
+    net = _OutOfMemoryAbove(model.network("cpu"), limit, error)
+    monkeypatch.setattr(model, "network", lambda device="cpu": net)
+    return net
+
+
+def test_out_of_memory_retries_with_smaller_batches(wide_model, monkeypatch, caplog):
+    """Batches of 8 planes are 'too large': the chunk is restored again in batches of 4, 2, 1 (the output is the
+    same, bit for bit) and later chunks start at the size that worked instead of failing again."""
+    vol, model = wide_model
+    ref = reconstruct(vol, model, planes="fuse", chunks=(16, 96)).compute(scheduler="synchronous")
+    net = _failing(monkeypatch, model, limit=2 * 33 * 96)  # two planes of 33 x 96 fit, four do not
+    with caplog.at_level("WARNING", logger="napari_emsr.reconstruct"):
+        out = reconstruct(vol, model, planes="fuse", chunks=(16, 96)).compute(scheduler="synchronous")
+    assert np.array_equal(out, ref)
+    assert net.raised == 2  # 8 -> 4 -> 2 once, for the first chunk only
+    assert {s[0] for s in net.ran} == {2} and sum(s[0] for s in net.ran) == 6 * 16 + 6 * 96  # xz + yz planes
+    assert sum("out of memory" in r.message for r in caplog.records) == 2
+
+
+def test_out_of_memory_retries_with_smaller_tiles(wide_model, monkeypatch):
+    """Not even one 33 x 96 plane fits: batch 1, then tiles of 48 px blended as usual; the result equals the
+    run that asked for 48-px tiles, and differs from whole planes only by the blending of the seams."""
+    vol, model = wide_model
+    whole = reconstruct(vol, model, planes="xz", chunks=(16, 96), overlap=8).compute(scheduler="synchronous")
+    tiled = reconstruct(vol, model, planes="xz", chunks=(16, 96), overlap=8, tile=48,
+                        batch=1).compute(scheduler="synchronous")
+    net = _failing(monkeypatch, model, limit=33 * 96 - 1)
+    out = reconstruct(vol, model, planes="xz", chunks=(16, 96), overlap=8).compute(scheduler="synchronous")
+    assert np.array_equal(out, tiled)
+    assert net.raised == 4 and {s[2:] for s in net.ran} == {(33, 48)}  # 8 -> 4 -> 2 -> 1 plane, then 48-px tiles
+    diff = np.abs(out.astype(int) - whole.astype(int))
+    assert 0 < diff.max() <= 16 and diff.mean() < 0.5
+
+
+def test_out_of_memory_gives_up_clearly(wide_model, monkeypatch):
+    from napari_emsr.errors import EMSRError
+
+    vol, model = wide_model
+    net = _failing(monkeypatch, model, limit=10)
+    with pytest.raises(EMSRError, match="ran out of memory restoring planes of 33 x 96 px even one at a time in "
+                                        "48-px tiles"):
+        reconstruct(vol, model, planes="xz", chunks=(16, 96), overlap=8).compute(scheduler="synchronous")
+    assert net.raised == 5 and not net.ran  # batch 8, 4, 2, 1, then one 48-px tile: not below 32 px
+    # an error that is not about memory is not retried
+    net = _failing(monkeypatch, model, limit=10, error=RuntimeError("Expected 4D input"))
+    with pytest.raises(RuntimeError, match="Expected 4D input"):
+        reconstruct(vol, model, planes="xz", chunks=(16, 96)).compute(scheduler="synchronous")
+    assert net.raised == 1

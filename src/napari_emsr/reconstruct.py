@@ -7,6 +7,12 @@ tiles, blending, bf16 on CUDA) and returns the chunk in the input dtype. The eng
 one key of the graph, so a ``dask.distributed`` cluster ships it to each worker once, and the built network is
 cached per device in each process.
 
+Out of memory (a GPU's as a rule): a chunk whose network call runs out of memory is restored again with half
+the batch, down to one plane (the same output), then with tiles of half the size, down to :data:`MIN_TILE` px
+(tiles are blended as usual, so the output differs from that of whole planes only near the seams, by rounding
+as a rule); the sizes that worked are kept for the next chunks of this process. Only then it gives up with an
+:class:`~napari_emsr.errors.EMSRError` that says what to do.
+
 Geometry (:mod:`napari_emsr.geometry`, a DESIGN.md contract): input slice ``i`` lies at output z = ``i * F``;
 output spacing equals the lateral spacing.
 """
@@ -22,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .degrade import interpolate_axis
-from .errors import InputError
+from .errors import EMSRError, InputError
 from .geometry import check_axis, from_front, output_length, output_positions, resolve_factor, to_front
 from .geometry import output_spacing as grid_spacing
 from .methods import get_method
@@ -30,6 +36,8 @@ from .methods import get_method
 log = logging.getLogger(__name__)
 
 PLANES = ("xz", "yz", "fuse")
+#: Smallest tile (px) an out-of-memory retry goes down to (never below twice the tiles' overlap).
+MIN_TILE = 32
 
 
 def output_spacing(volume, axis: int = 0) -> tuple[float, float, float] | None:
@@ -58,11 +66,13 @@ class _Engine:
         self.out_dtype = np.dtype(out_dtype)
         self._lock = threading.Lock()
         self._resolved = None
+        self._fit: tuple[int, int] | None = None  # (tile, batch) this process fell back to after running out of memory
 
     def __getstate__(self):
         d = dict(self.__dict__)
         d.pop("_lock")
         d["_resolved"] = None
+        d["_fit"] = None  # another process has another device and memory
         return d
 
     def __setstate__(self, d):
@@ -79,12 +89,48 @@ class _Engine:
             return self._resolved
 
     def restore(self, planes: np.ndarray) -> np.ndarray:
-        """Run the network on (N, H, W) normalised float32 planes (the model's one predict path)."""
+        """Run the network on (N, H, W) normalised float32 planes (the model's one predict path); out of memory,
+        again with smaller batches, then smaller tiles (see the module docstring)."""
         from .model import predict
 
         dev = self._device()
-        return predict(self.model.network(dev), planes, dev, tile=self.tile, overlap=self.overlap,
-                       batch=self.batch or None)
+        net = self.model.network(dev)
+        with self._lock:
+            # NOTE: predict's own default batch (8 on a CPU, 32 on CUDA), made explicit so that it can be halved.
+            tile, batch = self._fit or (self.tile, self.batch or (32 if dev.startswith("cuda") else 8))
+        while True:
+            try:
+                return predict(net, planes, dev, tile=tile, overlap=self.overlap, batch=batch)
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                if not _out_of_memory(exc):
+                    raise
+            # NOTE: out of the except block, so that the failed call's frames (and their tensors) are gone
+            tile, batch = self._smaller(dev, tile, batch, planes.shape)
+
+    def _smaller(self, dev: str, tile: int, batch: int, shape: tuple[int, ...]) -> tuple[int, int]:
+        """The next (tile, batch) to try after running out of memory with these, kept for later chunks."""
+        from .device import free_memory
+
+        free_memory(dev)
+        n, h, w = (int(s) for s in shape)
+        batch, tile = min(batch, n), min(tile, max(h, w))
+        floor = max(MIN_TILE, 2 * self.overlap + 1)
+        if batch > 1:
+            new = (tile, batch // 2)
+        elif tile // 2 >= floor:
+            new = (tile // 2, 1)
+        else:
+            raise EMSRError(
+                f"{dev} ran out of memory restoring planes of {h} x {w} px even one at a time in {tile}-px tiles: "
+                "free the device (other programs or notebooks holding its memory), use a smaller network, or "
+                "run on another device (--device cpu)"
+            )
+        log.warning("out of memory on %s with batch %d and %d-px tiles: retrying with batch %d and %d-px tiles",
+                    dev, batch, tile, new[1], new[0])
+        with self._lock:
+            if self._fit is None or new[0] * new[0] * new[1] < self._fit[0] * self._fit[0] * self._fit[1]:
+                self._fit = new
+        return new
 
     # ----------------------------------------------------------------- block
     def block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -119,6 +165,16 @@ class _Engine:
             info = np.iinfo(dt)
             return np.clip(np.rint(a), info.min, info.max).astype(dt)
         return a.astype(dt)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether a torch error is an allocation that failed (CUDA, MPS or the CPU allocator)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 def _chunk(engine: _Engine, block_info=None) -> np.ndarray:
