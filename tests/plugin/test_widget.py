@@ -7,6 +7,7 @@ status (``panel.status``) and its public methods; they click buttons only where 
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -34,16 +35,6 @@ def panel(make_napari_viewer, qtbot):
     widget.cleanup()
     qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
-
-
-@pytest.fixture
-def keep_napari_async():
-    """Restore napari's persisted asynchronous-rendering preference after a test that changes it."""
-    from napari.settings import get_settings
-
-    before = get_settings().experimental.async_
-    yield
-    get_settings().experimental.async_ = before
 
 
 def _train(widget, qtbot, resume=False):
@@ -219,7 +210,7 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
     xz, yz = panel.reconstructed_layers
     assert xz.visible and not yz.visible  # yz planes in the xz view would need every chunk
     for layer in (xz, yz):
-        assert isinstance(layer.data, da.Array)
+        assert isinstance(layer.data.dask, da.Array)
         np.testing.assert_allclose(layer.scale, (10, 10, 10))
         np.testing.assert_allclose(layer.translate, source.translate)
         assert not layer.multiscale
@@ -228,7 +219,7 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
     # xz planes are paged through y
     assert tuple(viewer.dims.order) == (1, 0, 2)
 
-    # Count the chunks napari computes while showing xz planes (a counter around the core's array).
+    # Count the chunks computed while showing xz planes (a counter around the core's array).
     computed = []
     lock = threading.Lock()
 
@@ -237,99 +228,162 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
             computed.append(tuple(block_info[0]["chunk-location"]))
         return block
 
-    xz.data = xz.data.map_blocks(count, dtype=xz.data.dtype)
+    xz.data.dask = xz.data.dask.map_blocks(count, dtype=xz.data.dtype)
     ny = xz.data.shape[1]
     for y in (ny // 3, ny // 2 + 1):
         computed.clear()
         viewer.dims.set_point(1, y * 10.0)
-        qtbot.waitUntil(lambda: len(computed) > 0, timeout=TIMEOUT)
-        qtbot.wait(50)
-        chunks_y = {loc[1] for loc in computed}
-        assert len(chunks_y) == 1, f"viewing one xz plane computed chunks {sorted(set(computed))}"
-        total_chunks = int(np.prod(xz.data.numblocks))
-        assert len(set(computed)) <= max(1, total_chunks // ny), computed
-    plane = np.asarray(xz._slice.image.view) if hasattr(xz, "_slice") else None
-    if plane is not None:
-        assert plane.shape == (xz.data.shape[0], xz.data.shape[2])
+        # the plane is restored in the background, then shown
+        qtbot.waitUntil(lambda: xz.data.view == "restored", timeout=TIMEOUT)
+        assert {loc[1] for loc in computed} == {y}, f"viewing one xz plane computed chunks {sorted(set(computed))}"
+        assert len(set(computed)) <= max(1, int(np.prod(xz.data.dask.numblocks)) // ny)
+        np.testing.assert_array_equal(np.asarray(xz._slice.image.view), np.asarray(xz.data.dask[:, y, :]))
 
 
 def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
-    import dask.array as da
-
     _train(panel, qtbot)
     panel.params.device = "auto"  # the default: the CPU on a machine without a GPU
     panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
     fused = panel.reconstructed_layers[0]
-    assert isinstance(fused.data, da.Array) and fused.data.chunksize[1] == 64
+    assert fused.data.chunks[1][0] == 64
     from napari_emsr.device import resolve_device
 
-    warned = any("fused layer computes 64 rows" in m for m in _notifications())
+    warned = any("fused layer restores 64 rows" in m and "background" in m for m in _notifications())
     assert warned == (resolve_device("auto") == "cpu")
 
 
-def test_background_box_shows_napari_setting_and_asks_before_changing_it(panel, keep_napari_async, monkeypatch):
+class _EventLoopDelay:
+    """A 10 ms QTimer on the GUI thread: the longest gap between its ticks is what a user would feel."""
+
+    def __init__(self):
+        from qtpy.QtCore import QTimer
+
+        self.ticks = [time.perf_counter()]
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+
+    def worst(self) -> float:
+        self.timer.stop()
+        return float(np.max(np.diff([*self.ticks, time.perf_counter()])))
+
+
+@pytest.fixture
+def sync_slicing():
+    """napari's asynchronous rendering off (its default): napari slices on the GUI thread."""
     from napari.settings import get_settings
-    from qtpy.QtWidgets import QMessageBox
 
-    settings = get_settings()
-    settings.experimental.async_ = False
-    assert not panel.reconstruct.background.isChecked()  # the box follows napari's setting
-    asked = []
-
-    def answer(reply):
-        def question(*args, **kwargs):
-            asked.append(args[2])
-            return reply
-
-        return question
-
-    # a click asks first; "No" leaves napari's saved preference (and the box) as they were
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
-    panel.reconstruct.background.click()
-    assert len(asked) == 1 and "napari saves it" in asked[0]
-    assert settings.experimental.async_ is False and not panel.reconstruct.background.isChecked()
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
-    panel.reconstruct.background.click()
-    assert settings.experimental.async_ is True and panel.reconstruct.background.isChecked()
-    settings.experimental.async_ = False  # changed in napari's preferences: the box follows
-    assert not panel.reconstruct.background.isChecked()
+    settings = get_settings().experimental
+    before = settings.async_
+    settings.async_ = False
+    yield
+    settings.async_ = before
 
 
-def test_fused_notice_offers_napari_async_and_planes_arrive(panel, qtbot, keep_napari_async):
+def test_rolling_axes_or_3d_never_computes_the_volume(panel, qtbot, sync_slicing):
+    """Views that are not the planes a restored layer is chunked for show interpolation, compute no block and
+    say so; napari's asynchronous rendering stays off and the event loop keeps running."""
     from napari.settings import get_settings
-    from napari.utils.notifications import notification_manager
 
-    settings = get_settings()
-    settings.experimental.async_ = False
+    from napari_emsr.reconstruct import reconstruct
+
+    viewer = panel.viewer
+    _train(panel, qtbot)
+    panel.reconstruct_params.planes = ("xz", "yz", "fuse")
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 3, timeout=TIMEOUT)
+    xz, yz, fused = panel.reconstructed_layers
+    qtbot.waitUntil(lambda: xz.data.view == fused.data.view == "restored", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: panel.block_worker is None, timeout=TIMEOUT)
+    assert not get_settings().experimental.async_, "the panel must not change napari's preference"
+    assert not yz.visible
+
+    computed = []
+
+    def count(block, block_info=None):
+        computed.append(block_info[0]["chunk-location"])
+        return block
+
+    for layer in (xz, yz, fused):
+        layer.data.dask = layer.data.dask.map_blocks(count, dtype=layer.data.dtype)
+    yz.visible = True  # the eye icon of the hidden yz layer, in the xz view
+    delay = _EventLoopDelay()
+    for change in (
+        lambda: setattr(viewer.dims, "order", (0, 1, 2)),  # back to xy
+        lambda: viewer.dims.set_point(0, 200.0),  # page through z
+        viewer.dims.transpose,
+        lambda: setattr(viewer.dims, "ndisplay", 3),
+        lambda: setattr(viewer.dims, "ndisplay", 2),
+    ):
+        change()
+        qtbot.wait(30)
+    assert delay.worst() < 1.0
+    assert computed == [], "a view the layers are not chunked for computed blocks"
+    assert {layer.data.view for layer in (xz, yz, fused)} == {"interpolated"}
+    told = [m for m in _notifications() if "shows cubic interpolation in this view" in m]
+    for label in ("xz-restored", "yz-restored", "fused"):
+        assert any(m.startswith(f"napari-emsr: {label}") for m in told), told
+    # the xy plane shown is the cubic interpolation of the input at that z
+    viewer.dims.order = (0, 1, 2)
+    z = int(round(viewer.dims.point[0] / 10.0))
+    cubic = np.asarray(reconstruct(panel.current_volume(), "cubic", planes="xz")[z], np.float32)
+    shown = np.asarray(xz._slice.image.view, np.float32)
+    assert shown.shape == cubic.shape and np.abs(shown - cubic).max() <= 2
+    # the yz view is what yz-restored is chunked for: one x plane's block is restored, in the background
+    viewer.dims.order = (2, 0, 1)
+    qtbot.waitUntil(lambda: yz.data.view == "restored", timeout=TIMEOUT)
+    assert len(computed) == 1 and {xz.data.view, fused.data.view} == {"interpolated"}
+
+
+def test_fused_blocks_arrive_without_freezing_napari(panel, qtbot, sync_slicing):
+    """With napari's asynchronous rendering off, a new fused block is restored in a worker: the event loop keeps
+    running, cubic interpolation shows meanwhile, the status line says what is computed, then the block shows."""
+    viewer = panel.viewer
     _train(panel, qtbot)
     panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
-    assert settings.experimental.async_ is False, "the panel must not change napari's preference by itself"
-    notice = next(n for n in reversed(notification_manager.records) if "fused layer computes" in str(n.message))
-    assert "napari waits" in str(notice.message) and "bench_plane_latency.py --fused-viewer" in str(notice.message)
-    ((label, action),) = notice.actions
-    assert "asynchronous rendering" in label
-    action(None)  # the user presses the notification's button
-    assert settings.experimental.async_ is True and panel.reconstruct.background.isChecked()
-
-    first = panel.reconstructed_layers
-    panel.reconstruct_layers()
-    assert any("stays usable" in m for m in _notifications())
-    qtbot.waitUntil(lambda: panel.reconstructed_layers is not first, timeout=TIMEOUT)
     fused = panel.reconstructed_layers[0]
-    # napari now slices in a thread: a new plane arrives in the layer without blocking the test's event loop
-    y = fused.data.shape[1] * 2 // 3
-    expected = np.asarray(fused.data[:, y, :]).astype(np.float32)
-    panel.viewer.dims.set_point(1, y * 10.0)
+    qtbot.waitUntil(lambda: fused.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
+    first_y = int(round(viewer.dims.point[1] / 10.0))
+    y = (first_y + 64) % fused.data.shape[1]  # a plane of another block
+    delay = _EventLoopDelay()
+    viewer.dims.set_point(1, y * 10.0)
+    assert fused.data.view == "computing"
+    qtbot.waitUntil(lambda: "Restoring fused" in panel.status_label.text(), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: fused.data.view == "restored", timeout=TIMEOUT)
+    assert delay.worst() < 1.0
+    expected = np.asarray(fused.data.dask[:, y, :])
+    qtbot.waitUntil(lambda: np.array_equal(np.asarray(fused._slice.image.view), expected), timeout=TIMEOUT)
+    assert fused.data.computed == 2
 
-    def shown() -> bool:
-        view = np.asarray(fused._slice.image.view, np.float32)
-        return view.shape == expected.shape and np.array_equal(view, expected)
 
-    qtbot.waitUntil(shown, timeout=TIMEOUT)
+def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
+    panel.params.method = "cubic"
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    xz = panel.reconstructed_layers[0]
+    qtbot.waitUntil(lambda: xz.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
+    gate = threading.Event()
+
+    def slow(block, block_info=None):
+        gate.wait(30)
+        return block
+
+    xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype)
+    panel.viewer.dims.set_point(1, 30.0)
+    qtbot.waitUntil(lambda: panel.block_worker is not None, timeout=TIMEOUT)
+    panel.viewer.dims.set_point(1, 40.0)  # asked for while the first is computed
+    assert xz.data.wanted
+    panel.cancel_blocks()
+    assert not xz.data.wanted
+    gate.set()
+    qtbot.waitUntil(lambda: panel.block_worker is None, timeout=TIMEOUT)
+    assert xz.data.view == "computing" and xz.data.computed == 2  # the block started finished; y = 4 never ran
 
 
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):

@@ -7,8 +7,8 @@ Everything that imports napari, Qt, pyqtgraph or magicgui lives in this sub-pack
 - ``layers``: napari layers <-> :class:`napari_emsr.io.Volume` (scale, translate, units, axis labels, pyramids,
   where a reconstruction or a preview plane is placed);
 - ``state``: the panel's parameters and status as evented dataclasses a script can set and watch;
-- ``async_rendering``: napari's asynchronous-rendering preference, shown and offered, changed only on the
-  user's word;
+- ``lazy_layer``: the layer data of a lazy reconstruction: napari never computes a block on the GUI thread
+  (blocks are restored in a worker, interpolation stands in elsewhere);
 - ``widgets``: one sub-widget of the panel per file, each bound to the state;
 - ``workers``: the tasks the panel runs in thread workers (none touches the viewer).
 

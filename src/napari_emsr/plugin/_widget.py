@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from functools import partial
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
-from napari_emsr.plugin import async_rendering
 from napari_emsr.plugin.layers import (
     layer_spacing,
     layer_to_volume,
@@ -36,6 +36,7 @@ from napari_emsr.plugin.layers import (
     preview_layer_kwargs,
     reconstruction_layer_kwargs,
 )
+from napari_emsr.plugin.lazy_layer import COMPUTING, INTERPOLATED, NOTHING, RestoredPlanes, cubic_region
 from napari_emsr.plugin.state import (
     IDLE,
     PLANE_LABELS,
@@ -55,6 +56,7 @@ from napari_emsr.plugin.widgets.model_widget import ModelWidget
 from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
 from napari_emsr.plugin.widgets.reconstruct_widget import ReconstructWidget
 from napari_emsr.plugin.widgets.train_widget import TrainWidget
+from napari_emsr.plugin.workers.block_worker import BlockNote, BlockQueue, block_task
 from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob, export_task
 from napari_emsr.plugin.workers.runner import start_task
 from napari_emsr.plugin.workers.tasks import (
@@ -105,6 +107,24 @@ def _guarded(widget: QWidget, slots: Any) -> list:
     return [wrap(slot) for slot in slots]
 
 
+def _weak_emitters(panel: EMSRWidget) -> tuple:
+    """``on_wanted`` and ``on_view`` callbacks of a restored layer's data, holding the panel weakly (the layer
+    may outlive a closed panel); they emit the panel's queued signals from whichever thread napari slices in."""
+    ref = weakref.ref(panel)
+
+    def on_wanted(_planes: Any) -> None:
+        alive = ref()
+        if alive is not None and _alive(alive):
+            alive.blocks_wanted.emit()
+
+    def on_view(planes: Any, view: str) -> None:
+        alive = ref()
+        if alive is not None and _alive(alive):
+            alive.layer_view_changed.emit(planes, view)
+
+    return on_wanted, on_view
+
+
 def _method(name: str) -> Any:
     from napari_emsr.methods import get_method
 
@@ -143,6 +163,10 @@ class EMSRWidget(QWidget):
 
     #: (done, total) from the export worker thread; Qt queues it to the main thread.
     export_progress = Signal(int, int)
+    #: A restored layer asked for blocks (emitted from whichever thread napari sliced in; queued).
+    blocks_wanted = Signal()
+    #: A restored layer's data and what it now shows (a view of :mod:`napari_emsr.plugin.lazy_layer`; queued).
+    layer_view_changed = Signal(object, str)
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
@@ -160,6 +184,9 @@ class EMSRWidget(QWidget):
         self.export_worker: Any = None
         self.export_job: ExportJob | None = None
         self.reconstructed_layers: list = []
+        self.block_queue = BlockQueue()
+        self.block_worker: Any = None
+        self._told_views: set = set()
         self._last_redraw = 0.0
         self._anisotropy_request = 0
         self._following_layer = False
@@ -203,15 +230,14 @@ class EMSRWidget(QWidget):
         self.train.stop_requested.connect(self.stop_training)
         self.train.resume_requested.connect(partial(self.start_training, resume=True))
         self.reconstruct.reconstruct_requested.connect(self.reconstruct_layers)
-        self.reconstruct.background_requested.connect(self.ask_background_slicing)
         self.models.save_requested.connect(self.save_model)
         self.models.load_requested.connect(self.load_model)
         self.export.export_requested.connect(self.export_volume)
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
-        # "Compute planes in the background" shows napari's own asynchronous-rendering setting and follows it.
-        self.reconstruct.set_background(self.background_slicing())
-        async_rendering.events().connect(self._on_async_setting)
+        self.blocks_wanted.connect(self._pump_blocks, Qt.ConnectionType.QueuedConnection)
+        self.layer_view_changed.connect(self._on_layer_view, Qt.ConnectionType.QueuedConnection)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
 
         self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
         self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
@@ -621,6 +647,7 @@ class EMSRWidget(QWidget):
         except EMSRError as err:
             self._report_error(err, "reconstruction")
             return None
+        factor = float(model.factor) if not isinstance(model, str) else float(self.input_params.factor)
         self.set_status("Preparing the lazy reconstruction...")
         if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.params.device):
             self._notify_fused_cost()
@@ -632,35 +659,31 @@ class EMSRWidget(QWidget):
             planes,
             self.params.device,
             connect={
-                "returned": partial(self._on_reconstructed, layer, volume),
+                "returned": partial(self._on_reconstructed, layer, volume, factor),
                 "errored": partial(self._report_error, what="reconstruction"),
                 "finished": lambda: self.reconstruct.button.setEnabled(True),
             },
         )
 
     def _notify_fused_cost(self) -> None:
-        """Say that a fused block is slow on a CPU, and offer napari's background rendering when it is off."""
-        from napari.utils.notifications import notification_manager
-
-        notification_manager.dispatch(async_rendering.fused_cost_notice(self._background_from_notification))
-
-    def _background_from_notification(self) -> None:
+        """Say that a fused block is slow on a CPU (it is computed in the background; napari never waits)."""
         from napari.utils.notifications import show_info
 
-        if _alive(self):
-            self.set_background_slicing(True)
-            show_info(
-                "napari's asynchronous rendering is on: a napari preference, saved for every session "
-                f"({async_rendering.PREFERENCE} turns it off)."
-            )
+        show_info(
+            "napari-emsr: a fused plane needs the yz planes that cross it, so the fused layer restores 64 rows at "
+            "a time: on a CPU each new block takes a while (benchmarks/bench_plane_latency.py --fused-viewer "
+            "measures it). Blocks are computed in the background, cubic interpolation is shown meanwhile, and "
+            "the activity dock shows (and cancels) what is being computed."
+        )
 
-    def _on_reconstructed(self, layer: Any, volume: Any, results: list) -> None:
+    def _on_reconstructed(self, layer: Any, volume: Any, factor: float, results: list) -> None:
         show_xz = any(p in ("xz", "fuse") for p, _, _ in results)
         flat = self.viewer.dims.ndisplay == 2
         if flat and self.viewer.dims.ndim >= 3:
-            # NOTE: roll the dims BEFORE adding the layers: in the default xy view one plane of an xz-chunked
-            # array needs every chunk, i.e. the whole volume.
+            # NOTE: roll the dims BEFORE adding the layers, so that the first planes shown are the ones the
+            # layers are chunked for (any other plane only shows interpolation, see lazy_layer).
             self.viewer.dims.order = paging_order(self.viewer.dims.ndim, "xz" if show_xz else "yz")
+        interpolate = cubic_region(volume.data, factor)
         added = []
         for planes, array, out_spacing in results:
             name = f"{layer.name} {PLANE_LABELS[planes]}"
@@ -675,43 +698,94 @@ class EMSRWidget(QWidget):
                 unit=self.input_params.unit,
                 metadata={"planes": planes, "input": layer.name},
             )
-            new = self.viewer.add_image(array, **kwargs)
-            # a yz layer seen in the xz view would need every chunk: it stays hidden there
+            data = RestoredPlanes(array, planes, interpolate, label=PLANE_LABELS[planes])
+            data.on_wanted, data.on_view = _weak_emitters(self)
+            self.block_queue.add(data)
+            new = self.viewer.add_image(data, **kwargs)
+            # a yz layer seen in the xz view shows only interpolation: it stays hidden there
             new.visible = not (flat and show_xz and planes == "yz")
             added.append(new)
         self.reconstructed_layers = added
         self.input.set_layer(layer)
         self.set_status(
-            f"Added {', '.join(layer.name for layer in added)}: planes are computed as you view them "
-            f"({'page through y for xz planes' if show_xz else 'page through x for yz planes'})."
+            f"Added {', '.join(layer.name for layer in added)}: planes are restored in the background as you view "
+            f"them ({'page through y for xz planes' if show_xz else 'page through x for yz planes'}); other views "
+            "show cubic interpolation."
         )
 
-    # ------------------------------------------------------------------ napari's asynchronous rendering
-    def background_slicing(self) -> bool:
-        """Whether napari computes planes in the background (its asynchronous-rendering preference)."""
-        return async_rendering.is_on()
+    # ------------------------------------------------------------------------- restored blocks, off the GUI thread
+    def _pump_blocks(self) -> None:
+        """Start the block worker when a restored layer asks for blocks and none runs."""
+        if self.block_worker is not None or not self.block_queue.pending() or not _alive(self):
+            return
+        self.block_worker = self._start(
+            block_task,
+            self.block_queue,
+            connect={
+                "yielded": self._on_block_note,
+                "errored": partial(self._report_error, what="restoring a block"),
+                "aborted": self._on_blocks_cancelled,
+                "finished": self._on_blocks_finished,
+            },
+            progress={"desc": "napari-emsr: restoring planes"},
+        )
 
-    def set_background_slicing(self, on: bool) -> None:
-        """Change napari's asynchronous-rendering preference (napari saves it for every session).
+    def _on_block_note(self, note: BlockNote) -> None:
+        planes = note.planes
+        first, last = planes.block_span(note.block)
+        axis = "zyx"[planes.axis]
+        pbar = getattr(self.block_worker, "pbar", None)
+        if note.value is None:
+            text = f"Restoring {planes.label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
+            self.set_status(text)
+            if pbar is not None:
+                pbar.set_description(f"napari-emsr: restoring {planes.label} {axis} {first}-{last}")
+            return
+        if planes.store(note.block, note.value):
+            for layer in self.viewer.layers:
+                if layer.data is planes and layer.visible:
+                    layer.refresh()
+        if pbar is not None:
+            pbar.update(1)
+        self.set_status(f"{planes.label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
 
-        The panel calls this only when the user asked for it (the confirmation of the Reconstruct box, the
-        button of the fused-layer notice); a script that calls it changes the user's napari preference.
-        """
-        async_rendering.set_on(on)
+    def _on_blocks_cancelled(self, *_: Any) -> None:
+        self.block_queue.clear()
+        self.set_status("Restoring cancelled: the layers show interpolation where no block was restored.")
 
-    def ask_background_slicing(self, on: bool) -> bool:
-        """Ask the user whether to change napari's asynchronous-rendering preference to ``on``; do it if yes.
+    def _on_blocks_finished(self) -> None:
+        self.block_worker = None
+        self._pump_blocks()  # asked for while the last block was computed
 
-        Returns
-        -------
-        bool
-            Whether the preference was changed.
-        """
-        return async_rendering.ask_to_set(self, on)
+    def cancel_blocks(self) -> None:
+        """Stop restoring blocks after the one being computed (the activity dock's cancel does the same)."""
+        self.block_queue.clear()
+        if self.block_worker is not None:
+            self.block_worker.quit()
 
-    def _on_async_setting(self, event: Any) -> None:
-        if _alive(self):
-            self.reconstruct.set_background(bool(event.value))
+    def _on_layer_view(self, planes: RestoredPlanes, view: str) -> None:
+        """Say what a restored layer shows when that changes: interpolation or nothing outside its planes."""
+        from napari.utils.notifications import show_info
+
+        if not _alive(self):
+            return
+        visible = any(layer.data is planes and layer.visible for layer in self.viewer.layers)
+        if not visible:
+            return
+        text = planes.describe(view)
+        self.set_status(text)
+        if view in (INTERPOLATED, NOTHING):
+            told = (id(planes), view)
+            if told not in self._told_views:
+                self._told_views.add(told)
+                show_info(f"napari-emsr: {text}")
+        elif view == COMPUTING:
+            self._told_views = {t for t in self._told_views if t[0] != id(planes)}
+
+    def _on_layer_removed(self, event: Any) -> None:
+        data = getattr(event.value, "data", None)
+        if isinstance(data, RestoredPlanes):
+            self.block_queue.discard(data)
 
     # ------------------------------------------------------------------------------------- export
     def export_volume(self, path: str, planes: str | None = None) -> Any:
@@ -794,11 +868,15 @@ class EMSRWidget(QWidget):
     # ------------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
-        async_rendering.events().disconnect(self._on_async_setting)
         if self.session is not None:
             self.session.stop()
         if self.export_job is not None:
             self.export_job.cancel()
+        self.cancel_blocks()
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        except (RuntimeError, TypeError, ValueError):
+            pass
 
     def closeEvent(self, event: Any) -> None:  # Qt's name
         self.cleanup()

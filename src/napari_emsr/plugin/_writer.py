@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari_emsr.plugin.layers import layer_data_to_volume
+from napari_emsr.plugin.lazy_layer import RestoredPlanes
 
 
 def write_image(path: str, data: Any, meta: dict) -> list[str]:
@@ -40,6 +41,9 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
     from napari_emsr.errors import InputError
     from napari_emsr.io import write_volume
 
+    # NOTE: a restored layer's data stands in for the lazy reconstruction (lazy_layer); write the real one.
+    if isinstance(data, RestoredPlanes):
+        data = data.dask
     ndim = getattr(data[0] if meta.get("multiscale") else data, "ndim", 0)
     if ndim != 3 or meta.get("rgb"):
         raise InputError(

@@ -1,0 +1,83 @@
+"""The block task: compute the restored blocks that layers asked for, one at a time, newest request first.
+
+A :class:`~napari_emsr.plugin.lazy_layer.RestoredPlanes` records which blocks the plane on screen needs; this
+generator takes them from a :class:`BlockQueue`, yields a note before each block (what is being computed) and
+the block when it is done, and returns when nothing is asked for any more. Quitting the worker (the activity
+dock's cancel button) stops it between blocks and drops what was asked for; a block already started finishes
+(the network cannot be interrupted part-way) and is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class BlockNote:
+    """What the worker yields: a block it starts (``value`` None) or one it finished (``value`` the array)."""
+
+    planes: Any
+    block: tuple[int, ...]
+    value: Any = None
+    seconds: float = 0.0
+
+
+class BlockQueue:
+    """The layers whose blocks are wanted (thread-safe): :meth:`next` picks the most recent request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._layers: list = []
+
+    def add(self, planes: Any) -> None:
+        """Watch ``planes`` (a RestoredPlanes) for wanted blocks."""
+        with self._lock:
+            if planes not in self._layers:
+                self._layers.append(planes)
+
+    def discard(self, planes: Any) -> None:
+        """Stop watching ``planes`` (its layer was removed)."""
+        with self._lock:
+            if planes in self._layers:
+                self._layers.remove(planes)
+                planes.forget_wanted()
+
+    def pending(self) -> bool:
+        """Whether any watched layer asks for a block."""
+        with self._lock:
+            return any(p.wanted for p in self._layers)
+
+    def next(self) -> tuple[Any, tuple[int, ...]] | None:
+        """(layer data, block) of the newest request, or None."""
+        with self._lock:
+            layers = sorted(self._layers, key=lambda p: p.wanted_at, reverse=True)
+        for planes in layers:
+            block = planes.next_wanted()
+            if block is not None:
+                return planes, block
+        return None
+
+    def clear(self) -> None:
+        """Drop every request (cancel)."""
+        with self._lock:
+            layers = list(self._layers)
+        for planes in layers:
+            planes.forget_wanted()
+
+
+def block_task(queue: BlockQueue) -> Iterator[BlockNote]:
+    """Compute wanted blocks until none is left; yields a note before and after each block."""
+    import time
+
+    while True:
+        job = queue.next()
+        if job is None:
+            return
+        planes, block = job
+        yield BlockNote(planes, block)
+        t0 = time.perf_counter()
+        value = planes.compute_block(block)
+        yield BlockNote(planes, block, value, time.perf_counter() - t0)
