@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_zarr_name, looks_like_zarr
+from ..errors import EMSRError, InputError
+from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_url, is_zarr_name, looks_like_zarr
 from .omezarr import INCOMPLETE_MARKER, check_fingerprint, open_zarr, write_zarr
 from .tiff import open_tiff, write_tiff
 from .units import to_nm
@@ -30,7 +30,9 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
     path : str or path-like
         A ``.tif``/``.tiff`` file (ImageJ hyperstack, OME-TIFF or plain multi-page TIFF), or a zarr
         folder (OME-Zarr with ``multiscales``, NGFF 0.4 on zarr v2 or 0.5 on zarr v3, or a plain zarr
-        array of either format).
+        array of either format). A zarr store may also be given as a URL that fsspec reads: ``file://``,
+        or ``s3://``, ``gs://``, ``https://`` ... where that protocol's package is installed (s3fs, gcsfs,
+        aiohttp ...). On a cluster, the workers read the URL themselves: it must reach the data from them.
     channel : int, optional
         Channel to pick from multi-channel data.
     level : int
@@ -49,15 +51,23 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         When the path is missing, is not a readable volume, its OME-Zarr metadata is invalid, or the data
         is not a greyscale 3D stack.
     """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise InputError(f"{p} does not exist: check the path (and that the drive is mounted)")
     try:
         level = int(level)
     except (TypeError, ValueError):
         raise InputError(f"level {level!r} is not a whole number: give e.g. level=0") from None
     if level < 0:
         raise InputError(f"level {level} is negative: give 0 (full resolution) or a higher pyramid level")
+    if is_url(path):
+        local = _local_path(str(path))
+        if local is None:
+            vol = _open_url(str(path), channel=channel, level=level)
+            log.info("opened %s: shape %s, %s, voxel size %s %s, %d level(s)", path, vol.shape, vol.dtype,
+                     vol.spacing, vol.unit, len(vol.levels))
+            return vol
+        path = local
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{p} does not exist: check the path (and that the drive is mounted)")
     if p.is_dir():
         # NOTE: a store with our marker is an unfinished export even without zarr metadata (e.g. one whose
         # removal for an overwrite was interrupted); open_zarr says so.
@@ -75,6 +85,57 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         p, vol.shape, vol.dtype, vol.spacing, vol.unit, len(vol.levels),
     )
     return vol
+
+
+def _local_path(url: str) -> Path | None:
+    """The local path of a ``file://`` URL (None for any other scheme)."""
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(url)
+    if u.scheme.lower() != "file":
+        return None
+    if u.netloc not in ("", "localhost"):
+        raise InputError(f"{url}: a file:// URL names a path on this machine (file:///data/stack.zarr), "
+                         f"not on {u.netloc!r}")
+    return Path(unquote(u.path))
+
+
+def _open_url(url: str, *, channel: int | None, level: int) -> Volume:
+    """Open a zarr store at an fsspec URL (``s3://``, ``https://``, ``memory://`` ...)."""
+    protocol = url.split("://", 1)[0].lower()
+    if is_tiff_name(url.rstrip("/")):
+        raise InputError(f"{url}: TIFF stacks are read from files on this machine only; copy it here, or "
+                         "convert it to OME-Zarr for reading from a URL")
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError(f"{url}: reading from a URL needs fsspec: pip install fsspec") from None
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:  # a known protocol whose package is missing: fsspec says which one
+        raise InputError(f"{url}: reading {protocol}:// needs a package that is not installed ({exc})") from None
+    except ValueError:
+        raise InputError(f"{url}: {protocol}:// is not a protocol fsspec knows (file://, s3://, gs://, https://, "
+                         "memory:// ...)") from None
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+        exists = fs.exists(root)
+        unfinished = exists and fs.exists(f"{root.rstrip('/')}/{INCOMPLETE_MARKER}")
+        marked = exists and any(fs.exists(f"{root.rstrip('/')}/{m}") for m in ZARR_MARKERS)
+    except EMSRError:
+        raise
+    except Exception as exc:  # network, credentials, a bad bucket name ...: fsspec's backends raise many kinds
+        raise InputError(f"{url} cannot be reached ({type(exc).__name__}: {exc}): check the URL, the network and "
+                         "the credentials") from None
+    if not exists:
+        raise InputError(f"{url} does not exist: check the URL")
+    if unfinished:
+        raise InputError(f"{url} is an unfinished export (it still has the {INCOMPLETE_MARKER} marker): run the "
+                         "export again to complete it")
+    if not marked:
+        raise InputError(NOT_A_VOLUME.format(path=url) + " (no zarr metadata at this URL; N5 is not read: "
+                         "convert it to OME-Zarr)")
+    return open_zarr(url, channel=channel, level=level)
 
 
 def write_volume(

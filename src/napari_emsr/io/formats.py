@@ -6,6 +6,7 @@ exactly what :func:`napari_emsr.io.open_volume` reads. Nothing here opens a file
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 #: Suffixes of TIFF stacks (lower case; ``.ome.tif`` ends in one of them).
@@ -18,6 +19,15 @@ ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zattrs")
 NOT_A_VOLUME = (
     "{path} is not a volume napari-emsr can read: expected a TIFF stack (.tif/.tiff) or an OME-Zarr/zarr folder"
 )
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` is a URL with a scheme (``file://``, ``s3://``, ``https://``, ``memory://`` ...), read
+    through fsspec, rather than a path on this machine."""
+    return isinstance(path, str) and bool(_URL.match(path))
 
 
 def looks_like_zarr(path: str | Path) -> bool:

@@ -50,15 +50,21 @@ _ZARR_CHUNKS = (64, 256, 256)
 # ---- reading --------------------------------------------------------------------------------------
 
 
-def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
+def _join(p: Path | str, name: str) -> Path | str:
+    """``p / name`` for a folder, ``p/name`` for a URL (a ``Path`` would fold its ``//``)."""
+    return p / name if isinstance(p, Path) else f"{p.rstrip('/')}/{name}"
+
+
+def open_zarr(p: Path | str, *, channel: int | None, level: int) -> Volume:
     """Open a zarr array or OME-Zarr image lazily; see :func:`napari_emsr.io.open_volume`.
 
-    ``Volume.levels`` holds the requested level and every coarser one (``levels[0]`` is the data); spacing
-    and translation are those of the requested level.
+    ``p`` is a folder, or a URL that zarr opens through fsspec (the caller has checked that it exists and is
+    not an unfinished export). ``Volume.levels`` holds the requested level and every coarser one
+    (``levels[0]`` is the data); spacing and translation are those of the requested level.
     """
     import zarr
 
-    if (p / INCOMPLETE_MARKER).exists():
+    if isinstance(p, Path) and (p / INCOMPLETE_MARKER).exists():
         raise InputError(
             f"{p} is an unfinished export (it still has the {INCOMPLETE_MARKER} marker): run the export "
             "again to complete it, or delete the folder"
@@ -75,7 +81,7 @@ def open_zarr(p: Path, *, channel: int | None, level: int) -> Volume:
     doc, version = ngff.find_multiscales(dict(node.attrs))
     if doc is None:
         names = sorted(_array_names(node))
-        hint = f"; it holds the arrays {names}: open one of them, e.g. {p / names[0]}" if names else ""
+        hint = f"; it holds the arrays {names}: open one of them, e.g. {_join(p, names[0])}" if names else ""
         raise InputError(
             NOT_A_VOLUME.format(path=p) + f" (a zarr group without OME-Zarr 'multiscales' metadata{hint})"
         )
@@ -137,7 +143,7 @@ _MAX_CHUNKS = 2**27
 _MAX_CHUNK_BYTES = 2**32
 
 
-def _lazy_array(p: Path, arr: Any, path: str) -> da.Array:
+def _lazy_array(p: Path | str, arr: Any, path: str) -> da.Array:
     """A dask array over a zarr array, chunk for chunk, whose reads end in InputError when a chunk is damaged.
 
     The shape and chunks the store declares are checked first (positive chunks, a number of chunks dask can
@@ -165,7 +171,7 @@ def _lazy_array(p: Path, arr: Any, path: str) -> da.Array:
     from dask.base import tokenize
 
     reader = _LazyZarr(str(p), path, shape, dtype, chunks, arr)
-    name = "zarr-" + tokenize(str(p), path, shape, dtype.str, chunks, _mtime(p / path))
+    name = "zarr-" + tokenize(str(p), path, shape, dtype.str, chunks, _mtime(p / path) if isinstance(p, Path) else 0)
     return da.from_array(reader, chunks=chunks, name=name, fancy=False, lock=False,
                          meta=np.empty((0,) * len(shape), dtype=dtype))
 
