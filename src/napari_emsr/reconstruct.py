@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -416,13 +417,22 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None) 
     return fp
 
 
-def _export_chunks(vol, planes: str, target: int = 8_000_000) -> tuple[int, int]:
-    """Chunks for writing: about ``target`` output voxels each, long along the axis the network needs."""
+def _export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -> tuple[int, int]:
+    """Chunks for writing: about ``target`` output voxels each, long along the axis the network needs.
+
+    xz (yz) planes: whole rows (columns) up to 1024 px, so the network's lateral margin costs nothing. Fused:
+    square columns of at least ``2 * margin`` px (at most 1024): each direction then restores its chunk plus
+    a margin on two sides only (1.5x the chunk for 128 px), where rows of a few px (a deep stack) would cost the
+    yz direction ``(rows + 2 * margin) / rows`` times the chunk (10x for 7 rows). About ``2 * target`` voxels.
+    """
     nz, ny, nx = vol.data.shape
     f = getattr(vol, "factor", None) or 1.0
     if not 1.0 <= f <= 64.0:  # NOTE: reconstruct() then refuses such a factor with its own clear message
         f = 1.0
     zo = max(1, int(nz * f))
+    if planes == "fuse":
+        side = min(1024, max(2 * margin, 16 * round(math.sqrt(2 * target / zo) / 16)))
+        return min(ny, side), min(nx, side)
     if planes == "yz":
         cy = min(ny, 1024)
         cx = max(1, min(nx, target // max(1, zo * cy)))
