@@ -320,6 +320,10 @@ def test_rolling_axes_or_3d_never_computes_the_volume(panel, qtbot, sync_slicing
     ):
         change()
         qtbot.wait(30)
+        if viewer.dims.ndisplay == 3:  # restored plane by plane: hidden in 3D, and the status line says so
+            assert not any(layer.visible for layer in (xz, yz, fused))
+            assert "hidden" in panel.status_label.text()
+    assert all(layer.visible for layer in (xz, yz, fused))  # back in 2D
     assert delay.worst() < 1.0
     assert computed == [], "a view the layers are not chunked for computed blocks"
     assert {layer.data.view for layer in (xz, yz, fused)} == {"interpolated"}
@@ -374,9 +378,9 @@ def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
         gate.wait(30)
         return block
 
-    xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype)
+    xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype, meta=np.empty((0, 0, 0), xz.data.dtype))
     panel.viewer.dims.set_point(1, 30.0)
-    qtbot.waitUntil(lambda: panel.block_worker is not None, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: "Restoring xz-restored, y 3-3" in panel.status_label.text(), timeout=TIMEOUT)
     panel.viewer.dims.set_point(1, 40.0)  # asked for while the first is computed
     assert xz.data.wanted
     panel.cancel_blocks()

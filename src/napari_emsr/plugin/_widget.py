@@ -187,6 +187,7 @@ class EMSRWidget(QWidget):
         self.block_queue = BlockQueue()
         self.block_worker: Any = None
         self._told_views: set = set()
+        self._hidden_in_3d: list = []
         self._last_redraw = 0.0
         self._anisotropy_request = 0
         self._following_layer = False
@@ -238,6 +239,7 @@ class EMSRWidget(QWidget):
         self.blocks_wanted.connect(self._pump_blocks, Qt.ConnectionType.QueuedConnection)
         self.layer_view_changed.connect(self._on_layer_view, Qt.ConnectionType.QueuedConnection)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
 
         self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
         self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
@@ -687,8 +689,6 @@ class EMSRWidget(QWidget):
         added = []
         for planes, array, out_spacing in results:
             name = f"{layer.name} {PLANE_LABELS[planes]}"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
             kwargs = reconstruction_layer_kwargs(
                 layer,
                 volume,
@@ -701,9 +701,11 @@ class EMSRWidget(QWidget):
             data = RestoredPlanes(array, planes, interpolate, label=PLANE_LABELS[planes])
             data.on_wanted, data.on_view = _weak_emitters(self)
             self.block_queue.add(data)
-            new = self.viewer.add_image(data, **kwargs)
+            new = self._replace_layer_data(name, data, kwargs) or self.viewer.add_image(data, **kwargs)
             # a yz layer seen in the xz view shows only interpolation: it stays hidden there
-            new.visible = not (flat and show_xz and planes == "yz")
+            new.visible = flat and not (show_xz and planes == "yz")
+            if not flat and not (show_xz and planes == "yz"):
+                self._hidden_in_3d.append(new)  # shown when the view goes back to 2D
             added.append(new)
         self.reconstructed_layers = added
         self.input.set_layer(layer)
@@ -713,7 +715,48 @@ class EMSRWidget(QWidget):
             "show cubic interpolation."
         )
 
+    def _replace_layer_data(self, name: str, data: RestoredPlanes, kwargs: dict) -> Any:
+        """Give an existing restored layer of that name its new data (a Reconstruct again); None when there is none.
+
+        Replacing the data keeps the user's display settings and is much quicker than removing and adding a
+        layer (napari collects garbage on removal: most of a second here).
+        """
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        old = getattr(existing, "data", None)
+        if not isinstance(old, RestoredPlanes):
+            if existing is not None:
+                self.viewer.layers.remove(existing)
+            return None
+        self.block_queue.discard(old)
+        existing.visible = False
+        existing.metadata = kwargs["metadata"]
+        existing.scale, existing.translate = kwargs["scale"], kwargs["translate"]
+        existing.data = data
+        return existing
+
     # ------------------------------------------------------------------------- restored blocks, off the GUI thread
+    def _on_ndisplay(self, event: Any) -> None:
+        """Hide the restored layers in 3D (they are restored plane by plane), show them again in 2D."""
+        if not _alive(self):
+            return
+        if self.viewer.dims.ndisplay == 3:
+            hidden = [
+                layer for layer in self.viewer.layers if isinstance(layer.data, RestoredPlanes) and layer.visible
+            ]
+            for layer in hidden:
+                layer.visible = False
+            self._hidden_in_3d = hidden
+            if hidden:
+                self.set_status(
+                    f"3D view: {', '.join(layer.name for layer in hidden)} hidden (restored plane by plane, they "
+                    "would show only interpolation in 3D); they come back in 2D. Export to see the result in 3D."
+                )
+        else:
+            for layer in self._hidden_in_3d:
+                if layer in self.viewer.layers:
+                    layer.visible = True
+            self._hidden_in_3d = []
+
     def _pump_blocks(self) -> None:
         """Start the block worker when a restored layer asks for blocks and none runs."""
         if self.block_worker is not None or not self.block_queue.pending() or not _alive(self):
@@ -732,6 +775,8 @@ class EMSRWidget(QWidget):
 
     def _on_block_note(self, note: BlockNote) -> None:
         planes = note.planes
+        if planes is None:
+            return
         first, last = planes.block_span(note.block)
         axis = "zyx"[planes.axis]
         pbar = getattr(self.block_worker, "pbar", None)
@@ -873,10 +918,14 @@ class EMSRWidget(QWidget):
         if self.export_job is not None:
             self.export_job.cancel()
         self.cancel_blocks()
-        try:
-            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-        except (RuntimeError, TypeError, ValueError):
-            pass
+        for event, slot in (
+            (self.viewer.layers.events.removed, self._on_layer_removed),
+            (self.viewer.dims.events.ndisplay, self._on_ndisplay),
+        ):
+            try:
+                event.disconnect(slot)
+            except (RuntimeError, TypeError, ValueError):
+                pass
 
     def closeEvent(self, event: Any) -> None:  # Qt's name
         self.cleanup()

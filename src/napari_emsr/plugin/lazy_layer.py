@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import product
@@ -112,7 +113,7 @@ class RestoredPlanes:
     on_wanted : callable or None
         Called as ``on_wanted(self)`` when new blocks are asked for, from the thread that sliced.
     computed : int
-        Blocks computed so far (by :meth:`compute_block`).
+        Blocks computed so far (by :meth:`compute_block`); ``seconds`` holds how long each took.
     """
 
     def __init__(self, array: Any, planes: str, interpolate: Callable | None = None, label: str = ""):
@@ -133,12 +134,14 @@ class RestoredPlanes:
         self._stand_ins: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.wanted: list[tuple[int, ...]] = []
         self.wanted_at = 0
+        self.wanted_time = 0.0
         self.last_needed: frozenset[tuple[int, ...]] = frozenset()
         self.view = ""
         self.last_index: int | None = None
         self.on_view: Callable[[RestoredPlanes, str], Any] | None = None
         self.on_wanted: Callable[[RestoredPlanes], Any] | None = None
         self.computed = 0
+        self.seconds: list[float] = []
 
     def __repr__(self) -> str:
         return f"RestoredPlanes({self.label}, shape={self.shape}, dtype={self.dtype}, chunked along {AXES[self.axis]})"
@@ -165,6 +168,7 @@ class RestoredPlanes:
                 else:
                     self.wanted = missing
                     self.wanted_at = _next_serial()
+                    self.wanted_time = time.perf_counter()
                 self.last_needed = frozenset(needed)
                 self.last_index = ranges[self.axis][0]
             if not missing:
@@ -250,8 +254,10 @@ class RestoredPlanes:
 
     def compute_block(self, block: tuple[int, ...]) -> np.ndarray:
         """Compute one block of the reconstruction (slow: run it in a worker thread)."""
+        t0 = time.perf_counter()
         value = np.asarray(self.dask.blocks[block].compute(scheduler="synchronous"))
         self.computed += 1
+        self.seconds.append(time.perf_counter() - t0)
         return value
 
     def store(self, block: tuple[int, ...], value: np.ndarray) -> bool:

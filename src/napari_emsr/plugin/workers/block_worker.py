@@ -17,7 +17,8 @@ from typing import Any
 
 @dataclass
 class BlockNote:
-    """What the worker yields: a block it starts (``value`` None) or one it finished (``value`` the array)."""
+    """What the worker yields: a block it starts (``value`` None), one it finished (``value`` the array), or
+    nothing (``planes`` None: it waits for the user to settle on a plane)."""
 
     planes: Any
     block: tuple[int, ...]
@@ -50,6 +51,11 @@ class BlockQueue:
         with self._lock:
             return any(p.wanted for p in self._layers)
 
+    def newest(self) -> float:
+        """perf_counter time of the newest request still waiting (0 when none)."""
+        with self._lock:
+            return max((p.wanted_time for p in self._layers if p.wanted), default=0.0)
+
     def next(self) -> tuple[Any, tuple[int, ...]] | None:
         """(layer data, block) of the newest request, or None."""
         with self._lock:
@@ -68,11 +74,19 @@ class BlockQueue:
             planes.forget_wanted()
 
 
-def block_task(queue: BlockQueue) -> Iterator[BlockNote]:
+#: Seconds a request must stay the newest before its block starts: a slider dragged across many planes starts
+#: no block for the planes it only passes through (a started block cannot be interrupted).
+SETTLE_SECONDS = 0.25
+
+
+def block_task(queue: BlockQueue, settle: float = SETTLE_SECONDS) -> Iterator[BlockNote]:
     """Compute wanted blocks until none is left; yields a note before and after each block."""
     import time
 
     while True:
+        while queue.pending() and time.perf_counter() - queue.newest() < settle:
+            time.sleep(0.05)
+            yield BlockNote(None, ())  # lets a quit() stop the worker while it waits
         job = queue.next()
         if job is None:
             return
