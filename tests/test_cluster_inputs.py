@@ -81,3 +81,13 @@ def test_urls_that_cannot_work_end_in_our_error(stored, tmp_path, capsys):
             open_volume(u)
     assert main(["info", "nosuchprotocol://bucket/x.zarr"]) == 2
     assert "not a protocol fsspec knows" in capsys.readouterr().err
+
+
+def test_an_n5_container_is_named(tmp_path):
+    n5 = tmp_path / "stack.n5"
+    (n5 / "s0").mkdir(parents=True)
+    (n5 / "attributes.json").write_text('{"n5": "2.5.0"}')
+    (n5 / "s0" / "attributes.json").write_text('{"dimensions": [48, 48, 9], "blockSize": [48, 48, 9], '
+                                               '"dataType": "uint8", "compression": {"type": "raw"}}')
+    with pytest.raises(InputError, match="N5 container"):
+        open_volume(n5)

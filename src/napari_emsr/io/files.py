@@ -72,6 +72,9 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         # NOTE: a store with our marker is an unfinished export even without zarr metadata (e.g. one whose
         # removal for an overwrite was interrupted); open_zarr says so.
         if not looks_like_zarr(p) and not (p / INCOMPLETE_MARKER).exists():
+            if (p / "attributes.json").is_file():
+                raise InputError(NOT_A_VOLUME.format(path=p) + " (it is an N5 container, which zarr 3 no longer "
+                                 "reads: convert it to OME-Zarr first)")
             raise InputError(NOT_A_VOLUME.format(path=p) + " (this folder holds no zarr metadata)")
         vol = open_zarr(p, channel=channel, level=level)
     elif is_tiff_name(p):
