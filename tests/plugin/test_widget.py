@@ -152,6 +152,35 @@ def test_train_updates_progress_plot_preview(panel, qtbot):
     assert panel.models.save_button.isEnabled()
 
 
+def test_a_time_budget_shows_time_and_looks_before_the_end(panel, qtbot):
+    """With a budget in minutes, the bars show elapsed and remaining time (not steps), and the gain plot and the
+    preview get points during the run even when the trainer's step rates would give none before the end."""
+    from napari_emsr.plugin._widget import PREVIEW_LAYER
+
+    panel.params.budget, panel.params.minutes = "minutes", 0.15  # 9 s
+    panel.params.val_every = panel.params.preview_every = 10**6  # the trainer's own would come after the end
+    during = {"bars": [], "gains": 0, "preview": False}
+
+    def watch(_):
+        if panel.status.state == "running":
+            during["bars"].append(panel.train.progress_bar.format())
+            during["gains"] = len(panel.plot.gains)
+            during["preview"] |= PREVIEW_LAYER in panel.viewer.layers
+
+    panel.status.events.step.connect(watch)
+    etas = []
+    worker = panel.start_training()
+    worker.pbar.events.eta.connect(lambda event: etas.append(event.value))
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert during["gains"] >= 1 and during["preview"], during
+    bars = during["bars"]
+    assert bars and all("elapsed" in t and "left" in t and "/" not in t.split("·")[0] for t in bars), bars[-3:]
+    assert bars[0].startswith("step ") and bars[-1].endswith(("0:00 left", "0:01 left")), bars[-3:]
+    assert worker.pbar.total == 9  # napari's activity dock counts seconds
+    assert any("elapsed" in e and "left" in e for e in etas), etas[-3:]
+    assert panel.model is not None and 8 <= panel.model.history[-1]["elapsed"] <= 30
+
+
 def test_stop_keeps_model_and_resume_continues(panel, qtbot):
     panel.params.steps = 5000
     panel.start_training()
@@ -566,9 +595,13 @@ def test_a_registered_toy_method_trains_and_reconstructs_in_the_panel(panel, qtb
         stages, messages = [], []
         panel.status.events.stage.connect(stages.append)
         panel.status.events.message.connect(messages.append)
+        bars = []
+        panel.status.events.step.connect(lambda _: bars.append(panel.train.progress_bar.format()))
         _train(panel, qtbot)
         assert stages == ["warmup", "restore"]
-        assert any(m.startswith("warmup (1/2): step") for m in messages), messages
+        assert any(m.startswith("warmup (1/2): 1/2 steps") for m in messages), messages
+        assert any(t.startswith("stage warmup 2/2 steps") for t in bars), bars
+        assert any(t.startswith("restore 4/4 steps") for t in bars), bars
         assert panel.plot.steps == [1, 2, 3, 4]  # the restoring network's curve, after the warm-up's
         assert panel.model is not None and panel.model.step == 4
         assert panel.model.config["method"] == toy.name and panel.model.config["options"] == {"toy_rows": "even"}

@@ -450,6 +450,8 @@ class EMSRWidget(QWidget):
         status.total = start + int(config.steps or 0)
         status.loss = status.gain = None
         status.stage, status.stage_index, status.stage_count, status.elapsed = "", 0, 1, 0.0
+        status.budget_seconds = float(config.minutes) * 60.0 if config.minutes else 0.0
+        status.stage_started, status.stage_first_step = 0.0, start
         status.state = RUNNING
         self._say(status, "Preparing training (reading the volume, building the network)...")
         self.train_worker = self._start(
@@ -508,6 +510,8 @@ class EMSRWidget(QWidget):
         start = update.start_step if last_stage else 0
         status = self.status
         status.stage, status.stage_index, status.stage_count = str(getattr(ev, "stage", "")), stage_index, stage_count
+        if new_stage:
+            status.stage_started, status.stage_first_step = float(ev.elapsed), int(ev.step)
         status.start_step, status.total, status.step = start, int(ev.total), int(ev.step)
         status.loss, status.elapsed = float(ev.loss), float(ev.elapsed)
         if ev.gain is not None:
@@ -527,23 +531,31 @@ class EMSRWidget(QWidget):
         status = self.status
         stage = f"{status.stage} ({status.stage_index + 1}/{status.stage_count}): " if status.stage_count > 1 else ""
         gain = f", gain over cubic {status.gain:+.2f} dB" if status.gain is not None else ""
-        return f"{stage}step {status.step} / {status.total}, loss {status.loss:.4g}{gain}"
+        text = status.progress_text()[len(status.stage_prefix()) :]
+        return f"{stage}{text}, loss {status.loss:.4g}{gain}"
 
     def _advance_activity_bar(self, ev: Any, start: int, new_stage: bool) -> None:
-        """napari's activity-dock progress bar of the training worker."""
+        """napari's activity-dock progress bar of the training worker: seconds with a time budget, else steps."""
         pbar = getattr(self.train_worker, "pbar", None)
         if pbar is None:
             return
-        total = ev.total - start
-        if new_stage and pbar.n:
+        status = self.status
+        if status.budget_seconds:
+            total, done = int(round(status.budget_seconds)), int(ev.elapsed)
+        else:
+            total, done = ev.total - start, ev.step - start
+        if new_stage and pbar.n and not status.budget_seconds:
             pbar.reset(total=total)
-        if new_stage and self.status.stage_count > 1:
-            pbar.set_description(f"napari-emsr training: {self.status.stage}")
+        if new_stage:
+            stage = f": {status.stage_prefix().strip()}" if status.stage_count > 1 else ""
+            pbar.set_description(f"napari-emsr training{stage}")
         if pbar.total != total:
             pbar.total = total
-        done = ev.step - start
         if done > pbar.n:
-            pbar.update(done - pbar.n)
+            pbar.update(min(done, total) - pbar.n)
+        # NOTE: napari's dock shows tqdm's "21/3000 [00:10<23:00, 2.1it/s]" here; steps mean little with a time
+        # budget, so the panel's own words replace it after each update.
+        pbar.events.eta(value=status.progress_text()[len(status.stage_prefix()) :])
 
     def _show_preview(self, preview: np.ndarray, cubic: np.ndarray | None) -> None:
         """Show the restored preview xz plane (and its cubic interpolation) beside the input."""

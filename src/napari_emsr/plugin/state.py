@@ -205,6 +205,11 @@ class TrainingStatus:
         Which stage of how many (0-based index).
     elapsed : float
         Seconds since training started.
+    budget_seconds : float
+        The time budget in seconds (0 with a step budget).
+    stage_started, stage_first_step : float, int
+        ``elapsed`` and ``step`` when the current stage sent its first event (for the time left of a stage
+        with a step budget).
     message : str
         One line for people.
     """
@@ -219,12 +224,53 @@ class TrainingStatus:
     stage_index: int = 0
     stage_count: int = 1
     elapsed: float = 0.0
+    budget_seconds: float = 0.0
+    stage_started: float = 0.0
+    stage_first_step: int = 0
     message: str = ""
 
     @property
     def busy(self) -> bool:
         """Whether a training run is under way (running or stopping)."""
         return self.state != IDLE
+
+    def seconds_left(self) -> float | None:
+        """Seconds of training left: the time budget's rest, else the current stage's steps left at its
+        measured rate (then the later stages are not counted); None before there is a rate."""
+        if self.budget_seconds:
+            return max(0.0, self.budget_seconds - self.elapsed)
+        done = self.step - self.stage_first_step
+        spent = self.elapsed - self.stage_started
+        if done <= 0 or spent <= 0 or not self.total:
+            return None
+        return max(0.0, (self.total - self.step) * spent / done)
+
+    def stage_prefix(self) -> str:
+        """``"stage cyclegan "`` for an earlier stage, ``"restore "`` for the last one of several, else ``""``."""
+        if self.stage_count <= 1 or not self.stage:
+            return ""
+        return f"stage {self.stage} " if self.stage_index < self.stage_count - 1 else f"{self.stage} "
+
+    def progress_text(self) -> str:
+        """The progress bar's text: the stage, its steps and the time (elapsed and left with a time budget)."""
+        prefix = self.stage_prefix()
+        steps = f"{self.step}/{self.total}" if self.total else f"step {self.step}"
+        left = self.seconds_left()
+        if self.budget_seconds:
+            # NOTE: the restoring network's step count is only a cap under a time budget: no "of N" for it.
+            last = self.stage_index >= self.stage_count - 1
+            steps = f"step {self.step}" if last or not self.total else steps
+            return f"{prefix}{steps} · {clock(self.elapsed)} elapsed, {clock(left or 0.0)} left"
+        when = f" · {clock(left)} left" if left is not None else ""
+        return f"{prefix}{steps} steps{when}"
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for a number of seconds."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 @evented

@@ -38,7 +38,7 @@ class TrainWidget(QGroupBox):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Train the current model further, continuing its step count")
         self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("%v / %m steps")
+        self.progress_bar.setFormat("not started")
         self.progress_bar.setValue(0)
 
         buttons = QHBoxLayout()
@@ -51,7 +51,7 @@ class TrainWidget(QGroupBox):
         self.train_button.clicked.connect(self.train_requested)
         self.stop_button.clicked.connect(self.stop_requested)
         self.resume_button.clicked.connect(self.resume_requested)
-        for event in (status.events.step, status.events.total, status.events.start_step):
+        for event in (status.events.step, status.events.total, status.events.start_step, status.events.elapsed):
             event.connect(self._show_progress)
         self.set_state(running=False, can_train=True, can_resume=False)
 
@@ -62,10 +62,16 @@ class TrainWidget(QGroupBox):
         self.stop_button.setEnabled(running)
 
     def _show_progress(self, *_: Any) -> None:
-        """``step`` between ``start_step`` and ``total`` (an unknown total gives a busy bar)."""
+        """Seconds out of the budget with a time budget, else ``step`` between ``start_step`` and ``total`` (an
+        unknown total gives a busy bar); the text names the stage and the time left
+        (:meth:`TrainingStatus.progress_text`)."""
         status = self.status
-        if status.total:
+        if status.budget_seconds:
+            self.progress_bar.setRange(0, max(1, int(round(status.budget_seconds))))
+            self.progress_bar.setValue(min(int(status.elapsed), int(round(status.budget_seconds))))
+        elif status.total:
             self.progress_bar.setRange(int(status.start_step), max(int(status.total), int(status.start_step) + 1))
             self.progress_bar.setValue(min(int(status.step), int(status.total)))
         else:
             self.progress_bar.setRange(0, 0)
+        self.progress_bar.setFormat(status.progress_text().replace("%", "%%"))

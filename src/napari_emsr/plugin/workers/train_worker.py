@@ -68,6 +68,47 @@ class TrainSession:
         return self.model
 
 
+class TimedLooks:
+    """Validation and preview at a rate tied to time when the budget is in minutes.
+
+    The trainer validates every ``val_every`` steps and previews every ``preview_every`` steps; how many steps a
+    minute holds depends on the device and the network, so a short CPU run could end before the first of
+    either. With a time budget, the worker also validates (and shows a preview) when ``every`` seconds passed
+    without one (a tenth of the budget, between 5 and 60 s), between two trainer steps. These extra looks are
+    for the plot and the preview only: the trainer's keep-best and its history use its own validations.
+
+    Parameters
+    ----------
+    minutes : float or None
+        The time budget (None: a step budget; nothing is added).
+    """
+
+    def __init__(self, minutes: float | None) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self.every = min(60.0, max(5.0, float(minutes) * 6.0)) if minutes else None
+        self._last_val = self._last_preview = self._now()
+
+    def look(self, trainer: Any, event: Any) -> None:
+        """Add a validation and a preview to ``event`` (a restoring step) when one is due."""
+        from napari_emsr.train import RESTORE_STAGE
+
+        if self.every is None or event.done or getattr(event, "stage", RESTORE_STAGE) != RESTORE_STAGE:
+            return
+        now = self._now()
+        if event.val_psnr is not None:
+            self._last_val = now
+        elif now - self._last_val >= self.every and getattr(trainer, "pairs", None) is not None:
+            event.val_psnr, event.cubic_psnr = trainer.validate(), trainer.cubic_psnr
+            self._last_val = self._now()
+        if event.preview is not None:
+            self._last_preview = now
+        elif now - self._last_preview >= self.every and getattr(trainer, "pairs", None) is not None:
+            event.preview = trainer.preview()
+            self._last_preview = self._now()
+
+
 def cpu_threads() -> int:
     """Threads torch may use on the CPU while the GUI runs: all cores but one (at least one)."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -112,8 +153,10 @@ def train_task(
         trainer.stop()
     start = int(trainer.start_step)
     sent_cubic = False
+    clock = TimedLooks(config.minutes)
     try:
         for event in trainer.run():
+            clock.look(trainer, event)
             cubic = None
             if event.preview is not None and not sent_cubic:
                 cubic = np.asarray(trainer.preview_input(), np.float32)
