@@ -269,6 +269,50 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
         np.testing.assert_array_equal(np.asarray(xz._slice.image.view), np.asarray(xz.data.dask[:, y, :]))
 
 
+def test_side_by_side_shows_input_cubic_and_restored_at_one_plane_and_flips(panel, qtbot):
+    viewer = panel.viewer
+    _train(panel, qtbot)
+    assert viewer.layers["emsr preview"].name_overlay.visible  # the preview planes are labelled on the canvas
+    qtbot.mouseClick(panel.compare.side_button, _left())  # one click: restores xz planes and adds cubic first
+    qtbot.waitUntil(lambda: panel.comparing is not None, timeout=TIMEOUT)
+    source, cubic, restored = panel.comparing
+    assert (source.name, cubic.name, restored.name) == (
+        "medulla anisotropic", "medulla anisotropic cubic", "medulla anisotropic xz-restored"
+    )
+    assert viewer.grid.enabled and tuple(viewer.dims.order) == (1, 0, 2)
+    shown = [layer for layer in viewer.layers if layer.visible]
+    assert [viewer.grid.position(viewer.layers.index(layer), viewer.layers) for layer in (source, cubic, restored)] \
+        == [(0, 0), (0, 1), (0, 2)] and len(shown) == 3  # input | cubic | restored, nothing else
+    assert all(layer.name_overlay.visible for layer in shown)
+    assert viewer.canvas.overlays["current_slice"].visible
+    # the same plane on all three: y on the slider, in world units
+    y = int(round(viewer.dims.point[1] / 10.0))
+    qtbot.waitUntil(lambda: restored.data.view == "restored" and cubic.data.view == "restored", timeout=TIMEOUT)
+    qtbot.waitUntil(
+        lambda: np.array_equal(np.asarray(restored._slice.image.view), np.asarray(restored.data.dask[:, y, :])),
+        timeout=TIMEOUT,
+    )
+    from napari_emsr.reconstruct import reconstruct
+
+    expected_cubic = np.asarray(reconstruct(panel.current_volume(), "cubic", planes="xz")[:, y, :])
+    np.testing.assert_array_equal(np.asarray(cubic._slice.image.view), expected_cubic)
+    np.testing.assert_array_equal(np.asarray(source._slice.image.view), np.asarray(source.data[:, y, :]))
+    # Flip: one view, cubic then restored, at the same plane
+    qtbot.mouseClick(panel.compare.flip_button, _left())
+    assert not viewer.grid.enabled and cubic.visible and not restored.visible and not source.visible
+    qtbot.mouseClick(panel.compare.flip_button, _left())
+    assert restored.visible and not cubic.visible and int(round(viewer.dims.point[1] / 10.0)) == y
+    # the other orientation: yz-restored is made and shown beside the same layers
+    panel.show_side_by_side("yz")
+    qtbot.waitUntil(lambda: panel.comparing[2].name.endswith("yz-restored"), timeout=TIMEOUT)
+    assert tuple(viewer.dims.order) == (2, 0, 1) and viewer.grid.enabled
+
+
+def test_flip_without_a_comparison_says_what_to_do(panel):
+    panel.flip_compare()
+    assert "press Side by side first" in panel.status_label.text()
+
+
 def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     _train(panel, qtbot)
     panel.params.device = "auto"  # the default: the CPU on a machine without a GPU

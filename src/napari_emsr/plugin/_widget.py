@@ -48,6 +48,7 @@ from napari_emsr.plugin.state import (
     TrainingParameters,
     TrainingStatus,
 )
+from napari_emsr.plugin.widgets.compare_widget import CompareWidget
 from napari_emsr.plugin.widgets.device_widget import DeviceWidget
 from napari_emsr.plugin.widgets.export_widget import ExportWidget
 from napari_emsr.plugin.widgets.input_widget import InputWidget
@@ -61,6 +62,7 @@ from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob,
 from napari_emsr.plugin.workers.runner import start_task
 from napari_emsr.plugin.workers.tasks import (
     anisotropy_task,
+    compare_task,
     list_devices_task,
     load_model_task,
     net_sizes_task,
@@ -188,6 +190,7 @@ class EMSRWidget(QWidget):
         self.block_worker: Any = None
         self._told_views: set = set()
         self._hidden_in_3d: list = []
+        self.comparing: tuple | None = None
         self._last_redraw = 0.0
         self._anisotropy_request = 0
         self._following_layer = False
@@ -202,6 +205,7 @@ class EMSRWidget(QWidget):
         self.train = TrainWidget(self.status)
         self.plot = LossPlotWidget()
         self.reconstruct = ReconstructWidget(self.reconstruct_params)
+        self.compare = CompareWidget()
         self.models = ModelWidget()
         self.export = ExportWidget(self.reconstruct_params, self.export_status)
         self.status_label = QLabel("")
@@ -210,7 +214,9 @@ class EMSRWidget(QWidget):
 
         body = QWidget()
         column = QVBoxLayout(body)
-        for part in (self.input, self.method, self.device, self.train, self.reconstruct, self.models, self.export):
+        for part in (
+            self.input, self.method, self.device, self.train, self.reconstruct, self.compare, self.models, self.export
+        ):
             column.addWidget(part)
         column.addWidget(self.status_label)
         column.addStretch(1)
@@ -231,6 +237,8 @@ class EMSRWidget(QWidget):
         self.train.stop_requested.connect(self.stop_training)
         self.train.resume_requested.connect(partial(self.start_training, resume=True))
         self.reconstruct.reconstruct_requested.connect(self.reconstruct_layers)
+        self.compare.side_by_side_requested.connect(self.show_side_by_side)
+        self.compare.flip_requested.connect(self.flip_compare)
         self.models.save_requested.connect(self.save_model)
         self.models.load_requested.connect(self.load_model)
         self.export.export_requested.connect(self.export_volume)
@@ -569,7 +577,10 @@ class EMSRWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = data
             else:
-                self.viewer.add_image(data, **preview_layer_kwargs(layer, lateral, preview.shape[-1], slot, name))
+                added = self.viewer.add_image(
+                    data, **preview_layer_kwargs(layer, lateral, preview.shape[-1], slot, name)
+                )
+                added.name_overlay.visible = True  # which grey panel is which, on the canvas
         self.input.set_layer(layer)
 
     def _on_train_finished(self) -> None:
@@ -698,6 +709,9 @@ class EMSRWidget(QWidget):
             # layers are chunked for (any other plane only shows interpolation, see lazy_layer).
             self.viewer.dims.order = paging_order(self.viewer.dims.ndim, "xz" if show_xz else "yz")
         interpolate = cubic_region(volume.data, factor)
+        for preview in (PREVIEW_LAYER, PREVIEW_CUBIC_LAYER):
+            if preview in self.viewer.layers:  # training's planes would sit beside the restored ones, unlabelled
+                self.viewer.layers[preview].visible = False
         added = []
         for planes, array, out_spacing in results:
             name = f"{layer.name} {PLANE_LABELS[planes]}"
@@ -710,10 +724,7 @@ class EMSRWidget(QWidget):
                 unit=self.input_params.unit,
                 metadata={"planes": planes, "input": layer.name},
             )
-            data = RestoredPlanes(array, planes, interpolate, label=PLANE_LABELS[planes])
-            data.on_wanted, data.on_view = _weak_emitters(self)
-            self.block_queue.add(data)
-            new = self._replace_layer_data(name, data, kwargs) or self.viewer.add_image(data, **kwargs)
+            new = self._add_restored(name, RestoredPlanes(array, planes, interpolate, PLANE_LABELS[planes]), kwargs)
             # a yz layer seen in the xz view shows only interpolation: it stays hidden there
             new.visible = flat and not (show_xz and planes == "yz")
             if not flat and not (show_xz and planes == "yz"):
@@ -726,6 +737,13 @@ class EMSRWidget(QWidget):
             f"them ({'page through y for xz planes' if show_xz else 'page through x for yz planes'}); other views "
             "show cubic interpolation."
         )
+
+    def _add_restored(self, name: str, data: RestoredPlanes, kwargs: dict, tell: bool = True) -> Any:
+        """Add a layer of ``data`` (or give it to the restored layer of that name); ``tell``: say what it shows."""
+        on_wanted, on_view = _weak_emitters(self)
+        data.on_wanted, data.on_view = on_wanted, on_view if tell else None
+        self.block_queue.add(data)
+        return self._replace_layer_data(name, data, kwargs) or self.viewer.add_image(data, **kwargs)
 
     def _replace_layer_data(self, name: str, data: RestoredPlanes, kwargs: dict) -> Any:
         """Give an existing restored layer of that name its new data (a Reconstruct again); None when there is none.
@@ -745,6 +763,137 @@ class EMSRWidget(QWidget):
         existing.scale, existing.translate = kwargs["scale"], kwargs["translate"]
         existing.data = data
         return existing
+
+    # ------------------------------------------------------------------------------------ compare
+    def _restored_for(self, layer: Any, planes: str) -> Any:
+        """The restored layer of ``layer`` made for ``planes`` (or the fused one), or None."""
+        for candidate in (planes, "fuse"):
+            name = f"{layer.name} {PLANE_LABELS[candidate]}"
+            if name in self.viewer.layers and isinstance(self.viewer.layers[name].data, RestoredPlanes):
+                return self.viewer.layers[name]
+        return None
+
+    def _cubic_for(self, layer: Any) -> Any:
+        name = f"{layer.name} cubic"
+        found = self.viewer.layers[name] if name in self.viewer.layers else None
+        return found if found is not None and isinstance(found.data, RestoredPlanes) else None
+
+    def show_side_by_side(self, planes: str = "xz") -> Any:
+        """Show the input, its cubic interpolation and the restored volume side by side in napari's grid.
+
+        The three share napari's dims and camera, so they show the same plane at the same zoom; each cell is
+        labelled with its layer's name, and the current plane is written on the canvas. The view is rolled to
+        ``planes`` (those the restoration is made for). A missing restored or cubic layer is made first (lazily,
+        in a worker).
+
+        Parameters
+        ----------
+        planes : str
+            ``"xz"`` (page through y) or ``"yz"`` (page through x).
+
+        Returns
+        -------
+        worker or None
+            The worker that builds missing layers (None when none was needed, or on an error).
+        """
+        try:
+            layer = self.current_layer()
+            volume = self.current_volume()
+            restored = self._restored_for(layer, planes)
+            model = self._model_or_method() if restored is None else None
+        except EMSRError as err:
+            self._report_error(err, "comparing")
+            return None
+        jobs = []
+        if restored is None:
+            jobs.append((model, planes, PLANE_LABELS[planes]))
+        if self._cubic_for(layer) is None:
+            jobs.append(("cubic", "xz", "cubic"))
+        if not jobs:
+            self._arrange_side_by_side(layer, planes)
+            return None
+        factor = float(model.factor) if model is not None and not isinstance(model, str) else self.input_params.factor
+        self.set_status("Preparing the comparison...")
+        return self._start(
+            compare_task,
+            volume,
+            jobs,
+            self.params.device,
+            connect={
+                "returned": partial(self._on_compare_ready, layer, volume, factor, planes),
+                "errored": partial(self._report_error, what="comparing"),
+            },
+        )
+
+    def _on_compare_ready(self, layer: Any, volume: Any, factor: float, planes: str, results: list) -> None:
+        if layer not in self.viewer.layers:
+            return
+        self.viewer.dims.ndisplay = 2
+        self.viewer.dims.order = paging_order(self.viewer.dims.ndim, planes)
+        interpolate = cubic_region(volume.data, factor)
+        for label, made_for, array, out_spacing in results:
+            name = f"{layer.name} {label}"
+            kwargs = reconstruction_layer_kwargs(
+                layer, volume, out_spacing, name=name, spacing=self.input_params.spacing,
+                unit=self.input_params.unit, metadata={"planes": made_for, "input": layer.name},
+            )
+            data = RestoredPlanes(array, made_for, interpolate, label)
+            added = self._add_restored(name, data, kwargs, tell=label != "cubic")
+            if label != "cubic":
+                self.reconstructed_layers = [*self.reconstructed_layers, added]
+        self._arrange_side_by_side(layer, planes)
+
+    def _arrange_side_by_side(self, layer: Any, planes: str) -> None:
+        viewer = self.viewer
+        cubic, restored = self._cubic_for(layer), self._restored_for(layer, planes)
+        if cubic is None or restored is None:
+            return
+        trio = (layer, cubic, restored)
+        viewer.dims.ndisplay = 2
+        viewer.dims.order = paging_order(viewer.dims.ndim, planes)
+        self._hidden_in_3d = []
+        for other in viewer.layers:
+            other.visible = other in trio
+        # NOTE: napari's grid fills its cells in layer-list order (hidden layers take none): moved to the end in
+        # this order, they read input | cubic | restored from left to right.
+        for member in trio:
+            viewer.layers.move(viewer.layers.index(member), len(viewer.layers))
+        viewer.grid.stride = 1
+        viewer.grid.shape = (1, 3)
+        viewer.grid.enabled = True
+        for member in trio:
+            member.name_overlay.visible = True
+        viewer.canvas.overlays["current_slice"].visible = True
+        viewer.reset_view()
+        self.comparing = trio
+        paged = "y" if planes == "xz" else "x"
+        self.set_status(
+            f"Side by side: {layer.name} | cubic | {restored.name}, same {planes} plane and zoom; page through "
+            f"{paged} with the slider. Flip cubic / restored compares them in one view."
+        )
+
+    def flip_compare(self) -> None:
+        """Swap cubic and restored in one view (napari's grid off), at the same plane."""
+        trio = self.comparing
+        if trio is None or any(member not in self.viewer.layers for member in trio):
+            layer = self.current_layer()
+            cubic = self._cubic_for(layer) if layer is not None else None
+            restored = None
+            if layer is not None:
+                restored = self._restored_for(layer, "xz") or self._restored_for(layer, "yz")
+            if cubic is None or restored is None:
+                self._report_error(InputError("nothing to flip yet: press Side by side first"), "comparing")
+                return
+            trio = self.comparing = (layer, cubic, restored)
+        layer, cubic, restored = trio
+        self.viewer.grid.enabled = False
+        show_cubic = restored.visible or not cubic.visible
+        layer.visible = False
+        cubic.visible, restored.visible = show_cubic, not show_cubic
+        for member in (cubic, restored):
+            member.name_overlay.visible = True
+        shown = cubic if show_cubic else restored
+        self.set_status(f"Showing {shown.name} (Flip again for {(restored if show_cubic else cubic).name}).")
 
     # ------------------------------------------------------------------------- restored blocks, off the GUI thread
     def _on_ndisplay(self, event: Any) -> None:

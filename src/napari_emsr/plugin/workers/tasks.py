@@ -72,3 +72,28 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) ->
         arr = reconstruct(volume, model, planes=p, device=device)
         out.append((p, arr, output_spacing(volume)))
     return out
+
+
+def compare_task(volume: Any, jobs: list[tuple[Any, str, str]], device: str) -> list[tuple[str, str, Any, Any]]:
+    """Build (without computing) the lazy volumes a comparison needs.
+
+    Parameters
+    ----------
+    volume : napari_emsr.io.Volume
+        The anisotropic input.
+    jobs : list of tuple
+        ``(model or method name, planes, label)`` each.
+    device : str
+        Where the chunks run.
+
+    Returns
+    -------
+    list of tuple
+        ``(label, planes, dask array, output spacing)`` per job.
+    """
+    from napari_emsr.reconstruct import output_spacing, reconstruct
+
+    return [
+        (label, planes, reconstruct(volume, model, planes=planes, device=device), output_spacing(volume))
+        for model, planes, label in jobs
+    ]
