@@ -139,6 +139,11 @@ def test_train_updates_progress_plot_preview(panel, qtbot):
     assert panel.status.step == panel.status.total == 6 and panel.status.gain is not None
     assert panel.train.progress_bar.value() == 6
     assert panel.plot.steps == [1, 2, 3, 4, 5, 6]
+    # the log-scaled loss axis has values written on it
+    from napari_emsr.plugin.widgets.plot_widget import loss_ticks
+
+    ticks = loss_ticks(panel.plot.losses)
+    assert len(ticks) >= 3 and panel.plot.loss_plot.getAxis("left")._tickLevels == [ticks]
     assert len(panel.plot.gains) >= 2
     assert "Training ended at step 6" in panel.status.message == panel.status_label.text()
     # napari's activity-dock progress (closed by napari when the worker finishes)
@@ -662,3 +667,80 @@ def test_a_registered_toy_method_trains_and_reconstructs_in_the_panel(panel, qtb
     assert toy.name not in method_names()
     panel.method.refresh_methods()  # the method is gone: the panel falls back to the first one
     assert panel.params.method == method_names()[0]
+
+
+# ------------------------------------------------------------------------------------------------ the first minute
+def test_first_minute_tooltips_shortcuts_and_axis_labels(panel, qtbot):
+    viewer = panel.viewer
+    # every button says what it will do with the current choices
+    panel.params.budget, panel.params.minutes = "minutes", 7
+    assert "'medulla anisotropic' for 7 minutes" in panel.train.train_button.toolTip()
+    assert "Ctrl+Shift+Return" in panel.train.train_button.toolTip()
+    assert "Ctrl+Shift+X" in panel.train.stop_button.toolTip()
+    panel.reconstruct_params.planes = ("xz", "fuse")
+    assert "xz-restored, fused layers of 'medulla anisotropic'" in panel.reconstruct.button.toolTip()
+    for button in (panel.train.resume_button, panel.models.save_button, panel.models.load_button,
+                   panel.export.export_button, panel.export.cancel_button, panel.compare.side_button,
+                   panel.compare.flip_button):
+        assert len(button.toolTip()) > 20, button.text()
+    # keyboard shortcuts of the panel (tried with a key press in test_panel_fits_a_1600_by_1150_window)
+    assert panel.shortcuts["train"].key().toString() == "Ctrl+Shift+Return"
+    assert panel.shortcuts["stop"].key().toString() == "Ctrl+Shift+X"
+    # a stack opened without axis labels gets z, y, x once picked: the rolled axis reads y, not "-2"
+    bare = viewer.add_image(np.zeros((8, 32, 32), np.uint8), name="bare", scale=(40, 10, 10))
+    assert bare.axis_labels == ("-3", "-2", "-1")
+    panel.input.set_layer(bare)
+    assert bare.axis_labels == ("z", "y", "x")
+    viewer.dims.order = (1, 0, 2)
+    assert viewer.dims.axis_labels[viewer.dims.order[0]] == "y"
+
+
+def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
+    from napari_emsr.plugin._widget import EMSRWidget
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-emsr", "medulla_anisotropic")
+    panel = EMSRWidget(viewer)
+    viewer.window.add_dock_widget(panel, name="napari-emsr", area="right")
+    window = viewer.window._qt_window
+    window.resize(1600, 1150)
+    qtbot.wait(300)
+    assert window.height() <= 1150
+    # the status line is always in sight, under the sections
+    assert panel.status_label.isVisible() and panel.status_label.text()
+    bottom = panel.status_label.mapTo(window, panel.status_label.rect().bottomLeft()).y()
+    assert bottom <= window.height()
+    # and every section fits without scrolling
+    assert panel.scroll.verticalScrollBar().maximum() == 0, panel.scroll.widget().sizeHint()
+    # fields show their whole value (the z voxel size read "50.00(")
+    panel.input_params.spacing = (50.0, 10.0, 10.0)
+    qtbot.wait(50)
+    for box in (*panel.input.spacing_boxes, panel.input.factor_box):
+        edit = box.lineEdit()
+        assert box.isVisible() and edit.fontMetrics().horizontalAdvance(edit.text()) <= edit.width(), edit.text()
+    # the keyboard shortcuts start and stop training
+    from qtpy.QtCore import Qt
+
+    params = panel.params
+    params.device, params.steps, params.patch, params.size = "cpu", 5000, 32, "tiny"
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    modifiers = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    # NOTE: through the QWindow, as a real key press comes; napari's canvas has the focus and takes the keys.
+    qtbot.keyClick(window.windowHandle(), Qt.Key.Key_Return, modifiers)
+    assert panel.status.busy
+    qtbot.waitUntil(lambda: panel.status.step >= 2, timeout=TIMEOUT)
+    qtbot.keyClick(window.windowHandle(), Qt.Key.Key_X, modifiers)
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert panel.model is not None and panel.model.step < 5000
+    # the same keys while a field of the panel has the focus
+    panel.input.factor_box.setFocus()
+    qtbot.waitUntil(panel.input.factor_box.hasFocus, timeout=5000)
+    qtbot.keyClick(window.windowHandle(), Qt.Key.Key_Return, modifiers)
+    assert panel.status.busy
+    qtbot.waitUntil(lambda: panel.status.step >= 2, timeout=TIMEOUT)
+    qtbot.keyClick(window.windowHandle(), Qt.Key.Key_X, modifiers)
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert panel.model.step < 5000
+    panel.cleanup()
+    qtbot.waitUntil(lambda: not panel.workers, timeout=TIMEOUT)

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
 from napari_emsr.plugin.layers import (
+    AXIS_LABELS,
     layer_spacing,
     layer_to_volume,
     paging_order,
@@ -210,22 +211,28 @@ class EMSRWidget(QWidget):
         self.export = ExportWidget(self.reconstruct_params, self.export_status)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
+        self.status_label.setObjectName("emsr_status")
+        self.status_label.setContentsMargins(6, 4, 6, 6)
         self.train.layout().addWidget(self.plot)
+        # NOTE: compact for a 1600 x 1150 window: the device is a row of the method's form, comparing a row of
+        # the reconstruct box, and the status line stays below the scrolled sections, always in sight.
+        self.method.form.addRow(self.device)
+        self.reconstruct.layout().addWidget(self.compare)
 
         body = QWidget()
         column = QVBoxLayout(body)
-        for part in (
-            self.input, self.method, self.device, self.train, self.reconstruct, self.compare, self.models, self.export
-        ):
+        column.setContentsMargins(4, 4, 4, 4)
+        column.setSpacing(4)
+        for part in (self.input, self.method, self.train, self.reconstruct, self.models, self.export):
             column.addWidget(part)
-        column.addWidget(self.status_label)
         column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(body)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(scroll)
+        layout.addWidget(self.scroll, 1)
+        layout.addWidget(self.status_label)
         self.setMinimumWidth(440)
 
         self.input_params.events.layer.connect(self._on_layer_changed)
@@ -251,6 +258,13 @@ class EMSRWidget(QWidget):
 
         self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
         self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
+        self._bind_keys()
+        for event in (
+            self.params.events.method, self.params.events.budget, self.params.events.steps,
+            self.params.events.minutes, self.params.events.device, self.input_params.events.layer,
+            self.reconstruct_params.events.planes, self.reconstruct_params.events.export_planes,
+        ):
+            event.connect(self._update_tooltips)
         self._update_buttons()
         self._on_layer_changed(self.input_params.layer)
 
@@ -336,6 +350,60 @@ class EMSRWidget(QWidget):
             )
         return self.model
 
+    def _bind_keys(self) -> None:
+        """Train and Stop from the keyboard while napari's canvas has the focus (the buttons' own shortcuts
+        work while the panel has it)."""
+        from qtpy.QtGui import QKeySequence, QShortcut
+
+        from napari_emsr.plugin.widgets.train_widget import NAPARI_KEYS, STOP_SHORTCUT, TRAIN_SHORTCUT
+
+        ref = weakref.ref(self)
+
+        def press(button: str) -> Any:
+            def pressed(_viewer: Any) -> None:
+                panel = ref()
+                if panel is not None and _alive(panel):
+                    target = panel.train.train_button if button == "train" else panel.train.stop_button
+                    if target.isEnabled():
+                        target.click()
+
+            return pressed
+
+        for button, key in NAPARI_KEYS.items():
+            self.viewer.bind_key(key, press(button), overwrite=True)
+        self._keys = dict(NAPARI_KEYS)
+        # NOTE: shortcuts of the panel only (a window-wide one clashes with napari's canvas, which then gets none).
+        self.shortcuts = {}
+        for button, sequence in (("train", TRAIN_SHORTCUT), ("stop", STOP_SHORTCUT)):
+            shortcut = QShortcut(QKeySequence(sequence), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(partial(press(button), None))
+            self.shortcuts[button] = shortcut
+
+    def _update_tooltips(self, *_: Any) -> None:
+        """Each button's tooltip says what it will do with the current layer, budget, device and choices."""
+        layer = repr(self.input_params.layer) if self.input_params.layer else "the picked layer"
+        params = self.params
+        budget = f"{params.minutes:g} minutes" if params.budget == "minutes" else f"{params.steps} steps"
+        device = "the best device here" if params.device == "auto" else params.device
+        step = int(self.model.step) if self.model is not None else None
+        self.train.set_tooltips(layer, budget, device, step)
+        labels = ", ".join(PLANE_LABELS[p] for p in self.reconstruct_params.planes) or "(tick one)"
+        self.reconstruct.button.setToolTip(
+            f"Add lazy {labels} layers of {layer}: the planes you page through are restored in the background "
+            "(cubic interpolation meanwhile); other views and 3D show interpolation, never a frozen napari"
+        )
+        self.models.save_button.setToolTip(
+            "Save the model (weights and settings, one file read without unpickling) for emsr apply or Load model"
+        )
+        self.models.load_button.setToolTip("Load a model saved here or by emsr train; it becomes the current model")
+        export = PLANE_LABELS[self.reconstruct_params.export_planes]
+        self.export.export_button.setToolTip(
+            f"Write the whole {export} volume of {layer} to OME-Zarr or TIFF (asks where), chunk by chunk in the "
+            "background; a cancelled zarr export resumes when exported again to the same path"
+        )
+        self.export.cancel_button.setToolTip("Stop the export at the next chunk (nothing written is marked complete)")
+
     def _update_buttons(self, *_: Any) -> None:
         training = self.status.busy
         self.train.set_state(
@@ -343,6 +411,7 @@ class EMSRWidget(QWidget):
         )
         self.models.set_has_model(self.model is not None and not training)
         self.models.load_button.setEnabled(not training)
+        self._update_tooltips()
 
     # ------------------------------------------------------------------------------------- input
     def _on_layer_changed(self, name: str | None, *_: Any) -> None:
@@ -354,6 +423,10 @@ class EMSRWidget(QWidget):
         if layer is None:
             self.set_status("Open a 3D stack (File > Open) or File > Open Sample > napari-emsr.")
             return
+        if layer.ndim == 3 and all(str(label).lstrip("-").isdigit() for label in layer.axis_labels):
+            # NOTE: napari's default labels ("-3", "-2", "-1") would name the rolled axis "-2": z is the stack's
+            # anisotropic axis, so call them what they are.
+            layer.axis_labels = AXIS_LABELS
         spacing, unit = layer_spacing(layer)
         self._following_layer = True
         try:
@@ -1079,6 +1152,8 @@ class EMSRWidget(QWidget):
         if self.export_job is not None:
             self.export_job.cancel()
         self.cancel_blocks()
+        for key in getattr(self, "_keys", {}).values():
+            self.viewer.bind_key(key, None)
         for event, slot in (
             (self.viewer.layers.events.removed, self._on_layer_removed),
             (self.viewer.dims.events.ndisplay, self._on_ndisplay),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 #: (label, planes) of the views offered: the planes a restoration is made for.
-VIEW_CHOICES = (("xz planes (page through y)", "xz"), ("yz planes (page through x)", "yz"))
+VIEW_CHOICES = (("xz (page y)", "xz"), ("yz (page x)", "yz"))
 
 
-class CompareWidget(QGroupBox):
-    """A plane picker, a *Side by side* button and a *Flip cubic / restored* button.
+class CompareWidget(QWidget):
+    """A plane picker, a *Side by side* button and a *Flip* (cubic / restored) button, in one row.
 
     Signals
     -------
@@ -24,7 +24,7 @@ class CompareWidget(QGroupBox):
     flip_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__("Compare", parent)
+        super().__init__(parent)
         self.planes_combo = QComboBox()
         for label, planes in VIEW_CHOICES:
             self.planes_combo.addItem(label, planes)
@@ -34,14 +34,16 @@ class CompareWidget(QGroupBox):
             "Input, cubic interpolation and restored in napari's grid, at the same plane and zoom, each labelled "
             "(restores first if needed)"
         )
-        self.flip_button = QPushButton("Flip cubic / restored")
-        self.flip_button.setToolTip("One view: swap the cubic interpolation and the restored plane (same plane)")
-        row = QHBoxLayout()
+        self.flip_button = QPushButton("Flip")
+        self.flip_button.setToolTip(
+            "One view: swap the cubic interpolation and the restored plane, at the same plane and zoom"
+        )
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Compare in"))
         row.addWidget(self.planes_combo, 1)
         row.addWidget(self.side_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.flip_button)
+        row.addWidget(self.flip_button)
         self.side_button.clicked.connect(lambda: self.side_by_side_requested.emit(self.planes()))
         self.flip_button.clicked.connect(self.flip_requested)
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
 from napari_emsr.plugin.state import TrainingParameters
 
 AUTO_LABEL = "auto (best available)"
 
 
-class DeviceWidget(QGroupBox):
-    """A drop-down of devices bound to ``params.device``; filled by :meth:`set_devices`.
+class DeviceWidget(QWidget):
+    """A drop-down of devices bound to ``params.device``; filled by :meth:`set_devices` (one form row, shown in
+    the method's box).
 
     Parameters
     ----------
@@ -21,12 +22,13 @@ class DeviceWidget(QGroupBox):
     """
 
     def __init__(self, params: TrainingParameters, parent: QWidget | None = None):
-        super().__init__("Device", parent)
+        super().__init__(parent)
         self.params = params
         self.device_combo = QComboBox()
         self.device_combo.addItem(AUTO_LABEL, "auto")
         self.device_combo.setToolTip("Where training and reconstruction run")
         form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Device", self.device_combo)
         self._show_device(params.device)
         self.device_combo.currentIndexChanged.connect(self._on_picked)

@@ -14,13 +14,15 @@ from napari_emsr.plugin.state import InputParameters
 
 
 def _spin(
-    value: float = 1.0, decimals: int = 3, maximum: float = 1e6, minimum: float = 1e-3
+    value: float = 1.0, decimals: int = 2, maximum: float = 1e5, minimum: float = 1e-2
 ) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setDecimals(decimals)
     box.setRange(minimum, maximum)
     box.setValue(value)
     box.setKeyboardTracking(False)
+    # NOTE: never narrower than its longest value ("99999.99"): a squeezed box clipped "50.00" to "50.0(".
+    box.setMinimumWidth(box.sizeHint().width())
     return box
 
 
@@ -59,8 +61,11 @@ class InputWidget(QGroupBox):
         form = QFormLayout(self)
         form.addRow("Layer", self.layer_combo)
         form.addRow("Voxel (z, y, x)", spacing_row)
-        form.addRow("Factor F", self.factor_box)
-        form.addRow("Anisotropy", self.anisotropy_label)
+        factor_row = QHBoxLayout()
+        factor_row.addWidget(self.factor_box)
+        factor_row.addWidget(QLabel("anisotropy"))
+        factor_row.addWidget(self.anisotropy_label, 1)
+        form.addRow("Factor F", factor_row)
 
         self._show_spacing(params.spacing)
         self.layer_combo.currentIndexChanged.connect(self._on_layer_picked)

@@ -82,9 +82,7 @@ class MethodWidget(QGroupBox):
         self.method_combo.setToolTip("The reconstruction method (methods registered by other packages appear too)")
         self.description_label = QLabel()
         self.description_label.setWordWrap(True)
-        self.defaults_label = QLabel()
-        self.defaults_label.setWordWrap(True)
-        self.defaults_label.setStyleSheet("color: gray")
+        self.defaults_label = QLabel()  # not shown: its text is the description's tooltip
 
         self.budget_kind = QComboBox()
         for kind in BUDGET_KINDS:
@@ -110,7 +108,6 @@ class MethodWidget(QGroupBox):
         self.form = QFormLayout(self)
         self.form.addRow("Method", self.method_combo)
         self.form.addRow(self.description_label)
-        self.form.addRow(self.defaults_label)
         self.form.addRow("Budget", budget_row)
         self.form.addRow("Patch", self.patch_box)
         self.form.addRow("Network", net_row)
@@ -152,9 +149,12 @@ class MethodWidget(QGroupBox):
         self.description_label.setText(method.description)
         defaults = method.training_defaults()
         shown = {"net": f"{method.net} ({method.size})", **defaults} if method.net else defaults
-        self.defaults_label.setText(
-            "defaults: " + ", ".join(f"{k} {v}" for k, v in shown.items()) if method.trains else "no training"
-        )
+        text = "defaults: " + ", ".join(f"{k} {v}" for k, v in shown.items()) if method.trains else "no training"
+        # NOTE: a tooltip, not a line of its own: the panel must fit a 1600 x 1150 window.
+        self.defaults_label.setText(text)
+        self.description_label.setToolTip(text)
+        self.method_combo.setToolTip(f"The reconstruction method ({text}); methods registered by other packages "
+                                     "appear too")
         self._build_options(method)
         for widget in (self.budget_value, self.budget_kind, self.patch_box, self.net_combo, self.size_combo):
             widget.setEnabled(method.trains)

@@ -21,7 +21,9 @@ class LossPlotWidget(QWidget):
 
         self._pg = pg
         self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setMinimumHeight(220)
+        # NOTE: pyqtgraph asks for ~480 px; bounded, the panel fits a 1600 x 1150 window.
+        self.graphics.setMinimumHeight(170)
+        self.graphics.setMaximumHeight(200)
         self.graphics.setBackground(None)
         self.loss_plot = self.graphics.addPlot(row=0, col=0)
         self.loss_plot.setLabel("left", "loss")
@@ -71,6 +73,32 @@ class LossPlotWidget(QWidget):
         """Show the points added so far."""
         self.loss_curve.setData(self.steps, self.losses)
         self.gain_curve.setData(self.gain_steps, self.gains)
+        ticks = loss_ticks(self.losses)
+        # NOTE: on a log axis spanning less than a decade pyqtgraph labels one value or none: give it ours.
+        self.loss_plot.getAxis("left").setTicks([ticks] if ticks else None)
+
+
+def loss_ticks(losses: list[float], count: int = 4) -> list[tuple[float, str]]:
+    """Labelled ticks for the log-scaled loss axis: ``count`` values spread over the losses' range.
+
+    Returns
+    -------
+    list of (float, str)
+        (log10 of the value, its label with two significant digits); empty without positive losses.
+    """
+    values = [v for v in losses if v > 0 and math.isfinite(v)]
+    if not values:
+        return []
+    lo, hi = math.log10(min(values)), math.log10(max(values))
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.05, hi + 0.05
+    ticks = []
+    for i in range(count):
+        value = float(f"{10 ** (lo + (hi - lo) * i / (count - 1)):.2g}")
+        label = f"{value:.2g}"
+        if not ticks or ticks[-1][1] != label:
+            ticks.append((math.log10(value), label))
+    return ticks
 
 
 def _put(xs: list[float], ys: list[float], x: float, y: float) -> None:

@@ -9,6 +9,12 @@ from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QV
 
 from napari_emsr.plugin.state import TrainingStatus
 
+#: Keyboard shortcuts of Train and Stop, in Qt's words and in napari's (napari's own use Ctrl+Shift+T for the
+#: theme): the panel binds them on the viewer (napari's canvas takes the keys when it has the focus) and as
+#: shortcuts of the panel itself (when one of its fields has it).
+TRAIN_SHORTCUT, STOP_SHORTCUT = "Ctrl+Shift+Return", "Ctrl+Shift+X"
+NAPARI_KEYS = {"train": "Control-Shift-Enter", "stop": "Control-Shift-X"}
+
 
 class TrainWidget(QGroupBox):
     """Buttons that start, stop and resume training, and a progress bar that follows a :class:`TrainingStatus`.
@@ -32,11 +38,9 @@ class TrainWidget(QGroupBox):
         super().__init__("Training", parent)
         self.status = status
         self.train_button = QPushButton("Train")
-        self.train_button.setToolTip("Train a new network on the input layer")
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current step; the model trained so far is kept")
         self.resume_button = QPushButton("Resume")
-        self.resume_button.setToolTip("Train the current model further, continuing its step count")
+        self.set_tooltips("the picked layer", "the budget", "the picked device", None)
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("not started")
         self.progress_bar.setValue(0)
@@ -54,6 +58,18 @@ class TrainWidget(QGroupBox):
         for event in (status.events.step, status.events.total, status.events.start_step, status.events.elapsed):
             event.connect(self._show_progress)
         self.set_state(running=False, can_train=True, can_resume=False)
+
+    def set_tooltips(self, layer: str, budget: str, device: str, model_step: int | None) -> None:
+        """Say in each button's tooltip what it will do with the current choices."""
+        self.train_button.setToolTip(
+            f"Train a new network on {layer} for {budget} on {device}; the loss, the gain over cubic and a "
+            f"preview plane are shown as it goes ({TRAIN_SHORTCUT})"
+        )
+        self.stop_button.setToolTip(
+            f"Stop after the current step; the model trained so far is kept and can be resumed ({STOP_SHORTCUT})"
+        )
+        start = f"from step {model_step}" if model_step is not None else "(train or load a model first)"
+        self.resume_button.setToolTip(f"Train the current model further {start}, for {budget} more")
 
     def set_state(self, *, running: bool, can_train: bool, can_resume: bool) -> None:
         """Enable the buttons that make sense now."""
