@@ -744,3 +744,28 @@ def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
     assert panel.model.step < 5000
     panel.cleanup()
     qtbot.waitUntil(lambda: not panel.workers, timeout=TIMEOUT)
+
+
+def test_quality_without_ground_truth_after_reconstruct(panel, qtbot):
+    from napari_emsr.metrics import anisotropy, section_banding
+    from napari_emsr.plugin.workers.tasks import BANDING_WARNING
+
+    _train(panel, qtbot)
+    panel.reconstruct_params.planes = ("xz",)
+    before = len(_notifications())
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: panel.quality is not None, timeout=TIMEOUT)
+    quality = panel.quality
+    xz = panel.reconstructed_layers[0]
+    crop = np.asarray(xz.data.dask[:, quality["start"] : quality["stop"], :])
+    assert quality["stop"] - quality["start"] == 32 and quality["axis"] == 1
+    assert quality["restored"]["banding"] == pytest.approx(section_banding(crop, 4.0)["ratio"])
+    assert quality["restored"]["anisotropy"] == pytest.approx(anisotropy(crop, spacing=(1, 1, 1))["ratio"])
+    assert quality["input"]["anisotropy"] == pytest.approx(panel.anisotropy["ratio"])
+    # the input is anisotropic (F = 4): its measure is well above the interpolated volume's
+    assert quality["input"]["anisotropy"] > quality["cubic"]["anisotropy"]
+    text = panel.reconstruct.quality_label.text()
+    assert panel.reconstruct.quality_label.isVisibleTo(panel) and "anisotropy input" in text and "Banding" in text
+    bands = quality["restored"]["banding"] < BANDING_WARNING
+    assert ("BANDS" in text) == bands
+    assert any("result bands" in m for m in _notifications()[before:]) == bands

@@ -192,6 +192,7 @@ class EMSRWidget(QWidget):
         self._told_views: set = set()
         self._hidden_in_3d: list = []
         self.comparing: tuple | None = None
+        self.quality: dict | None = None
         self._last_redraw = 0.0
         self._anisotropy_request = 0
         self._following_layer = False
@@ -810,6 +811,88 @@ class EMSRWidget(QWidget):
             f"them ({'page through y for xz planes' if show_xz else 'page through x for yz planes'}); other views "
             "show cubic interpolation."
         )
+        self.reconstruct.show_quality("")
+        if not self._interpolation_only():
+            self.measure_quality(volume, factor)
+
+    # ------------------------------------------------------------------------------------ quality
+    def measure_quality(self, volume: Any = None, factor: float | None = None) -> Any:
+        """Reference-free measures of the input, cubic and the first restored layer, on a crop, in a worker.
+
+        The crop is a few planes around the middle of the axis the layer is chunked along (the whole block for
+        the fused layer), so this restores that much; :attr:`quality` holds the result, the Reconstruct box shows
+        it with one line of reading, and a warning comes when the result bands.
+
+        Returns
+        -------
+        worker or None
+        """
+        from napari_emsr.plugin.workers.tasks import quality_task
+
+        layers = [layer for layer in self.reconstructed_layers if isinstance(layer.data, RestoredPlanes)]
+        if not layers:
+            return None
+        try:
+            volume = volume if volume is not None else self.current_volume()
+        except EMSRError:
+            return None
+        factor = float(factor if factor is not None else self.input_params.factor)
+        data = min((layer.data for layer in layers), key=lambda d: max(d.chunks[d.axis]))  # the cheapest crop
+        n = data.shape[data.axis]
+        block = data.chunks[data.axis][0]
+        centre = n // 2
+        if block > 1:
+            start = centre // block * block
+            planes = slice(start, min(n, start + block))
+        else:
+            planes = slice(max(0, centre - 16), min(n, centre + 16))
+        self.quality = None
+        self.reconstruct.show_quality(f"Measuring quality (no ground truth) on {data.label}...")
+        return self._start(
+            quality_task,
+            volume,
+            data.dask,
+            data.axis,
+            planes,
+            factor,
+            connect={
+                "returned": partial(self._on_quality, data.label),
+                "errored": partial(self._on_quality_error),
+            },
+        )
+
+    def _on_quality(self, label: str, result: dict) -> None:
+        from napari.utils.notifications import show_warning
+
+        from napari_emsr.plugin.workers.tasks import BANDING_WARNING
+
+        self.quality = result
+        inp, cubic, restored = result["input"], result["cubic"], result["restored"]
+        axis = "zyx"[result["axis"]]
+        bands = restored["banding"] < BANDING_WARNING
+        text = (
+            f"Quality, no ground truth ({label}, {axis} {result['start']}-{result['stop'] - 1}): "
+            f"anisotropy input {inp['anisotropy']:.2f} → cubic {cubic['anisotropy']:.2f} → restored "
+            f"{restored['anisotropy']:.2f} (1 = as sharp along z as across). Banding cubic {cubic['banding']:.2f}, "
+            f"restored {restored['banding']:.2f} (1 = as much detail between sections as at them)"
+            + (": the result BANDS." if bands else ".")
+        )
+        tip = (
+            "Anisotropy: lateral / axial resolution from the power spectra (napari_emsr.metrics.anisotropy); "
+            "closer to 1 is better. Banding: least / most detailed position between sections "
+            "(napari_emsr.metrics.section_banding); below "
+            f"{BANDING_WARNING} the planes between sections are visibly softer than the sections."
+        )
+        self.reconstruct.show_quality(text, tip)
+        if bands:
+            show_warning(
+                f"napari-emsr: the {label} result bands (banding {restored['banding']:.2f}, 1 = none): the planes "
+                "between sections have less detail than the sections. Train longer, or try another Sections profile."
+            )
+
+    def _on_quality_error(self, err: BaseException) -> None:
+        logger.info("quality not measured: %s", err)
+        self.reconstruct.show_quality(f"Quality not measured: {err}")
 
     def _add_restored(self, name: str, data: RestoredPlanes, kwargs: dict, tell: bool = True) -> Any:
         """Add a layer of ``data`` (or give it to the restored layer of that name); ``tell``: say what it shows."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_emsr.plugin.state import PLANE_LABELS, PLANES, ReconstructParameters
 
@@ -45,6 +45,10 @@ class ReconstructWidget(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.button)
+        self.quality_label = QLabel("")
+        self.quality_label.setWordWrap(True)
+        self.quality_label.setVisible(False)
+        layout.addWidget(self.quality_label)
         self._show_planes(params.planes)
         for check in self.checks.values():
             check.toggled.connect(self._on_checked)
@@ -59,3 +63,9 @@ class ReconstructWidget(QGroupBox):
 
     def _on_checked(self, _: bool) -> None:
         self.params.planes = tuple(plane for plane, check in self.checks.items() if check.isChecked())
+
+    def show_quality(self, text: str, tip: str = "") -> None:
+        """Show the reference-free measures of the last reconstruction (empty: hide the line)."""
+        self.quality_label.setText(text)
+        self.quality_label.setToolTip(tip)
+        self.quality_label.setVisible(bool(text))

@@ -97,3 +97,50 @@ def compare_task(volume: Any, jobs: list[tuple[Any, str, str]], device: str) -> 
         (label, planes, reconstruct(volume, model, planes=planes, device=device), output_spacing(volume))
         for model, planes, label in jobs
     ]
+
+
+#: Below this banding ratio (least / most detailed position between sections) a result is said to band.
+BANDING_WARNING = 0.85
+
+
+def quality_task(volume: Any, restored: Any, axis: int, planes: slice, factor: float) -> dict:
+    """Reference-free measures of the input, its cubic interpolation and a restored crop.
+
+    Parameters
+    ----------
+    volume : napari_emsr.io.Volume
+        The anisotropic input (its voxel size is used for its anisotropy).
+    restored : dask.array.Array
+        The lazy reconstruction (isotropic grid).
+    axis : int
+        The axis it is chunked along (1: y for xz planes, 2: x for yz planes).
+    planes : slice
+        The crop along that axis to compute (a few planes: this restores them).
+    factor : float
+        F.
+
+    Returns
+    -------
+    dict
+        ``anisotropy`` and ``banding`` ratios for ``"input"`` (anisotropy only), ``"cubic"`` and
+        ``"restored"`` (:func:`napari_emsr.metrics.anisotropy`, :func:`napari_emsr.metrics.section_banding`),
+        and the crop (``axis``, ``start``, ``stop``).
+    """
+    import numpy as np
+
+    from napari_emsr.metrics import anisotropy, section_banding
+    from napari_emsr.reconstruct import reconstruct
+
+    crop = [slice(None)] * 3
+    crop[axis] = planes
+    crop = tuple(crop)
+    cubic = np.asarray(reconstruct(volume, "cubic", planes="xz" if axis == 1 else "yz")[crop])
+    result = np.asarray(restored[crop].compute(scheduler="synchronous"))
+    out: dict = {"axis": axis, "start": planes.start, "stop": planes.stop}
+    out["input"] = {"anisotropy": anisotropy(volume, spacing=volume.spacing)["ratio"]}
+    for name, data in (("cubic", cubic), ("restored", result)):
+        out[name] = {
+            "anisotropy": anisotropy(data, spacing=(1.0, 1.0, 1.0))["ratio"],
+            "banding": section_banding(data, factor)["ratio"],
+        }
+    return out
