@@ -1,0 +1,183 @@
+"""Cluster exports: output voxels/s, peak memory per worker and the scaling ratio from 1 to 2 (or N) worker
+processes, for cubic interpolation and a network, on a synthetic zarr volume at F = 4.
+
+    python benchmarks/bench_cluster.py                          # 2 GB in, 8 GB out, cubic and rescnn/small
+    python benchmarks/bench_cluster.py --gb 0.05 --net-gb 0.001 --slices 32 --chunks 64   # minutes on 2 cores
+
+The input is the bundled anisotropic sample (33 x 192 x 192 at F = 4), mirrored and repeated into a
+``--gb`` GB uint8 OME-Zarr (``--slices`` z slices, square lateral planes, voxel size 40/10/10 nm). Each
+case starts a ``local:N`` cluster (``napari_emsr.cluster.open_client``, as ``emsr apply --scheduler local:N``
+does), then times ``napari_emsr.reconstruct.export`` to a new OME-Zarr (pyramid included) from the moment the
+cluster is up to the last level written. The network is built from the default method's network and size
+(``--net``/``--size`` to change) and trained for 2 steps (speed does not depend on the weights); it restores
+``--planes`` (default: fuse, as ``emsr apply``). ``--net-gb`` applies it to a smaller crop of the same volume
+(a square lateral crop), since a network on a CPU is 10-100 x slower than cubic.
+
+Peak memory per worker is the resident-set high-water mark of each worker process (``VmHWM``), read at
+the end of its case (the workers are new processes for every case). The scaling ratio is the voxels/s with
+the most workers over that with the fewest. Each worker runs one chunk at a time with its share of the cores
+for torch (``napari_emsr.cluster.local_workers``): on a machine with one GPU or few cores, more workers
+share the same hardware and the ratio says what the split costs or gains, not what more nodes would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+
+def _peak_rss() -> int:
+    """This process's resident-set high-water mark in bytes.
+
+    Linux: ``VmHWM`` of /proc/self/status. Not ``getrusage``'s ``ru_maxrss``, which survives ``exec``: a worker
+    process started by a nanny would report the nanny's size at the fork (every worker the same figure).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if platform.system() == "Darwin" else r * 1024)
+
+
+def synthetic(path: Path, gb: float, slices: int):
+    """Write a ``gb`` GB uint8 OME-Zarr made of the bundled sample, mirrored and repeated; return it opened."""
+    import dask.array as da
+
+    from napari_emsr.io import open_volume, write_volume
+    from napari_emsr.sample import load_sample
+
+    tile = np.asarray(load_sample(4)[0].data)
+    nz = max(2, min(slices, int(gb * 1e9 // (64 * 64)) or 2))
+    side = max(64, int(math.sqrt(gb * 1e9 / nz)))
+    shape = (nz, side, side)
+
+    def mirrored(n: int, period: int) -> np.ndarray:
+        i = np.arange(n) % (2 * period)
+        return np.where(i < period, i, 2 * period - 1 - i)
+
+    iz, iy, ix = (mirrored(n, p) for n, p in zip(shape, tile.shape))
+
+    def block(block_info=None):
+        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        return tile[np.ix_(iz[z0:z1], iy[y0:y1], ix[x0:x1])]
+
+    chunks = (nz, 256, 256)
+    arr = da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype=np.uint8,
+                        meta=np.empty((0, 0, 0), np.uint8))
+    write_volume(path, arr, spacing=(40.0, 10.0, 10.0), pyramid=False, chunks=chunks)
+    return open_volume(path)
+
+
+def network(vol, net: str, size: str | None):
+    from napari_emsr.io import as_volume
+    from napari_emsr.train import TrainConfig, train
+
+    crop = as_volume(np.asarray(vol.data[:, :192, :192]), spacing=vol.spacing)
+    cfg = TrainConfig(net=net, size=size, steps=2, patch=32, batch=2, device="cpu", val_every=10**9,
+                      preview_every=0, seed=0)
+    return train(crop, cfg)
+
+
+def run_case(vol, model, out: Path, workers: int, planes: str, chunks: tuple[int, int] | None = None) -> dict:
+    from napari_emsr.cluster import open_client
+    from napari_emsr.reconstruct import export
+
+    t0 = time.perf_counter()
+    with open_client(f"local:{workers}") as client:
+        client.wait_for_workers(workers, timeout=120)
+        started = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        export(vol, model, out, planes=planes, device="cpu", chunks=chunks)
+        dt = time.perf_counter() - t1
+        peaks = sorted(client.run(_peak_rss).values())
+    from napari_emsr.io import open_volume
+
+    shape = open_volume(out).shape
+    voxels = int(np.prod(shape, dtype=np.int64))
+    return {"workers": workers, "output_shape": list(shape), "output_voxels": voxels, "seconds": dt,
+            "voxels_per_s": voxels / dt, "cluster_start_s": started,
+            "peak_rss_per_worker_mib": [p / 2**20 for p in peaks]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gb", type=float, default=2.0, help="input size in GB (uint8; output is about 4x)")
+    ap.add_argument("--net-gb", type=float, default=None, help="input GB for the network cases (default: --gb)")
+    ap.add_argument("--slices", type=int, default=128, help="z slices of the input")
+    ap.add_argument("--workers", default="1,2", help="worker processes of each case, comma-separated")
+    ap.add_argument("--methods", default="cubic,net", help="cubic and/or net")
+    ap.add_argument("--net", default=None, help="network (default: the default method's)")
+    ap.add_argument("--size", default=None, help="network size (default: the default method's)")
+    ap.add_argument("--planes", default="fuse", choices=("xz", "yz", "fuse"))
+    ap.add_argument("--chunks", type=int, default=None,
+                    help="output chunk side (y and x, px) of the network cases (default: export's own); a small "
+                    "volume is one export chunk, which one worker computes")
+    ap.add_argument("--dir", default=None, help="working folder (default: a temporary one, removed at the end)")
+    a = ap.parse_args()
+
+    import torch
+
+    from napari_emsr.io import as_volume
+    from napari_emsr.methods import get_method
+
+    meth = get_method("isotropic")
+    net, size = a.net or meth.net, a.size or meth.size
+    workers = [int(w) for w in a.workers.split(",")]
+    work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="emsr-bench-cluster-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t = time.perf_counter()
+        vol = synthetic(work / "input.ome.zarr", a.gb, a.slices)
+        print(f"input {vol.shape} uint8 ({vol.data.nbytes / 1e9:.3g} GB) at F = 4, written in "
+              f"{time.perf_counter() - t:.1f} s; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+              f"{date.today()}", flush=True)
+        rows = []
+        for what in a.methods.split(","):
+            if what == "cubic":
+                model, v = "cubic", vol
+            else:
+                model = network(vol, net, size)
+                gb = a.gb if a.net_gb is None else a.net_gb
+                side = max(16, min(vol.shape[1], int(math.sqrt(gb * 1e9 / vol.shape[0]))))
+                v = vol if side == vol.shape[1] else as_volume(vol.data[:, :side, :side], spacing=vol.spacing)
+            label = "cubic" if what == "cubic" else f"{net}/{size} {a.planes}"
+            for n in workers:
+                out = work / f"out-{what}-{n}.ome.zarr"
+                chunks = (a.chunks, a.chunks) if a.chunks and what != "cubic" else None
+                r = run_case(v, model, out, n, a.planes, chunks)
+                shutil.rmtree(out, ignore_errors=True)
+                r["what"] = label
+                r["chunks"] = list(chunks) if chunks else "export's"
+                r["input_shape"] = list(v.shape)
+                rows.append(r)
+                print(f"  {label:<22} local:{n}  in {tuple(v.shape)} -> out {tuple(r['output_shape'])}: "
+                      f"{r['voxels_per_s'] / 1e6:8.3f} Mvoxel/s ({r['seconds']:.1f} s; cluster start "
+                      f"{r['cluster_start_s']:.1f} s); peak RSS per worker "
+                      f"{', '.join(f'{m:.0f}' for m in r['peak_rss_per_worker_mib'])} MiB", flush=True)
+            mine = [r for r in rows if r["what"] == label]
+            if len(mine) > 1:
+                ratio = mine[-1]["voxels_per_s"] / mine[0]["voxels_per_s"]
+                print(f"  {label:<22} scaling local:{mine[0]['workers']} -> local:{mine[-1]['workers']}: "
+                      f"x{ratio:.2f}", flush=True)
+        print(json.dumps({"date": str(date.today()), "cores": os.cpu_count(), "results": rows}))
+    finally:
+        if not a.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
