@@ -108,7 +108,7 @@ def main() -> None:
                       "history": [{k: h[k] for k in ("step", "loss", "val_psnr", "cubic_psnr", "elapsed")}
                                   for h in model.history],
                       "train_s": model.history[-1]["elapsed"], "wall_s": round(wall, 1),
-                      "profile": model.config.get("profile"), "profile_estimate": model.config.get("profile_estimate")}
+                      "profile": model.config.get("profile"), "profile_fit": model.config.get("profile_fit")}
         assert rec.dtype == gt.dtype
     dev = device_name(a.device)
     cub = rows["cubic"]

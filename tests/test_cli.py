@@ -25,8 +25,8 @@ def test_info_json(stack_tif, capsys):
     assert main(["info", str(stack_tif), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["shape"] == [9, 48, 48] and out["factor"] == 4.0 and out["anisotropy"]["ratio"] > 1
-    # 9 sections are too few to tell the section profile: point, said to be a fallback
-    assert out["profile"]["profile"] == "point" and not out["profile"]["reliable"]
+    # 9 sections are too few to fit the section profile: point sampling, said to be a fallback
+    assert out["profile"]["thickness"] == out["profile"]["softness"] == 0.0 and not out["profile"]["reliable"]
 
 
 def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):
@@ -34,7 +34,7 @@ def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):
     assert main(["train", str(stack_tif), "-o", str(model), "--steps", "4", "--json", *TINY]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["steps"] == 4 and res["factor"] == 4.0
-    assert res["profile"] in ("point", "slab", "gaussian") and res["profile_estimate"]["profile"] == res["profile"]
+    assert res["profile"] == "fitted" and res["profile_fit"]["thickness"] >= 0
     out = tmp_path / "iso.ome.zarr"
     assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
     v = open_volume(out)

@@ -129,26 +129,27 @@ def test_training_ends_with_the_best_held_out_weights(tiny_stack):
     assert t.model.history[-1]["restored_step"] == best_step
 
 
-def test_auto_profile_is_estimated_and_recorded():
-    """The default section profile is estimated from the stack and stored with the model."""
+def test_auto_profile_is_fitted_and_recorded():
+    """The default section profile is fitted to the stack and stored with the model (as numbers)."""
     from napari_emsr.sample import load_sample
 
     aniso, _ = load_sample(4, "slab")
     t = Trainer(aniso, TrainConfig(steps=1, **TINY))
-    assert t.config.options["profile"] == "slab"
+    o = t.config.options
+    assert o["profile"] == "fitted" and 0.7 <= o["thickness"] + o["softness"] <= 1.5
     m = t.model
-    assert m.config["profile"] == "slab" and m.config["profile_estimate"]["profile"] == "slab"
+    assert m.config["profile"] == "fitted" and m.config["profile_fit"]["thickness"] == o["thickness"]
     # thick simulated sections get back the noise their blur averaged away; point sections get fresh noise at
     # the stack's full level (they would otherwise share their noise with the target)
-    assert t.config.options["noise"] == "gaussian"
-    assert 0 < t.config.options["noise_level"] < t.info["noise_estimate"]["sigma"]
-    assert m.config["noise_level"] == t.config.options["noise_level"]
+    assert o["noise"] == "gaussian"
+    assert 0 < o["noise_level"] < t.info["noise_estimate"]["sigma"]
+    assert m.config["noise_level"] == o["noise_level"]
     point, _ = load_sample(4, "point")
     tp = Trainer(point, TrainConfig(steps=1, **TINY))
-    assert tp.config.options["profile"] == "point" and tp.config.options["noise"] == "gaussian"
-    assert tp.config.options["noise_level"] == pytest.approx(tp.info["noise_estimate"]["sigma"], rel=1e-3)
+    assert tp.config.options["profile"] == "fitted" and tp.config.options["thickness"] < 0.5
+    assert tp.config.options["noise"] == "gaussian" and tp.config.options["noise_level"] > 0
     # an explicit profile is taken as given, and a wrong name is refused clearly
-    assert Trainer(aniso, TrainConfig(steps=1, options={"profile": "point"}, **TINY)).info["profile_estimate"] is None
+    assert Trainer(aniso, TrainConfig(steps=1, options={"profile": "point"}, **TINY)).info["profile_fit"] is None
     with pytest.raises(InputError, match="unknown profile .thick.*choose one of auto"):
         Trainer(aniso, TrainConfig(steps=1, options={"profile": "thick"}, **TINY))
 

@@ -141,10 +141,10 @@ def cmd_info(args) -> int:
     an = anisotropy(vol.data, spacing=vol.spacing) if not args.fast else None
     prof = None
     if not args.fast and f and f > 1.0:
-        from .degrade import estimate_profile
+        from .degrade import fit_profile
 
         try:
-            prof = estimate_profile(vol.data, f).as_dict()
+            prof = fit_profile(vol.data, f).as_dict()
         except InputError as err:
             prof = {"profile": None, "reliable": False, "note": f"not estimated: {err}"}
     payload = {
@@ -168,9 +168,38 @@ def cmd_info(args) -> int:
     if an:
         lines.append(f"  anisotropy (reference-free, 1 = isotropic): {an.get('ratio', float('nan')):.2f}")
     if prof:
-        lines.append(f"  section profile: {prof['note']}")
+        lines.append(f"  section profile (what --profile auto trains with): {prof['note']}")
+    if args.degradation:
+        lines += _degradation_report(args, vol, f, payload)
     _emit(args, payload, "\n".join(lines))
     return 0
+
+
+def _degradation_report(args, vol, factor: float | None, payload: dict) -> list[str]:
+    """``info --degradation OUT.tif``: real axial planes next to simulated ones (each profile, the fitted one and
+    the model's learned degradation), written as TIFF, PNG and JSON; returns the lines for people."""
+    from .sections import compare_sections, write_report
+
+    out = _check_output(args.degradation, args.overwrite, not_={"input": args.input, "model": args.model})
+    for suffix in (".png", ".json"):
+        _check_output(out.with_suffix(suffix), args.overwrite, not_={"input": args.input, "model": args.model})
+    if not factor or factor <= 1.0:
+        raise InputError("the factor F is unknown or 1: pass --factor to inspect the axial degradation")
+    model = None
+    if args.model:
+        from .model import EMSRModel
+
+        model = EMSRModel.load(args.model)
+        model.check_compatible(factor, args.axis)
+    res = compare_sections(vol.data, factor, axis=args.axis, model=model)
+    paths = write_report(res, out)
+    payload["degradation"] = {"stats": res["stats"], "closest": res["closest"], "fit": res["fit"], **paths}
+    lines = ["  sections, simulated vs real axial planes (spectral distance along z, lower is closer; noise):"]
+    for name, st in res["stats"].items():
+        dist = "" if st["distance"] is None else f"distance {st['distance']:.3f}  "
+        lines.append(f"    {name:<16} {dist}noise {st['noise']:.4f}")
+    lines.append(f"  closest: {res['closest']}; planes written to {paths['tiff']} and {paths['png']}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -274,7 +303,7 @@ def cmd_train(args) -> int:
         "method": model.config.get("method"),
         "options": model.config.get("options"),
         "profile": model.config.get("profile"),
-        "profile_estimate": model.config.get("profile_estimate"),
+        "profile_fit": model.config.get("profile_fit"),
     }
     gain = (h.get("val_psnr") or 0) - (h.get("cubic_psnr") or 0)
     _emit(args, payload, f"saved {out} ({model.step} steps; held-out planes: {gain:+.2f} dB over cubic)")
@@ -361,7 +390,7 @@ def cmd_reconstruct(args) -> int:
     if meth.trains:
         model, trainer, interrupted, _ = _run_training(args, vol, model_path)
         payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
-                        "profile_estimate": model.config.get("profile_estimate")})
+                        "profile_fit": model.config.get("profile_fit")})
         if interrupted:
             return 130
     else:
@@ -483,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--factor", type=float, default=None)
     s.add_argument("--axis", type=int, default=0)
     s.add_argument("--fast", action="store_true", help="skip the anisotropy measure and the section-profile estimate")
+    s.add_argument("--degradation", metavar="OUT.tif", default=None,
+                   help="write real axial planes next to lateral planes degraded by each section profile (and by "
+                   "--model's learned degradation) to OUT.tif, OUT.png and OUT.json, and compare their spectra")
+    s.add_argument("--model", default=None, help="with --degradation: a model file whose degradation is shown too")
+    s.add_argument("--overwrite", action="store_true", help="with --degradation: replace existing files")
     _add_common(s)
     s.set_defaults(func=cmd_info)
 

@@ -252,7 +252,7 @@ class Trainer:
         self.ctx = PairContext(data=data, factor=config.factor, order=method.order, patch=patch, norm=self.norm,
                                device=device, rng=self.rng, options=dict(config.options), preview_index=ys)
         self.ctx.load_pool()
-        for stage in method.stages:  # a resumed run: finished stages come back as they were
+        for stage in self.stages:  # a resumed run: finished stages come back as they were
             if stage.name in self.stages_done:
                 runner = stage.build(self.ctx)
                 runner.load_state_dict(self.stage_states[stage.name])
@@ -260,7 +260,7 @@ class Trainer:
         self.pairs: Any = None
         self.val_in = self.val_hr = None
         self.cubic_psnr: float | None = None
-        if all(s.name in self.stages_done for s in method.stages):
+        if all(s.name in self.stages_done for s in self.stages):
             self._make_pairs()
 
     # ---------------------------------------------------------------- pairs
@@ -284,9 +284,14 @@ class Trainer:
         return list(self.info.get("notes", []))
 
     @property
+    def stages(self) -> list:
+        """The method's stages that run with these options (``Stage.when``), in order."""
+        return [s for s in self.method.stages if s.active(self.config.options)]
+
+    @property
     def stage_names(self) -> list[str]:
-        """Every stage of this method, the restoring network last."""
-        return [s.name for s in self.method.stages] + [RESTORE_STAGE]
+        """Every stage of this run, the restoring network last."""
+        return [s.name for s in self.stages] + [RESTORE_STAGE]
 
     # ------------------------------------------------------------- inference
     def validate(self) -> float:
@@ -326,7 +331,7 @@ class Trainer:
             "order": self.method.order,
             "options": dict(c.options),
             "stages": [{"name": s.name, "steps": self._stage_steps(s), "done": s.name in self.stages_done,
-                        **self.stage_log.get(s.name, {})} for s in self.method.stages],
+                        **self.stage_log.get(s.name, {})} for s in self.stages],
             "norm": self.norm.as_list(),
             "dtype": str(self.data.dtype),
             "step": self.step,
@@ -399,9 +404,9 @@ class Trainer:
         # NOTE: a time budget is shared by the stages' default step counts (the restorer's default, not --steps,
         # which a time-budgeted run sets high), so each stage gets its intended share of the minutes.
         restore_steps = self.method.training_defaults()["steps"] if budget else int(self.config.steps)
-        steps_all = sum(self._stage_steps(s) for s in self.method.stages) + int(restore_steps)
+        steps_all = sum(self._stage_steps(s) for s in self.stages) + int(restore_steps)
         share = 0.0
-        for i, stage in enumerate(self.method.stages):
+        for i, stage in enumerate(self.stages):
             steps = self._stage_steps(stage)
             share += steps / max(steps_all, 1)
             if stage.name in self.stages_done:

@@ -110,11 +110,19 @@ class Stage:
         Default number of steps; the option ``<name>_steps`` overrides it when the method declares it.
     build : callable
         ``build(ctx) -> runner`` with ``step() -> dict``, ``state_dict()``, ``load_state_dict(sd)``.
+    when : callable or None
+        ``when(options) -> bool``: whether the stage runs with these (resolved) options; None: always. A stage
+        that only some choices need (the isotropic method's learned degradation, for ``--profile learned``).
     """
 
     name: str
     steps: int
     build: Callable[[Any], Any]
+    when: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def active(self, options: Mapping[str, Any]) -> bool:
+        """Whether the stage runs with ``options``."""
+        return self.when is None or bool(self.when(options))
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ class PairContext:
         train = np.setdiff1d(zs, val) if n_val else zs
         self.val_planes = val
         pick = np.sort(self.rng.choice(train, size=min(len(train), max_planes), replace=False))
-        cy, cx = min(ny, max(crop, self.patch)), min(nx, max(crop, self.patch))
+        # NOTE: room for a patch plus a margin of 2 F (the learned degradation works on such crops)
+        side = self.patch + 2 * int(np.ceil(self.factor))
+        cy, cx = min(ny, max(crop, side)), min(nx, max(crop, side))
         crops = []
         for z in pick:
             y0 = int(self.rng.integers(0, ny - cy + 1))
@@ -101,12 +103,13 @@ class PairContext:
             raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
         self.pool = torch.from_numpy(np.ascontiguousarray(arr))
 
-    def lateral_patches(self, n: int, planes: Any = None, rng: np.random.Generator | None = None) -> np.ndarray:
-        """``n`` random ``patch`` x ``patch`` crops of ``planes`` (default: the pool), randomly transposed and
-        flipped, as (n, patch, patch) float32: targets whose rows (axis 1) a pair-maker degrades."""
+    def lateral_patches(self, n: int, planes: Any = None, rng: np.random.Generator | None = None,
+                        size: int | None = None) -> np.ndarray:
+        """``n`` random ``size`` x ``size`` (default ``patch``) crops of ``planes`` (default: the pool), randomly
+        transposed and flipped, as (n, size, size) float32: targets whose rows (axis 1) a pair-maker degrades."""
         planes = self.pool if planes is None else planes
         rng = self.rng if rng is None else rng
-        p = self.patch
+        p = self.patch if size is None else int(size)
         _, cy, cx = planes.shape
         idx = rng.integers(0, planes.shape[0], n)
         ys = rng.integers(0, cy - p + 1, n)

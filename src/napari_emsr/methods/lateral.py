@@ -20,14 +20,17 @@ from ..degrade import (
     NOISES,
     PROFILE_DESCRIPTIONS,
     PROFILES,
-    estimate_profile,
+    fit_profile,
     interpolation_matrix,
     noise_sigma,
     profile_kernel,
     section_blur,
 )
 from ..geometry import training_phases
-from . import Method, Option
+from . import Method, Option, Stage
+from .degradation import DEFAULT_STEPS as DEGRADATION_STEPS
+from .degradation import SIZES as DEGRADATION_SIZES
+from .degradation import LearnedPairs, build_learner, learned_active
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ N_PHASES = 16
 N_VALIDATION = 16
 
 
-def matched_noise(planes: np.ndarray, profile: str, factor: float) -> dict:
+def matched_noise(planes: np.ndarray, profile, factor: float) -> dict:
     """The noise to add to simulated sections so they are as noisy as the real ones.
 
     A real section carries the detector's noise at full strength, whatever its thickness; a section simulated by
@@ -58,13 +61,17 @@ def matched_noise(planes: np.ndarray, profile: str, factor: float) -> dict:
         kept.append(1.0 if k is None else float((k.astype(np.float64) ** 2).sum()))
     own = float(np.mean(kept))  # the share of a plane's noise variance a simulated section keeps
     level = sigma * math.sqrt(min(1.0, max(1.0 - own, own)))
-    note = (f"noise {level:.4f} added to simulated {profile} sections (lateral noise {sigma:.4f}, normalised)"
+    name = profile if isinstance(profile, str) else "fitted"
+    note = (f"noise {level:.4f} added to simulated {name} sections (lateral noise {sigma:.4f}, normalised)"
             if level > 0 else f"none added (the stack shows no noise: {sigma:.4f})")
     return {"level": round(level, 6), "sigma": round(sigma, 6), "note": note}
 
 
-def degradation_ops(patch: int, factor: float, profile: str, order: int) -> tuple[np.ndarray, np.ndarray]:
+def degradation_ops(patch: int, factor: float, profile, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-phase matrices (D: samples x patch, U: patch x samples), zero-padded to a common sample count.
+
+    ``profile`` is a name of :data:`~napari_emsr.degrade.PROFILES`, ``"mixed"``, or a ``(thickness, softness)``
+    pair of the continuous family (:func:`~napari_emsr.degrade.section_kernel`).
 
     ``profile="mixed"`` stacks the operators of every section profile (point, gaussian, slab), so each
     training pair draws its profile at random: a network that does not depend on knowing the profile.
@@ -88,10 +95,29 @@ def degradation_ops(patch: int, factor: float, profile: str, order: int) -> tupl
     return D, U
 
 
+def resolve_sections(ctx, opts: dict, info: dict, notes: list[str]) -> tuple:
+    """Replace ``auto`` / ``fitted`` without numbers by the profile fitted to the stack; returns the profile as
+    the degradation takes it (a name, or a (thickness, softness) pair) and updates ``opts`` to what was chosen."""
+    if opts["profile"] in ("auto", "fitted"):
+        if opts.get("thickness") is None or opts.get("softness") is None:
+            fit = fit_profile(ctx.data, ctx.factor)
+            info["profile_fit"] = fit.as_dict()
+            notes.append(f"section profile: {fit.note}")
+            log.info("section profile: %s", fit.note)
+            if opts.get("thickness") is None:
+                opts["thickness"] = fit.thickness
+            if opts.get("softness") is None:
+                opts["softness"] = fit.softness
+        opts["profile"] = "fitted"
+    if opts["profile"] == "fitted":
+        return (float(opts["thickness"]), float(opts["softness"]))
+    return opts["profile"]
+
+
 class LateralPairs:
     """Paper 000's pair-maker: a lateral patch and the same patch degraded along its rows like z.
 
-    Resolves the ``auto`` options on the stack (section profile by :func:`~napari_emsr.degrade.estimate_profile`,
+    Resolves the ``auto`` options on the stack (section profile fitted by :func:`~napari_emsr.degrade.fit_profile`,
     noise by :func:`matched_noise`), precomputes the degradation operators on the training device and fixes
     the held-out validation pairs.
     """
@@ -102,16 +128,11 @@ class LateralPairs:
         self._torch = torch
         self.ctx = ctx
         opts = dict(ctx.options)
-        info: dict = {"profile_estimate": None, "noise_estimate": None}
+        info: dict = {"profile_fit": None, "noise_estimate": None}
         notes: list[str] = []
-        if opts["profile"] == "auto":
-            est = estimate_profile(ctx.data, ctx.factor)
-            opts["profile"] = est.profile
-            info["profile_estimate"] = est.as_dict()
-            notes.append(f"section profile: {est.note}")
-            log.info("section profile: %s", est.note)
+        profile = resolve_sections(ctx, opts, info, notes)
         if opts["noise"] == "auto":
-            ne = matched_noise(ctx.pool.numpy(), opts["profile"], ctx.factor)
+            ne = matched_noise(ctx.pool.numpy(), profile, ctx.factor)
             opts["noise"] = "gaussian" if ne["level"] > 0 else "none"
             opts["noise_level"] = ne["level"]
             info["noise_estimate"] = ne
@@ -120,7 +141,7 @@ class LateralPairs:
         self.noise, self.noise_level = opts["noise"], float(opts["noise_level"])
         info.update(profile=opts["profile"], noise=self.noise, noise_level=self.noise_level, options=opts, notes=notes)
         self.info = info
-        D, U = degradation_ops(ctx.patch, ctx.factor, opts["profile"], ctx.order)
+        D, U = degradation_ops(ctx.patch, ctx.factor, profile, ctx.order)
         self.D = torch.from_numpy(D).to(ctx.device)
         self.U = torch.from_numpy(U).to(ctx.device)
         self._validation = self._make_validation()
@@ -164,11 +185,29 @@ class LateralPairs:
         return self._validation
 
 
+def isotropic_pairs(ctx):
+    """The isotropic method's pair-maker: the learned degradation for ``--profile learned``, else a fixed or
+    fitted section profile (:class:`LateralPairs`)."""
+    if ctx.options.get("profile") == "learned":
+        return LearnedPairs(ctx, {"profile": "learned", "options": dict(ctx.options)})
+    return LateralPairs(ctx)
+
+
+SECTION_CHOICES = ("auto", *PROFILES, "fitted", "learned", "mixed")
+SECTION_DESCRIPTIONS = {
+    **PROFILE_DESCRIPTIONS,
+    "auto": "fitted to the stack (the default): the slab thickness and edge softness whose simulated sections "
+    "have the z spectrum of the stack",
+    "fitted": "a slab of --thickness F with Gaussian edges of --softness F (fitted to the stack when not given)",
+    "learned": "learned from the stack by a CycleGAN between its lateral and axial planes (paper 001), before the "
+    "restoring network trains",
+}
+
 ISOTROPIC = Method(
     name="isotropic",
     description="self-supervised isotropic reconstruction (A2I-3DEM, paper 000): learn from the stack's own "
     "xy planes degraded like z, restore every xz/yz plane",
-    pairs=LateralPairs,
+    pairs=isotropic_pairs,
     net="rescnn",
     size="small",
     loss="l1_pdl",
@@ -177,15 +216,29 @@ ISOTROPIC = Method(
     # (benchmarks/bench_speed.py, README). The CPU batch is TRAINING_DEFAULTS["batch"].
     defaults={"batch_cuda": 64},
     loss_args={"alpha": "pdl_weight"},
+    stages=(Stage("degradation", DEGRADATION_STEPS, build_learner, when=learned_active),),
     options=(
-        # NOTE: profile "auto" estimates the section profile from the stack (degrade.estimate_profile): a wrong
+        # NOTE: profile "auto" fits the section profile to the stack (degrade.fit_profile); the old three-way
+        # estimate (degrade.estimate_profile) named the wrong profile on held-out slab stacks (issue 9). A wrong
         # guess is costly and assuming more blur than the stack has costs most, so the estimate leans to the less
         # blurred profile when it is unsure (benchmarks/bench_profile.py, bench_quality.py --train-profile).
-        Option("profile", "auto", choices=("auto", *PROFILES, "mixed"), label="Sections",
-               help="how the z sections were cut: auto (estimated from the stack, comparing its z spectrum with "
-               "lateral lines degraded each way), point (thin samples, e.g. FIB-SEM), slab (sections integrate "
-               "their thickness F, e.g. serial-section TEM), gaussian (a soft slab), or mixed (all three at random)",
-               descriptions=PROFILE_DESCRIPTIONS),
+        Option("profile", "auto", choices=SECTION_CHOICES, label="Sections",
+               help="how the z sections were cut: auto (a slab of fitted thickness and edge softness, fitted to the "
+               "stack's z spectrum), point (thin samples, e.g. FIB-SEM), slab (sections integrate their thickness "
+               "F, e.g. serial-section TEM), gaussian (a soft slab), fitted (--thickness/--softness), learned (a "
+               "CycleGAN learns the degradation from the stack first, paper 001), or mixed (point, slab and "
+               "gaussian at random)",
+               descriptions=SECTION_DESCRIPTIONS),
+        Option("thickness", None, type=float, label="Section thickness",
+               help="--profile fitted: slab thickness in units of the section spacing F (1 = a slab of F); fitted "
+               "to the stack when not given"),
+        Option("softness", None, type=float, label="Edge softness",
+               help="--profile fitted: Gaussian edge (standard deviation) of the slab, in units of F; fitted to the "
+               "stack when not given"),
+        Option("degradation_steps", DEGRADATION_STEPS, type=int, label="Degradation steps",
+               help="--profile learned: training steps of the CycleGAN that learns the degradation (paper 001)"),
+        Option("degradation_size", "small", choices=tuple(DEGRADATION_SIZES), label="Degradation networks",
+               help="--profile learned: size of the CycleGAN's networks (paper: 64 filters, 9 residual blocks)"),
         Option("noise", "auto", choices=("auto", *NOISES), label="Section noise",
                help="noise added to the simulated sections: auto gives thick simulated sections back the noise their "
                "blur averaged away, and point sections fresh noise at the stack's level (they would share theirs "
