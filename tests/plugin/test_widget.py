@@ -513,7 +513,7 @@ def test_save_and_load_model(panel, qtbot, tmp_path):
     worker = panel.load_model(str(path))
     _wait_idle(panel, qtbot, worker)
     assert panel.model is not None and panel.model.step == trained.step
-    assert "step 6" in panel.models.info_label.text()
+    assert "step 6" in panel.models.info_label.text() and "step 6" in panel.models.title()
 
 
 def test_load_bad_model_file_notifies(panel, qtbot, tmp_path):
@@ -710,7 +710,13 @@ def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
     assert panel.status_label.isVisible() and panel.status_label.text()
     bottom = panel.status_label.mapTo(window, panel.status_label.rect().bottomLeft()).y()
     assert bottom <= window.height()
-    # and every section fits without scrolling
+    # and every section fits without scrolling, the quality readout and a model's title included
+    panel.models.set_info("isotropic / rescnn (small), F = 4, axis 0, step 3000")
+    panel.reconstruct.show_quality(
+        "Quality (no ground truth): anisotropy input 2.20 → cubic 1.90 → restored 1.31; banding cubic 0.90, "
+        "restored 0.62: the result BANDS (1 is ideal for both)"
+    )
+    qtbot.wait(100)
     assert panel.scroll.verticalScrollBar().maximum() == 0, panel.scroll.widget().sizeHint()
     # fields show their whole value (the z voxel size read "50.00(")
     panel.input_params.spacing = (50.0, 10.0, 10.0)
@@ -765,7 +771,7 @@ def test_quality_without_ground_truth_after_reconstruct(panel, qtbot):
     # the input is anisotropic (F = 4): its measure is well above the interpolated volume's
     assert quality["input"]["anisotropy"] > quality["cubic"]["anisotropy"]
     text = panel.reconstruct.quality_label.text()
-    assert panel.reconstruct.quality_label.isVisibleTo(panel) and "anisotropy input" in text and "Banding" in text
+    assert panel.reconstruct.quality_label.isVisibleTo(panel) and "anisotropy input" in text and "banding cubic" in text
     bands = quality["restored"]["banding"] < BANDING_WARNING
     assert ("BANDS" in text) == bands
     assert any("result bands" in m for m in _notifications()[before:]) == bands

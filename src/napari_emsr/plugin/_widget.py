@@ -871,17 +871,16 @@ class EMSRWidget(QWidget):
         axis = "zyx"[result["axis"]]
         bands = restored["banding"] < BANDING_WARNING
         text = (
-            f"Quality, no ground truth ({label}, {axis} {result['start']}-{result['stop'] - 1}): "
-            f"anisotropy input {inp['anisotropy']:.2f} → cubic {cubic['anisotropy']:.2f} → restored "
-            f"{restored['anisotropy']:.2f} (1 = as sharp along z as across). Banding cubic {cubic['banding']:.2f}, "
-            f"restored {restored['banding']:.2f} (1 = as much detail between sections as at them)"
-            + (": the result BANDS." if bands else ".")
+            f"Quality (no ground truth): anisotropy input {inp['anisotropy']:.2f} → cubic {cubic['anisotropy']:.2f} "
+            f"→ restored {restored['anisotropy']:.2f}; banding cubic {cubic['banding']:.2f}, restored "
+            f"{restored['banding']:.2f}" + (": the result BANDS" if bands else "") + " (1 is ideal for both)"
         )
         tip = (
-            "Anisotropy: lateral / axial resolution from the power spectra (napari_emsr.metrics.anisotropy); "
-            "closer to 1 is better. Banding: least / most detailed position between sections "
-            "(napari_emsr.metrics.section_banding); below "
-            f"{BANDING_WARNING} the planes between sections are visibly softer than the sections."
+            f"Measured on {label}, {axis} {result['start']}-{result['stop'] - 1}. Anisotropy: lateral / axial "
+            "resolution from the power spectra (napari_emsr.metrics.anisotropy), 1 = as sharp along z as across. "
+            "Banding: least / most detailed position between sections (napari_emsr.metrics.section_banding), "
+            f"1 = as much detail between sections as at them; below {BANDING_WARNING} the planes between sections "
+            "are visibly softer than the sections."
         )
         self.reconstruct.show_quality(text, tip)
         if bands:
@@ -1019,14 +1018,20 @@ class EMSRWidget(QWidget):
         viewer.grid.enabled = True
         for member in trio:
             member.name_overlay.visible = True
+            member.name_overlay.font_size = 9
         viewer.canvas.overlays["current_slice"].visible = True
-        viewer.reset_view()
+        self._fit_camera(layer)
         self.comparing = trio
         paged = "y" if planes == "xz" else "x"
         self.set_status(
             f"Side by side: {layer.name} | cubic | {restored.name}, same {planes} plane and zoom; page through "
             f"{paged} with the slider. Flip cubic / restored compares them in one view."
         )
+
+    def _fit_camera(self, layer: Any) -> None:
+        """Fit napari's camera to ``layer`` (reset_view would fit every layer, the training's preview planes
+        placed beside the input included, and leave the planes small in their grid cells)."""
+        self.viewer.fit_to_view(layers=[layer])
 
     def flip_compare(self) -> None:
         """Swap cubic and restored in one view (napari's grid off), at the same plane."""
@@ -1049,6 +1054,7 @@ class EMSRWidget(QWidget):
         for member in (cubic, restored):
             member.name_overlay.visible = True
         shown = cubic if show_cubic else restored
+        self._fit_camera(shown)
         self.set_status(f"Showing {shown.name} (Flip again for {(restored if show_cubic else cubic).name}).")
 
     # ------------------------------------------------------------------------- restored blocks, off the GUI thread
@@ -1097,11 +1103,15 @@ class EMSRWidget(QWidget):
         first, last = planes.block_span(note.block)
         axis = "zyx"[planes.axis]
         pbar = getattr(self.block_worker, "pbar", None)
+        quiet = planes.on_view is None  # the cubic layer of a comparison: nothing worth a status line
         if note.value is None:
-            text = f"Restoring {planes.label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
-            self.set_status(text)
             if pbar is not None:
                 pbar.set_description(f"napari-emsr: restoring {planes.label} {axis} {first}-{last}")
+            if not quiet:
+                self._status_before_block = self.status_label.text()
+                self.set_status(
+                    f"Restoring {planes.label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
+                )
             return
         if planes.store(note.block, note.value):
             for layer in self.viewer.layers:
@@ -1109,7 +1119,12 @@ class EMSRWidget(QWidget):
                     layer.refresh()
         if pbar is not None:
             pbar.update(1)
-        self.set_status(f"{planes.label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
+        if quiet:
+            return
+        if note.seconds >= 1.0:
+            self.set_status(f"{planes.label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
+        else:  # a quick block: the line goes back to what it said
+            self.set_status(getattr(self, "_status_before_block", ""))
 
     def _on_blocks_cancelled(self, *_: Any) -> None:
         self.block_queue.clear()

@@ -24,14 +24,12 @@ class ModelWidget(QGroupBox):
         super().__init__("Model", parent)
         self.save_button = QPushButton("Save model...")
         self.load_button = QPushButton("Load model...")
-        self.info_label = QLabel("no model yet")
-        self.info_label.setWordWrap(True)
+        self.info_label = QLabel("no model yet")  # not shown: its text is the box's title
         row = QHBoxLayout()
         row.addWidget(self.save_button)
         row.addWidget(self.load_button)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
-        layout.addWidget(self.info_label)
         self.save_button.clicked.connect(self._ask_save)
         self.load_button.clicked.connect(self._ask_load)
         self.set_has_model(False)
@@ -41,8 +39,9 @@ class ModelWidget(QGroupBox):
         self.save_button.setEnabled(has_model)
 
     def set_info(self, text: str) -> None:
-        """Describe the current model."""
+        """Describe the current model (in the box's title: one line less in the panel)."""
         self.info_label.setText(text)
+        self.setTitle(f"Model: {text}")
 
     def _ask_save(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save napari-emsr model", "emsr_model.pt", MODEL_FILTER)
