@@ -277,7 +277,7 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
 def test_side_by_side_shows_input_cubic_and_restored_at_one_plane_and_flips(panel, qtbot):
     viewer = panel.viewer
     _train(panel, qtbot)
-    assert viewer.layers["emsr preview"].name_overlay.visible  # the preview planes are labelled on the canvas
+    assert viewer.text_overlay.visible and "right: restored" in viewer.text_overlay.text  # which plane is which
     qtbot.mouseClick(panel.compare.side_button, _left())  # one click: restores xz planes and adds cubic first
     qtbot.waitUntil(lambda: panel.comparing is not None, timeout=TIMEOUT)
     source, cubic, restored = panel.comparing
@@ -285,6 +285,7 @@ def test_side_by_side_shows_input_cubic_and_restored_at_one_plane_and_flips(pane
         "medulla anisotropic", "medulla anisotropic cubic", "medulla anisotropic xz-restored"
     )
     assert viewer.grid.enabled and tuple(viewer.dims.order) == (1, 0, 2)
+    assert not viewer.text_overlay.visible  # the preview's labels went with the preview planes
     shown = [layer for layer in viewer.layers if layer.visible]
     assert [viewer.grid.position(viewer.layers.index(layer), viewer.layers) for layer in (source, cubic, restored)] \
         == [(0, 0), (0, 1), (0, 2)] and len(shown) == 3  # input | cubic | restored, nothing else

@@ -651,11 +651,21 @@ class EMSRWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers[name].data = data
             else:
-                added = self.viewer.add_image(
+                self.viewer.add_image(
                     data, **preview_layer_kwargs(layer, lateral, preview.shape[-1], slot, name)
                 )
-                added.name_overlay.visible = True  # which grey panel is which, on the canvas
+                self._label_preview(True)
         self.input.set_layer(layer)
+
+    def _label_preview(self, on: bool) -> None:
+        """Say on the canvas which grey panel is which while the preview planes are beside the input."""
+        overlay = self.viewer.text_overlay
+        if on:
+            overlay.text = "left: input · middle: cubic xz plane · right: restored xz plane (live preview)"
+            overlay.position = "top_center"
+            overlay.font_size = 10
+        if on or overlay.text.startswith("left: input"):
+            overlay.visible = on
 
     def _on_train_finished(self) -> None:
         # None marks the end in the queue of updates, so the end is handled after the last update.
@@ -786,6 +796,7 @@ class EMSRWidget(QWidget):
         for preview in (PREVIEW_LAYER, PREVIEW_CUBIC_LAYER):
             if preview in self.viewer.layers:  # training's planes would sit beside the restored ones, unlabelled
                 self.viewer.layers[preview].visible = False
+        self._label_preview(False)
         added = []
         for planes, array, out_spacing in results:
             name = f"{layer.name} {PLANE_LABELS[planes]}"
@@ -1009,6 +1020,7 @@ class EMSRWidget(QWidget):
         self._hidden_in_3d = []
         for other in viewer.layers:
             other.visible = other in trio
+        self._label_preview(False)
         # NOTE: napari's grid fills its cells in layer-list order (hidden layers take none): moved to the end in
         # this order, they read input | cubic | restored from left to right.
         for member in trio:

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 
 class LossPlotWidget(QWidget):
-    """Two stacked pyqtgraph plots sharing the step axis: training loss (log scale) and gain in dB.
+    """Two stacked pyqtgraph plots sharing the step axis: training loss (log scale) and gain over cubic in dB.
 
     The gain is validation PSNR minus the PSNR of cubic interpolation on the same planes: above zero the
     network already beats interpolation.
@@ -30,7 +30,7 @@ class LossPlotWidget(QWidget):
         self.loss_plot.setLogMode(y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.3)
         self.gain_plot = self.graphics.addPlot(row=1, col=0)
-        self.gain_plot.setLabel("left", "gain over cubic (dB)")
+        self.gain_plot.setLabel("left", "gain (dB)")
         self.gain_plot.setLabel("bottom", "step")
         self.gain_plot.showGrid(x=True, y=True, alpha=0.3)
         self.gain_plot.setXLink(self.loss_plot)
