@@ -255,7 +255,8 @@ class EMSRWidget(QWidget):
         self.blocks_wanted.connect(self._pump_blocks, Qt.ConnectionType.QueuedConnection)
         self.layer_view_changed.connect(self._on_layer_view, Qt.ConnectionType.QueuedConnection)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        # NOTE: first, so that the restored layers are hidden before napari slices the layers for 3D.
+        napari_viewer.dims.events.ndisplay.connect(self._on_ndisplay, position="first")
 
         self._start(list_devices_task, connect={"returned": self.device.set_devices, "errored": self._quiet_error})
         self._start(net_sizes_task, connect={"returned": self.method.set_net_sizes, "errored": self._quiet_error})
