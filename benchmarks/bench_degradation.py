@@ -152,6 +152,9 @@ def main() -> None:
     ap.add_argument("--size", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--score-crop", type=int, default=128,
+                    help="score on this central lateral crop (y, x) of the reported half (training sees the whole "
+                    "stack); 0: all of it")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     a = ap.parse_args()
 
@@ -172,10 +175,15 @@ def main() -> None:
             lr_other = cut(other, stack, factor, a.seed + 1)
             n = lr.shape[0]
             zmax = (n - 1) * factor + 1
-            ref = report[:zmax]
+            ny, nx = lr.shape[1:]
+            c = a.score_crop or max(ny, nx)
+            ys, xs = slice((ny - min(c, ny)) // 2, (ny + min(c, ny)) // 2), slice((nx - min(c, nx)) // 2,
+                                                                                  (nx + min(c, nx)) // 2)
+            ref = report[:zmax, ys, xs]
             vol = as_volume(lr, spacing=(10.0 * factor, 10.0, 10.0))
+            scored = as_volume(np.ascontiguousarray(lr[:, ys, xs]), spacing=(10.0 * factor, 10.0, 10.0))
             rows: dict[str, dict] = {}
-            rows["cubic"] = {**score(reconstruct(vol, "cubic", planes="fuse").compute()[:zmax], ref, factor),
+            rows["cubic"] = {**score(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, factor),
                              "as": "-"}
             old = estimate_profile(lr, factor).profile
             plan = {}
@@ -216,7 +224,7 @@ def main() -> None:
                     pass
                 train_s = time.perf_counter() - t0
                 model = trainer.model
-                rec = reconstruct(vol, model, planes="fuse", device="cpu").compute()[:zmax]
+                rec = reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax]
                 o = model.config.get("options", {})
                 trained_as = o.get("profile", "supervised")
                 if trained_as == "fitted":
