@@ -52,7 +52,7 @@ def test_fit_profile_measures_how_thick_the_sections_are(gt):
             (("point", "point"), ("slab", "slab"), ("wide", (0.0, 0.64)))}
     assert all(f.reliable for f in fits.values())
     assert fits["point"].fwhm < 0.6 and fits["point"].fwhm < fits["slab"].fwhm < fits["wide"].fwhm
-    assert fits["slab"].fwhm == pytest.approx(1.0, abs=0.25)
+    assert fits["slab"].fwhm == pytest.approx(1.0, abs=0.35)  # a 160 x 160 crop: the fit is rougher than on 250^2
     assert fits["wide"].fwhm == pytest.approx(1.5, abs=0.35)
     tiny = fit_profile(_cut(gt, "slab", 4, z=(0, 20), lat=40), 4.0)
     assert not tiny.reliable and tiny.profile == (0.0, 0.0)  # too small to tell: point sampling, said so

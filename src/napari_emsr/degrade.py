@@ -454,6 +454,11 @@ def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, pla
 #: The grid :func:`fit_profile` searches: section thickness and edge softness, in units of F.
 FIT_THICKNESS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0)
 FIT_SOFTNESS = (0.0, 0.1, 0.2, 0.35, 0.55, 0.8)
+#: Point sampling within this fraction of the best fit's distance is not told apart from it. Measured, not tuned: on
+#: independent lateral halves of one stack (medulla z 0:125, F = 4 and 8, point and slab) the distance of point
+#: sampling relative to a 0.25 F slab moves by -9 % to +15 %, typically 4-5 %; a thick profile's lead over point
+#: (20-40 %) is far outside it.
+FIT_TOLERANCE = 0.05
 
 
 @dataclass
@@ -519,9 +524,10 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
 
     Unlike :func:`estimate_profile` there is no choice among three shapes and no margin: a thin slab, a slab with
     a Gaussian tail or a Gaussian wider than F are fitted as what they are. The search is a grid
-    (:data:`FIT_THICKNESS` x :data:`FIT_SOFTNESS`) refined around the best point; among near-equal fits
-    (within 1 % of the best distance: the spectra cannot tell them apart) the one with the least blur
-    (smallest second moment) is kept, since assuming more blur than the stack has costs more than assuming less.
+    (:data:`FIT_THICKNESS` x :data:`FIT_SOFTNESS`) refined around the best point. Point sampling is kept when its
+    distance is within :data:`FIT_TOLERANCE` of the best (the spectra cannot tell it apart from a thin section);
+    otherwise, among fits within 1 % of the best, the one with the least blur (smallest second moment), since
+    assuming more blur than the stack has costs more than assuming less.
     """
     factor = check_factor(factor)
     if getattr(data, "ndim", 0) == 3 and axis != 0:
@@ -559,8 +565,11 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
         x = np.arange(len(k)) - len(k) // 2
         return float((k * x**2).sum())
 
-    near = [k for k, v in cache.items() if v <= best * 1.01 + 1e-9]
-    t, s = min(near, key=second_moment)
+    if dist(0.0, 0.0) <= best * (1.0 + FIT_TOLERANCE):  # point sampling is as good as any fit: keep it simple
+        t, s = 0.0, 0.0
+    else:
+        near = [k for k, v in cache.items() if v <= best * 1.01 + 1e-9]
+        t, s = min(near, key=second_moment)
     fwhm = kernel_fwhm((t, s), factor)
     note = (f"a slab of {t:.2f} F with Gaussian edges of {s:.2f} F (FWHM {fwhm:.2f} F), fitted to the stack's z "
             f"spectrum (distance {cache[(t, s)]:.3f}; point {named['point']:.3f}, slab {named['slab']:.3f}, "
