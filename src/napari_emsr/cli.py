@@ -255,6 +255,7 @@ def _run_training(args, vol, out_model: Path | None):
               file=sys.stderr)
         for note in trainer.notes:
             print(note, file=sys.stderr)
+    shown = len(trainer.notes)
     total = c.steps if not c.minutes else None
     bar = _progress("train", total, args.quiet)
     interrupted = False
@@ -267,6 +268,10 @@ def _run_training(args, vol, out_model: Path | None):
                 stage = ev.stage
                 bar.reset(total=ev.total if not c.minutes or ev.stage != "restore" else None)
                 bar.set_description(f"train [{ev.stage} {ev.stage_index + 1}/{ev.stage_count}]")
+                if not args.quiet and len(trainer.notes) > shown:  # what an earlier stage learned
+                    for note in trainer.notes[shown:]:
+                        bar.write(note, file=sys.stderr)
+                    shown = len(trainer.notes)
             bar.update(ev.step - bar.n)
             post = {"loss": f"{ev.loss:.4f}"}
             if ev.gain is not None:
