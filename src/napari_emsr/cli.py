@@ -454,7 +454,8 @@ def _add_common(p, *, model_input=False):
 
 
 def _add_input(p):
-    p.add_argument("input", help="TIFF stack (.tif/.tiff) or OME-Zarr / zarr folder, axes (z, y, x)")
+    p.add_argument("input", help="TIFF stack (.tif/.tiff), an OME-Zarr / zarr folder, or a zarr URL (file://, s3://, "
+                   "gs://, https://: install s3fs / gcsfs / aiohttp), axes (z, y, x)")
     p.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel data")
 
 
