@@ -253,7 +253,9 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
     # xz planes are paged through y
     assert tuple(viewer.dims.order) == (1, 0, 2)
 
-    # Count the chunks computed while showing xz planes (a counter around the core's array).
+    # Count the chunks computed while showing xz planes (a counter around the core's array), once the first
+    # plane shown is restored.
+    qtbot.waitUntil(lambda: xz.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
     computed = []
     lock = threading.Lock()
 
