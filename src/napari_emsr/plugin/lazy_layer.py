@@ -9,9 +9,9 @@ fused block takes tens of seconds on a CPU. :class:`RestoredPlanes` stands betwe
   for: xz planes page through y, yz planes through x) is answered from the blocks computed so far; the blocks
   it still lacks are asked for (:attr:`RestoredPlanes.wanted`), and a background worker computes them
   (:mod:`napari_emsr.plugin.workers.block_worker`); meanwhile the cubic interpolation of the same region stands in;
-- any other request (an xy plane, a yz plane of an xz-restored layer, the 3D view) is answered with the cubic
-  interpolation of the input when that is small (at most :data:`INTERPOLATION_VOXELS` voxels), else with
-  zeros: it never computes the network.
+- any other plane (an xy plane, a yz plane of an xz-restored layer) is answered with the cubic interpolation of
+  the input when that is small (at most :data:`INTERPOLATION_VOXELS` voxels), else with zeros; a whole volume
+  (napari's 3D view) with zeros: it never computes the network.
 
 What the last request showed (:attr:`RestoredPlanes.view`: ``"restored"``, ``"computing"``, ``"interpolated"``,
 ``"nothing"``) is reported through :attr:`RestoredPlanes.on_view` so that the panel can say so. The real lazy
@@ -215,7 +215,10 @@ class RestoredPlanes:
         """Cubic interpolation of the region when it is small enough, else zeros (nothing computed)."""
         voxels = int(np.prod(out_shape)) if out_shape else 1
         served = len(self._blocks_along(self.axis, *ranges[self.axis][:2])) == 1
-        if self._interpolate is None or voxels > INTERPOLATION_VOXELS:
+        # NOTE: a volume (napari's 3D view: no axis one plane thick; napari asks planes as slices of one) gets
+        # nothing: the panel hides the layer in 3D, and napari slices hidden layers too.
+        volume = all(len(range(*r)) > 1 for r in ranges)
+        if self._interpolate is None or voxels > INTERPOLATION_VOXELS or volume:
             if not served:
                 self._set_view(NOTHING)
             return np.broadcast_to(np.zeros((), self.dtype), out_shape)
@@ -293,7 +296,7 @@ class RestoredPlanes:
                 "(cubic interpolation shown meanwhile)."
             )
         planes = "yz" if self.axis == 2 else "xz"
-        how = "cubic interpolation" if view == INTERPOLATED else "nothing (too large to interpolate here)"
+        how = "cubic interpolation" if view == INTERPOLATED else "nothing (3D, or a plane too large to interpolate)"
         return (
             f"{self.label} shows {how} in this view: it is restored in {planes} planes only "
             f"(page through {paged}: napari-emsr > Orthogonal views, or roll the axes)."
