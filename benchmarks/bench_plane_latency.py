@@ -6,11 +6,12 @@ several y positions the script moves the dims slider and waits until napari has 
 wall time per plane (what the user waits) and, separately, the bare dask compute of one xz plane.
 Target: < 1 s per plane.
 
-With ``--fused-viewer`` it also shows the fused (xz + yz) layer, whose first plane of a 64-row block computes the
-whole block (slow on a CPU), and prints how long a new block takes and the Qt event loop's delay (a 10 ms QTimer)
-meanwhile, with napari's asynchronous rendering off (napari's default) and on (the napari preference the panel's
-"Compute planes in the background" box offers). The script sets that preference for each run and puts the
-user's choice back at the end.
+With ``--fused-viewer`` it also shows the fused (xz + yz) layer as a bare dask array (not through the panel),
+whose first plane of a 64-row block computes the whole block (slow on a CPU), and prints how long a new block
+takes and the Qt event loop's delay (a 10 ms QTimer) meanwhile, with napari's asynchronous rendering off
+(napari's default) and on. That is the cost the panel's restored layers keep off the GUI thread
+(``napari_emsr.plugin.lazy_layer``; ``benchmarks/bench_gui_responsiveness.py --scenario browse`` measures the
+panel). The script sets napari's preference for each run and puts the user's choice back at the end.
 
 Run under a virtual X server::
 
