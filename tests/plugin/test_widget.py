@@ -69,10 +69,12 @@ def test_panel_reads_voxel_size(panel, qtbot):
     # the anisotropy measure is computed in a worker and shown
     qtbot.waitUntil(lambda: panel.anisotropy is not None, timeout=TIMEOUT)
     assert panel.input.anisotropy_label.text() not in ("-", "measuring...")
-    # ... and so is the section profile "auto" stands for (the sample is point-sampled)
+    # ... and so is the section profile "auto" stands for, fitted for the F given (the sample is point-sampled at
+    # F = 4; at the F = 5 typed above the fit reads a thin slab)
     profile = panel.method.option_combos["profile"]
-    qtbot.waitUntil(lambda: profile.itemText(0) != "auto", timeout=TIMEOUT)
-    assert profile.itemText(0) == "auto: point"
+    qtbot.waitUntil(lambda: profile.itemText(0).startswith("auto: slab"), timeout=TIMEOUT)
+    panel.input_params.spacing = (40.0, 10.0, 10.0)
+    qtbot.waitUntil(lambda: profile.itemText(0) == "auto: point", timeout=TIMEOUT)
     assert panel.params.options["profile"] == "auto" and panel.training_config().options["profile"] == "auto"
     panel.params.set_option("profile", "slab")
     assert panel.training_config().options["profile"] == "slab"

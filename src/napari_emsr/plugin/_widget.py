@@ -484,7 +484,7 @@ class EMSRWidget(QWidget):
         self.input.set_anisotropy(text, detail)
         estimate = result.get("profile") if isinstance(result, dict) else None
         if estimate:
-            self.method.set_auto_note("profile", estimate["profile"], estimate.get("note", ""))
+            self.method.set_auto_note("profile", estimate.get("label", estimate["profile"]), estimate.get("note", ""))
 
     def _on_anisotropy_error(self, request: int, err: BaseException) -> None:
         if request == self._anisotropy_request:

@@ -24,13 +24,17 @@ def net_sizes_task() -> dict[str, tuple[str, ...]]:
 
 def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
     """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`) and, given the factor,
-    the estimated section profile under ``"profile"`` (:meth:`napari_emsr.degrade.ProfileEstimate.as_dict`)."""
-    from napari_emsr.degrade import estimate_profile
+    the section profile fitted to it under ``"profile"`` (:meth:`napari_emsr.degrade.ProfileFit.as_dict`, with a
+    short ``"label"``: what ``auto`` trains with)."""
+    from napari_emsr.degrade import fit_profile
     from napari_emsr.metrics import anisotropy
 
     result = dict(anisotropy(volume, spacing=volume.spacing))
     if factor is not None and factor > 1.0:
-        result["profile"] = estimate_profile(volume.data, factor).as_dict()
+        fit = fit_profile(volume.data, factor)
+        label = ("point" if fit.thickness == fit.softness == 0.0 else
+                 f"slab {fit.thickness:.2f} F, edges {fit.softness:.2f} F")
+        result["profile"] = {**fit.as_dict(), "label": label}
     return result
 
 
