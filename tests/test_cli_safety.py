@@ -296,3 +296,25 @@ def test_an_export_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(t
     assert len(got.levels) == len(ref.levels)
     for a, b in zip(got.levels, ref.levels):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_export_killed_before_its_marker_was_in_place_runs_again(tmp_path):
+    """A SIGKILL between creating the zarr folder and renaming its marker into place leaves an empty folder (or one
+    with only the marker's temporary file): the same command then runs, it does not ask for --overwrite."""
+    from napari_emsr.io import INCOMPLETE_MARKER
+
+    data = np.random.default_rng(3).integers(0, 255, (5, 24, 24), dtype=np.uint8)
+    tif = _tif(tmp_path / "s.tif", data)
+    for leftover in (None, INCOMPLETE_MARKER + ".tmp"):
+        out = tmp_path / f"s{leftover is None}.ome.zarr"
+        out.mkdir()
+        if leftover:
+            (out / leftover).write_text("{")
+        assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(out), "-q"]) == 0
+        assert open_volume(out).shape[0] == 17 and not (out / leftover if leftover else out / "x").exists()
+    # a folder with anything else in it is still someone's: refused without --overwrite
+    other = tmp_path / "other.ome.zarr"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(other), "-q"]) == 2
+    assert (other / "notes.txt").read_text() == "mine"

@@ -72,7 +72,7 @@ def _factor(args, vol) -> float | None:
 def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Path | None] | None = None) -> Path:
     """The output path, checked: never one of ``not_`` (what -> path: the input, the model ...), whatever the flags;
     an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it)."""
-    from .io import INCOMPLETE_MARKER, same_place
+    from .io import INCOMPLETE_MARKER, never_started, same_place
 
     p = Path(path)
     for what, other in (not_ or {}).items():
@@ -80,7 +80,8 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
             raise InputError(f"{p} is the {what} ({other}): choose another output path (nothing was written)")
     _check_folder(p)
     if p.exists() and not overwrite:
-        if not (p / INCOMPLETE_MARKER).exists():
+        # an unfinished export resumes; a folder an export was killed in before anything was written is reused
+        if not (p / INCOMPLETE_MARKER).exists() and not never_started(p):
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
     return p
 

@@ -498,8 +498,10 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         return None
     if not p.is_dir():
         raise OutputExistsError(f"{p} exists and is neither a file nor a folder; choose another output path")
-    if not any(p.iterdir()):
-        # An empty folder (made by hand, or an export killed right after creating it): nothing to lose.
+    if never_started(p):
+        # An empty folder (made by hand, or an export killed right after creating it, before its marker was in
+        # place: at most the marker's temporary file): nothing to lose.
+        (p / (INCOMPLETE_MARKER + ".tmp")).unlink(missing_ok=True)
         check_output_folder(p)
         return None
     unfinished = (p / INCOMPLETE_MARKER).exists()
@@ -670,6 +672,12 @@ def _level_transforms(
         shift = [o + (c - 1) / 2 * s for o, c, s in zip(origin, cum, base)]
         out.append((str(k), scale, shift))
     return out
+
+
+def never_started(p: Path) -> bool:
+    """Whether ``p`` is a folder an export may take as new: empty, or holding only the marker's temporary file
+    (an export SIGKILLed between creating the folder and renaming its marker into place)."""
+    return p.is_dir() and all(c.name == INCOMPLETE_MARKER + ".tmp" for c in p.iterdir())
 
 
 def _write_marker(folder: Path, state: dict) -> None:
