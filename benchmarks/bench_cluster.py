@@ -55,29 +55,15 @@ def _peak_rss() -> int:
 
 def synthetic(path: Path, gb: float, slices: int):
     """Write a ``gb`` GB uint8 OME-Zarr made of the bundled sample, mirrored and repeated; return it opened."""
-    import dask.array as da
+
+    from _synthetic import tiled_sample
 
     from napari_emsr.io import open_volume, write_volume
-    from napari_emsr.sample import load_sample
 
-    tile = np.asarray(load_sample(4)[0].data)
     nz = max(2, min(slices, int(gb * 1e9 // (64 * 64)) or 2))
     side = max(64, int(math.sqrt(gb * 1e9 / nz)))
-    shape = (nz, side, side)
-
-    def mirrored(n: int, period: int) -> np.ndarray:
-        i = np.arange(n) % (2 * period)
-        return np.where(i < period, i, 2 * period - 1 - i)
-
-    iz, iy, ix = (mirrored(n, p) for n, p in zip(shape, tile.shape))
-
-    def block(block_info=None):
-        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-        return tile[np.ix_(iz[z0:z1], iy[y0:y1], ix[x0:x1])]
-
     chunks = (nz, 256, 256)
-    arr = da.map_blocks(block, chunks=da.core.normalize_chunks(chunks, shape), dtype=np.uint8,
-                        meta=np.empty((0, 0, 0), np.uint8))
+    arr = tiled_sample((nz, side, side), chunks)
     write_volume(path, arr, spacing=(40.0, 10.0, 10.0), pyramid=False, chunks=chunks)
     return open_volume(path)
 

@@ -81,25 +81,11 @@ def patched(obj, name, value):
 
 
 def synthetic_tiff(path: Path, shape: tuple[int, int, int]):
-    import dask.array as da
+    from _synthetic import tiled_sample
 
     from napari_emsr.io import write_volume
-    from napari_emsr.sample import load_sample
 
-    tile = np.asarray(load_sample(4)[0].data)
-
-    def mirrored(n: int, period: int) -> np.ndarray:
-        i = np.arange(n) % (2 * period)
-        return np.where(i < period, i, 2 * period - 1 - i)
-
-    iz, iy, ix = (mirrored(n, p) for n, p in zip(shape, tile.shape))
-
-    def block(block_info=None):
-        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-        return tile[np.ix_(iz[z0:z1], iy[y0:y1], ix[x0:x1])]
-
-    arr = da.map_blocks(block, chunks=da.core.normalize_chunks((16, shape[1], shape[2]), shape), dtype=np.uint8,
-                        meta=np.empty((0, 0, 0), np.uint8))
+    arr = tiled_sample(shape, (16, shape[1], shape[2]))
     write_volume(path, arr, spacing=SPACING)
 
 

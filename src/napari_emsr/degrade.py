@@ -95,6 +95,16 @@ def interpolation_matrix(n: int, positions: np.ndarray, order: int = 3) -> np.nd
     return interpolate_axis(np.eye(n, dtype=np.float32), positions, order=order, axis=0)
 
 
+def _soft_slab(u: np.ndarray, t: float, s: float) -> np.ndarray:
+    """The continuous profile (not normalised) at positions ``u``: a slab of width ``t`` convolved with a Gaussian
+    of standard deviation ``s > 0`` (a Gaussian when ``t`` is 0), all in the same units."""
+    if t < 1e-3:
+        return np.exp(-0.5 * (u / s) ** 2)
+    from scipy.special import erf
+
+    return erf((u + t / 2.0) / (s * math.sqrt(2.0))) - erf((u - t / 2.0) / (s * math.sqrt(2.0)))
+
+
 def section_kernel(thickness: float, softness: float, factor: float) -> np.ndarray | None:
     """A section profile of the continuous family: a slab of ``thickness * F`` with Gaussian edges of standard
     deviation ``softness * F`` (both in units of the section spacing F), integrated over each lateral pixel.
@@ -115,13 +125,7 @@ def section_kernel(thickness: float, softness: float, factor: float) -> np.ndarr
     else:  # the continuous profile averaged over each pixel (midpoints of 32 sub-pixels: symmetric)
         sub = 32
         u = x[:, None] - 0.5 + (np.arange(sub) + 0.5)[None, :] / sub
-        if t < 1e-3:
-            c = np.exp(-0.5 * (u / s) ** 2)
-        else:
-            from scipy.special import erf
-
-            c = erf((u + t / 2.0) / (s * math.sqrt(2.0))) - erf((u - t / 2.0) / (s * math.sqrt(2.0)))
-        w = c.mean(axis=1)
+        w = _soft_slab(u, t, s).mean(axis=1)
     if w.sum() <= 0:
         return None
     return (w / w.sum()).astype(np.float32)
@@ -325,6 +329,11 @@ def _projection_gain(n: int, profile, factor: float) -> np.ndarray:
     return a.sum(axis=1) / (a @ h2)
 
 
+def as_float32(a) -> np.ndarray:
+    """A numpy or dask array (or a lazy slice of one) read into memory as float32."""
+    return np.asarray(a.compute() if hasattr(a, "compute") else a, dtype=np.float32)
+
+
 class _SpectrumMatch:
     """The stack's spectrum along z, and lateral lines degraded by a candidate profile to compare with it.
 
@@ -347,12 +356,9 @@ class _SpectrumMatch:
         zc = min(crop, cy, cx)
         zy0, zx0 = (ny - zc) // 2, (nx - zc) // 2
 
-        def _get(a):
-            return np.asarray(a.compute() if hasattr(a, "compute") else a, dtype=np.float32)
-
         zs = np.unique(np.linspace(0, nz - 1, min(nz, planes)).round().astype(int))
-        lateral = _get(data[[int(z) for z in zs], y0 : y0 + cy, x0 : x0 + cx])
-        axial = _get(data[: min(nz, 256), zy0 : zy0 + zc, zx0 : zx0 + zc])
+        lateral = as_float32(data[[int(z) for z in zs], y0 : y0 + cy, x0 : x0 + cx])
+        axial = as_float32(data[: min(nz, 256), zy0 : zy0 + zc, zx0 : zx0 + zc])
         if not (np.isfinite(lateral).all() and np.isfinite(axial).all()):
             raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) first")
         lo, hi = np.percentile(lateral, [0.5, 99.5])
@@ -369,6 +375,21 @@ class _SpectrumMatch:
         self.p_axial = _line_spectrum(np.moveaxis(axial, 0, -1), self.length)
         # Lateral lines along y and along x, in Fourier space once; each profile filters them there.
         self.lateral_ft = [np.fft.rfft(np.moveaxis(lateral, ax, -1), axis=-1) for ax in (1, 2)]
+
+    @classmethod
+    def of(cls, data, factor: float, axis: int = 0, **kwargs) -> _SpectrumMatch:
+        """The matcher of a stack whose anisotropic axis is ``axis`` (F checked)."""
+        factor = check_factor(factor)
+        if getattr(data, "ndim", 0) == 3 and axis != 0:
+            data = to_front(data, axis)
+        return cls(data, factor, **kwargs)
+
+    @property
+    def why_not(self) -> str:
+        """Why the spectra cannot be compared (when ``length`` is 0)."""
+        if self.factor <= 1.0:
+            return "no anisotropy"
+        return f"too few sections or lateral samples (< {MIN_SPECTRUM_LENGTH}) to compare spectra"
 
     def simulated(self, profile) -> np.ndarray:
         """Power spectrum of lateral lines degraded with ``profile`` (a name or a (thickness, softness) pair)."""
@@ -432,14 +453,9 @@ def estimate_profile(data, factor: float, axis: int = 0, *, crop: int = 256, pla
         Lateral crop (pixels) and number of lateral planes read (the estimate reads at most
         ``n_sections * crop**2 + planes * (crop * F)**2`` voxels).
     """
-    factor = check_factor(factor)
-    if getattr(data, "ndim", 0) == 3 and axis != 0:
-        data = to_front(data, axis)
-    m = _SpectrumMatch(data, factor, crop=crop, planes=planes)
+    m = _SpectrumMatch.of(data, factor, axis, crop=crop, planes=planes)
     if not m.length:
-        why = "no anisotropy" if factor <= 1.0 else (
-            f"too few sections or lateral samples (< {MIN_SPECTRUM_LENGTH}) to compare spectra")
-        return ProfileEstimate("point", {}, m.sigma, False, f"point (not estimated: {why})")
+        return ProfileEstimate("point", {}, m.sigma, False, f"point (not estimated: {m.why_not})")
     scores = {profile: round(m.distance(profile), 4) for profile in BLUR_ORDER}
     best = min(scores, key=scores.get)
     choice = best
@@ -459,6 +475,8 @@ FIT_SOFTNESS = (0.0, 0.1, 0.2, 0.35, 0.55, 0.8)
 #: sampling relative to a 0.25 F slab moves by -9 % to +15 %, typically 4-5 %; a thick profile's lead over point
 #: (20-40 %) is far outside it.
 FIT_TOLERANCE = 0.05
+#: Lateral planes the fit reads (half the three-way estimate's: the fit evaluates some 80 candidates).
+FIT_PLANES = 8
 
 
 @dataclass
@@ -500,25 +518,17 @@ class ProfileFit:
                 "reliable": self.reliable, "note": self.note}
 
 
-def kernel_fwhm(profile, factor: float) -> float:
-    """Full width at half maximum of a section profile, in units of F (0 for point sampling)."""
-    t, s = (profile if isinstance(profile, (tuple, list)) else
-            {"point": (0.0, 0.0), "slab": (1.0, 0.0), "gaussian": (0.0, 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0))))}
-            [profile])
-    if t == 0 and s == 0:
-        return 0.0
-    u = np.linspace(-(t / 2 + 4 * s) - 1e-6, t / 2 + 4 * s + 1e-6, 4001)
-    if s == 0:
-        return float(t)
-    from scipy.special import erf
-
-    c = erf((u + t / 2.0) / (s * math.sqrt(2.0))) - erf((u - t / 2.0) / (s * math.sqrt(2.0))) if t > 0 else np.exp(
-        -0.5 * (u / s) ** 2)
+def kernel_fwhm(thickness: float, softness: float) -> float:
+    """Full width at half maximum of a profile of the continuous family, in units of F (0 for point sampling)."""
+    if softness == 0:
+        return float(thickness)
+    u = np.linspace(-(thickness / 2 + 4 * softness), thickness / 2 + 4 * softness, 4001)
+    c = _soft_slab(u, thickness, softness)
     above = u[c >= 0.5 * c.max()]
     return float(above[-1] - above[0])
 
 
-def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: int = 8) -> ProfileFit:
+def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: int = FIT_PLANES) -> ProfileFit:
     """Fit the section profile continuously: thickness and edge softness (in units of F) of a slab with Gaussian
     edges, the pair whose degraded lateral lines have the spectrum closest to the stack's z axis.
 
@@ -529,14 +539,10 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     otherwise, among fits within 1 % of the best, the one with the least blur (smallest second moment), since
     assuming more blur than the stack has costs more than assuming less.
     """
-    factor = check_factor(factor)
-    if getattr(data, "ndim", 0) == 3 and axis != 0:
-        data = to_front(data, axis)
-    m = _SpectrumMatch(data, factor, crop=crop, planes=planes)
+    m = _SpectrumMatch.of(data, factor, axis, crop=crop, planes=planes)
+    factor = m.factor
     if not m.length:
-        why = "no anisotropy" if factor <= 1.0 else (
-            f"too few sections or lateral samples (< {MIN_SPECTRUM_LENGTH}) to compare spectra")
-        return ProfileFit(0.0, 0.0, float("nan"), {}, 0.0, m.sigma, False, f"point sampling (not fitted: {why})")
+        return ProfileFit(0.0, 0.0, float("nan"), {}, 0.0, m.sigma, False, f"point sampling (not fitted: {m.why_not})")
     named = {p: round(m.distance(p), 4) for p in BLUR_ORDER}
     cache: dict[tuple[float, float], float] = {}
 
@@ -570,7 +576,7 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     else:
         near = [k for k, v in cache.items() if v <= best * 1.01 + 1e-9]
         t, s = min(near, key=second_moment)
-    fwhm = kernel_fwhm((t, s), factor)
+    fwhm = kernel_fwhm(t, s)
     note = (f"a slab of {t:.2f} F with Gaussian edges of {s:.2f} F (FWHM {fwhm:.2f} F), fitted to the stack's z "
             f"spectrum (distance {cache[(t, s)]:.3f}; point {named['point']:.3f}, slab {named['slab']:.3f}, "
             f"gaussian {named['gaussian']:.3f})")

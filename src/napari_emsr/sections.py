@@ -22,6 +22,7 @@ import numpy as np
 from .degrade import (
     BLUR_ORDER,
     _SpectrumMatch,
+    as_float32,
     fit_profile,
     interpolate_axis,
     noise_sigma,
@@ -33,10 +34,6 @@ from .geometry import check_factor, to_front
 
 #: Planes of each kind shown and measured.
 N_PLANES = 4
-
-
-def _get(a) -> np.ndarray:
-    return np.asarray(a.compute() if hasattr(a, "compute") else a, dtype=np.float32)
 
 
 def _sample_rows(planes: np.ndarray, factor: float) -> np.ndarray:
@@ -103,9 +100,9 @@ def compare_sections(data, factor: float, *, axis: int = 0, model=None, width: i
     ys = np.linspace(0, ny - 1, planes + 2)[1:-1].round().astype(int)
     zs = np.linspace(0, nz - 1, planes + 2)[1:-1].round().astype(int)
     x0 = (nx - w) // 2
-    real = _get(np.stack([_get(data[:rows, int(y), x0 : x0 + w]) for y in ys]))
+    real = np.stack([as_float32(data[:rows, int(y), x0 : x0 + w]) for y in ys])
     y0 = (ny - side) // 2
-    lateral = _get(np.stack([_get(data[int(z), y0 : y0 + side, x0 : x0 + w]) for z in zs]))
+    lateral = np.stack([as_float32(data[int(z), y0 : y0 + side, x0 : x0 + w]) for z in zs])
     if not (np.isfinite(real).all() and np.isfinite(lateral).all()):
         raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) first")
     match = _SpectrumMatch(data, factor)
@@ -113,7 +110,7 @@ def compare_sections(data, factor: float, *, axis: int = 0, model=None, width: i
     real, lateral = (real - lo) / scale, (lateral - lo) / scale
     sigma = match.sigma
 
-    fit = fit_profile(data, factor)
+    fit = fit_profile(data, factor)  # exactly what --profile auto trains with (it reads its own, fewer planes)
     candidates: dict[str, Any] = {name: name for name in BLUR_ORDER}
     candidates["fitted"] = fit.profile
     learned = None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..degrade import interpolation_matrix
+from ..degrade import _mirror, interpolation_matrix, noise_sigma
 from ..errors import InputError
 from ..geometry import training_phases
 
@@ -157,10 +157,7 @@ def _operators(side: int, m: int, factor: float, order: int, radius: int):
     shifts = np.zeros((radius + 1, side, side), np.float32)
     for j in range(radius + 1):
         for sgn in ((1,) if j == 0 else (1, -1)):
-            src = idx + sgn * j
-            src = np.where(src < 0, -src, src)
-            src = np.where(src >= side, 2 * (side - 1) - src, src)
-            shifts[j] += eye[src]
+            shifts[j] += eye[_mirror(idx + sgn * j, side)]
     phases = training_phases(factor, N_PHASES)
     sample = np.stack([interpolation_matrix(side, p + np.arange(m) * factor, order=1) for p in phases])
     up = np.stack([interpolation_matrix(m, (np.arange(side) - p) / factor, order=order) for p in phases])
@@ -220,7 +217,7 @@ class DegradationLearner:
         self.batch = 8
         self._axial = self._load_axial()
         with torch.no_grad():  # start the noise at the level thin sections would need (refined by D_l)
-            sigma = float(np.median([_noise(p) for p in ctx.pool[:16].numpy()])) if len(ctx.pool) else 0.0
+            sigma = float(np.median([noise_sigma(p) for p in ctx.pool[:16].numpy()])) if len(ctx.pool) else 0.0
             self.g_hl.log_noise.fill_(math.log(max(sigma, 1e-4)))
 
     # ------------------------------------------------------------------ data
@@ -346,12 +343,6 @@ class DegradationLearner:
         self.steps = int(sd.get("steps", 0))
 
 
-def _noise(plane: np.ndarray) -> float:
-    from ..degrade import noise_sigma
-
-    return noise_sigma(plane)
-
-
 class LearnedPairs:
     """Pairs for the restorer made by the learned degradation: a lateral patch, and G_hl's LR version of it
     interpolated back exactly as real axial planes are at reconstruction time."""
@@ -419,10 +410,6 @@ def load_degradation(state: dict, side: int, factor: float, device: str = "cpu")
             return g(hr.to(device), None, generator)
 
     return run, m
-
-
-def build_learner(ctx) -> DegradationLearner:
-    return DegradationLearner(ctx)
 
 
 def learned_active(options: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ from ..geometry import training_phases
 from . import Method, Option, Stage
 from .degradation import DEFAULT_STEPS as DEGRADATION_STEPS
 from .degradation import SIZES as DEGRADATION_SIZES
-from .degradation import LearnedPairs, build_learner, learned_active
+from .degradation import DegradationLearner, LearnedPairs, learned_active
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ ISOTROPIC = Method(
     # (benchmarks/bench_speed.py, README). The CPU batch is TRAINING_DEFAULTS["batch"].
     defaults={"batch_cuda": 64},
     loss_args={"alpha": "pdl_weight"},
-    stages=(Stage("degradation", DEGRADATION_STEPS, build_learner, when=learned_active),),
+    stages=(Stage("degradation", DEGRADATION_STEPS, DegradationLearner, when=learned_active),),
     options=(
         # NOTE: profile "auto" fits the section profile to the stack (degrade.fit_profile); the old three-way
         # estimate (degrade.estimate_profile) named the wrong profile on held-out slab stacks (issue 9). A wrong
