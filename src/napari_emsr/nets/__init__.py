@@ -28,6 +28,9 @@ __all__ = ["NETS", "DESCRIPTIONS", "build_net", "net_names", "net_sizes"]
 NETS: dict[str, tuple[str, str]] = {
     "uformer": ("napari_emsr.nets.uformer_arch", "UFormer"),
     "rescnn": ("napari_emsr.nets.rescnn_arch", "ResCNN"),
+    "gpemsr": ("napari_emsr.nets.vqgan_arch", "GPRestorer"),
+    "emsr": ("napari_emsr.nets.emsr_arch", "EMSR"),
+    "aeanet": ("napari_emsr.nets.aeanet_arch", "AEANet"),
 }
 
 #: name -> one line that says what the network is.
@@ -39,6 +42,18 @@ DESCRIPTIONS: dict[str, str] = {
     "rescnn": (
         "Small residual CNN working mostly at half resolution for a large receptive field; "
         "fast enough to train and run on a CPU."
+    ),
+    "gpemsr": (
+        "Paper 003's restorer: carries a frozen codebook prior (indexer, codebook, decoder) and fuses the "
+        "decoded reference into its features at every scale through a learned similarity mask (method gpemsr)."
+    ),
+    "emsr": (
+        "EMSR (Khateri et al.): residual blocks with a-trous wavelet edge attention and a window-attention "
+        "ViT block; pixel-shuffle output (scale 1 on interpolated inputs)."
+    ),
+    "aeanet": (
+        "AEANet (Xie et al.): U-Net of depth 3 whose bottleneck attention has learnable shared references "
+        "(batch-aware in training); linear in the number of pixels."
     ),
 }
 
