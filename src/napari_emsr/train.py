@@ -267,6 +267,9 @@ class Trainer:
     def _make_pairs(self) -> None:
         """Build the method's pair-maker (after its earlier stages) and fix the validation pairs."""
         self.pairs = self.method.pairs(self.ctx)
+        attach = getattr(self.pairs, "attach", None)
+        if attach is not None:  # the restorer carries what earlier stages learned (e.g. gpemsr's frozen prior)
+            attach(self.net)
         resolved = self.info.get("options")
         if resolved:
             self.config = replace(self.config, options=dict(resolved))

@@ -22,6 +22,9 @@ results of earlier stages). It returns an object with:
     which a resumed run continues with; its ``"notes"`` entry, a list of lines, is shown to the user.
 ``preview() -> numpy (H, W)`` (optional)
     The network input of the live preview plane; by default the interpolated xz plane of the volume.
+``attach(net)`` (optional)
+    Called with the restoring network once the pair-maker is made, before it trains (e.g. to copy an earlier
+    stage's frozen weights into it, which the saved network then carries).
 
 Multi-stage methods
 -------------------
@@ -253,10 +256,11 @@ def all_options() -> dict[str, Option]:
 
 
 def _register_builtin() -> None:
+    from .gpemsr import GPEMSR
     from .interpolation import CUBIC, LINEAR
     from .lateral import ISOTROPIC
 
-    for m in (ISOTROPIC, CUBIC, LINEAR):
+    for m in (ISOTROPIC, CUBIC, LINEAR, GPEMSR):
         register_method(m, replace=True)
 
 
