@@ -125,3 +125,23 @@ def test_three_stages_save_reload_and_apply_from_the_command_line(stack, tmp_pat
     r = Trainer(stack, TrainConfig(method="gpemsr", factor=8, steps=1, patch=32, batch=2, options=TINY),
                 resume=model)
     assert {e.stage for e in r.run()} == {"restore"}
+
+
+def test_measures_of_bands_and_texture_see_interpolation_and_truth_apart():
+    from napari_emsr.degrade import interpolate_axis
+    from napari_emsr.geometry import output_positions
+    from napari_emsr.metrics import plane_frc, spectral_match
+
+    gt = _ground_truth()[:65, :64, :64].astype(np.float32)
+    lr = make_anisotropic(gt.astype(np.uint8), 8, "point").astype(np.float32)
+    cubic = interpolate_axis(lr, output_positions(len(lr), 8), 3, axis=0)[:65]
+    truth, interp = spectral_match(gt), spectral_match(cubic)
+    assert abs(truth["ratio_db"]) < 5 and truth["rms_db"] < 5  # the truth is near isotropic
+    assert interp["ratio_db"] < truth["ratio_db"] - 15 and interp["rms_db"] > truth["rms_db"] + 15  # z too smooth
+    same, frc_cubic = plane_frc(gt, gt), plane_frc(gt, cubic)
+    assert same["mean"] == pytest.approx(1.0) and same["resolution"] == 0.5
+    assert 0 < frc_cubic["mean"] < 0.6 and frc_cubic["resolution"] < 0.2
+    with pytest.raises(InputError):
+        plane_frc(gt, cubic[:-1])
+    with pytest.raises(InputError):
+        spectral_match(gt[:8])
