@@ -259,8 +259,9 @@ def _register_builtin() -> None:
     from .gpemsr import GPEMSR
     from .interpolation import CUBIC, LINEAR
     from .lateral import ISOTROPIC
+    from .paired import PAIRED
 
-    for m in (ISOTROPIC, CUBIC, LINEAR, GPEMSR):
+    for m in (ISOTROPIC, CUBIC, LINEAR, GPEMSR, PAIRED):
         register_method(m, replace=True)
 
 

@@ -1,0 +1,125 @@
+"""The paired LR/HR method (papers 002 and 004): registration, pairs, training, lateral application, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_emsr.errors import InputError
+from napari_emsr.registration import downsample, register
+
+
+@pytest.fixture(scope="module")
+def medulla():
+    from napari_emsr.sample import _ground_truth
+
+    return np.asarray(_ground_truth()[:6, :144, :144])
+
+
+def _lr_of(planes: np.ndarray, factor: float, sigma: float, seed: int) -> np.ndarray:
+    """A second acquisition: every plane down-sampled by ``factor`` with its own noise, uint8."""
+    rng = np.random.default_rng(seed)
+    out = [downsample(p.astype(np.float32), factor) for p in planes]
+    return np.stack([np.clip(o + rng.normal(0, sigma, o.shape), 0, 255) for o in out]).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("factor", [2.0, 3.0, 2.5])
+def test_registration_of_a_shifted_and_cropped_pair(medulla, factor):
+    plane = medulla[3].astype(np.float32)
+    lr = _lr_of(plane[None], factor, 4.0, 0)[0]
+    y0, x0 = 30, 18  # HR pixels
+    hr = plane[y0 : y0 + 90, x0 : x0 + 84] + np.random.default_rng(1).normal(0, 4, (90, 84))
+    reg = register(lr, hr, factor)
+    assert reg.searched
+    assert reg.offset == pytest.approx((y0 / factor, x0 / factor), abs=0.3)
+    assert reg.residual < 0.5
+    assert "residual" in reg.note
+
+
+def test_registration_refuses_unrelated_images_with_the_residual(medulla):
+    lr = _lr_of(medulla[3:4].astype(np.float32), 2.0, 4.0, 0)[0]
+    noise = np.random.default_rng(2).random((80, 80)).astype(np.float32)
+    with pytest.raises(InputError, match=r"could not be registered.*residual \d\.\d+"):
+        register(lr, noise, 2.0)
+
+
+def test_registration_refuses_an_hr_larger_than_the_lr_field(medulla):
+    lr = _lr_of(medulla[3:4, :60, :60].astype(np.float32), 2.0, 4.0, 0)[0]  # 30 x 30 LR px
+    with pytest.raises(InputError, match="more than the LR image"):
+        register(lr, medulla[3, :100, :100], 2.0)
+
+
+def test_pair_checks(medulla):
+    from napari_emsr.methods.paired import as_stack, check_pair, pair_factor
+
+    hr = as_stack(medulla[:, :96, :96])
+    lr = as_stack(_lr_of(medulla[:, :96, :96], 2.0, 2.0, 0))
+    assert pair_factor(lr, hr) == pytest.approx(2.0)
+    check_pair(lr, hr)
+    with pytest.raises(InputError, match="uint8.*float32|pixel type"):
+        check_pair(lr, as_stack(medulla[:, :96, :96].astype(np.float32)))
+    with pytest.raises(InputError, match="2D image.*stack of 6 planes|same dimensions"):
+        check_pair(as_stack(np.asarray(lr.data[0])), hr)
+    with pytest.raises(InputError, match="does not fit the sizes"):
+        pair_factor(as_stack(_lr_of(medulla[:, :96, :80], 2.0, 2.0, 0)), hr)
+
+
+def _train(hr, options, steps=6, net="rescnn", factor=2.0):
+    from napari_emsr.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(method="paired", factor=factor, net=net, size="tiny", steps=steps, patch=32, batch=2,
+                      val_every=3, options=options, threads=1)
+    t = Trainer(hr, cfg)
+    events = list(t.run())
+    return t, events
+
+
+def test_training_from_a_real_pair_registers_and_validates(medulla):
+    from napari_emsr.methods.paired import as_stack, lr_source
+
+    lr = _lr_of(medulla, 2.0, 4.0, 0)
+    hr = as_stack(medulla[:, 20:116, 10:106])
+    t, events = _train(hr, {"lr_image": lr_source(lr)})
+    assert events[-1].done and events[-1].val_psnr is not None and events[-1].cubic_psnr is not None
+    reg = t.info["registration"]
+    assert reg["offset"] == pytest.approx([10.0, 5.0], abs=0.3)
+    assert any("registration" in n for n in t.notes)
+    x, y = t.pairs.validation()
+    assert x.shape == y.shape and x.shape[1:] == (32, 32)
+    m = t.model
+    assert m.config["method"] == "paired" and m.factor == 2.0 and m.config["recipe"] == "real"
+    xb, yb = t.pairs.batch(3)
+    assert tuple(xb.shape) == (6, 1, 32, 32) and tuple(yb.shape) == (3, 1, 32, 32)  # y and y' interleaved
+
+
+@pytest.mark.parametrize("recipe", ["I", "II"])
+def test_synthetic_recipes_from_hr_alone(medulla, recipe):
+    from napari_emsr.methods.paired import as_stack
+
+    t, events = _train(as_stack(medulla[2, :80, :80]), {"recipe": recipe, "noisier": "off"}, steps=3, factor=3.0)
+    assert t.info["recipe"] == recipe and t.info["registration"] is None
+    xb, yb = t.pairs.batch(4)
+    assert xb.shape == yb.shape
+    gap = float((xb - yb).abs().mean())
+    assert gap > 0.01  # the inputs are degraded
+    assert t.preview().shape == (80, 20)  # the held-out right quarter
+
+
+def test_recipe_ii_is_noisier_than_recipe_i(medulla):
+    from napari_emsr.methods.paired import degrade
+
+    hr = medulla[:2, :60, :60].astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    a, b = degrade(hr, 2.0, "I", rng), degrade(hr, 2.0, "II", rng)
+    assert a.shape == b.shape == (2, 30, 30)
+    assert np.abs(np.diff(b, axis=-1)).mean() > np.abs(np.diff(a, axis=-1)).mean()
+
+
+def test_noisier_copy_loss():
+    torch = pytest.importorskip("torch")
+    from napari_emsr.methods.paired import noisier_copy_loss
+
+    x = torch.zeros(2, 1, 4, 4)
+    pred = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)] * 2)  # f(y) = 1, f(y') = 3
+    assert float(noisier_copy_loss(pred, x)) == pytest.approx(1 + 3 + 2)
+    assert float(noisier_copy_loss(pred[:2], x)) == pytest.approx(2.0)  # no noisier copy: l1
