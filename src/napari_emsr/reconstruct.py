@@ -30,13 +30,15 @@ import numpy as np
 
 from .degrade import interpolate_axis
 from .errors import EMSRError, InputError
-from .geometry import check_axis, from_front, output_length, output_positions, resolve_factor, to_front
+from .geometry import check_axis, from_front, front_order, output_length, output_positions, resolve_factor, to_front
 from .geometry import output_spacing as grid_spacing
 from .methods import get_method
 
 log = logging.getLogger(__name__)
 
 PLANES = ("xz", "yz", "fuse")
+#: The engine's mode for :func:`reconstruct_pair`: fused chunks and their uncertainty, stacked.
+PAIR = "pair"
 #: Smallest tile (px) an out-of-memory retry goes down to (never below twice the tiles' overlap).
 MIN_TILE = 32
 
@@ -143,17 +145,20 @@ class _Engine:
             return self._cast(interpolate_axis(a, output_positions(nz, self.factor), self.order, axis=0))
         m = self.margin
         results = []
-        if self.planes in ("xz", "fuse"):
+        if self.planes in ("xz", "fuse", PAIR):
             ex0, ex1 = max(0, x0 - m), min(nx, x1 + m)
             a = self._interp(src[:, y0:y1, ex0:ex1])  # (Z, yc, xc)
             r = self.restore(np.ascontiguousarray(a.transpose(1, 0, 2)))  # planes along y: (yc, Z, xc)
             results.append(r.transpose(1, 0, 2)[:, :, x0 - ex0 : x0 - ex0 + (x1 - x0)])
-        if self.planes in ("yz", "fuse"):
+        if self.planes in ("yz", "fuse", PAIR):
             ey0, ey1 = max(0, y0 - m), min(ny, y1 + m)
             a = self._interp(src[:, ey0:ey1, x0:x1])  # (Z, yc, xc)
             r = self.restore(np.ascontiguousarray(a.transpose(2, 0, 1)))  # planes along x: (xc, Z, yc)
             results.append(r.transpose(1, 2, 0)[:, y0 - ey0 : y0 - ey0 + (y1 - y0), :])
         out = results[0] if len(results) == 1 else 0.5 * (results[0] + results[1])
+        if self.planes == PAIR:  # the fused chunk and where its two directions disagree, in input intensities
+            gap = np.abs(self.model.norm.invert(results[0]) - self.model.norm.invert(results[1]))
+            return np.stack([self._cast(self.model.norm.invert(out)), self._cast(gap)])
         return self._cast(self.model.norm.invert(out))
 
     def _interp(self, region) -> np.ndarray:
@@ -180,7 +185,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def _chunk(engine: _Engine, block_info=None) -> np.ndarray:
     """One output chunk: ``map_blocks`` says where it lies, the engine computes it."""
-    _, (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    *_, (y0, y1), (x0, x1) = block_info[None]["array-location"]
     return engine.block(int(y0), int(y1), int(x0), int(x1))
 
 
@@ -229,7 +234,7 @@ def reconstruct(
     from .io import as_volume, finite_check
     from .model import TILE, TILE_OVERLAP, EMSRModel
 
-    if planes not in PLANES:
+    if planes not in PLANES and planes != PAIR:
         raise InputError(f"planes must be one of {', '.join(PLANES)}, got {planes!r}")
     vol = volume if hasattr(volume, "spacing") and hasattr(volume, "data") else as_volume(volume)
     if factor is not None:
@@ -257,7 +262,7 @@ def reconstruct(
     if chunks is None:
         if planes == "yz":
             chunks = (min(ny, 1024), 1)
-        elif planes == "fuse":
+        elif planes in ("fuse", PAIR):
             # NOTE: a fused chunk restores every yz plane crossing it over its rows plus 2 x margin: with one-row
             # chunks that is 65x the work of the chunk itself; 64 rows bring it to about 3x (xz rows + yz rows
             # with margins), and the next 63 planes come free.
@@ -272,14 +277,17 @@ def reconstruct(
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk
     # task refers to it, so a distributed scheduler sends the model to each worker once, not with every task.
     engine = dask.delayed(eng, name=f"emsr-engine-{token}", traverse=False)
+    stacked = ((2,),) if planes == PAIR else ()
     arr = da.map_blocks(
         _chunk,
         engine,
         name=f"emsr-reconstruct-{token}",
-        chunks=((zo,), tuple(_split(ny, cy)), tuple(_split(nx, cx))),
+        chunks=(*stacked, (zo,), tuple(_split(ny, cy)), tuple(_split(nx, cx))),
         dtype=out_dtype,
-        meta=np.empty((0, 0, 0), out_dtype),
+        meta=np.empty((0,) * (3 + len(stacked)), out_dtype),
     )
+    if planes == PAIR:  # (2, z, y, x): the stacked axis stays first
+        return arr if ax == 0 else arr.transpose((0, *(1 + int(i) for i in np.argsort(front_order(ax)))))
     return from_front(arr, ax)
 
 
@@ -440,3 +448,89 @@ def _export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) 
         cx = min(nx, 1024)
         cy = max(1, min(ny, target // max(1, zo * cx)))
     return cy, cx
+
+
+# ---------------------------------------------------------------------------------------------- uncertainty
+def reconstruct_pair(volume, model, **kwargs):
+    """The fused volume and its uncertainty as two lazy arrays that share their chunk tasks.
+
+    Each chunk restores the xz and the yz planes through it once (as ``planes="fuse"`` does) and gives both
+    their mean (the fused chunk, the same bits as :func:`reconstruct` with ``planes="fuse"``) and their absolute
+    difference in the input's intensities, cast to its dtype: the *uncertainty*, 0 where the two directions
+    agree, large where the network restores a structure differently depending on the direction it looks from
+    (trust those places less).
+
+    Parameters
+    ----------
+    volume, model
+        As for :func:`reconstruct`; ``model`` must be a trained model (interpolation restores the same planes
+        both ways).
+    **kwargs
+        ``factor``, ``axis``, ``device``, ``chunks``, ``tile``, ``overlap``, ``batch``, ``margin`` as for
+        :func:`reconstruct` (default chunks: the fused ones).
+
+    Returns
+    -------
+    (dask.array.Array, dask.array.Array)
+        The fused volume and the uncertainty, (z, y, x) each, same chunks. ``stack.blocks[(0, *b)]`` of their
+        common stacked array (``fused.dask`` holds it) computes block ``b`` of both at once.
+    """
+    _needs_a_model(model)
+    stack = reconstruct(volume, model, planes=PAIR, **kwargs)
+    return stack[0], stack[1]
+
+
+def uncertainty(volume, model, **kwargs):
+    """Where the xz and yz restorations disagree: ``|xz - yz|`` in input intensities, lazily (see
+    :func:`reconstruct_pair`, whose second array this is)."""
+    return reconstruct_pair(volume, model, **kwargs)[1]
+
+
+def _needs_a_model(model) -> None:
+    if isinstance(model, (str, Path)) and str(model) in ("cubic", "linear"):
+        raise InputError(
+            f"the uncertainty compares the xz and yz restorations of a trained model; {model} interpolation gives the "
+            "same volume both ways: train a model first (emsr train), or leave the uncertainty out"
+        )
+
+
+def export_uncertainty(
+    volume,
+    model,
+    path,
+    *,
+    factor: float | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    chunks: tuple[int, int] | None = None,
+    **kwargs,
+) -> Path:
+    """Write the uncertainty of the fused reconstruction (:func:`uncertainty`) to ``path``, as :func:`export`
+    writes a result: same grid, voxel size and translation as the fused volume, chunk by chunk, resumable.
+
+    It restores both directions again (the cost of a fused export): write it beside a result when you want to
+    see which structures to trust.
+    """
+    from .io import same_place, write_volume
+    from .model import EMSRModel
+
+    _needs_a_model(model)
+    source = getattr(volume, "source", None)
+    if source and Path(str(source)).exists() and same_place(path, str(source)):
+        raise InputError(f"{path} is the input volume ({source}): write the uncertainty elsewhere (nothing written)")
+    if isinstance(model, (str, Path)):
+        model = EMSRModel.load(model)
+    arr = uncertainty(volume, model, factor=factor, device=device, chunks=chunks or _export_chunks(volume, "fuse"),
+                      **kwargs)
+    axis = kwargs.get("axis")
+    sp = output_spacing(volume, model.axis if axis is None else axis)
+    write = functools.partial(write_volume, spacing=sp, unit=getattr(volume, "unit", "nm"), overwrite=overwrite,
+                              progress=progress, translation=getattr(volume, "translation", None),
+                              fingerprint=export_fingerprint(volume, model, "uncertainty", factor))
+    from .cluster import active_client
+
+    client = active_client()
+    if client is None:
+        return write(path, arr)
+    return _export_on_cluster(client, arr, Path(path).expanduser().absolute(), write)

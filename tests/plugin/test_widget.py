@@ -328,7 +328,7 @@ def test_fused_layer_warns_about_its_cost_on_a_cpu(panel, qtbot):
     panel.params.device = "auto"  # the default: the CPU on a machine without a GPU
     panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
-    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)  # fused and its uncertainty
     fused = panel.reconstructed_layers[0]
     assert fused.data.chunks[1][0] == 64
     from napari_emsr.device import resolve_device
@@ -377,9 +377,9 @@ def test_rolling_axes_or_3d_never_computes_the_volume(panel, qtbot, sync_slicing
     _train(panel, qtbot)
     panel.reconstruct_params.planes = ("xz", "yz", "fuse")
     panel.reconstruct_layers()
-    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 3, timeout=TIMEOUT)
-    xz, yz, fused = panel.reconstructed_layers
-    qtbot.waitUntil(lambda: xz.data.view == fused.data.view == "restored", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 4, timeout=TIMEOUT)
+    xz, yz, fused, unc = panel.reconstructed_layers
+    qtbot.waitUntil(lambda: xz.data.view == fused.data.view == unc.data.view == "restored", timeout=TIMEOUT)
     qtbot.waitUntil(lambda: panel.block_worker is None, timeout=TIMEOUT)
     assert not get_settings().experimental.async_, "the panel must not change napari's preference"
     assert not yz.visible
@@ -392,6 +392,8 @@ def test_rolling_axes_or_3d_never_computes_the_volume(panel, qtbot, sync_slicing
 
     for layer in (xz, yz, fused):
         layer.data.dask = layer.data.dask.map_blocks(count, dtype=layer.data.dtype)
+    # the fused layer and its uncertainty compute their blocks together, from one stacked array
+    fused.data.joint = unc.data.joint = fused.data.joint.map_blocks(count, dtype=fused.data.dtype)
     yz.visible = True  # the eye icon of the hidden yz layer, in the xz view
     delay = _EventLoopDelay()
     for change in (
@@ -404,12 +406,13 @@ def test_rolling_axes_or_3d_never_computes_the_volume(panel, qtbot, sync_slicing
         change()
         qtbot.wait(30)
         if viewer.dims.ndisplay == 3:  # restored plane by plane: hidden in 3D, and the status line says so
-            assert not any(layer.visible for layer in (xz, yz, fused))
+            assert not any(layer.visible for layer in (xz, yz, fused, unc))
             assert "hidden" in panel.status_label.text()
-    assert all(layer.visible for layer in (xz, yz, fused))  # back in 2D
+    assert all(layer.visible for layer in (xz, yz, fused, unc))  # back in 2D
     assert delay.worst() < 1.0
     assert computed == [], "a view the layers are not chunked for computed blocks"
     assert {layer.data.view for layer in (xz, yz, fused)} == {"interpolated"}
+    assert unc.data.view == "nothing"  # no stand-in for an uncertainty
     told = [m for m in _notifications() if "shows cubic interpolation in this view" in m]
     for label in ("xz-restored", "yz-restored", "fused"):
         assert any(m.startswith(f"napari-emsr: {label}") for m in told), told
@@ -432,8 +435,8 @@ def test_fused_blocks_arrive_without_freezing_napari(panel, qtbot, sync_slicing)
     _train(panel, qtbot)
     panel.reconstruct_params.planes = ("fuse",)
     panel.reconstruct_layers()
-    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
-    fused = panel.reconstructed_layers[0]
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
+    fused, unc = panel.reconstructed_layers
     qtbot.waitUntil(lambda: fused.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
     first_y = int(round(viewer.dims.point[1] / 10.0))
     y = (first_y + 64) % fused.data.shape[1]  # a plane of another block
@@ -445,7 +448,8 @@ def test_fused_blocks_arrive_without_freezing_napari(panel, qtbot, sync_slicing)
     assert delay.worst() < 1.0
     expected = np.asarray(fused.data.dask[:, y, :])
     qtbot.waitUntil(lambda: np.array_equal(np.asarray(fused._slice.image.view), expected), timeout=TIMEOUT)
-    assert fused.data.computed == 2
+    assert fused.data.computed + unc.data.computed == 2  # one network run per block fills both layers
+    assert unc.data.has_block((0, y // 64, 0))
 
 
 def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):

@@ -36,8 +36,9 @@ from napari_emsr.plugin.layers import (
     paging_order,
     preview_layer_kwargs,
     reconstruction_layer_kwargs,
+    uncertainty_layer_kwargs,
 )
-from napari_emsr.plugin.lazy_layer import COMPUTING, INTERPOLATED, NOTHING, RestoredPlanes, cubic_region
+from napari_emsr.plugin.lazy_layer import COMPUTING, INTERPOLATED, NOTHING, RestoredPlanes, cubic_region, link
 from napari_emsr.plugin.state import (
     IDLE,
     PLANE_LABELS,
@@ -787,7 +788,7 @@ class EMSRWidget(QWidget):
         )
 
     def _on_reconstructed(self, layer: Any, volume: Any, factor: float, results: list) -> None:
-        show_xz = any(p in ("xz", "fuse") for p, _, _ in results)
+        show_xz = any(p in ("xz", "fuse") for p, *_ in results)
         flat = self.viewer.dims.ndisplay == 2
         if flat and self.viewer.dims.ndim >= 3:
             # NOTE: roll the dims BEFORE adding the layers, so that the first planes shown are the ones the
@@ -798,8 +799,13 @@ class EMSRWidget(QWidget):
             if preview in self.viewer.layers:  # training's planes would sit beside the restored ones, unlabelled
                 self.viewer.layers[preview].visible = False
         self._label_preview(False)
-        added = []
-        for planes, array, out_spacing in results:
+        added, made = [], {}
+        for planes, array, _, joint in results:
+            stand_in = None if planes == "uncertainty" else interpolate  # no interpolated stand-in for it
+            made[planes] = RestoredPlanes(array, planes, stand_in, PLANE_LABELS[planes], *(joint or (None, 0)))
+        if "uncertainty" in made:
+            link(made["fuse"], made["uncertainty"])  # one network run fills a block of both
+        for planes, _, out_spacing, _ in results:
             name = f"{layer.name} {PLANE_LABELS[planes]}"
             kwargs = reconstruction_layer_kwargs(
                 layer,
@@ -810,7 +816,9 @@ class EMSRWidget(QWidget):
                 unit=self.input_params.unit,
                 metadata={"planes": planes, "input": layer.name},
             )
-            new = self._add_restored(name, RestoredPlanes(array, planes, interpolate, PLANE_LABELS[planes]), kwargs)
+            if planes == "uncertainty":
+                kwargs = uncertainty_layer_kwargs(kwargs)
+            new = self._add_restored(name, made[planes], kwargs)
             # a yz layer seen in the xz view shows only interpolation: it stays hidden there
             new.visible = flat and not (show_xz and planes == "yz")
             if not flat and not (show_xz and planes == "yz"):
@@ -822,6 +830,11 @@ class EMSRWidget(QWidget):
             f"Added {', '.join(layer.name for layer in added)}: planes are restored in the background as you view "
             f"them ({'page through y for xz planes' if show_xz else 'page through x for yz planes'}); other views "
             "show cubic interpolation."
+            + (
+                " The uncertainty layer (hot colours over the fused one) is bright where the xz and yz "
+                "restorations disagree: trust those structures less."
+                if "uncertainty" in made else ""
+            )
         )
         self.reconstruct.show_quality("")
         if not self._interpolation_only():
@@ -841,7 +854,10 @@ class EMSRWidget(QWidget):
         """
         from napari_emsr.plugin.workers.tasks import quality_task
 
-        layers = [layer for layer in self.reconstructed_layers if isinstance(layer.data, RestoredPlanes)]
+        layers = [
+            layer for layer in self.reconstructed_layers
+            if isinstance(layer.data, RestoredPlanes) and layer.data.planes != "uncertainty"
+        ]
         if not layers:
             return None
         try:
@@ -1117,25 +1133,30 @@ class EMSRWidget(QWidget):
         axis = "zyx"[planes.axis]
         pbar = getattr(self.block_worker, "pbar", None)
         quiet = planes.on_view is None  # the cubic layer of a comparison: nothing worth a status line
+        # a block of the fused layer is one of its uncertainty too: "fused + uncertainty" whichever asked first
+        names = [planes.label, *(p.label for p in planes.partners)]
+        label = " + ".join(sorted(names, key=lambda name: name == "uncertainty"))
         if note.value is None:
             if pbar is not None:
-                pbar.set_description(f"napari-emsr: restoring {planes.label} {axis} {first}-{last}")
+                pbar.set_description(f"napari-emsr: restoring {label} {axis} {first}-{last}")
             if not quiet:
                 self._status_before_block = self.status_label.text()
                 self.set_status(
-                    f"Restoring {planes.label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
+                    f"Restoring {label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
                 )
             return
         if planes.store(note.block, note.value):
             for layer in self.viewer.layers:
                 if layer.data is planes and layer.visible:
                     layer.refresh()
+        if note.partner:  # filled with the block just reported
+            return
         if pbar is not None:
             pbar.update(1)
         if quiet:
             return
         if note.seconds >= 1.0:
-            self.set_status(f"{planes.label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
+            self.set_status(f"{label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
         else:  # a quick block: the line goes back to what it said
             self.set_status(getattr(self, "_status_before_block", ""))
 

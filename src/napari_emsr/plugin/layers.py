@@ -289,6 +289,28 @@ def reconstruction_layer_kwargs(
     }
 
 
+#: The part of the input's contrast range where the uncertainty layer's colour map saturates.
+UNCERTAINTY_RANGE = 0.15
+
+
+def uncertainty_layer_kwargs(kwargs: dict) -> dict:
+    """The keyword arguments of :func:`reconstruction_layer_kwargs`, made for an uncertainty layer.
+
+    The uncertainty (where the xz and yz restorations disagree, in input intensities) is drawn in a hot colour
+    map added on top of the fused layer: the brighter, the less the two directions agree. It saturates at
+    :data:`UNCERTAINTY_RANGE` of the input's contrast range (differences that large are rare and already
+    mean: do not trust this structure).
+    """
+    low, high = (float(c) for c in kwargs["contrast_limits"])
+    return {
+        **kwargs,
+        "colormap": "inferno",
+        "blending": "additive",
+        "opacity": 0.8,
+        "contrast_limits": (0.0, max(UNCERTAINTY_RANGE * (high - low), 1e-6)),
+    }
+
+
 def paging_order(ndim: int, planes: str) -> tuple[int, ...]:
     """The viewer's dims order that pages through the axis a reconstruction is chunked along.
 

@@ -38,7 +38,7 @@ INTERPOLATION_VOXELS = 8_000_000
 #: Bytes of restored blocks kept per layer (least recently used dropped first).
 CACHE_BYTES = 512 * 2**20
 #: Which axis of (z, y, x) each reconstruction is chunked along (the axis the user pages through).
-PAGED_AXIS = {"xz": 1, "fuse": 1, "yz": 2}
+PAGED_AXIS = {"xz": 1, "fuse": 1, "yz": 2, "uncertainty": 1}
 #: The axis names of (z, y, x).
 AXES = "zyx"
 
@@ -100,6 +100,12 @@ class RestoredPlanes:
         (float or the output dtype); see :func:`cubic_region`. Without it, stand-ins are zeros.
     label : str
         What the panel calls this reconstruction ("xz-restored").
+    joint : dask.array.Array, optional
+        A stacked array ``(k, z, y, x)`` (chunked whole along its first axis) whose part ``part`` is ``array``:
+        a block is then computed once for every part, and the parts of the partners (:func:`link`) are
+        filled with it (the fused volume and its uncertainty, :func:`napari_emsr.reconstruct.reconstruct_pair`).
+    part : int
+        Which part of ``joint`` this is.
 
     Attributes
     ----------
@@ -116,8 +122,19 @@ class RestoredPlanes:
         Blocks computed so far (by :meth:`compute_block`); ``seconds`` holds how long each took.
     """
 
-    def __init__(self, array: Any, planes: str, interpolate: Callable | None = None, label: str = ""):
+    def __init__(
+        self,
+        array: Any,
+        planes: str,
+        interpolate: Callable | None = None,
+        label: str = "",
+        joint: Any = None,
+        part: int = 0,
+    ):
         self.dask = array
+        self.joint = joint
+        self.part = int(part)
+        self.partners: list[RestoredPlanes] = []
         self.planes = planes
         self.label = label or planes
         self.axis = PAGED_AXIS[planes]
@@ -257,11 +274,25 @@ class RestoredPlanes:
 
     def compute_block(self, block: tuple[int, ...]) -> np.ndarray:
         """Compute one block of the reconstruction (slow: run it in a worker thread)."""
+        return self.compute_blocks(block)[0][1]
+
+    def compute_blocks(self, block: tuple[int, ...]) -> list[tuple[RestoredPlanes, np.ndarray]]:
+        """Compute one block, and with it the same block of the partners (one network run for all).
+
+        Returns
+        -------
+        list of (RestoredPlanes, numpy.ndarray)
+            This layer data's block first, then each partner's (to :meth:`store` in it).
+        """
         t0 = time.perf_counter()
-        value = np.asarray(self.dask.blocks[block].compute(scheduler="synchronous"))
+        if self.joint is None:
+            out = [(self, np.asarray(self.dask.blocks[block].compute(scheduler="synchronous")))]
+        else:
+            parts = np.asarray(self.joint.blocks[(0, *block)].compute(scheduler="synchronous"))
+            out = [(self, parts[self.part])] + [(p, parts[p.part]) for p in self.partners]
         self.computed += 1
         self.seconds.append(time.perf_counter() - t0)
-        return value
+        return out
 
     def store(self, block: tuple[int, ...], value: np.ndarray) -> bool:
         """Keep a computed block; returns whether the last request needs it (the layer should be refreshed)."""
@@ -293,14 +324,25 @@ class RestoredPlanes:
         if view == COMPUTING:
             return (
                 f"{self.label}: restoring the block of {paged} = {self.last_index} in the background "
-                "(cubic interpolation shown meanwhile)."
+                f"({'cubic interpolation' if self._interpolate is not None else 'nothing'} shown meanwhile)."
             )
         planes = "yz" if self.axis == 2 else "xz"
-        how = "cubic interpolation" if view == INTERPOLATED else "nothing (3D, or a plane too large to interpolate)"
+        if view == INTERPOLATED:
+            how = "cubic interpolation"
+        elif self._interpolate is None:
+            how = "nothing"
+        else:
+            how = "nothing (3D, or a plane too large to interpolate)"
         return (
             f"{self.label} shows {how} in this view: it is restored in {planes} planes only "
-            f"(page through {paged}: napari-emsr > Orthogonal views, or roll the axes)."
+            f"(page through {paged}: Side by side in the panel, or roll the axes)."
         )
+
+
+def link(*planes: RestoredPlanes) -> None:
+    """Make layer data that are parts of one ``joint`` array partners: computing a block of one fills them all."""
+    for one in planes:
+        one.partners = [other for other in planes if other is not one]
 
 
 def _cast(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -28,7 +28,7 @@ BUDGET_KINDS = ("steps", "minutes")
 #: The reconstructions the panel can add as layers and export.
 PLANES = ("xz", "yz", "fuse")
 #: What each reconstruction is called in layer names and menus.
-PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused"}
+PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused", "uncertainty": "uncertainty"}
 #: The states of :class:`TrainingStatus` and :class:`ExportStatus`.
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 

@@ -18,12 +18,14 @@ from typing import Any
 @dataclass
 class BlockNote:
     """What the worker yields: a block it starts (``value`` None), one it finished (``value`` the array), or
-    nothing (``planes`` None: it waits for the user to settle on a plane)."""
+    nothing (``planes`` None: it waits for the user to settle on a plane). ``partner``: the same block of a
+    layer computed with the one just reported (the fused layer's uncertainty), already stored."""
 
     planes: Any
     block: tuple[int, ...]
     value: Any = None
     seconds: float = 0.0
+    partner: bool = False
 
 
 class BlockQueue:
@@ -93,5 +95,10 @@ def block_task(queue: BlockQueue, settle: float = SETTLE_SECONDS) -> Iterator[Bl
         planes, block = job
         yield BlockNote(planes, block)
         t0 = time.perf_counter()
-        value = planes.compute_block(block)
-        yield BlockNote(planes, block, value, time.perf_counter() - t0)
+        (first, value), *partners = planes.compute_blocks(block)
+        for partner, part in partners:
+            # NOTE: kept here, before the next request is read: the partner may ask for this very block
+            partner.store(block, part)
+        yield BlockNote(first, block, value, time.perf_counter() - t0)
+        for partner, part in partners:  # the same block of the layers computed with it (fused: its uncertainty)
+            yield BlockNote(partner, block, part, 0.0, partner=True)

@@ -50,8 +50,12 @@ def save_model_task(model: Any, path: str) -> str:
     return str(model.save(path))
 
 
-def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) -> list[tuple[str, Any, Any]]:
+def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) -> list[tuple[str, Any, Any, Any]]:
     """Build (without computing) the lazy reconstructions of ``volume``.
+
+    A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz restorations
+    disagree, :func:`napari_emsr.reconstruct.reconstruct_pair`): both are parts of one stacked array, so a block
+    computed for one fills the other.
 
     Parameters
     ----------
@@ -67,14 +71,20 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) ->
     Returns
     -------
     list of tuple
-        ``(planes, dask array, output spacing)`` per requested reconstruction.
+        ``(planes, dask array, output spacing, joint)`` per reconstruction (``"uncertainty"`` after ``"fuse"``
+        with a model); ``joint`` is ``(stacked array, part)`` or None.
     """
-    from napari_emsr.reconstruct import output_spacing, reconstruct
+    from napari_emsr.reconstruct import PAIR, output_spacing, reconstruct
 
     out = []
     for p in planes:
-        arr = reconstruct(volume, model, planes=p, device=device)
-        out.append((p, arr, output_spacing(volume)))
+        spacing = output_spacing(volume)
+        if p == "fuse" and not isinstance(model, str):
+            stack = reconstruct(volume, model, planes=PAIR, device=device)
+            out.append(("fuse", stack[0], spacing, (stack, 0)))
+            out.append(("uncertainty", stack[1], spacing, (stack, 1)))
+        else:
+            out.append((p, reconstruct(volume, model, planes=p, device=device), spacing, None))
     return out
 
 

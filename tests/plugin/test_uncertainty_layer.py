@@ -1,0 +1,72 @@
+"""The uncertainty layer: after a fused Reconstruct, where the xz and yz restorations disagree, lazily."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT = 120_000  # ms
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot):
+    from napari_emsr.plugin._widget import EMSRWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-emsr", "medulla_anisotropic")
+    widget = EMSRWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="napari-emsr")
+    params = widget.params
+    params.device = "cpu"
+    params.method = "isotropic"
+    params.steps, params.patch, params.size = 6, 32, "tiny"
+    params.preview_every, params.val_every = 3, 3
+    yield widget
+    widget.cleanup()
+    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
+
+
+def test_a_fused_reconstruct_shows_where_xz_and_yz_disagree(panel, qtbot):
+    from napari_emsr.reconstruct import reconstruct
+
+    viewer = panel.viewer
+    panel.start_training()
+    qtbot.waitUntil(lambda: not panel.status.busy and panel.model is not None, timeout=TIMEOUT)
+    panel.reconstruct_params.planes = ("fuse",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
+    fused, unc = panel.reconstructed_layers
+    assert unc.name == "medulla anisotropic uncertainty"
+    assert unc.colormap.name == "inferno" and unc.blending == "additive" and unc.visible
+    assert viewer.layers.index(unc) > viewer.layers.index(fused)  # drawn over the fused layer
+    np.testing.assert_allclose(unc.scale, fused.scale)
+    assert "disagree" in panel.status_label.text()
+    # the plane on screen: one block, computed once in the background, fills both layers
+    qtbot.waitUntil(
+        lambda: fused.data.view == unc.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT
+    )
+    assert fused.data.computed + unc.data.computed == 1
+    y = int(round(viewer.dims.point[1] / 10.0))
+    volume = panel.current_volume()
+    xz = np.asarray(reconstruct(volume, panel.model, planes="xz", device="cpu")[:, y, :], np.int32)
+    yz = np.asarray(reconstruct(volume, panel.model, planes="yz", device="cpu")[:, y, :], np.int32)
+    shown = np.asarray(unc._slice.image.view, np.int32)
+    assert shown.shape == xz.shape
+    assert np.abs(shown - np.abs(xz - yz)).max() <= 1  # |xz - yz| before rounding
+    np.testing.assert_array_equal(np.asarray(fused._slice.image.view), np.asarray(fused.data.dask[:, y, :]))
+    # the quality readout is measured on the fused layer, never on the uncertainty
+    qtbot.waitUntil(lambda: panel.quality is not None, timeout=TIMEOUT)
+    assert "fused" in panel.reconstruct.quality_label.toolTip()
+
+
+def test_interpolation_gives_no_uncertainty_layer(panel, qtbot):
+    panel.params.method = "cubic"
+    panel.reconstruct_params.planes = ("fuse",)
+    worker = panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
+    assert [layer.name for layer in panel.reconstructed_layers] == ["medulla anisotropic fused"]
+    assert "medulla anisotropic uncertainty" not in panel.viewer.layers
