@@ -328,7 +328,8 @@ class EMSRModel:
                 v = sd[k]
                 h.update(f"{name}/{k}".encode())
                 if isinstance(v, torch.Tensor):
-                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                    # NOTE: as bytes, so that any kind of number hashes (numpy has no bfloat16)
+                    h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
     def validate(self) -> None:

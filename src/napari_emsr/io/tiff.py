@@ -43,6 +43,10 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
     warned = _TiffWarnings()
     try:
         with warned, tifffile.TiffFile(p) as tf:
+            # NOTE: the chain of pages is walked first: a damaged chain (a page pointing back to an earlier one)
+            # is only logged by tifffile, and its series detection then loops forever over the same pages.
+            len(tf.pages)
+            _refuse_damage(p, warned)
             if not tf.series:
                 raise InputError(NOT_A_VOLUME.format(path=p) + " (the TIFF holds no image series)")
             series = tf.series[0]
@@ -64,12 +68,7 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
             spacing, unit = _tiff_spacing(tf, series)
             _check_size(p, levels[level])
             _check_decodable(p, tf, levels[level])
-            damaged = warned.damage()
-            if damaged:
-                raise InputError(
-                    f"{p} is damaged ({damaged}): the file is cut short or overwritten, so its stack is "
-                    "incomplete; copy it again from its source"
-                )
+            _refuse_damage(p, warned)
     except InputError:
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
@@ -111,11 +110,21 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
     return Volume(data=data, spacing=spacing, unit=unit, source=str(p))
 
 
+def _refuse_damage(p: Path, warned: _TiffWarnings) -> None:
+    damaged = warned.damage()
+    if damaged:
+        raise InputError(
+            f"{p} is damaged ({damaged}): the file is cut short or overwritten, so its stack is "
+            "incomplete; copy it again from its source"
+        )
+
+
 class _TiffWarnings(logging.Handler):
     """Collects what tifffile logs while a file is opened: a broken chain of pages is only logged there."""
 
     #: Words in tifffile's warnings that mean the file itself is damaged (not merely unusual metadata).
-    DAMAGE = ("invalid page offset", "invalid offset to first page", "corrupted", "truncated")
+    DAMAGE = ("invalid page offset", "invalid offset to first page", "corrupted", "truncated",
+              "circular reference")
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
