@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,17 +141,27 @@ def local_cluster(n: int | None = None):
     return distributed.SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
 
 
-def jobqueue_cluster(path: Path):
-    """A dask-jobqueue cluster from a YAML file (see the module docstring); ``jobs`` of them are started."""
+def read_jobqueue(path: Path) -> tuple[str, int, dict[str, Any]]:
+    """The batch system, the number of jobs and the dask-jobqueue options of a cluster description (YAML).
+
+    Nothing is started and dask-jobqueue is not needed. Raises InputError, naming the file, for a file that
+    cannot be read, is not YAML, is not a mapping with a ``jobqueue`` key, names an unknown batch system, or
+    gives ``jobs`` that is not a whole number >= 1.
+    """
     import yaml
 
+    example = "e.g. {jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4}"
     try:
-        conf = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"--scheduler {path}: cannot read the cluster description: {exc}") from None
+        conf = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"--scheduler {path}: cannot read the cluster description ({exc}); write it as YAML, "
+                         f"{example}") from None
     if not isinstance(conf, dict) or "jobqueue" not in conf:
         raise InputError(f"--scheduler {path}: the YAML file must be a mapping with a 'jobqueue' key "
-                         f"({', '.join(JOBQUEUE)}), e.g. {{jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4}}")
+                         f"({', '.join(JOBQUEUE)}), {example}")
+    bad = [k for k in conf if not isinstance(k, str)]
+    if bad:
+        raise InputError(f"--scheduler {path}: option names must be words, got {bad[0]!r}; {example}")
     conf = dict(conf)
     kind = str(conf.pop("jobqueue")).lower()
     jobs = conf.pop("jobs", 1)
@@ -158,18 +169,47 @@ def jobqueue_cluster(path: Path):
         raise InputError(f"--scheduler {path}: jobqueue {kind!r} is not one of {', '.join(JOBQUEUE)}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise InputError(f"--scheduler {path}: jobs must be a whole number >= 1, got {jobs!r}")
+    return kind, jobs, conf
+
+
+def _jobqueue_module(path: Path, kind: str):
     try:
         import dask_jobqueue
     except ImportError:
         raise InputError(f"--scheduler {path} describes a {kind} cluster, which needs dask-jobqueue: "
                          "pip install dask-jobqueue") from None
-    cls = getattr(dask_jobqueue, JOBQUEUE[kind])
+    return dask_jobqueue
+
+
+def jobqueue_cluster(path: Path, *, submit: bool = True):
+    """A dask-jobqueue cluster from a YAML file (see the module docstring, :func:`read_jobqueue`); ``jobs`` of
+    them are submitted (``submit=False``: none, e.g. to look at ``cluster.job_script()``).
+
+    The description is checked by building the job script before anything is submitted: options that
+    dask-jobqueue refuses (an unknown option, ``memory: lots``, ``cores: eight``) end in InputError.
+    """
+    kind, jobs, conf = read_jobqueue(path)
+    cls = getattr(_jobqueue_module(path, kind), JOBQUEUE[kind])
     try:
         cluster = cls(**conf)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
         raise InputError(f"--scheduler {path}: {JOBQUEUE[kind]} refused the description: {exc}") from None
-    cluster.scale(jobs=jobs)
-    log.info("submitted %d %s job(s)", jobs, kind)
+    try:
+        cluster.job_script()
+    except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
+        cluster.close()
+        raise InputError(f"--scheduler {path}: {JOBQUEUE[kind]} cannot write a job script from the description: "
+                         f"{exc}") from None
+    if submit:
+        # NOTE: dask-jobqueue submits in the background and only logs a failure: without the submit command
+        # the export would wait for workers forever.
+        command = str(getattr(cls.job_cls, "submit_command", "") or "").split()
+        if command and shutil.which(command[0]) is None:
+            cluster.close()
+            raise InputError(f"--scheduler {path}: {command[0]} (the {kind} submit command) is not found here: run "
+                             f"emsr on a machine that submits {kind} jobs (a login node of the cluster)")
+        cluster.scale(jobs=jobs)
+        log.info("submitted %d %s job(s)", jobs, kind)
     return cluster
 
 
@@ -184,8 +224,11 @@ def check_spec(spec: str | os.PathLike | None) -> None:
     elif "://" in text:
         pass
     elif Path(text).suffix.lower() in (".yaml", ".yml"):
-        if not Path(text).expanduser().is_file():
+        p = Path(text).expanduser()
+        if not p.is_file():
             raise InputError(f"--scheduler {text}: no such file")
+        _distributed()
+        _jobqueue_module(p, read_jobqueue(p)[0])
     else:
         raise InputError(f"--scheduler {text!r} is not understood: give {SPEC_HELP}")
     _distributed()
