@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from napari_emsr import cli  # noqa: E402
-from napari_emsr.cluster import check_spec, jobqueue_cluster, read_jobqueue  # noqa: E402
-from napari_emsr.errors import InputError  # noqa: E402
-from napari_emsr.io import as_volume, write_volume  # noqa: E402
+from napari_emsr import cli
+from napari_emsr.cluster import check_spec, jobqueue_cluster, read_jobqueue
+from napari_emsr.errors import InputError
+from napari_emsr.io import as_volume, write_volume
 
 pytestmark = pytest.mark.timeout(300)
 
