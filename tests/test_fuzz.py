@@ -517,3 +517,30 @@ def test_fuzzed_model_files(mbase, work):
         assert got in ("ok", "error"), got
 
     check()
+
+
+# ------------------------------------------------------------------------------------ what fuzzing has found
+def test_a_page_chain_that_points_back_is_refused_not_a_hang(work, capsys):
+    """Found by test_fuzzed_tiffs (shrunk by hand): one IFD of 14 entries at byte 8 whose next-page pointer
+    points into itself (byte 12). tifffile logs 'invalid circular reference' and its series detection then looped
+    forever; the file is refused at opening now."""
+    raw = bytearray(7395)
+    for at, value in {0: 73, 1: 73, 2: 42, 4: 8, 8: 14, 11: 1, 12: 4, 14: 1, 60: 89, 62: 8, 176: 2, 178: 12}.items():
+        raw[at] = value
+    p = work / "loop.tif"
+    p.write_bytes(bytes(raw))
+    with alarm(60):
+        with pytest.raises(EMSRError, match="circular reference"):
+            open_volume(p)
+        assert cli.main(["info", str(p)]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_a_model_with_bfloat16_weights_is_applied(mbase, work):
+    """Found by test_fuzzed_model_files: bfloat16 weights broke the export's fingerprint (numpy has no
+    bfloat16); they are loaded into the float32 network and applied like any other."""
+    import torch
+
+    p = copy.deepcopy(mbase[1])
+    p["state_dict"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in p["state_dict"].items()}
+    assert model_case(mbase[0], p, work, 20_000) == "ok"
