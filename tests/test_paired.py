@@ -31,7 +31,7 @@ def test_registration_of_a_shifted_and_cropped_pair(medulla, factor):
     hr = plane[y0 : y0 + 90, x0 : x0 + 84] + np.random.default_rng(1).normal(0, 4, (90, 84))
     reg = register(lr, hr, factor)
     assert reg.searched
-    assert reg.offset == pytest.approx((y0 / factor, x0 / factor), abs=0.3)
+    assert reg.offset == pytest.approx((y0 / factor, x0 / factor), abs=0.15)
     assert reg.residual < 0.5
     assert "residual" in reg.note
 
@@ -82,7 +82,7 @@ def test_training_from_a_real_pair_registers_and_validates(medulla):
     t, events = _train(hr, {"lr_image": lr_source(lr)})
     assert events[-1].done and events[-1].val_psnr is not None and events[-1].cubic_psnr is not None
     reg = t.info["registration"]
-    assert reg["offset"] == pytest.approx([10.0, 5.0], abs=0.3)
+    assert reg["offset"] == pytest.approx([10.0, 5.0], abs=0.15)
     assert any("registration" in n for n in t.notes)
     x, y = t.pairs.validation()
     assert x.shape == y.shape and x.shape[1:] == (32, 32)
@@ -123,3 +123,40 @@ def test_noisier_copy_loss():
     pred = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)] * 2)  # f(y) = 1, f(y') = 3
     assert float(noisier_copy_loss(pred, x)) == pytest.approx(1 + 3 + 2)
     assert float(noisier_copy_loss(pred[:2], x)) == pytest.approx(2.0)  # no noisier copy: l1
+
+
+def test_lateral_application_is_lazy_banded_and_scaled(medulla, tmp_path):
+    from napari_emsr.io import as_volume, open_volume
+    from napari_emsr.lateral_apply import export_lateral, lateral
+    from napari_emsr.methods.paired import as_stack, lr_source
+
+    lr = _lr_of(medulla, 2.5, 4.0, 0)  # 57 x 57 LR px
+    t, _ = _train(as_stack(medulla[:, 20:116, 10:106]), {"lr_image": lr_source(lr)}, steps=2, factor=2.5)
+    model = t.model
+    vol = as_volume(lr, spacing=(40.0, 25.0, 25.0))
+    arr = lateral(vol, model)
+    assert arr.shape == (6, 143, 143) and arr.dtype == np.uint8
+    assert arr.chunks[0] == (1,) * 6  # plane by plane
+    whole = arr[2].compute()
+    banded = lateral(vol, model, rows=40)
+    assert banded.chunks[1] == (40, 40, 40, 23)
+    assert np.array_equal(banded[2].compute(), whole)  # bands with margins give the same planes
+    enhanced = lateral(vol, model, enhance=True)
+    assert enhanced.shape == lr.shape
+    out = export_lateral(vol, model, tmp_path / "sr.ome.zarr")
+    back = open_volume(out)
+    assert back.shape == (6, 143, 143) and back.spacing == pytest.approx((40.0, 10.0, 10.0))
+    assert np.array_equal(np.asarray(back.data[2]), whole)
+
+
+def test_lateral_refuses_other_pixel_types_and_models(medulla, tiny_stack):
+    from napari_emsr.lateral_apply import lateral
+    from napari_emsr.methods.paired import as_stack
+    from napari_emsr.train import TrainConfig, Trainer
+
+    t, _ = _train(as_stack(medulla[2, :80, :80]), {"recipe": "I", "noisier": "off"}, steps=1)
+    with pytest.raises(InputError, match="trained on uint8 images and the input is float32"):
+        lateral(medulla[:2].astype(np.float32), t.model)
+    iso = Trainer(tiny_stack[0], TrainConfig(net="rescnn", size="tiny", steps=1, patch=32, batch=1)).model
+    with pytest.raises(InputError, match="method 'isotropic'"):
+        lateral(medulla[:2], iso)

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..degrade import interpolate_axis, interpolation_matrix
 from ..errors import InputError
-from ..registration import Registration, hr_positions, register
+from ..registration import Registration, bicubic_down_matrix, hr_positions, register
 from . import Method, Option
 
 log = logging.getLogger(__name__)
@@ -161,31 +161,6 @@ def pair_factor(lr, hr, factor: float | None = None) -> float:
 
 
 # ------------------------------------------------------------------------------------------ degradations
-def _keys(t: np.ndarray, a: float = -0.5) -> np.ndarray:
-    """The bicubic (Keys) kernel."""
-    t = np.abs(t)
-    return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
-                    np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
-
-
-@functools.lru_cache(maxsize=64)
-def bicubic_down_matrix(n: int, factor: float) -> np.ndarray:
-    """(floor(n / factor), n) matrix of anti-aliased bicubic down-sampling (the kernel widened by the factor, as
-    image resizing does); LR pixel ``i``'s centre lies at HR coordinate ``(i + 0.5) * factor - 0.5``."""
-    m = max(1, int(n // factor))
-    out = np.zeros((m, n), np.float64)
-    scale = max(1.0, float(factor))
-    for i in range(m):
-        u = (i + 0.5) * factor - 0.5
-        js = np.arange(math.floor(u - 2 * scale) - 1, math.ceil(u + 2 * scale) + 2)
-        w = _keys((u - js) / scale)
-        idx = np.abs(js)  # mirror at 0 ...
-        idx = np.where(idx > n - 1, 2 * (n - 1) - idx, idx).clip(0, n - 1)  # ... and at n - 1
-        np.add.at(out[i], idx, w)
-        out[i] /= out[i].sum()
-    return out.astype(np.float32)
-
-
 @functools.lru_cache(maxsize=64)
 def up_matrix(n_lr: int, n_hr: int, factor: float, offset: float = 0.0) -> np.ndarray:
     """(n_hr, n_lr) matrix of cubic B-spline interpolation of LR samples at the HR pixel centres."""
