@@ -160,3 +160,93 @@ def test_lateral_refuses_other_pixel_types_and_models(medulla, tiny_stack):
     iso = Trainer(tiny_stack[0], TrainConfig(net="rescnn", size="tiny", steps=1, patch=32, batch=1)).model
     with pytest.raises(InputError, match="method 'isotropic'"):
         lateral(medulla[:2], iso)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+TINY = ["--net", "rescnn", "--size", "tiny", "--patch", "32", "--batch", "2", "-q"]
+
+
+@pytest.fixture(scope="module")
+def pair_files(medulla, tmp_path_factory):
+    """An LR stack (independent noise, 10 nm -> 20 nm pixels) and an HR crop inside it, as ImageJ TIFFs."""
+    import tifffile
+
+    d = tmp_path_factory.mktemp("pair")
+    lr = _lr_of(medulla, 2.0, 4.0, 0)
+    hr = medulla[:, 20:116, 10:106]
+    tifffile.imwrite(d / "lr.tif", lr, imagej=True, resolution=(1 / 20, 1 / 20), metadata={"spacing": 40, "unit": "nm"})
+    tifffile.imwrite(d / "hr.tif", hr, imagej=True, resolution=(1 / 10, 1 / 10), metadata={"spacing": 40, "unit": "nm"})
+    tifffile.imwrite(d / "hr16.tif", hr.astype(np.uint16))
+    tifffile.imwrite(d / "hr2d.tif", hr[2])
+    tifffile.imwrite(d / "noise.tif", np.random.default_rng(0).integers(0, 255, hr.shape, dtype=np.uint8))
+    return d
+
+
+def test_cli_paired_train_save_load_apply(pair_files, tmp_path, capsys):
+    import json
+
+    from napari_emsr.cli import main
+    from napari_emsr.io import open_volume
+    from napari_emsr.model import EMSRModel
+
+    d = pair_files
+    model = tmp_path / "pair.emsr.pt"
+    rc = main(["train", "--method", "paired", "--lr", str(d / "lr.tif"), "--hr", str(d / "hr.tif"), "-o", str(model),
+               "--steps", "3", "--json", *TINY])
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["method"] == "paired" and payload["factor"] == pytest.approx(2.0)  # from the voxel sizes
+    m = EMSRModel.load(model)
+    assert m.config["registration"]["offset"] == pytest.approx([10.0, 5.0], abs=0.15)
+    assert m.config["options"]["lr_image"].endswith("lr.tif")
+    out = tmp_path / "sr.tif"
+    assert main(["apply", str(d / "lr.tif"), "--model", str(model), "-o", str(out), "-q"]) == 0
+    back = open_volume(out)
+    assert back.shape == (6, 144, 144) and back.dtype == np.uint8
+    assert back.spacing == pytest.approx((40.0, 10.0, 10.0))
+    enh = tmp_path / "enh.ome.zarr"
+    assert main(["apply", str(d / "hr.tif"), "--model", str(model), "-o", str(enh), "--enhance", "-q"]) == 0
+    assert open_volume(enh).shape == (6, 96, 96)
+    # the learning rate is still --lr RATE (or --learning-rate); HR alone with a recipe and --factor
+    model2 = tmp_path / "recipe.emsr.pt"
+    assert main(["train", str(d / "hr2d.tif"), "--method", "paired", "--recipe", "II", "--factor", "3", "--lr", "2e-3",
+                 "-o", str(model2), "--steps", "2", *TINY]) == 0
+    m2 = EMSRModel.load(model2)
+    assert m2.config["recipe"] == "II" and m2.config["train"]["lr"] == 2e-3 and m2.factor == 3.0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("dtype", "uint8 and the HR image uint16"),
+    ("dims", "a stack of 6 planes and the HR image a 2D image"),
+    ("sizes", "does not fit the sizes"),
+    ("registration", r"could not be registered.*residual \d\.\d{3}"),
+    ("larger", "more than the LR image"),
+    ("no-factor", "give the factor"),
+    ("lr-elsewhere", "inputs of --method paired"),
+])
+def test_cli_bad_paired_input_exits_2(pair_files, tmp_path, capsys, case, message):
+    from napari_emsr.cli import main
+
+    d = pair_files
+    lr, hr = str(d / "lr.tif"), str(d / "hr.tif")
+    args = {
+        "dtype": ["--lr", lr, "--hr", str(d / "hr16.tif")],
+        "dims": ["--lr", lr, "--hr", str(d / "hr2d.tif"), "--factor", "2"],
+        "registration": ["--lr", lr, "--hr", str(d / "noise.tif"), "--factor", "2"],
+        "larger": ["--lr", lr, "--hr", hr, "--factor", "1.2"],
+        "no-factor": ["--hr", hr],
+    }.get(case)
+    if case == "sizes":  # same pixel type and planes, no voxel sizes, sizes of another ratio along y and x
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "a.tif", np.zeros((6, 40, 30), np.uint8))
+        tifffile.imwrite(tmp_path / "b.tif", np.zeros((6, 80, 90), np.uint8))
+        args = ["--lr", str(tmp_path / "a.tif"), "--hr", str(tmp_path / "b.tif")]
+    cmd = ["train", "--method", "paired", *args] if case != "lr-elsewhere" else ["train", hr, "--lr", lr]
+    rc = main([*cmd, "-o", str(tmp_path / "m.pt"), "--steps", "1", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err

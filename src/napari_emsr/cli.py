@@ -27,6 +27,8 @@ examples:
   emsr train stack.tif -o stack.emsr.pt --minutes 10
   emsr apply big.ome.zarr --model stack.emsr.pt -o big_iso.ome.zarr
   emsr reconstruct stack.tif -o iso.tif --method cubic   # interpolation only, no training
+  emsr train --method paired --lr lr.tif --hr hr.tif -o pair.emsr.pt   # paired LR/HR super-resolution
+  emsr apply big_lr.ome.zarr --model pair.emsr.pt -o big_hr.ome.zarr  # every xy plane s times finer
 
 The factor F (z spacing / lateral spacing) comes from the file's voxel size; a file without one needs --factor.
 Arrays are (z, y, x) with z the anisotropic axis unless --axis says otherwise.
@@ -290,11 +292,58 @@ def _run_training(args, vol, out_model: Path | None):
     return model, trainer, interrupted, last
 
 
+def _learning_rate(args) -> str | None:
+    """``--lr`` is a learning rate (a number) or, for the paired method, the LR image (a path): sets ``args.lr``
+    to the learning rate (``--learning-rate`` wins) and returns the LR image's path, if any."""
+    lr_path = args.lr if isinstance(getattr(args, "lr", None), str) else None
+    rate = getattr(args, "learning_rate", None)
+    args.lr = rate if rate is not None else (None if lr_path else getattr(args, "lr", None))
+    return lr_path
+
+
+def _paired_inputs(args, lr_path: str | None):
+    """The paired method's HR (the trainer's volume) and LR (the ``lr_image`` option), checked; sets the factor."""
+    from .methods.paired import check_pair, open_image, pair_factor
+
+    if args.hr and args.input:
+        raise InputError(f"give the HR image once: as --hr or as INPUT (got {args.input} and {args.hr})")
+    hr_src = args.hr or args.input
+    if not hr_src:
+        raise InputError("--method paired needs the HR image (--hr HR) and, for real pairs, the LR image (--lr LR)")
+    lr_src = lr_path or getattr(args, "lr_image", None)
+    hr = open_image(hr_src)
+    if lr_src:
+        lr = open_image(lr_src)
+        check_pair(lr, hr)
+        args.factor = pair_factor(lr, hr, args.factor)
+        if not lr_src.startswith("memory:"):
+            args.lr_image = str(Path(lr_src).expanduser().absolute())
+    elif args.factor is None:
+        raise InputError("without an LR image (--lr) give the factor to learn from the HR alone: --factor S (HR "
+                         "pixels per LR pixel, e.g. 2 or 3.33)")
+    args.input = hr_src
+    return hr
+
+
+def _train_volume(args):
+    """The volume the trainer learns from (the HR image for the paired method); refuses paired-only flags
+    elsewhere."""
+    lr_path = _learning_rate(args)
+    if args.method == "paired":
+        return _paired_inputs(args, lr_path)
+    if lr_path or getattr(args, "hr", None):
+        raise InputError("--lr LR (an image) and --hr HR are the inputs of --method paired; a learning rate is a "
+                         "number (--lr 1e-3)")
+    if not args.input:
+        raise InputError("give the input stack (INPUT)")
+    return _open(args)
+
+
 def cmd_train(args) -> int:
-    out = _check_output(args.output, args.overwrite, not_={"input": args.input})
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input or args.hr})
     if args.checkpoint:
-        _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input})
-    vol = _open(args)
+        _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input or args.hr})
+    vol = _train_volume(args)
     model, trainer, interrupted, _ = _run_training(args, vol, out)
     h = model.history[-1] if model.history else {}
     payload = {
@@ -362,12 +411,47 @@ def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
             "spacing": output_spacing(vol, written_axis)}
 
 
+def _apply_lateral(args, model, out: Path) -> int:
+    """``emsr apply`` with a paired model: every xy plane super-resolved (or enhanced), lazily, chunk by chunk."""
+    from tqdm.auto import tqdm
+
+    from .lateral_apply import check_lateral_model, export_lateral, lateral_spacing
+    from .methods.paired import open_image
+
+    if args.scheduler:
+        raise InputError("--scheduler is not supported for paired models yet: run without it")
+    check_lateral_model(model)
+    vol = open_image(args.input)
+    bar = tqdm(total=None, desc="write", unit="chunk", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    t0 = time.perf_counter()
+    try:
+        path = export_lateral(vol, model, out, enhance=args.enhance, device=args.device, overwrite=args.overwrite,
+                              progress=progress)
+    finally:
+        bar.close()
+    f = 1.0 if args.enhance else model.factor
+    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), "factor": f,
+            "spacing": lateral_spacing(vol, f), "mode": "enhance" if args.enhance else "lateral"}
+    what = "enhanced" if args.enhance else f"xy planes x{f:g}"
+    _emit(args, info, f"wrote {info['output']} ({what}) in {info['seconds']:.1f} s")
+    return 0
+
+
 def cmd_apply(args) -> int:
     from .model import EMSRModel
 
     out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model})
     _check_volume_output(args)
     model = args.model if args.model in ("cubic", "linear") else EMSRModel.load(args.model)
+    if args.enhance or (not isinstance(model, str) and model.config.get("method") == "paired"):
+        if isinstance(model, str):
+            raise InputError("--enhance needs a model of method paired (emsr train --method paired)")
+        return _apply_lateral(args, model, out)
     vol = _open(args)
     from .cluster import open_client
 
@@ -385,6 +469,11 @@ def cmd_reconstruct(args) -> int:
     _check_volume_output(args)
     check_spec(args.scheduler)
     meth = get_method(args.method)
+    if meth.name == "paired":
+        raise InputError("the paired method trains from an LR and an HR image, then applies to another volume: run "
+                         "`emsr train --method paired --lr LR --hr HR -o MODEL`, then `emsr apply INPUT --model MODEL "
+                         "-o OUTPUT`")
+    _learning_rate(args)
     model_path = None
     if meth.trains:
         model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
@@ -416,6 +505,7 @@ def cmd_demo(args) -> int:
     from .reconstruct import reconstruct
     from .sample import ATTRIBUTION, load_sample
 
+    _learning_rate(args)
     t0 = time.perf_counter()
     aniso, gt = load_sample(factor=args.demo_factor, profile=args.demo_profile)
     if not args.quiet:
@@ -454,9 +544,11 @@ def _add_common(p, *, model_input=False):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _add_input(p):
+def _add_input(p, optional: bool = False):
+    more = {"nargs": "?", "default": None} if optional else {}
     p.add_argument("input", help="TIFF stack (.tif/.tiff), an OME-Zarr / zarr folder, or a zarr URL (file://, s3://, "
-                   "gs://, https://: install s3fs / gcsfs / aiohttp), axes (z, y, x)")
+                   "gs://, https://: install s3fs / gcsfs / aiohttp), axes (z, y, x)"
+                   + ("; with --method paired: the HR image or stack (or --hr)" if optional else ""), **more)
     p.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel data")
 
 
@@ -488,8 +580,12 @@ def _add_train(p, demo=False):
                    help="training time budget in minutes (stops at the first of steps/minutes)")
     g.add_argument("--patch", type=int, default=None, help="training patch size in pixels (default: the method's)")
     g.add_argument("--batch", type=int, default=None, help="patches per step (default: the method's)")
-    g.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (Adam, cosine decay; default: the method's)")
+    g.add_argument("--lr", type=_number_or_path, default=None, metavar="RATE|LR",
+                   help="peak learning rate (Adam, cosine decay; default: the method's); with --method paired a "
+                   "path is the LR image of the HR's region")
+    g.add_argument("--learning-rate", type=float, default=None, help="the peak learning rate (as --lr RATE)")
+    if not demo:
+        g.add_argument("--hr", default=None, help="--method paired: the HR image or stack (instead of INPUT)")
     for opt in all_options().values():
         owners = ", ".join(m.name for m in METHODS.values() if m.option(opt.name) is not None)
         g.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, default=None, type=opt.type,
@@ -500,6 +596,14 @@ def _add_train(p, demo=False):
     g.add_argument("--val-every", type=int, default=None, help="validate on held-out planes every N steps")
     g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")
     g.add_argument("--resume", default=None, help="continue training from this model/checkpoint")
+
+
+def _number_or_path(text: str):
+    """A learning rate, or (not a number) the path of an LR image."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,8 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s)
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("train", help="train a model on a stack (self-supervised) and save it")
-    _add_input(s)
+    s = sub.add_parser("train", help="train a model on a stack (self-supervised), or on an LR and HR pair "
+                       "(--method paired), and save it")
+    _add_input(s, optional=True)
     s.add_argument("-o", "--output", required=True, help="model file to write (e.g. stack.emsr.pt)")
     s.add_argument("--overwrite", action="store_true")
     _add_train(s)
@@ -541,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
     s.add_argument("--fuse", default="xz,yz", help="restore xz planes, yz planes, or both averaged (xz,yz; default)")
     s.add_argument("--factor", type=float, default=None, help="override the factor from the voxel size")
+    s.add_argument("--enhance", action="store_true",
+                   help="a paired model at the same resolution (denoise and sharpen HR data) instead of making the "
+                   "xy planes s times finer (a paired model's default)")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="compute on a dask.distributed cluster: local, local:N (N worker processes here; default "

@@ -276,8 +276,8 @@ class PairedPairs:
         if recipe == "real":
             lr_vol = open_image(opts["lr_image"])
             check_pair(lr_vol, hr)
-            mid = train[len(train) // 2]
-            self.registration = reg = register(_compute(lr_vol.data[mid]), _compute(hr[mid]), s)
+            some = [train[int(i)] for i in np.unique(np.linspace(0, len(train) - 1, min(8, len(train))).round())]
+            self.registration = reg = register(_compute(lr_vol.data[some]), _compute(hr[some]), s)
             notes.append(f"registration: {reg.note}")
             log.info("registration: %s", reg.note)
             inp_train = self._lr_on_hr_grid(lr_vol.data, train, reg, (ny, nx))[:, :, cols_train]
