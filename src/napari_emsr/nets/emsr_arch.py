@@ -151,11 +151,12 @@ class BasicBlock(nn.Module):
         self.vit = ViTBlock(ch, num_heads, window_size, mlp_ratio)
         self.out = nn.Conv2d(ch, ch, 3, padding=1)
 
-    def forward(self, feat: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, feat: torch.Tensor, image_edges: torch.Tensor) -> torch.Tensor:
+        """``image_edges``: :func:`atrous_wavelet` of the input image (the same for every block)."""
         f = self.body(feat)
         deep = self.deep(f)
         rec = self.to_image(f)
-        edges = torch.cat([atrous_wavelet(rec, self.scales), atrous_wavelet(image, self.scales)], dim=1)
+        edges = torch.cat([atrous_wavelet(rec, self.scales), image_edges], dim=1)
         maps = self.attention(self.edge_filter(edges))
         x = deep + deep * maps
         return feat + self.out(self.vit(x))
@@ -208,6 +209,7 @@ class EMSR(nn.Module):
         self.scale = int(scale)
         self.residual = residual
         self.window_size = window_size
+        self.edge_scales = edge_scales
         self.head = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
             BasicBlock(channels, res_blocks, deep_blocks, num_heads, window_size, mlp_ratio, edge_scales)
@@ -231,11 +233,11 @@ class EMSR(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels)
         xp, h, w = pad_to_multiple(x, self.pad_multiple)
-        image = xp.mean(dim=1, keepdim=True)
+        image_edges = atrous_wavelet(xp.mean(dim=1, keepdim=True), self.edge_scales)
         shallow = self.head(xp)
         feat = shallow
         for block in self.blocks:
-            feat = block(feat, image)
+            feat = block(feat, image_edges)
         feat = self.body_out(feat) + shallow
         out = self.tail(self.mapper(self.upsample(feat)))
         out = crop(out, h * self.scale, w * self.scale)
