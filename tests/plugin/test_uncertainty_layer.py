@@ -10,6 +10,12 @@ pytestmark = pytest.mark.gui
 TIMEOUT = 120_000  # ms
 
 
+def _notifications():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
 @pytest.fixture
 def panel(make_napari_viewer, qtbot):
     from napari_emsr.plugin._widget import EMSRWidget
@@ -36,6 +42,7 @@ def test_a_fused_reconstruct_shows_where_xz_and_yz_disagree(panel, qtbot):
     panel.start_training()
     qtbot.waitUntil(lambda: not panel.status.busy and panel.model is not None, timeout=TIMEOUT)
     panel.reconstruct_params.planes = ("fuse",)
+    before = len(_notifications())
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
     fused, unc = panel.reconstructed_layers
@@ -43,7 +50,8 @@ def test_a_fused_reconstruct_shows_where_xz_and_yz_disagree(panel, qtbot):
     assert unc.colormap.name == "inferno" and unc.blending == "additive" and unc.visible
     assert viewer.layers.index(unc) > viewer.layers.index(fused)  # drawn over the fused layer
     np.testing.assert_allclose(unc.scale, fused.scale)
-    assert "disagree" in panel.status_label.text()
+    told = [m for m in _notifications()[before:] if "uncertainty (hot colours over the fused layer)" in m]
+    assert len(told) == 1 and "where the xz and yz restorations disagree" in told[0]
     # the plane on screen: one block, computed once in the background, fills both layers
     qtbot.waitUntil(
         lambda: fused.data.view == unc.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT

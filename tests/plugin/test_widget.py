@@ -553,7 +553,7 @@ def test_export_and_cancel(panel, qtbot, tmp_path):
     assert vol.shape[1:] == panel.viewer.layers["medulla anisotropic"].data.shape[1:]
     assert panel.export.progress_bar.value() == panel.export.progress_bar.maximum()
     assert panel.export_status.done == panel.export_status.total > 0
-    assert panel.export_status.message == f"Exported to {out}"
+    assert panel.export_status.message.startswith(f"Exported to {out} in ")
 
     # Cancel from the worker thread at the first block, so the cancel lands before the end.
     tif = tmp_path / "iso.tif"
@@ -725,6 +725,11 @@ def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
         "Quality (no ground truth): anisotropy input 2.20 → cubic 1.90 → restored 1.31; banding cubic 0.90, "
         "restored 0.62: the result BANDS (1 is ideal for both)"
     )
+    # with the recommended budget and the estimates shown (their longest usual texts)
+    panel.budget_hint.setText('Recommended: 60 min ≈ 19000 steps here (5.3 steps/s) · <a href="use">use it</a>')
+    panel.budget_hint.setVisible(True)
+    panel.reconstruct.show_estimate("here: xz plane 0.25 s · yz plane 0.31 s · fused block (64) 35 s")
+    panel.export.show_estimate("≈ 1:02:30 here, 130 blocks")
     qtbot.wait(100)
     assert panel.scroll.verticalScrollBar().maximum() == 0, panel.scroll.widget().sizeHint()
     # fields show their whole value (the z voxel size read "50.00(")

@@ -25,10 +25,11 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer, Signal
+from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.plugin import estimate
 from napari_emsr.plugin.layers import (
     AXIS_LABELS,
     layer_spacing,
@@ -49,6 +50,7 @@ from napari_emsr.plugin.state import (
     ReconstructParameters,
     TrainingParameters,
     TrainingStatus,
+    clock,
 )
 from napari_emsr.plugin.widgets.compare_widget import CompareWidget
 from napari_emsr.plugin.widgets.device_widget import DeviceWidget
@@ -79,6 +81,19 @@ PREVIEW_LAYER = "emsr preview"
 PREVIEW_CUBIC_LAYER = "emsr preview cubic"
 #: Seconds between redraws of the plot and status line while training (events may come much faster).
 REDRAW_INTERVAL = 0.25
+#: The npe2 sample the panel offers when the viewer has no image: (plugin, key).
+SAMPLE = ("napari-emsr", "medulla_anisotropic")
+#: What to do next when a task fails with an error that is not one of the core's (those say it themselves).
+NEXT_STEP = {
+    "training": "try again with a smaller network or patch, or on the CPU (Device); the details are in the log",
+    "export": "check that the output folder exists, is writable and has room, then export again (a zarr export "
+    "resumes where it stopped)",
+    "reconstruction": "press Reconstruct again; if it fails again, pick the CPU (Device)",
+    "restoring a block": "page to the plane again to retry; if it fails again, Reconstruct on the CPU (Device)",
+    "comparing": "press Side by side again; if it fails again, Reconstruct first",
+    "saving the model": "pick a folder you can write to (Save model...)",
+    "loading the model": "pick a .emsr.pt file saved by this panel or by emsr train (Load model...)",
+}
 
 
 def _runs_on_cpu(device: str) -> bool:
@@ -127,6 +142,11 @@ def _weak_emitters(panel: EMSRWidget) -> tuple:
             alive.layer_view_changed.emit(planes, view)
 
     return on_wanted, on_view
+
+
+def _duration(seconds: float) -> str:
+    """``0.4 s`` below a minute, else ``m:ss``."""
+    return f"{seconds:.2g} s" if seconds < 60 else clock(seconds)
 
 
 def _method(name: str) -> Any:
@@ -201,6 +221,14 @@ class EMSRWidget(QWidget):
         self._pending_updates: list[TrainUpdate | None] = []
         self._handling_updates = False
         self._last_stage: int | None = None
+        self.restore_speed: estimate.Speed | None = None
+        self.train_speed: estimate.Speed | None = None
+        self.recommended: tuple[str, int] | None = None
+        self._restore_key: tuple | None = None
+        self._train_key: tuple | None = None
+        self._speed_requests = {"restore": 0, "train": 0}
+        self._block_running: dict | None = None
+        self._export_t0 = 0.0
 
         self.input = InputWidget(napari_viewer, self.input_params)
         self.method = MethodWidget(self.params)
@@ -215,17 +243,27 @@ class EMSRWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setObjectName("emsr_status")
         self.status_label.setContentsMargins(6, 4, 6, 6)
+        self.sample_button = QPushButton("Open the sample stack (medulla FIB-SEM, z 40 nm, xy 10 nm)")
+        self.sample_button.setToolTip(
+            "No image yet: open napari-emsr's sample (File > Open Sample > napari-emsr does the same) to try the "
+            "panel; or open your own stack (File > Open, or drag a TIFF / OME-Zarr in)"
+        )
+        self.budget_hint = QLabel("")
+        self.budget_hint.setWordWrap(True)
+        self.budget_hint.setTextFormat(Qt.TextFormat.RichText)
         self.train.layout().addWidget(self.plot)
         # NOTE: compact for a 1600 x 1150 window: the device is a row of the method's form, comparing a row of
         # the reconstruct box, and the status line stays below the scrolled sections, always in sight.
         self.method.form.addRow(self.device)
+        self._add_budget_hint()
         self.reconstruct.layout().addWidget(self.compare)
 
         body = QWidget()
         column = QVBoxLayout(body)
         column.setContentsMargins(4, 4, 4, 4)
         column.setSpacing(4)
-        for part in (self.input, self.method, self.train, self.reconstruct, self.models, self.export):
+        for part in (self.sample_button, self.input, self.method, self.train, self.reconstruct, self.models,
+                     self.export):
             column.addWidget(part)
         column.addStretch(1)
         self.scroll = QScrollArea()
@@ -253,6 +291,26 @@ class EMSRWidget(QWidget):
         self.export.export_requested.connect(self.export_volume)
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
+        self.sample_button.clicked.connect(self.open_sample)
+        self.budget_hint.linkActivated.connect(lambda _: self.use_recommended_budget())
+        self._clock = QTimer(self)
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._tick)
+        # NOTE: measured after the user stops changing things (each measure costs a few seconds of CPU).
+        self._speed_timer = QTimer(self)
+        self._speed_timer.setSingleShot(True)
+        self._speed_timer.setInterval(400)
+        self._speed_timer.timeout.connect(self.measure_speeds)
+        for event in (
+            self.params.events.method, self.params.events.net, self.params.events.size, self.params.events.patch,
+            self.params.events.device, self.input_params.events.layer, self.input_params.events.spacing,
+        ):
+            event.connect(lambda *_: self._speed_timer.start())
+        for event in (self.reconstruct_params.events.planes, self.reconstruct_params.events.export_planes,
+                      self.reconstruct_params.events.scheduler):
+            event.connect(lambda *_: self._show_estimates())
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._update_sample_offer)
         self.blocks_wanted.connect(self._pump_blocks, Qt.ConnectionType.QueuedConnection)
         self.layer_view_changed.connect(self._on_layer_view, Qt.ConnectionType.QueuedConnection)
         napari_viewer.layers.events.removed.connect(self._on_layer_removed)
@@ -269,7 +327,9 @@ class EMSRWidget(QWidget):
         ):
             event.connect(self._update_tooltips)
         self._update_buttons()
+        self._update_sample_offer()
         self._on_layer_changed(self.input_params.layer)
+        self._speed_timer.start()
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -307,10 +367,11 @@ class EMSRWidget(QWidget):
         from napari.utils.notifications import show_error
 
         if isinstance(err, EMSRError):
-            message = str(err)
+            message = str(err)  # the core's messages say what to do
         else:
             logger.error("%s failed", what, exc_info=(type(err), err, err.__traceback__))
-            message = f"{what} failed: {type(err).__name__}: {err}"
+            step = NEXT_STEP.get(what, "try again; the details are in the log")
+            message = f"{what} failed: {type(err).__name__}: {err}. What to do: {step}."
         self.set_status(message)
         show_error(message)
 
@@ -395,6 +456,7 @@ class EMSRWidget(QWidget):
         self.reconstruct.button.setToolTip(
             f"Add lazy {labels} layers of {layer}: the planes you page through are restored in the background "
             "(cubic interpolation meanwhile); other views and 3D show interpolation, never a frozen napari"
+            + (f"; {self.reconstruct.estimate_label.text()}" if self.reconstruct.estimate_label.text() else "")
         )
         self.models.save_button.setToolTip(
             "Save the model (weights and settings, one file read without unpickling) for emsr apply or Load model"
@@ -404,6 +466,7 @@ class EMSRWidget(QWidget):
         self.export.export_button.setToolTip(
             f"Write the whole {export} volume of {layer} to OME-Zarr or TIFF (asks where), chunk by chunk in the "
             "background; a cancelled zarr export resumes when exported again to the same path"
+            + (f"; {self.export.estimate_text}" if self.export.estimate_text else "")
         )
         self.export.cancel_button.setToolTip("Stop the export at the next chunk (nothing written is marked complete)")
 
@@ -415,6 +478,287 @@ class EMSRWidget(QWidget):
         self.models.set_has_model(self.model is not None and not training)
         self.models.load_button.setEnabled(not training)
         self._update_tooltips()
+
+    # ------------------------------------------------------------------------ first minute: sample, budget
+    def _update_sample_offer(self, *_: Any) -> None:
+        """Offer the sample stack while the viewer holds no image layer."""
+        from napari.layers import Image
+
+        if _alive(self):
+            self.sample_button.setVisible(not any(isinstance(layer, Image) for layer in self.viewer.layers))
+
+    def open_sample(self) -> None:
+        """Open napari-emsr's anisotropic sample through its npe2 sample contribution, and pick it."""
+        before = set(self.viewer.layers)
+        self.viewer.open_sample(*SAMPLE)
+        added = [layer for layer in self.viewer.layers if layer not in before]
+        if added:
+            self.input.set_layer(added[0])
+
+    def _add_budget_hint(self) -> None:
+        """Put the recommended budget on the row under the method's budget field."""
+        form = self.method.form
+        row = next(
+            (r for r in range(form.rowCount())
+             if (item := form.itemAt(r, QFormLayout.ItemRole.FieldRole)) is not None and item.layout() is not None
+             and item.layout().indexOf(self.method.budget_value) >= 0),
+            form.rowCount() - 1,
+        )
+        form.insertRow(row + 1, self.budget_hint)  # the whole row: one line
+        self.budget_hint.setVisible(False)
+
+    def measure_speeds(self) -> None:
+        """Measure, in workers, how fast this device trains and restores with the current choices (for the
+        recommended budget and the estimates of Reconstruct and Export; :mod:`napari_emsr.plugin.estimate`)."""
+        if not _alive(self) or self.status.busy or getattr(self, "_cleaned", False):
+            return  # measured again when training ends (a measure now would compete with it)
+        self.measure_training_speed()
+        self.measure_restore_speed()
+
+    def measure_training_speed(self) -> Any:
+        """Time a few training steps of the current method, network, patch and device on the picked layer.
+
+        Returns
+        -------
+        worker or None
+        """
+        try:
+            if self._interpolation_only():
+                raise InputError("no training")
+            volume = self.current_volume()
+            config = self.training_config()
+        except EMSRError:
+            self.budget_hint.setVisible(False)
+            return None
+        key = self._training_key()
+        if key == self._train_key:
+            return None
+        self._train_key = key
+        self._speed_requests["train"] += 1
+        request = self._speed_requests["train"]
+        self.budget_hint.setText("Recommended here: measuring this device's training speed...")
+        self.budget_hint.setVisible(True)
+        return self._start(
+            estimate.measure_training_speed,
+            volume,
+            config,
+            connect={"returned": partial(self._on_train_speed, request), "errored": partial(self._on_speed_error,
+                                                                                              "train", request)},
+        )
+
+    def _on_train_speed(self, request: int, speed: estimate.Speed) -> None:
+        if request != self._speed_requests["train"]:
+            return
+        self.train_speed = speed
+        default = int(_method(self.params.method).training_defaults().get("steps") or self.params.steps)
+        kind, value, text, rule = estimate.recommend_budget(speed, default)
+        self.recommended = (kind, value)
+        self.budget_hint.setText(f"Recommended: {text} · <a href=\"use\">use it</a>")
+        self.budget_hint.setVisible(True)
+        self.budget_hint.setToolTip(f"Measured: {speed.how}: {speed.rate:.3g} steps/s. {rule}. 'use it' sets the "
+                                    "budget.")
+        self.budget_hint.setVisible(True)
+
+    def _speed_from_training(self) -> None:
+        """The training speed the run just measured (its last stage's steps and time) replaces the probe's."""
+        status = self.status
+        steps, spent = status.step - status.stage_first_step, status.elapsed - status.stage_started
+        key = self._training_key()
+        if steps < 2 or spent <= 0 or key is None:
+            return
+        from napari_emsr.device import resolve_device
+
+        device = resolve_device(self.params.device)  # torch is loaded: it just trained
+        speed = estimate.Speed(steps / spent, "training", device,
+                               f"the last training run on this stack: {steps} steps in {spent:.0f} s on {device}")
+        self._train_key = key
+        self._speed_requests["train"] += 1  # a probe still running is out of date
+        self._on_train_speed(self._speed_requests["train"], speed)
+
+    def _training_key(self) -> tuple | None:
+        """What a training speed depends on (None without a usable layer)."""
+        try:
+            volume = self.current_volume()
+        except EMSRError:
+            return None
+        params = self.params
+        return (self.input_params.layer, tuple(volume.data.shape), params.method, params.net, params.size,
+                params.patch, params.device, round(self.input_params.factor, 4))
+
+    def _on_speed_error(self, which: str, request: int, err: BaseException) -> None:
+        if request != self._speed_requests[which]:
+            return
+        logger.info("%s speed not measured: %s", which, err)
+        if which == "train":
+            self._train_key = None
+            self.budget_hint.setText(f"Recommended budget not measured: {err}")
+        else:
+            self._restore_key = None
+
+    def use_recommended_budget(self) -> None:
+        """Set the budget to the recommended one (the link next to the budget field)."""
+        if self.recommended is None:
+            return
+        kind, value = self.recommended
+        setattr(self.params, kind, int(value))
+        self.params.budget = kind
+
+    # ------------------------------------------------------------------------------------ estimates
+    def measure_restore_speed(self) -> Any:
+        """Time the model's network (or the interpolation) on planes of the picked stack's size, in a worker.
+
+        Returns
+        -------
+        worker or None
+        """
+        try:
+            volume = self.current_volume()
+            model = self._model_or_method()
+        except EMSRError:
+            self._show_estimates()
+            return None
+        factor = float(model.factor) if not isinstance(model, str) else float(self.input_params.factor)
+        shape = tuple(int(n) for n in volume.data.shape)
+        key = (model if isinstance(model, str) else id(model), self.params.device, shape, round(factor, 4))
+        if key == self._restore_key:
+            return None
+        self._restore_key = key
+        self.restore_speed = None
+        self._speed_requests["restore"] += 1
+        request = self._speed_requests["restore"]
+        self.reconstruct.show_estimate("timing this device...")
+        return self._start(
+            estimate.measure_restore_speed,
+            model,
+            shape,
+            factor,
+            self.params.device,
+            volume,
+            connect={"returned": partial(self._on_restore_speed, request),
+                     "errored": partial(self._on_speed_error, "restore", request)},
+        )
+
+    def _on_restore_speed(self, request: int, speed: estimate.Speed) -> None:
+        if request == self._speed_requests["restore"]:
+            self.restore_speed = speed
+            self._show_estimates()
+
+    def _estimate_factor(self) -> float:
+        model = self.model
+        if model is not None and not self._interpolation_only():
+            return float(model.factor)
+        return float(self.input_params.factor)
+
+    def _kind(self) -> str:
+        return self.restore_speed.kind if self.restore_speed is not None else "network"
+
+    def estimates(self) -> dict:
+        """Seconds Reconstruct's blocks and Export should take here (empty before the speed is measured).
+
+        Returns
+        -------
+        dict
+            ``{"blocks": {planes: (seconds, planes per block)}, "export": (seconds, blocks), "how": str}``.
+        """
+        speed = self.restore_speed
+        layer = self.current_layer()
+        if speed is None or layer is None:
+            return {}
+        try:
+            volume = self.current_volume()
+        except EMSRError:
+            return {}
+        shape = tuple(int(n) for n in volume.data.shape)
+        nz, ny, nx = shape
+        factor = self._estimate_factor()
+        zo = estimate.output_depth(nz, factor)
+        kind = self._kind()
+        blocks = {}
+        lazy_chunks = {"xz": (1, min(nx, 1024)), "yz": (min(ny, 1024), 1), "fuse": (min(ny, 64), min(nx, 1024))}
+        for planes, (cy, cx) in lazy_chunks.items():
+            if kind == "network":
+                work = estimate.chunk_work(zo, ny, nx, planes, (0, cy), (0, cx))
+            else:
+                work = zo * cy * cx
+            blocks[planes] = (speed.seconds(work), cy if planes != "yz" else cx)
+        export_planes = self.reconstruct_params.export_planes
+        work, count = estimate.volume_work(shape, factor, export_planes, estimate.export_chunks(volume, export_planes),
+                                           kind)
+        how = (f"{speed.how}: {speed.rate / 1e6:.3g} M {'px' if kind == 'network' else 'voxels'}/s; the work "
+               "counted is what the network restores (each chunk's planes with their margins), not reading, "
+               "interpolating or writing")
+        return {"blocks": blocks, "export": (speed.seconds(work), count), "how": how}
+
+    def _show_estimates(self, *_: Any) -> None:
+        """The Reconstruct box and the Export box say how long things take here."""
+        if not _alive(self):
+            return
+        found = self.estimates()
+        if not found:
+            if self.restore_speed is None and self._restore_key is None:
+                self.reconstruct.show_estimate("")
+                self.export.show_estimate("")
+            return
+        blocks = found["blocks"]
+        parts = []
+        for planes in self.reconstruct_params.planes or ("xz",):
+            seconds, n = blocks[planes]
+            what = {"xz": "xz plane", "yz": "yz plane"}.get(planes, f"fused block ({n})")
+            parts.append(f"{what} {_duration(seconds)}")
+        paired = "fuse" in self.reconstruct_params.planes and not self._interpolation_only()
+        self.reconstruct.show_estimate(
+            "here: " + " · ".join(parts),
+            f"Each new plane or block is restored in the background as you view it"
+            f"{' (a fused block with its uncertainty)' if paired else ''}. Estimated from {found['how']}.",
+        )
+        seconds, count = found["export"]
+        where = self.reconstruct_params.scheduler.strip()
+        text = f"≈ {clock(seconds)} here, {count} block{'s' if count != 1 else ''}"
+        tip = f"Export of {PLANE_LABELS[self.reconstruct_params.export_planes]}: estimated from {found['how']}."
+        if where:
+            tip += f" On {where}, the time left comes from the blocks as they arrive."
+        self.export.show_estimate(text, tip)
+        self._update_tooltips()
+
+    def _block_estimate(self, planes: RestoredPlanes, block: tuple[int, ...]) -> float | None:
+        """Seconds a block should take: as long as this layer's blocks took so far, else from the speed."""
+        measured = [t for data in (planes, *planes.partners) for t in data.seconds]
+        if measured:
+            return float(np.mean(measured[-3:]))
+        if self.restore_speed is None:
+            return None
+        kind = self._kind()
+        return self.restore_speed.seconds(estimate.block_work(planes, block, self._estimate_factor(), kind))
+
+    def _tick(self) -> None:
+        """Once a second while something runs: the block's and the export's elapsed and remaining time."""
+        if not _alive(self):
+            return
+        running = False
+        if self._block_running is not None:
+            running = True
+            self.set_status(self._block_text())
+        if self.export_status.busy:
+            running = True
+            self.export_status.elapsed = time.perf_counter() - self._export_t0
+            self._export_eta()
+        if not running:
+            self._clock.stop()
+
+    def _block_text(self) -> str:
+        run = self._block_running or {}
+        spent = time.perf_counter() - run["t0"]
+        guess = run["estimate"]
+        left = f", about {clock(max(0.0, guess - spent))} left" if guess is not None else ""
+        more = self.block_queue.waiting()
+        queued = f"; {more} more block{'s' if more != 1 else ''} asked for" if more else ""
+        return (f"Restoring {run['label']}, {run['axis']} {run['first']}-{run['last']} ({run['planes']} planes) in the "
+                f"background: {clock(spent)} elapsed{left}{queued}.")
+
+    def _export_eta(self) -> None:
+        pbar = getattr(self.export_worker, "pbar", None)
+        if pbar is not None:
+            pbar.events.eta(value=self.export_status.progress_text())
 
     # ------------------------------------------------------------------------------------- input
     def _on_layer_changed(self, name: str | None, *_: Any) -> None:
@@ -496,6 +840,7 @@ class EMSRWidget(QWidget):
     def _on_method_changed(self, name: str, *_: Any) -> None:
         self.params.use_method_defaults()
         self._update_buttons()
+        self._restore_key = None if self._interpolation_only() else self._restore_key
 
     def training_config(self) -> Any:
         """The :class:`napari_emsr.train.TrainConfig` the panel's parameters describe."""
@@ -681,6 +1026,7 @@ class EMSRWidget(QWidget):
         model = session.final_model() if session is not None else None
         if session is not None:
             session.trainer = None
+        self._speed_from_training()
         if model is not None:
             self._set_model(model)
         self.train_worker = None
@@ -696,6 +1042,7 @@ class EMSRWidget(QWidget):
             note = f", gain over cubic {gain:+.2f} dB" if gain is not None else ""
             self._say(self.status, f"Training ended at step {model.step}{note}. Reconstruct to see the whole volume.")
         free_memory()
+        self._speed_timer.start()
 
     # ------------------------------------------------------------------------------------- model
     def _set_model(self, model: Any) -> None:
@@ -706,11 +1053,12 @@ class EMSRWidget(QWidget):
             f"axis {model.axis}, step {model.step}"
         )
         self._update_buttons()
+        self._speed_timer.start()  # how fast this model restores here
 
     def save_model(self, path: str) -> Any:
         """Save the current model to ``path`` in a worker."""
         if self.model is None:
-            self._report_error(InputError("no model to save yet: train or load one first"), "saving")
+            self._report_error(InputError("no model to save yet: train or load one first"), "saving the model")
             return None
         return self._start(
             save_model_task,
@@ -759,7 +1107,12 @@ class EMSRWidget(QWidget):
             self._report_error(err, "reconstruction")
             return None
         factor = float(model.factor) if not isinstance(model, str) else float(self.input_params.factor)
-        self.set_status("Preparing the lazy reconstruction...")
+        found = self.estimates().get("blocks", {})
+        costs = ", ".join(
+            f"a {PLANE_LABELS[p]} {'plane' if found[p][1] == 1 else 'block'} ≈ {_duration(found[p][0])}"
+            for p in planes if p in found
+        )
+        self.set_status("Preparing the lazy reconstruction" + (f" (here {costs})..." if costs else "..."))
         if "fuse" in planes and not isinstance(model, str) and _runs_on_cpu(self.params.device):
             self._notify_fused_cost()
         self.reconstruct.button.setEnabled(False)
@@ -830,12 +1183,16 @@ class EMSRWidget(QWidget):
             f"Added {', '.join(layer.name for layer in added)}: planes are restored in the background as you view "
             f"them ({'page through y for xz planes' if show_xz else 'page through x for yz planes'}); other views "
             "show cubic interpolation."
-            + (
-                " The uncertainty layer (hot colours over the fused one) is bright where the xz and yz "
-                "restorations disagree: trust those structures less."
-                if "uncertainty" in made else ""
-            )
         )
+        if "uncertainty" in made and not getattr(self, "_told_uncertainty", False):
+            from napari.utils.notifications import show_info
+
+            # NOTE: a notification, not only the status line: the layers' own lines replace it at once.
+            self._told_uncertainty = True
+            show_info(
+                f"napari-emsr: {layer.name} uncertainty (hot colours over the fused layer) is bright where the xz "
+                "and yz restorations disagree: trust those structures less. Hide it with its eye icon."
+            )
         self.reconstruct.show_quality("")
         if not self._interpolation_only():
             self.measure_quality(volume, factor)
@@ -919,7 +1276,7 @@ class EMSRWidget(QWidget):
 
     def _on_quality_error(self, err: BaseException) -> None:
         logger.info("quality not measured: %s", err)
-        self.reconstruct.show_quality(f"Quality not measured: {err}")
+        self.reconstruct.show_quality(f"Quality not measured: {err} (press Reconstruct again to retry).")
 
     def _add_restored(self, name: str, data: RestoredPlanes, kwargs: dict, tell: bool = True) -> Any:
         """Add a layer of ``data`` (or give it to the restored layer of that name); ``tell``: say what it shows."""
@@ -1137,13 +1494,16 @@ class EMSRWidget(QWidget):
         names = [planes.label, *(p.label for p in planes.partners)]
         label = " + ".join(sorted(names, key=lambda name: name == "uncertainty"))
         if note.value is None:
+            guess = self._block_estimate(planes, note.block)
             if pbar is not None:
-                pbar.set_description(f"napari-emsr: restoring {label} {axis} {first}-{last}")
+                eta = f" (≈ {_duration(guess)})" if guess is not None else ""
+                pbar.set_description(f"napari-emsr: restoring {label} {axis} {first}-{last}{eta}")
             if not quiet:
                 self._status_before_block = self.status_label.text()
-                self.set_status(
-                    f"Restoring {label}, {axis} {first}-{last} ({last - first + 1} planes) in the background..."
-                )
+                self._block_running = {"t0": time.perf_counter(), "estimate": guess, "label": label, "axis": axis,
+                                       "first": first, "last": last, "planes": last - first + 1}
+                self.set_status(self._block_text())
+                self._clock.start()
             return
         if planes.store(note.block, note.value):
             for layer in self.viewer.layers:
@@ -1151,6 +1511,7 @@ class EMSRWidget(QWidget):
                     layer.refresh()
         if note.partner:  # filled with the block just reported
             return
+        self._block_running = None
         if pbar is not None:
             pbar.update(1)
         if quiet:
@@ -1161,11 +1522,13 @@ class EMSRWidget(QWidget):
             self.set_status(getattr(self, "_status_before_block", ""))
 
     def _on_blocks_cancelled(self, *_: Any) -> None:
+        self._block_running = None
         self.block_queue.clear()
         self.set_status("Restoring cancelled: the layers show interpolation where no block was restored.")
 
     def _on_blocks_finished(self) -> None:
         self.block_worker = None
+        self._block_running = None
         self._pump_blocks()  # asked for while the last block was computed
 
     def cancel_blocks(self) -> None:
@@ -1221,9 +1584,17 @@ class EMSRWidget(QWidget):
         job = ExportJob(report=self.export_progress.emit)
         self.export_job = job
         status = self.export_status
-        status.path, status.done, status.total = str(path), 0, 1
+        scheduler = self.reconstruct_params.scheduler.strip()
+        found = self.estimates() if planes == self.reconstruct_params.export_planes else {}
+        guess = found["export"][0] if found and not scheduler else 0.0
+        status.path, status.done, status.total = str(path), 0, found["export"][1] if found else 1
+        status.elapsed, status.estimate, status.first_done, status.first_count = 0.0, guess, 0.0, 0
+        self._export_t0 = time.perf_counter()
         status.state = RUNNING
-        self._say(status, f"Exporting to {path}...")
+        where = f" on {scheduler}" if scheduler else ""
+        told = f" (estimated {clock(guess)} here)" if guess else ""
+        self._say(status, f"Exporting to {path}{where}{told}...")
+        self._clock.start()
         worker = self._start(
             export_task,
             job,
@@ -1232,8 +1603,11 @@ class EMSRWidget(QWidget):
             str(path),
             planes,
             self.params.device,
+            scheduler,
             connect={
-                "returned": lambda p: self._say(self.export_status, f"Exported to {p}"),
+                "returned": lambda p: self._say(
+                    self.export_status, f"Exported to {p} in {clock(time.perf_counter() - self._export_t0)}"
+                ),
                 "errored": self._on_export_error,
                 "finished": self._on_export_finished,
             },
@@ -1253,14 +1627,21 @@ class EMSRWidget(QWidget):
             self._say(self.export_status, "Cancelling the export...")
 
     def _on_export_progress(self, done: int, total: int) -> None:
-        self.export_status.total = int(total)
-        self.export_status.done = int(done)
+        status = self.export_status
+        status.elapsed = time.perf_counter() - self._export_t0
+        if done and not status.first_count:
+            status.first_done, status.first_count = status.elapsed, int(done)
+        status.total = int(total)
+        status.done = int(done)
+        if status.busy and done:
+            self.set_status(f"Exporting to {status.path}: {status.progress_text()}")
         pbar = getattr(self.export_worker, "pbar", None)
         if pbar is not None:
             if pbar.total != total:
                 pbar.total = total
             if done > pbar.n:
                 pbar.update(done - pbar.n)
+        self._export_eta()
 
     def _on_export_error(self, err: BaseException) -> None:
         if isinstance(err, ExportCancelled):
@@ -1268,6 +1649,13 @@ class EMSRWidget(QWidget):
 
             self._say(self.export_status, str(err))
             show_info(str(err))
+        elif str(err).startswith("--scheduler"):
+            where = self.reconstruct_params.scheduler.strip()
+            detail = str(err).split(":", 1)[1].strip() if ":" in str(err) else str(err)
+            self._report_error(InputError(
+                f"export on {where!r}: {detail}. Check the address in Export's 'On' field (is the scheduler "
+                "running and reachable from here?), or clear the field to export in this process"
+            ), "export")
         else:
             self._report_error(err, "export")
 
@@ -1279,6 +1667,9 @@ class EMSRWidget(QWidget):
     # ------------------------------------------------------------------------------------ cleanup
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
+        self._cleaned = True
+        for timer in (self._speed_timer, self._clock):
+            timer.stop()
         if self.session is not None:
             self.session.stop()
         if self.export_job is not None:
@@ -1289,6 +1680,8 @@ class EMSRWidget(QWidget):
         for event, slot in (
             (self.viewer.layers.events.removed, self._on_layer_removed),
             (self.viewer.dims.events.ndisplay, self._on_ndisplay),
+            (self.viewer.layers.events.inserted, self._update_sample_offer),
+            (self.viewer.layers.events.removed, self._update_sample_offer),
         ):
             try:
                 event.disconnect(slot)

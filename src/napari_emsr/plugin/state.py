@@ -176,10 +176,14 @@ class ReconstructParameters:
         Among ``"xz"``, ``"yz"``, ``"fuse"`` (:data:`PLANES`).
     export_planes : str
         One of them.
+    scheduler : str
+        Where Export computes: ``""`` (this process), a dask scheduler address (``tcp://host:8786``) or
+        ``local:N`` (:func:`napari_emsr.cluster.open_client`).
     """
 
     planes: tuple[str, ...] = ("xz",)
     export_planes: str = "fuse"
+    scheduler: str = ""
 
 
 @evented
@@ -288,6 +292,13 @@ class ExportStatus:
         Where it writes.
     message : str
         One line for people.
+    elapsed : float
+        Seconds since the export started.
+    estimate : float
+        Seconds it was estimated to take before it started (0: no estimate, see
+        :mod:`napari_emsr.plugin.estimate`).
+    first_done, first_count : float, int
+        ``elapsed`` and ``done`` when the first block was reported (the rate after it gives the time left).
     """
 
     state: str = IDLE
@@ -295,8 +306,34 @@ class ExportStatus:
     total: int = 0
     path: str = ""
     message: str = ""
+    elapsed: float = 0.0
+    estimate: float = 0.0
+    first_done: float = 0.0
+    first_count: int = 0
 
     @property
     def busy(self) -> bool:
         """Whether an export is under way."""
         return self.state != IDLE
+
+    def seconds_left(self) -> float | None:
+        """Seconds left: at the rate measured since the first block was written (the first one pays for
+        starting up), else the estimate's rest; None when neither is known."""
+        if self.total and self.done >= self.total:
+            return 0.0
+        since = self.done - self.first_count
+        if since > 0 and self.elapsed > self.first_done:
+            return (self.total - self.done) * (self.elapsed - self.first_done) / since
+        if self.done and self.elapsed > 0:
+            return (self.total - self.done) * self.elapsed / self.done
+        if self.estimate:
+            return max(0.0, self.estimate - self.elapsed)
+        return None
+
+    def progress_text(self) -> str:
+        """``"5/13 blocks · 1:02 elapsed, about 1:40 left"`` (the estimate before the first block)."""
+        blocks = f"{self.done}/{self.total} blocks" if self.total > 1 or self.done else "starting"
+        left = self.seconds_left()
+        measured = self.done > 0
+        when = f", {'about ' if measured else 'estimated '}{clock(left)} left" if left is not None else ""
+        return f"{blocks} · {clock(self.elapsed)} elapsed{when}"

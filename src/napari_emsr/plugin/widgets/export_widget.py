@@ -10,6 +10,8 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -23,7 +25,8 @@ PLANE_CHOICES = (("fused (xz + yz)", "fuse"), ("xz-restored", "xz"), ("yz-restor
 
 
 class ExportWidget(QGroupBox):
-    """Which reconstruction to export, an Export button (asks for a path), a progress bar and Cancel.
+    """Which reconstruction to export, an Export button (asks for a path), a progress bar with the blocks written
+    and the time left, Cancel, where to compute (here or a dask scheduler) and the time it should take here.
 
     Parameters
     ----------
@@ -55,13 +58,30 @@ class ExportWidget(QGroupBox):
         self.cancel_button = QPushButton("Cancel")
         self.progress_bar = QProgressBar()
         self.progress_bar.setValue(0)
+        self.scheduler_edit = QLineEdit(params.scheduler)
+        self.scheduler_edit.setPlaceholderText("here (or tcp://host:8786, local:2)")
+        self.scheduler_edit.setToolTip(
+            "Where the export computes: empty for this process, a dask scheduler address (tcp://host:8786) or "
+            "local:N (N worker processes here). Workers read the input and write a zarr output themselves: "
+            "both must be on a file system they see (a layer held in memory is sent to them)"
+        )
+        #: How long an export should take here (shown in the bar before an export starts; its tooltip says how).
+        self.estimate_text = ""
         row = QHBoxLayout()
         row.addWidget(self.planes_combo)
         row.addWidget(self.export_button)
         row.addWidget(self.cancel_button)
+        where = QHBoxLayout()
+        where.addWidget(self.progress_bar, 3)
+        where.addWidget(QLabel("on"))
+        where.addWidget(self.scheduler_edit, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
-        layout.addWidget(self.progress_bar)
+        layout.addLayout(where)
+        self.scheduler_edit.editingFinished.connect(
+            lambda: setattr(params, "scheduler", self.scheduler_edit.text().strip())
+        )
+        params.events.scheduler.connect(self._show_scheduler)
         self._show_planes(params.export_planes)
         self.planes_combo.currentIndexChanged.connect(
             lambda _: setattr(params, "export_planes", str(self.planes_combo.currentData()))
@@ -70,9 +90,19 @@ class ExportWidget(QGroupBox):
         self.export_button.clicked.connect(self._ask_path)
         self.cancel_button.clicked.connect(self.cancel_requested)
         status.events.state.connect(self._show_state)
-        status.events.done.connect(self._show_progress)
-        status.events.total.connect(self._show_progress)
+        for event in (status.events.done, status.events.total, status.events.elapsed, status.events.state):
+            event.connect(self._show_progress)
         self._show_state()
+
+    def _show_scheduler(self, spec: str, *_: Any) -> None:
+        if self.scheduler_edit.text().strip() != spec:
+            self.scheduler_edit.setText(spec)
+
+    def show_estimate(self, text: str, tip: str = "") -> None:
+        """Show how long an export should take here, in the bar until an export starts (empty: none)."""
+        self.estimate_text = text
+        self.progress_bar.setToolTip(tip)
+        self._show_progress()
 
     def _show_planes(self, planes: str, *_: Any) -> None:
         index = self.planes_combo.findData(planes)
@@ -87,6 +117,10 @@ class ExportWidget(QGroupBox):
     def _show_progress(self, *_: Any) -> None:
         self.progress_bar.setRange(0, max(int(self.status.total), 1))
         self.progress_bar.setValue(int(self.status.done))
+        if self.status.busy or self.status.done:
+            self.progress_bar.setFormat(self.status.progress_text().replace("%", "%%"))
+        else:
+            self.progress_bar.setFormat((self.estimate_text or "not started").replace("%", "%%"))
 
     def _ask_path(self) -> None:
         path, chosen = QFileDialog.getSaveFileName(

@@ -42,9 +42,13 @@ class ReconstructWidget(QGroupBox):
         row = QHBoxLayout()
         for check in self.checks.values():
             row.addWidget(check)
+        row.addWidget(self.button, 1)
+        self.estimate_label = QLabel("")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setVisible(False)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
-        layout.addWidget(self.button)
+        layout.addWidget(self.estimate_label)
         self.quality_label = QLabel("")
         self.quality_label.setWordWrap(True)
         self.quality_label.setVisible(False)
@@ -63,6 +67,12 @@ class ReconstructWidget(QGroupBox):
 
     def _on_checked(self, _: bool) -> None:
         self.params.planes = tuple(plane for plane, check in self.checks.items() if check.isChecked())
+
+    def show_estimate(self, text: str, tip: str = "") -> None:
+        """Show, under the button, how long a new plane or block takes here (empty: hide it)."""
+        self.estimate_label.setText(text)
+        self.estimate_label.setToolTip(tip)
+        self.estimate_label.setVisible(bool(text))
 
     def show_quality(self, text: str, tip: str = "") -> None:
         """Show the reference-free measures of the last reconstruction (empty: hide the line)."""

@@ -53,6 +53,11 @@ class BlockQueue:
         with self._lock:
             return any(p.wanted for p in self._layers)
 
+    def waiting(self) -> int:
+        """How many blocks are asked for and not started."""
+        with self._lock:
+            return sum(len(p.wanted) for p in self._layers)
+
     def newest(self) -> float:
         """perf_counter time of the newest request still waiting (0 when none)."""
         with self._lock:

@@ -46,9 +46,20 @@ class ExportJob:
             raise ExportCancelled("export cancelled; run it again with the same path to resume")
 
 
-def export_task(job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str) -> str:
-    """Reconstruct ``volume`` with ``model`` and write it to ``path``; returns the path written."""
+def export_task(
+    job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = ""
+) -> str:
+    """Reconstruct ``volume`` with ``model`` and write it to ``path``; returns the path written.
+
+    ``scheduler``: where the chunks are computed: ``""`` here, else a dask scheduler address or ``local:N``
+    (:func:`napari_emsr.cluster.open_client`, which is closed again when the export ends).
+    """
+    from napari_emsr.cluster import check_spec, open_client
     from napari_emsr.reconstruct import export
 
-    out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress)
+    spec = scheduler.strip() or None
+    check_spec(spec)
+    # NOTE: while the client is open it is dask's default scheduler in this whole process.
+    with open_client(spec):
+        out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress)
     return str(out)

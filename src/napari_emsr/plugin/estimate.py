@@ -1,0 +1,235 @@
+"""How long Reconstruct, Export and training take on this device, from speeds measured here.
+
+Nothing here is a constant from another machine: the panel measures, in a worker,
+
+- the **restoring speed** (:func:`measure_restore_speed`): a timed forward pass of the model's network
+  (:func:`napari_emsr.model.predict`, the path reconstruction uses) on two planes of the size a reconstruction
+  restores (the output's z extent by a chunk's width with its margins), after one untimed call that builds the
+  network; for interpolation-only methods the speed of the interpolation itself on a few rows of the stack;
+- the **training speed** (:func:`measure_training_speed`): a few real training steps of the picked method,
+  network, patch and device on the picked stack (after the trainer is built and one step has run).
+
+An estimate is then the work a job needs divided by that speed. The work of a reconstruction is counted the
+way :mod:`napari_emsr.reconstruct` does it: every chunk restores its xz planes (its rows, each the output's z
+extent by the chunk's columns plus a margin each side) and/or its yz planes (its columns by its rows plus
+margins); a fused chunk does both. Reading, interpolation and writing are not counted (the network dominates
+on a CPU): the estimate is a lower bound there, and while a job runs the time left comes from its own measured
+rate instead.
+
+Importing this module is cheap: torch is imported only by the measuring functions (run them in a worker).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Lateral context (px) each chunk reads around itself (:func:`napari_emsr.reconstruct.reconstruct`'s margin).
+MARGIN = 32
+#: The largest plane the speed probe times (px): larger planes cost proportionally (tiles of the same size).
+PROBE_PIXELS = 512 * 512
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A measured speed: ``rate`` units of work per second, and how it was measured (for people).
+
+    Attributes
+    ----------
+    rate : float
+        Network pixels per second (``kind="network"``), output voxels per second (``"interpolation"``) or
+        training steps per second (``"training"``).
+    kind : str
+        ``"network"``, ``"interpolation"`` or ``"training"``.
+    device : str
+        Where it was measured.
+    how : str
+        One line: what was timed.
+    """
+
+    rate: float
+    kind: str
+    device: str
+    how: str
+
+    def seconds(self, work: float) -> float:
+        """Seconds for ``work`` units at this speed."""
+        return float(work) / max(self.rate, 1e-12)
+
+
+def output_depth(nz: int, factor: float) -> int:
+    """The output's z extent (:func:`napari_emsr.geometry.output_length`)."""
+    from napari_emsr.geometry import output_length
+
+    return int(output_length(int(nz), float(factor)))
+
+
+def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + chunk)) for s in range(0, n, max(1, int(chunk)))]
+
+
+def chunk_work(zo: int, ny: int, nx: int, planes: str, y: tuple[int, int], x: tuple[int, int],
+               margin: int = MARGIN) -> int:
+    """Network pixels of one output chunk (rows ``y``, columns ``x``): see the module docstring."""
+    (y0, y1), (x0, x1) = y, x
+    work = 0
+    if planes in ("xz", "fuse", "pair"):
+        work += (y1 - y0) * zo * (min(nx, x1 + margin) - max(0, x0 - margin))
+    if planes in ("yz", "fuse", "pair"):
+        work += (x1 - x0) * zo * (min(ny, y1 + margin) - max(0, y0 - margin))
+    return int(work)
+
+
+def volume_work(shape: tuple[int, int, int], factor: float, planes: str, chunks: tuple[int, int],
+                kind: str = "network", margin: int = MARGIN) -> tuple[int, int]:
+    """The work of a whole reconstruction in ``chunks`` (rows, columns) and its number of chunks.
+
+    Returns
+    -------
+    (int, int)
+        Network pixels (``kind="network"``) or output voxels (``"interpolation"``), and the chunk count.
+    """
+    nz, ny, nx = (int(s) for s in shape)
+    zo = output_depth(nz, factor)
+    rows, cols = _spans(ny, chunks[0]), _spans(nx, chunks[1])
+    if kind != "network":
+        return zo * ny * nx, len(rows) * len(cols)
+    work = sum(chunk_work(zo, ny, nx, planes, y, x, margin) for y in rows for x in cols)
+    return int(work), len(rows) * len(cols)
+
+
+def export_chunks(volume: Any, planes: str) -> tuple[int, int]:
+    """The chunks an export writes in (:func:`napari_emsr.reconstruct.export` picks them the same way)."""
+    from napari_emsr.reconstruct import _export_chunks
+
+    return _export_chunks(volume, planes)
+
+
+def block_work(data: Any, block: tuple[int, ...], factor: float, kind: str = "network") -> int:
+    """The work of one block of a restored layer's data (a :class:`~napari_emsr.plugin.lazy_layer.RestoredPlanes`)."""
+    zo, ny, nx = data.shape
+    bounds = [np.cumsum((0, *c)) for c in data.chunks]
+    y = (int(bounds[1][block[1]]), int(bounds[1][block[1] + 1]))
+    x = (int(bounds[2][block[2]]), int(bounds[2][block[2] + 1]))
+    if kind != "network":
+        return zo * (y[1] - y[0]) * (x[1] - x[0])
+    planes = "fuse" if data.planes in ("fuse", "uncertainty") else data.planes
+    return chunk_work(zo, ny, nx, planes, y, x)
+
+
+def probe_plane(shape: tuple[int, int, int], factor: float, planes: str = "xz") -> tuple[int, int]:
+    """The plane the speed probe times: the output's z extent by a typical restored width (capped, see
+    :data:`PROBE_PIXELS`)."""
+    nz, ny, nx = (int(s) for s in shape)
+    h = output_depth(nz, factor)
+    w = min(ny if planes == "yz" else nx, 1024 + 2 * MARGIN)
+    if h * w > PROBE_PIXELS:
+        h = min(h, 512)
+        w = max(16, min(w, PROBE_PIXELS // h))
+    return int(h), int(w)
+
+
+def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float, device: str,
+                          volume: Any = None) -> Speed:
+    """Time the restoring network (or the interpolation) here; see the module docstring.
+
+    Parameters
+    ----------
+    model : EMSRModel or str
+        A trained model, or an interpolation method name.
+    shape : (int, int, int)
+        The input stack's shape.
+    factor : float
+        F.
+    device : str
+        Where reconstruction runs ("auto" included).
+    volume : Volume, optional
+        The stack (interpolation is timed on a few of its rows; random data otherwise).
+    """
+    from napari_emsr.device import resolve_device
+
+    dev = resolve_device(device)
+    if isinstance(model, str):
+        from napari_emsr.degrade import interpolate_axis
+        from napari_emsr.geometry import output_positions
+
+        nz, ny, nx = (int(s) for s in shape)
+        rows = min(ny, 16)
+        src = np.asarray(volume.data[:, :rows, :] if volume is not None else np.zeros((nz, rows, nx)), np.float32)
+        order = 1 if model == "linear" else 3
+        interpolate_axis(src[:, :1], output_positions(nz, factor), order, axis=0)
+        t0 = time.perf_counter()
+        out = interpolate_axis(src, output_positions(nz, factor), order, axis=0)
+        spent = max(time.perf_counter() - t0, 1e-6)
+        return Speed(out.size / spent, "interpolation", "cpu",
+                     f"{model} interpolation of {rows} rows of this stack timed here")
+    from napari_emsr.model import predict
+
+    h, w = probe_plane(shape, factor)
+    net = model.network(dev)
+    planes = np.random.default_rng(0).random((2, h, w), dtype=np.float32)
+    predict(net, planes[:1], dev)  # builds the network's buffers; not timed
+    if dev.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    predict(net, planes, dev)
+    spent = max(time.perf_counter() - t0, 1e-6)
+    name = f"{model.config.get('net')} ({model.config.get('size')})"
+    return Speed(planes.size / spent, "network", dev,
+                 f"a timed forward pass of {name} on 2 planes of {h} x {w} px on {dev}")
+
+
+def measure_training_speed(volume: Any, config: Any, steps: int = 4) -> Speed:
+    """Time ``steps`` real training steps of ``config`` on ``volume`` (after the trainer is built and its first
+    step has run); see the module docstring."""
+    from napari_emsr.train import Trainer
+
+    probe = config.resolved(None, steps=int(steps) + 1, minutes=None, val_every=10**9, preview_every=0)
+    trainer = Trainer(volume, probe)
+    times = []
+    for _event in trainer.run():
+        times.append(time.perf_counter())
+        if len(times) > steps:
+            break
+    trainer.stop()
+    spent = max(times[-1] - times[0], 1e-6) if len(times) > 1 else math.inf
+    rate = (len(times) - 1) / spent if len(times) > 1 else 0.0
+    cfg = trainer.config
+    how = (f"{len(times) - 1} training steps of {cfg.net} ({cfg.size}), patch {cfg.patch}, batch {cfg.batch} on "
+           f"{trainer.device} timed on this stack")
+    return Speed(rate, "training", str(trainer.device), how)
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss``); see :func:`napari_emsr.plugin.state.clock`."""
+    from napari_emsr.plugin.state import clock as _clock
+
+    return _clock(seconds)
+
+
+def recommend_budget(speed: Speed, default_steps: int, cap_minutes: int = 60) -> tuple[str, int, str, str]:
+    """A training budget for this device: the method's default steps when they fit in ``cap_minutes``,
+    else ``cap_minutes`` minutes.
+
+    Returns
+    -------
+    (str, int, str, str)
+        ``("steps", n, text, detail)`` or ``("minutes", m, text, detail)``: ``text`` says it in a few words,
+        ``detail`` why.
+    """
+    if speed.rate <= 0:
+        return "minutes", cap_minutes, f"{cap_minutes} min", "no training speed measured"
+    seconds = default_steps / speed.rate
+    per = f"{speed.rate:.2g} steps/s"
+    rule = (f"the method's default {default_steps} steps take {clock(seconds)} at {per} on {speed.device}; "
+            f"recommended: the default when it takes at most {cap_minutes} min, else {cap_minutes} min")
+    if seconds <= cap_minutes * 60:
+        return "steps", int(default_steps), f"{default_steps} steps ≈ {clock(seconds)} here ({per})", rule
+    steps = int(speed.rate * cap_minutes * 60)
+    return "minutes", int(cap_minutes), f"{cap_minutes} min ≈ {steps} steps here ({per})", rule
