@@ -146,11 +146,18 @@ def run_case(gt_half: np.ndarray, factor: int, stack: str, methods: list[str], a
             cfg = plan(m, a.steps, tuple(a.split))
             if a.minutes:
                 cfg.update(minutes=a.minutes, steps=10**6)
-            trainer = Trainer(vol, TrainConfig(factor=factor, seed=a.seed, preview_every=0, **cfg))
+            saved = Path(a.models) / f"{factor}_{stack}_{m}_{a.half}.pt" if a.models else None
+            resume = saved if saved is not None and saved.exists() else None
+            if resume is not None:  # a chained run: the finished stages load, the restorer trains --steps more
+                cfg["steps"] = a.steps
+            trainer = Trainer(vol, TrainConfig(factor=factor, seed=a.seed, preview_every=0, **cfg), resume=resume)
             for _ in trainer.run():
                 pass
             train_s = time.perf_counter() - t0
             model = trainer.model
+            if saved is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                model.save(saved)
             if m == "context":
                 rec = reconstruct_context(scored, model, factor)[:zmax]
             else:
@@ -196,6 +203,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--score-crop", type=int, default=128, help="score a central lateral crop of this size")
     ap.add_argument("--truth", action="store_true", help="also print the ground truth's own banding and spectrum")
+    ap.add_argument("--models", default=None, metavar="DIR",
+                    help="keep each trained model in DIR and, when one is there, resume it for --steps more restorer "
+                    "steps: a budget too long for one invocation in several")
     ap.add_argument("--out", default=None, help="folder: each invocation writes its rows there as one JSON file")
     ap.add_argument("--table", default=None, metavar="DIR", help="print the table of every JSON file in DIR")
     a = ap.parse_args()
@@ -224,7 +234,8 @@ def main() -> None:
         if a.out:
             out = Path(a.out)
             out.mkdir(parents=True, exist_ok=True)
-            name = f"{'-'.join(map(str, a.factor))}_{'-'.join(a.stacks)}_{'-'.join(a.methods)}_{a.half}.json"
+            chained = "_chained" if a.models else ""
+            name = f"{'-'.join(map(str, a.factor))}_{'-'.join(a.stacks)}_{'-'.join(a.methods)}_{a.half}{chained}.json"
             (out / name).write_text(json.dumps({"device": dev, "date": str(date.today()), "budget": budget,
                                                 "command": " ".join(sys.argv), "rows": done + rows}, indent=1))
 
