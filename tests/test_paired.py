@@ -250,3 +250,29 @@ def test_cli_bad_paired_input_exits_2(pair_files, tmp_path, capsys, case, messag
     import re
 
     assert re.search(message, err), err
+
+
+def test_stop_and_resume_keep_the_pairs_and_steps(medulla, tmp_path):
+    from napari_emsr.methods.paired import as_stack, lr_source
+    from napari_emsr.model import EMSRModel
+    from napari_emsr.train import TrainConfig, Trainer
+
+    lr = lr_source(_lr_of(medulla, 2.0, 4.0, 0))
+    hr = as_stack(medulla[:, 20:116, 10:106])
+    ckpt = tmp_path / "ckpt.emsr.pt"
+    cfg = TrainConfig(method="paired", factor=2.0, net="aeanet", size="tiny", steps=6, patch=32, batch=2,
+                      options={"lr_image": lr}, checkpoint=str(ckpt), preview_every=2)
+    t = Trainer(hr, cfg)
+    previews = []
+    for ev in t.run():
+        if ev.preview is not None:
+            previews.append(ev.preview)
+        if ev.step == 3:
+            t.stop()
+    assert t.step == 3 and previews and previews[0].shape == (96, 96)
+    saved = EMSRModel.load(ckpt)
+    assert saved.step == 3 and saved.config["registration"] is not None
+    r = Trainer(hr, TrainConfig(method="paired", factor=2.0, steps=2, patch=32, batch=2), resume=ckpt)
+    assert r.config.factor == 2.0 and r.config.net == "aeanet" and r.config.options["lr_image"] == lr
+    list(r.run())
+    assert r.step == 5

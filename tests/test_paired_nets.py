@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -128,3 +129,16 @@ def test_batch_aware_attention_only_in_training():
     att.eval()
     with torch.no_grad():
         assert torch.allclose(att(third)[2], att(x)[2])  # prediction: each image on its own
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_backbone_of_the_isotropic_method(tiny_stack, name):
+    from napari_emsr.reconstruct import reconstruct
+    from napari_emsr.train import TrainConfig, Trainer
+
+    t = Trainer(tiny_stack[0], TrainConfig(net=name, size="tiny", steps=2, patch=32, batch=2, val_every=1))
+    events = list(t.run())
+    assert events[-1].done and events[-1].val_psnr is not None
+    out = reconstruct(tiny_stack[0], t.model, device="cpu")
+    assert out.shape == (33, 48, 48)
+    assert np.asarray(out[:, 20].compute()).dtype == np.uint8

@@ -473,7 +473,9 @@ def cmd_reconstruct(args) -> int:
         raise InputError("the paired method trains from an LR and an HR image, then applies to another volume: run "
                          "`emsr train --method paired --lr LR --hr HR -o MODEL`, then `emsr apply INPUT --model MODEL "
                          "-o OUTPUT`")
-    _learning_rate(args)
+    if _learning_rate(args) or getattr(args, "hr", None):
+        raise InputError("--lr LR (an image) and --hr HR are the inputs of `emsr train --method paired`; a learning "
+                         "rate is a number (--lr 1e-3)")
     model_path = None
     if meth.trains:
         model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
@@ -505,7 +507,8 @@ def cmd_demo(args) -> int:
     from .reconstruct import reconstruct
     from .sample import ATTRIBUTION, load_sample
 
-    _learning_rate(args)
+    if _learning_rate(args):
+        raise InputError("--lr takes a learning rate (a number, e.g. 1e-3) here")
     t0 = time.perf_counter()
     aniso, gt = load_sample(factor=args.demo_factor, profile=args.demo_profile)
     if not args.quiet:
