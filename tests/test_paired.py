@@ -276,3 +276,19 @@ def test_stop_and_resume_keep_the_pairs_and_steps(medulla, tmp_path):
     assert r.config.factor == 2.0 and r.config.net == "aeanet" and r.config.options["lr_image"] == lr
     list(r.run())
     assert r.step == 5
+
+
+@pytest.mark.slow
+def test_bench_paired_smoke(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_paired.py"
+    spec = importlib.util.spec_from_file_location("bench_paired", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--factors", "2", "--nets", "rescnn", "--steps", "2", "--patch", "32", "--batch", "2",
+                       "--train-planes", "8", "--test-planes", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| x2 | - | bicubic |", "| x2 | real pair | rescnn |", "| x2 | recipe II | rescnn |"):
+        assert row in out
