@@ -160,6 +160,10 @@ def test_lateral_refuses_other_pixel_types_and_models(medulla, tiny_stack):
     iso = Trainer(tiny_stack[0], TrainConfig(net="rescnn", size="tiny", steps=1, patch=32, batch=1)).model
     with pytest.raises(InputError, match="method 'isotropic'"):
         lateral(medulla[:2], iso)
+    from napari_emsr.reconstruct import reconstruct
+
+    with pytest.raises(InputError, match="super-resolves xy planes"):
+        reconstruct(tiny_stack[0], t.model)  # e.g. the panel's Reconstruct with a paired model
 
 
 # ------------------------------------------------------------------------------------------------ command line

@@ -245,6 +245,9 @@ def reconstruct(
         model = EMSRModel.load(model)
     if isinstance(model, EMSRModel):
         model.validate()
+        if model.config.get("apply") == "lateral":  # a paired model (issue 10) makes xy planes finer, not z
+            raise InputError("this model super-resolves xy planes (method paired): apply it with `emsr apply` or "
+                             "napari_emsr.lateral_apply.lateral, not as an isotropic reconstruction")
         ax = model.axis if axis is None else check_axis(axis)
         given = factor if factor is not None or vol.spacing is None else resolve_factor(None, vol.spacing, ax)
         model.check_compatible(given, ax)
