@@ -730,6 +730,10 @@ def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
     panel.budget_hint.setVisible(True)
     panel.reconstruct.show_estimate("here: xz plane 0.25 s · yz plane 0.31 s · fused block (64) 35 s")
     panel.export.show_estimate("≈ 1:02:30 here, 130 blocks")
+    panel.set_status(  # a status line of three lines (the longest the panel writes)
+        "Side by side: medulla anisotropic | cubic | medulla anisotropic xz-restored, same xz plane and zoom; page "
+        "through y with the slider. Flip cubic / restored compares them in one view."
+    )
     qtbot.wait(100)
     assert panel.scroll.verticalScrollBar().maximum() == 0, panel.scroll.widget().sizeHint()
     # fields show their whole value (the z voxel size read "50.00(")

@@ -229,6 +229,7 @@ class EMSRWidget(QWidget):
         self._speed_requests = {"restore": 0, "train": 0}
         self._block_running: dict | None = None
         self._export_t0 = 0.0
+        self._anisotropy_running: set = set()
 
         self.input = InputWidget(napari_viewer, self.input_params)
         self.method = MethodWidget(self.params)
@@ -242,7 +243,7 @@ class EMSRWidget(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         self.status_label.setObjectName("emsr_status")
-        self.status_label.setContentsMargins(6, 4, 6, 6)
+        self.status_label.setContentsMargins(6, 2, 6, 4)
         self.sample_button = QPushButton("Open the sample stack (medulla FIB-SEM, z 40 nm, xy 10 nm)")
         self.sample_button.setToolTip(
             "No image yet: open napari-emsr's sample (File > Open Sample > napari-emsr does the same) to try the "
@@ -261,7 +262,7 @@ class EMSRWidget(QWidget):
         body = QWidget()
         column = QVBoxLayout(body)
         column.setContentsMargins(4, 4, 4, 4)
-        column.setSpacing(4)
+        column.setSpacing(2)
         for part in (self.sample_button, self.input, self.method, self.train, self.reconstruct, self.models,
                      self.export):
             column.addWidget(part)
@@ -512,6 +513,9 @@ class EMSRWidget(QWidget):
         recommended budget and the estimates of Reconstruct and Export; :mod:`napari_emsr.plugin.estimate`)."""
         if not _alive(self) or self.status.busy or getattr(self, "_cleaned", False):
             return  # measured again when training ends (a measure now would compete with it)
+        if self._anisotropy_running:  # NOTE: timed alone, or the speed measured is the two tasks' share
+            self._speed_timer.start()
+            return
         self.measure_training_speed()
         self.measure_restore_speed()
 
@@ -809,6 +813,11 @@ class EMSRWidget(QWidget):
         request = self._anisotropy_request
         self.input.set_anisotropy("measuring...")
         self.method.set_auto_note("profile", None)
+
+        def done() -> None:
+            self._anisotropy_running.discard(request)
+
+        self._anisotropy_running.add(request)
         return self._start(
             anisotropy_task,
             volume,
@@ -816,6 +825,7 @@ class EMSRWidget(QWidget):
             connect={
                 "returned": partial(self._on_anisotropy, request),
                 "errored": partial(self._on_anisotropy_error, request),
+                "finished": done,
             },
         )
 

@@ -3,11 +3,13 @@
 Nothing here is a constant from another machine: the panel measures, in a worker,
 
 - the **restoring speed** (:func:`measure_restore_speed`): a timed forward pass of the model's network
-  (:func:`napari_emsr.model.predict`, the path reconstruction uses) on two planes of the size a reconstruction
-  restores (the output's z extent by a chunk's width with its margins), after one untimed call that builds the
-  network; for interpolation-only methods the speed of the interpolation itself on a few rows of the stack;
+  (:func:`napari_emsr.model.predict`, the path reconstruction uses) on 2 to 8 planes (a CPU's batch) of the
+  size a reconstruction restores (the output's z extent by a chunk's width with its margins), after one untimed
+  call that builds the network; for interpolation-only methods the speed of the interpolation itself on a few
+  rows of the stack;
 - the **training speed** (:func:`measure_training_speed`): a few real training steps of the picked method,
-  network, patch and device on the picked stack (after the trainer is built and one step has run).
+  network, patch and device on the picked stack (after the trainer is built and two steps have run), then the
+  speed of the user's own training run, once there is one.
 
 An estimate is then the work a job needs divided by that speed. The work of a reconstruction is counted the
 way :mod:`napari_emsr.reconstruct` does it: every chunk restores its xz planes (its rows, each the output's z
@@ -32,6 +34,8 @@ import numpy as np
 MARGIN = 32
 #: The largest plane the speed probe times (px): larger planes cost proportionally (tiles of the same size).
 PROBE_PIXELS = 512 * 512
+#: Pixels the speed probe restores at most: 2 to 8 planes (8: a CPU's batch; fewer are slower per pixel).
+PROBE_BUDGET = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,8 @@ def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float
 
     h, w = probe_plane(shape, factor)
     net = model.network(dev)
-    planes = np.random.default_rng(0).random((2, h, w), dtype=np.float32)
+    n = int(np.clip(PROBE_BUDGET // (h * w), 2, 8))
+    planes = np.random.default_rng(0).random((n, h, w), dtype=np.float32)
     predict(net, planes[:1], dev)  # builds the network's buffers; not timed
     if dev.startswith("cuda"):
         import torch
@@ -182,21 +187,22 @@ def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float
     spent = max(time.perf_counter() - t0, 1e-6)
     name = f"{model.config.get('net')} ({model.config.get('size')})"
     return Speed(planes.size / spent, "network", dev,
-                 f"a timed forward pass of {name} on 2 planes of {h} x {w} px on {dev}")
+                 f"a timed forward pass of {name} on {n} planes of {h} x {w} px on {dev}")
 
 
-def measure_training_speed(volume: Any, config: Any, steps: int = 4) -> Speed:
-    """Time ``steps`` real training steps of ``config`` on ``volume`` (after the trainer is built and its first
-    step has run); see the module docstring."""
+def measure_training_speed(volume: Any, config: Any, steps: int = 4, warmup: int = 2) -> Speed:
+    """Time ``steps`` real training steps of ``config`` on ``volume`` (after the trainer is built and ``warmup``
+    steps have run: the first ones allocate); see the module docstring."""
     from napari_emsr.train import Trainer
 
-    probe = config.resolved(None, steps=int(steps) + 1, minutes=None, val_every=10**9, preview_every=0)
+    probe = config.resolved(None, steps=int(steps) + warmup, minutes=None, val_every=10**9, preview_every=0)
     trainer = Trainer(volume, probe)
     times = []
     for _event in trainer.run():
         times.append(time.perf_counter())
-        if len(times) > steps:
+        if len(times) > steps + warmup - 1:
             break
+    times = times[warmup - 1 :]
     trainer.stop()
     spent = max(times[-1] - times[0], 1e-6) if len(times) > 1 else math.inf
     rate = (len(times) - 1) / spent if len(times) > 1 else 0.0

@@ -59,7 +59,7 @@ class ExportWidget(QGroupBox):
         self.progress_bar = QProgressBar()
         self.progress_bar.setValue(0)
         self.scheduler_edit = QLineEdit(params.scheduler)
-        self.scheduler_edit.setPlaceholderText("here (or tcp://host:8786, local:2)")
+        self.scheduler_edit.setPlaceholderText("here, or tcp://host:port")
         self.scheduler_edit.setToolTip(
             "Where the export computes: empty for this process, a dask scheduler address (tcp://host:8786) or "
             "local:N (N worker processes here). Workers read the input and write a zarr output themselves: "

@@ -22,8 +22,8 @@ class LossPlotWidget(QWidget):
         self._pg = pg
         self.graphics = pg.GraphicsLayoutWidget()
         # NOTE: pyqtgraph asks for ~480 px; bounded, the panel fits a 1600 x 1150 window.
-        self.graphics.setMinimumHeight(140)
-        self.graphics.setMaximumHeight(150)
+        self.graphics.setMinimumHeight(120)
+        self.graphics.setMaximumHeight(130)
         self.graphics.setBackground(None)
         self.loss_plot = self.graphics.addPlot(row=0, col=0)
         self.loss_plot.setLabel("left", "loss")
