@@ -1,5 +1,11 @@
 """Exports on a dask.distributed cluster of worker processes: TIFF and zarr outputs equal the single-process ones,
-the model reaches each worker once, a killed worker is survived and a resumed export skips finished blocks."""
+the model reaches each worker once, a killed worker is survived and a resumed export skips finished blocks.
+
+The machine running these may be loaded (CI, a shared 2-core box): a worker process that imports torch can take
+a minute or more to start or restart, so every wait for workers is generous (:data:`WORKER_START_S`) and the
+comm timeouts are raised for the module; a test that still hangs fails after ``pytest-timeout``'s limit instead of
+blocking the run.
+"""
 
 from __future__ import annotations
 
@@ -16,29 +22,44 @@ from napari_emsr.errors import InputError  # noqa: E402
 from napari_emsr.io import as_volume, open_volume, write_volume  # noqa: E402
 from napari_emsr.reconstruct import export  # noqa: E402
 
+#: Seconds to wait for worker processes to (re)start and connect (a loaded machine needs far more than a quiet one).
+WORKER_START_S = 300
+
+pytestmark = pytest.mark.timeout(900)
+
 TINY = ["--net", "rescnn", "--size", "tiny", "--patch", "24", "--batch", "4", "--device", "cpu", "-q"]
 CHUNKS = (32, 96)  # output chunks (y, x): 16 per volume, 8 per zarr block of 256 rows
 
 
 # --------------------------------------------------------------------------- run in the worker processes
 def _install_counters():
-    """Count, in this worker process, engine deserialisations and chunks computed."""
+    """Count, in this worker process, engine deserialisations and chunks computed.
+
+    The counting wrappers stay installed for the life of the process (the stall of the fault tests may wrap them
+    in turn); they count only while ``_test_counts`` is a table. They once raised when :func:`_uninstall` had set
+    it to None: every later deserialisation of an engine failed in that worker, and the next test's
+    ``Client.replicate`` retried forever (the 'hang of more than 10 minutes').
+    """
     import napari_emsr.reconstruct as r
 
-    if getattr(r, "_test_counts", None) is None:
-        r._test_counts = {"loads": 0, "blocks": 0}
+    if not getattr(r, "_test_counting", False):
+        r._test_counting = True
         setstate, block = r._Engine.__setstate__, r._Engine.block
 
         def counted_setstate(self, d):
-            r._test_counts["loads"] += 1
+            counts = getattr(r, "_test_counts", None)
+            if counts is not None:
+                counts["loads"] += 1
             setstate(self, d)
 
         def counted_block(self, *a):
-            r._test_counts["blocks"] += 1
+            counts = getattr(r, "_test_counts", None)
+            if counts is not None:
+                counts["blocks"] += 1
             return block(self, *a)
 
         r._Engine.__setstate__, r._Engine.block = counted_setstate, counted_block
-    r._test_counts.update(loads=0, blocks=0)
+    r._test_counts = {"loads": 0, "blocks": 0}
 
 
 def _counts():
@@ -51,10 +72,19 @@ def _counts():
 @pytest.fixture(scope="module")
 def cluster():
     import cloudpickle
+    import dask
+
+    from napari_emsr.cluster import NO_AMM
 
     cloudpickle.register_pickle_by_value(__import__(__name__))
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                  silence_logs=40) as c:
+    # NOTE: as the clusters that emsr starts, without the active memory manager, whose ReduceReplicas policy makes
+    # the export's Client.replicate wait forever now and then (see napari_emsr.cluster.NO_AMM)
+    slow = {"distributed.comm.timeouts.connect": f"{WORKER_START_S}s",
+            "distributed.comm.timeouts.tcp": f"{WORKER_START_S}s", **NO_AMM}
+    with dask.config.set(slow), distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                                         dashboard_address=None, silence_logs=40) as c:
+        with distributed.Client(c) as client:
+            client.wait_for_workers(2, timeout=WORKER_START_S)
         yield c
 
 
@@ -99,13 +129,17 @@ def test_tiff_under_worker_processes(cluster, data, tmp_path):
 
 
 def test_model_reaches_each_worker_once(cluster, data, tmp_path):
+    """The engine (the model) is replicated to every worker before the chunks run: each worker deserialises it
+    exactly once, however many chunks it computes. Which worker computes how many chunks is the scheduler's
+    choice (under load one worker may take them all), so only the total is checked."""
     vol = open_volume(data[0])
     with distributed.Client(cluster) as client:
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         client.run(_install_counters)
         export(vol, data[1], tmp_path / "m.ome.zarr", planes="xz")
         counts = client.run(_counts)
     assert [c["loads"] for c in counts.values()] == [1, 1], counts
-    assert sum(c["blocks"] for c in counts.values()) == 16 and all(c["blocks"] for c in counts.values())
+    assert sum(c["blocks"] for c in counts.values()) == 16, counts
 
 
 @pytest.mark.parametrize("model", ["cubic", "trained"])
@@ -152,7 +186,7 @@ def test_killed_worker_is_survived(cluster, data, tmp_path):
                 os.kill(victim, signal.SIGKILL)
 
         export(vol, data[1], tmp_path / "k.ome.zarr", planes="xz", progress=kill_one)
-        client.wait_for_workers(2, timeout=30)
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         assert victim not in client.run(os.getpid).values()
     assert np.array_equal(_read(tmp_path / "k.ome.zarr"), _read(tmp_path / "ref.ome.zarr"))
 
@@ -185,6 +219,8 @@ def test_scheduler_specs(tmp_path):
             pass
     with open_client(None) as c:
         assert c is None
+    with open_client("local:1") as c:  # the export's replicate() and the AMM do not mix (cluster.NO_AMM)
+        assert not c.amm.running()
 
 
 def test_reconstruct_trains_here_and_writes_on_the_cluster(data, tmp_path, capsys):
@@ -272,7 +308,7 @@ def test_worker_killed_inside_a_chunk(cluster, data, tmp_path, victims):
     killed: list[int] = []
 
     def killer():
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + WORKER_START_S
         pids = [flags / f"pid-{i}" for i in range(victims)]
         while not all(p.exists() for p in pids) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -282,7 +318,7 @@ def test_worker_killed_inside_a_chunk(cluster, data, tmp_path, victims):
                 os.kill(killed[-1], signal.SIGKILL)
 
     with distributed.Client(cluster) as client:
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         before = set(client.run(os.getpid).values())
         client.run(_install_stall, str(flags), victims, 3)
         t = threading.Thread(target=killer, daemon=True)
@@ -292,7 +328,7 @@ def test_worker_killed_inside_a_chunk(cluster, data, tmp_path, victims):
         finally:
             t.join(5)
             client.run(_uninstall)
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         after = set(client.run(os.getpid).values())
     assert len(killed) == victims and set(killed) <= before and not set(killed) & after
     assert np.array_equal(_read(tmp_path / "k.ome.zarr"), _read(tmp_path / "ref.ome.zarr"))
@@ -319,7 +355,7 @@ def test_crashed_client_resumes_on_the_cluster(cluster, data, tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     with distributed.Client(cluster) as client:
-        client.wait_for_workers(2, timeout=60)
+        client.wait_for_workers(2, timeout=WORKER_START_S)
         client.run(_install_delay, 0.3)
         try:
             proc = subprocess.Popen([sys.executable, "-c", script, "apply", str(stack), "--model", str(model),

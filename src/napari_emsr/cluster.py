@@ -129,8 +129,22 @@ def parse_local(spec: str) -> int | None:
     return value
 
 
+#: The scheduler of a cluster started here runs without the active memory manager (AMM). The export replicates
+#: its engine (the model) to every worker (``Client.replicate``), which distributed documents as incompatible with
+#: the AMM's ReduceReplicas policy (on by default): the AMM drops the replicas that replicate() then makes again,
+#: and replicate() waited forever in 1 of a few runs of the cluster tests (seen as a hang of more than 10 minutes).
+NO_AMM = {"distributed.scheduler.active-memory-manager.start": False}
+
+
+def _scheduler_config():
+    import dask
+
+    return dask.config.set(NO_AMM)
+
+
 def local_cluster(n: int | None = None):
-    """A cluster of worker processes on this machine (see :func:`local_workers`)."""
+    """A cluster of worker processes on this machine (see :func:`local_workers`); its scheduler runs without the
+    active memory manager (see :data:`NO_AMM`)."""
     distributed = _distributed()
     workers = {
         i: {"cls": distributed.Nanny, "options": {**opts, "host": "127.0.0.1"}}
@@ -138,7 +152,8 @@ def local_cluster(n: int | None = None):
     }
     scheduler = {"cls": distributed.Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
     log.info("starting a local cluster of %d worker process(es)", len(workers))
-    return distributed.SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
+    with _scheduler_config():
+        return distributed.SpecCluster(workers=workers, scheduler=scheduler, name="emsr-local")
 
 
 def read_jobqueue(path: Path) -> tuple[str, int, dict[str, Any]]:
@@ -191,7 +206,8 @@ def jobqueue_cluster(path: Path, *, submit: bool = True):
     kind, jobs, conf = read_jobqueue(path)
     cls = getattr(_jobqueue_module(path, kind), JOBQUEUE[kind])
     try:
-        cluster = cls(**conf)
+        with _scheduler_config():  # its scheduler runs here, like a local cluster's (see NO_AMM)
+            cluster = cls(**conf)
     except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
         raise InputError(f"--scheduler {path}: {JOBQUEUE[kind]} refused the description: {exc}") from None
     try:
