@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timeout(900)
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -41,3 +43,16 @@ def test_bench_throughput(tmp_path):
     assert res["peak_flops"] > 0 and 0 < res["network_alone_flops"] < res["peak_flops"]
     assert {"read", "interpolation", "copies_and_tiling", "network", "write_all_levels"} <= set(res["breakdown_s"])
     assert res["breakdown_s"]["network"] > 0 and "fraction of peak" in out
+
+
+@pytest.mark.slow
+def test_bench_cluster_extrapolates_the_network_from_some_chunks(tmp_path):
+    pytest.importorskip("distributed")
+    out, res = _run("bench_cluster.py", "--gb", "0.002", "--slices", "16", "--size", "tiny", "--methods", "net",
+                    "--net-blocks", "2", "--chunks", "32", "--dir", str(tmp_path))
+    rows = res["results"]
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["extrapolated"] for r in rows)
+    assert all(r["measured_chunks"] == 2 < r["total_chunks"] for r in rows)
+    assert all(r["measured_voxels"] < r["output_voxels"] and r["voxels_per_s"] > 0 for r in rows)
+    assert all(abs(r["seconds"] - r["output_voxels"] / r["voxels_per_s"]) < 1e-6 * r["seconds"] for r in rows)
+    assert out.count("EXTRAPOLATED from 2 of") == 2
