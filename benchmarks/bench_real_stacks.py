@@ -56,10 +56,16 @@ def _save_png(path: Path, cubic: np.ndarray, net: np.ndarray) -> None:
     print(f"saved {path}")
 
 
+def _budget(a, r) -> str:
+    return f"{r['steps']} steps ({r['train_s']} s)" if a.steps else f"{a.minutes:g} min, {r['steps']} steps"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stacks", nargs="*", default=[str(p) for p in DEFAULT])
     ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="a step budget instead of --minutes (load-independent; all stages' default steps included)")
     ap.add_argument("--crop", type=int, default=256, help="lateral size of the reconstructed central crop")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--profile", default=None, help="section profile the training assumes (default: auto)")
@@ -73,7 +79,8 @@ def main() -> None:
         factor = vol.factor
         t0 = time.perf_counter()
         options = {"profile": a.profile} if a.profile else {}
-        trainer = Trainer(vol, TrainConfig(minutes=a.minutes, device=a.device, options=options))
+        budget = {"steps": a.steps} if a.steps else {"minutes": a.minutes}
+        trainer = Trainer(vol, TrainConfig(**budget, device=a.device, options=options))
         for _ in trainer.run():
             pass
         model = trainer.model
@@ -114,7 +121,7 @@ def main() -> None:
     )
     for r in rows:
         print(
-            f"| {r['stack']} | {r['factor']} | {r['profile']} | {a.minutes:g} min, {r['steps']} steps | "
+            f"| {r['stack']} | {r['factor']} | {r['profile']} | {_budget(a, r)} | "
             f"{r['ratio_input']:.2f} / {r['ratio_cubic']:.2f} / {r['ratio_net']:.2f} | {r['consistency_db']:.1f} dB | "
             f"{r['banding_cubic']:.2f} / {r['banding_net']:.2f} | "
             f"{r['shift']:+.2f} | {date.today()} |"
