@@ -407,8 +407,46 @@ def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
         os._exit(130)
     bar.close()
     written_axis = axis if axis is not None else getattr(model, "axis", 0)
-    return {"output": str(path), "seconds": round(time.perf_counter() - t0, 2),
+    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2),
             "spacing": output_spacing(vol, written_axis)}
+    if getattr(args, "uncertainty", None):
+        info["uncertainty"] = _write_uncertainty(args, vol, model, Path(args.uncertainty), axis)
+    return info
+
+
+def _check_uncertainty(args, out: Path, model_path=None) -> None:
+    """--uncertainty: a volume path that is neither the input, the output nor the model; a trained model."""
+    if not getattr(args, "uncertainty", None):
+        return
+    from .io import TIFF_SUFFIXES, ZARR_SUFFIXES
+
+    if not str(args.uncertainty).lower().rstrip("/").endswith(TIFF_SUFFIXES + ZARR_SUFFIXES):
+        raise InputError(f"cannot write {args.uncertainty}: --uncertainty must end in .tif/.tiff or .zarr/.ome.zarr")
+    _check_output(args.uncertainty, args.overwrite, not_={"input": args.input, "output": out, "model": model_path})
+    method = getattr(args, "model", None) or getattr(args, "method", None)
+    if method in ("cubic", "linear"):
+        raise InputError(f"--uncertainty compares the xz and yz restorations of a trained model; {method} "
+                         "interpolation gives the same volume both ways: train a model, or leave --uncertainty out")
+
+
+def _write_uncertainty(args, vol, model, path: Path, axis: int | None) -> str:
+    """Write where the xz and yz restorations disagree (:func:`napari_emsr.reconstruct.export_uncertainty`)."""
+    from tqdm.auto import tqdm
+
+    from .reconstruct import export_uncertainty
+
+    bar = tqdm(total=None, desc="uncertainty", unit="chunk", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done, total):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        written = export_uncertainty(vol, model, path, factor=args.factor, device=args.device,
+                                     overwrite=args.overwrite, progress=progress, axis=axis)
+    finally:
+        bar.close()
+    return str(written)
 
 
 def _apply_lateral(args, model, out: Path) -> int:
@@ -447,8 +485,12 @@ def cmd_apply(args) -> int:
 
     out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model})
     _check_volume_output(args)
+    _check_uncertainty(args, out, args.model)
     model = args.model if args.model in ("cubic", "linear") else EMSRModel.load(args.model)
     if args.enhance or (not isinstance(model, str) and model.config.get("method") == "paired"):
+        if args.uncertainty:
+            raise InputError("--uncertainty compares the xz and yz restorations of an isotropic model; a paired "
+                             "model restores xy planes: leave --uncertainty out")
         if isinstance(model, str):
             raise InputError("--enhance needs a model of method paired (emsr train --method paired)")
         return _apply_lateral(args, model, out)
@@ -482,6 +524,7 @@ def cmd_reconstruct(args) -> int:
         _check_model_path(model_path, args, role="model file", not_={"input": args.input, "output": out})
         if args.checkpoint:
             _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input, "output": out})
+    _check_uncertainty(args, out, model_path)
     vol = _open(args)
     payload: dict = {"method": meth.name}
     if meth.trains:
@@ -609,6 +652,13 @@ def _number_or_path(text: str):
         return text
 
 
+UNCERTAINTY_HELP = (
+    "also write, to PATH (.tif/.tiff or .zarr/.ome.zarr), where the xz and yz restorations disagree: |xz - yz| in "
+    "the input's intensities on the output's grid (0 = they agree; trust bright places less). It restores both "
+    "directions again: about the cost of a fused write. Needs a trained model"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="emsr",
@@ -658,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "one per GPU, else 1), a scheduler address (tcp://host:port), or a dask-jobqueue YAML file "
                    "({jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, ...}; needs pip install dask-jobqueue). "
                    "Workers read the input and write a zarr output: both must be on a file system they see")
+    s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     _add_common(s)
     s.set_defaults(func=cmd_apply)
 
@@ -669,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="train here, then write on a dask.distributed cluster (see `emsr apply --help`)")
+    s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     _add_train(s)
     _add_common(s)
     s.set_defaults(func=cmd_reconstruct)
