@@ -363,7 +363,7 @@ def _export_on_cluster(client, arr, path: Path, write) -> Path:
     graph = arr.__dask_graph__()
     engines = [client.persist(Delayed(k, graph)) for k in _engine_keys(arr)]
     try:
-        if engines:
+        if engines and not _amm_running(client):
             client.replicate(engines)
         # NOTE: low-level fusion would inline the engine into the task of a block that has one chunk, and the
         # model would then travel (and be deserialised) with that task instead of being read from the replica.
@@ -375,6 +375,17 @@ def _export_on_cluster(client, arr, path: Path, write) -> Path:
             return write(path, arr)
     finally:
         del engines
+
+
+def _amm_running(client) -> bool:
+    """Whether the scheduler's active memory manager runs: distributed documents ``Client.replicate`` as incompatible
+    with it (the AMM drops the replicas, replicate can wait forever). The clusters emsr starts run without it
+    (:data:`napari_emsr.cluster.NO_AMM`); a user's own scheduler may not. Unknown counts as running; without the
+    replica each worker fetches the engine with its first chunk, as a task dependency."""
+    try:
+        return bool(client.amm.running())
+    except Exception:
+        return True
 
 
 def _fetched(client, arr):
