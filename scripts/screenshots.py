@@ -4,14 +4,19 @@ Run under a virtual X server (the window must really be drawn)::
 
     QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1200x24" python scripts/screenshots.py --minutes 1
 
-It opens napari (a 1600 x 1150 window) with the bundled anisotropic sample, docks the panel, trains a small
-network on the CPU with a budget in minutes, and saves:
+It opens napari (a 1600 x 1150 window) with the panel docked and no image, opens the bundled anisotropic
+sample from the panel, trains a small network on the CPU with a budget in minutes, and saves:
 
+- ``docs/images/start.png``: the empty viewer, the panel offering the sample;
+- ``docs/images/picked.png``: the sample picked, the recommended budget for this device next to the budget;
 - ``docs/images/training.png`` mid-training: the bar with elapsed and remaining time, the loss and gain plot,
   the labelled live preview planes;
 - ``docs/images/reconstruction.png``: *Side by side* in xz (input | cubic | xz-restored in napari's grid at the
-  same plane, each labelled) with the quality readout (no ground truth) in the panel;
-- ``docs/images/compare_yz.png``: the same in yz (page through x).
+  same plane, each labelled) with the quality readout (no ground truth) and the estimates in the panel;
+- ``docs/images/compare_yz.png``: the same in yz (page through x);
+- ``docs/images/uncertainty.png``: a fused Reconstruct and its uncertainty layer (where the xz and yz
+  restorations disagree) side by side;
+- ``docs/images/export.png``: a fused export running: blocks, elapsed and time left under the Export button.
 """
 
 from __future__ import annotations
@@ -53,16 +58,23 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-emsr")
     viewer.window.resize(1600, 1150)
-    viewer.open_sample("napari-emsr", "medulla_anisotropic")
     panel = EMSRWidget(viewer)
     viewer.window.add_dock_widget(panel, name="Isotropic reconstruction", area="right")
     app = QApplication.instance()
     params = panel.params
     params.device = "cpu"
     params.method = "isotropic"
-    params.budget, params.minutes = "minutes", args.minutes
     params.patch, params.size = args.patch, args.size
     _settle(app, 1.0)
+    shot = viewer.screenshot(str(args.out / "start.png"), canvas_only=False, flash=False)
+    print(f"start.png {shot.shape}: {panel.sample_button.text()}")
+
+    panel.sample_button.click()  # the npe2 sample, picked
+    _wait(app, lambda: panel.recommended is not None, 600)
+    _settle(app, 1.0)
+    shot = viewer.screenshot(str(args.out / "picked.png"), canvas_only=False, flash=False)
+    print(f"picked.png {shot.shape}: {panel.budget_hint.text()}")
+    params.budget, params.minutes = "minutes", args.minutes
 
     panel.start_training()
     half = args.minutes * 30.0
@@ -99,6 +111,38 @@ def main(argv: list[str] | None = None) -> None:
     _settle(app, 1.5)
     shot = viewer.screenshot(str(args.out / "compare_yz.png"), canvas_only=False, flash=False)
     print(f"compare_yz.png {shot.shape}")
+
+    # a fused Reconstruct: the fused layer and its uncertainty over it, in xz, one block restored
+    viewer.grid.enabled = False
+    panel.reconstruct_params.planes = ("fuse",)
+    panel.reconstruct_layers()
+    _wait(app, lambda: any(layer.name.endswith("uncertainty") for layer in panel.reconstructed_layers), 600)
+    fused, unc = panel.reconstructed_layers
+    for layer in viewer.layers:
+        layer.visible = layer in (fused, unc)
+    # fused | uncertainty in napari's grid (the panel draws the uncertainty over the fused layer)
+    for member in (fused, unc):
+        viewer.layers.move(viewer.layers.index(member), len(viewer.layers))
+        member.name_overlay.visible = True
+    viewer.grid.stride, viewer.grid.shape, viewer.grid.enabled = 1, (1, 2), True
+    viewer.fit_to_view(layers=[fused])
+    _wait(app, lambda: unc.data.view == "restored" and panel.block_worker is None, 900)
+    _settle(app, 1.5)
+    shot = viewer.screenshot(str(args.out / "uncertainty.png"), canvas_only=False, flash=False)
+    print(f"uncertainty.png {shot.shape}: {panel.reconstruct.estimate_label.text()}")
+
+    # a fused export, a few seconds in: blocks, elapsed and time left under the button
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        panel.reconstruct_params.export_planes = "fuse"
+        panel.export_volume(str(Path(tmp) / "iso.ome.zarr"))
+        _wait(app, lambda: panel.export_status.elapsed >= 3.0, 600)
+        _settle(app, 0.5)
+        shot = viewer.screenshot(str(args.out / "export.png"), canvas_only=False, flash=False)
+        print(f"export.png {shot.shape}: {panel.export.progress_bar.text()}")
+        _wait(app, lambda: not panel.export_status.busy, 1800)
+        print(panel.export_status.message, f"(estimated {panel.export_status.estimate:.0f} s)")
     panel.cleanup()
     _wait(app, lambda: not panel.workers, 600)
     viewer.close()

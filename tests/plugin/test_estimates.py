@@ -88,6 +88,12 @@ def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_
     assert re.search(r"Restoring fused \+ uncertainty, y \d+-\d+ \(\d+ planes\) in the background: \d+:\d\d elapsed, "
                      r"about \d+:\d\d left", seen[-1]), seen[-1]
     qtbot.waitUntil(lambda: fused.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
+    # the block restored here measured the speed again: the estimates follow it
+    block_seconds = (fused.data.seconds + panel.reconstructed_layers[1].data.seconds)[-1]
+    if block_seconds >= 1.0:
+        assert panel.restore_speed.how.startswith("the last block restored here")
+        assert panel.estimates()["blocks"]["fuse"][0] == pytest.approx(block_seconds, rel=0.6)
+    found = panel.estimates()
 
     # Export: the estimate before, blocks and time left while it runs, the time it took at the end
     panel.reconstruct_params.export_planes = "fuse"

@@ -724,6 +724,20 @@ class EMSRWidget(QWidget):
         self.export.show_estimate(text, tip)
         self._update_tooltips()
 
+    def _learn_speed(self, planes: RestoredPlanes, note: BlockNote) -> None:
+        """A block restored here is a better measure of this device's speed than the probe: the estimates
+        follow it (blocks under a second say too little; the comparison's cubic layer says nothing of the
+        network)."""
+        speed = self.restore_speed
+        if speed is None or speed.kind != "network" or note.seconds < 1.0 or planes.on_view is None:
+            return
+        work = estimate.block_work(planes, note.block, self._estimate_factor())
+        self.restore_speed = estimate.Speed(
+            work / note.seconds, "network", speed.device,
+            f"the last block restored here ({work / 1e6:.3g} M network px in {note.seconds:.1f} s)",
+        )
+        self._show_estimates()
+
     def _block_estimate(self, planes: RestoredPlanes, block: tuple[int, ...]) -> float | None:
         """Seconds a block should take: as long as this layer's blocks took so far, else from the speed."""
         measured = [t for data in (planes, *planes.partners) for t in data.seconds]
@@ -1524,6 +1538,7 @@ class EMSRWidget(QWidget):
         self._block_running = None
         if pbar is not None:
             pbar.update(1)
+        self._learn_speed(planes, note)
         if quiet:
             return
         if note.seconds >= 1.0:

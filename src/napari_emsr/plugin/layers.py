@@ -289,8 +289,9 @@ def reconstruction_layer_kwargs(
     }
 
 
-#: The part of the input's contrast range where the uncertainty layer's colour map saturates.
-UNCERTAINTY_RANGE = 0.15
+#: The part of the input's contrast range where the uncertainty layer's colour map saturates: the two
+#: restorations rarely differ by more (a few grey levels are already a visible disagreement).
+UNCERTAINTY_RANGE = 0.05
 
 
 def uncertainty_layer_kwargs(kwargs: dict) -> dict:
@@ -299,7 +300,7 @@ def uncertainty_layer_kwargs(kwargs: dict) -> dict:
     The uncertainty (where the xz and yz restorations disagree, in input intensities) is drawn in a hot colour
     map added on top of the fused layer: the brighter, the less the two directions agree. It saturates at
     :data:`UNCERTAINTY_RANGE` of the input's contrast range (differences that large are rare and already
-    mean: do not trust this structure).
+    mean: do not trust this structure; the layer's contrast limits change it).
     """
     low, high = (float(c) for c in kwargs["contrast_limits"])
     return {
