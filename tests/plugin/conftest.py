@@ -170,3 +170,28 @@ def _viewer_tests_need_opengl(request):
 def pytest_collection_modifyitems(config, items):
     if any("gui" in item.keywords for item in items):
         _ensure_gl_display(config)  # before any test creates the QApplication that opens the display
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot, request):
+    """A viewer with the anisotropic sample and the panel docked, set up for tiny CPU training.
+
+    A test module may set ``PREVIEW_EVERY`` (default 2) and ``TIMEOUT`` (ms to wait for the panel's tasks to end
+    at teardown, default 120 s).
+    """
+    from napari_emsr.plugin._widget import EMSRWidget
+
+    timeout = getattr(request.module, "TIMEOUT", 120_000)
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-emsr", "medulla_anisotropic")
+    widget = EMSRWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="napari-emsr")
+    params = widget.params
+    params.device = "cpu"
+    params.method = "isotropic"
+    params.steps, params.patch, params.size = 6, 32, "tiny"
+    params.preview_every, params.val_every = getattr(request.module, "PREVIEW_EVERY", 2), 3
+    yield widget
+    widget.cleanup()
+    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.workers, timeout=timeout)

@@ -10,6 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
+PREVIEW_EVERY = 3  # the shared panel fixture (conftest.py) previews every 3 steps here
 TIMEOUT = 120_000  # ms
 
 
@@ -17,25 +18,6 @@ def _notifications():
     from napari.utils.notifications import notification_manager
 
     return [str(n.message) for n in notification_manager.records]
-
-
-@pytest.fixture
-def panel(make_napari_viewer, qtbot):
-    from napari_emsr.plugin._widget import EMSRWidget
-
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-emsr", "medulla_anisotropic")
-    widget = EMSRWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="napari-emsr")
-    params = widget.params
-    params.device = "cpu"
-    params.method = "isotropic"
-    params.steps, params.patch, params.size = 6, 32, "tiny"
-    params.preview_every, params.val_every = 3, 3
-    yield widget
-    widget.cleanup()
-    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
 
 
 def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
+PREVIEW_EVERY = 3  # the shared panel fixture (conftest.py) previews every 3 steps here
 TIMEOUT = 120_000  # ms
 
 
@@ -14,25 +15,6 @@ def _notifications():
     from napari.utils.notifications import notification_manager
 
     return [str(n.message) for n in notification_manager.records]
-
-
-@pytest.fixture
-def panel(make_napari_viewer, qtbot):
-    from napari_emsr.plugin._widget import EMSRWidget
-
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-emsr", "medulla_anisotropic")
-    widget = EMSRWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="napari-emsr")
-    params = widget.params
-    params.device = "cpu"
-    params.method = "isotropic"
-    params.steps, params.patch, params.size = 6, 32, "tiny"
-    params.preview_every, params.val_every = 3, 3
-    yield widget
-    widget.cleanup()
-    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
 
 
 def test_a_fused_reconstruct_shows_where_xz_and_yz_disagree(panel, qtbot):

@@ -17,26 +17,6 @@ pytestmark = pytest.mark.gui
 TIMEOUT = 120_000  # ms
 
 
-@pytest.fixture
-def panel(make_napari_viewer, qtbot):
-    """A viewer with the anisotropic sample and the panel docked, set up for tiny CPU training."""
-    from napari_emsr.plugin._widget import EMSRWidget
-
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-emsr", "medulla_anisotropic")
-    widget = EMSRWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="napari-emsr")
-    params = widget.params
-    params.device = "cpu"
-    params.method = "isotropic"
-    params.steps, params.patch, params.size = 6, 32, "tiny"
-    params.preview_every, params.val_every = 2, 3
-    yield widget
-    widget.cleanup()
-    qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: not widget.workers, timeout=TIMEOUT)
-
-
 def _train(widget, qtbot, resume=False):
     worker = widget.start_training(resume=resume)
     assert worker is not None
