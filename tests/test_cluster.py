@@ -3,8 +3,8 @@ the model reaches each worker once, a killed worker is survived and a resumed ex
 
 The machine running these may be loaded (CI, a shared 2-core box): a worker process that imports torch can take
 a minute or more to start or restart, so every wait for workers is generous (:data:`WORKER_START_S`) and the
-comm timeouts are raised for the module; a test that still hangs fails after ``pytest-timeout``'s limit instead of
-blocking the run.
+comm timeouts are raised for the module (less far: a stalled connection attempt must be retried in time); a test
+that still hangs fails after ``pytest-timeout``'s limit instead of blocking the run.
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def cluster():
     cloudpickle.register_pickle_by_value(__import__(__name__))
     # NOTE: as the clusters that emsr starts, without the active memory manager, whose ReduceReplicas policy makes
     # the export's Client.replicate wait forever now and then (see napari_emsr.cluster.NO_AMM)
-    slow = {"distributed.comm.timeouts.connect": f"{WORKER_START_S}s",
-            "distributed.comm.timeouts.tcp": f"{WORKER_START_S}s", **NO_AMM}
+    # NOTE: the connect timeout is not WORKER_START_S: distributed gives one connection attempt a fifth of it and
+    # the next ones all of it, so a handshake that stalled once (seen in CI after both workers were SIGKILLed: a
+    # restarted worker came back 300 s late and `wait_for_workers` gave up) was retried only after minutes. 60 s
+    # retries a stalled attempt after 12 s, still far above what a loaded machine needs on localhost.
+    slow = {"distributed.comm.timeouts.connect": "60s", "distributed.comm.timeouts.tcp": "120s", **NO_AMM}
     with dask.config.set(slow), distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                                          dashboard_address=None, silence_logs=40) as c:
         with distributed.Client(c) as client:
