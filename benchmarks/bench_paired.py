@@ -9,29 +9,69 @@ planes at the end of the stack (never seen), in two set-ups:
 - ``real pair``: the LR acquisition and an HR acquisition with its own noise (sigma 5 / 255) of the training
   planes, registered, as two real acquisitions would be (the HR reference is noisy, as in paper 002).
 
-Every network gets the same number of steps (``--steps``; or the same wall-clock minutes with ``--minutes``),
-the same patches, batch and seed; its training seconds are printed, so quality per CPU minute can be read too.
+Every network gets the same number of steps (``--steps``), the same wall-clock minutes (``--minutes``) or the same
+CPU minutes (``--cpu-minutes``: the training process's CPU time, :func:`time.process_time`, so a loaded, shared
+machine gives every network the same compute; use it with ``--threads 1``), the same patches, batch and seed.
+Each row prints its steps, training CPU seconds and wall seconds. ``--json`` writes the rows and the header;
+``--merge`` prints one table from several such files (one run per factor or network keeps each process short).
 Scores on the held-out planes against the truth: PSNR (dB), SSIM, and the FRC resolution (nm; the 1/7 crossing,
 lower is finer), each the mean over the test planes. ``bicubic`` is the LR interpolated onto the HR grid (cubic
 B-spline: the network input). The device is printed with the table.
 
-Example::
+Examples::
 
     nice -n 10 python benchmarks/bench_paired.py --steps 60 --size tiny
+    nice -n 10 python benchmarks/bench_paired.py --factors 2 --nets emsr --cpu-minutes 2 --threads 1 --json x2-emsr.json
+    python benchmarks/bench_paired.py --merge x2-*.json x3-*.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import platform
+import shlex
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NETS = ("emsr", "aeanet", "uformer", "rescnn")
+
+
+class _CpuClock:
+    """Stands in for the ``time`` module inside :mod:`napari_emsr.train`: its ``perf_counter`` is this process's CPU
+    time, so the trainer's minute budget (and the learning-rate schedule that follows it) counts CPU minutes."""
+
+    perf_counter = staticmethod(time.process_time)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@contextlib.contextmanager
+def cpu_clock(active: bool = True):
+    """While active, the trainer's ``minutes`` budget is a CPU-time budget (the library is unchanged)."""
+    import napari_emsr.train as train_mod
+
+    old = train_mod.time
+    if active:
+        train_mod.time = _CpuClock()
+    try:
+        yield
+    finally:
+        train_mod.time = old
+
+
+def describe_device(threads: int) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}, {threads} torch thread(s), "
+            f"load average {load:.1f} at start")
 
 
 def _truth(path: str | None) -> np.ndarray:
@@ -87,41 +127,68 @@ def run(args) -> list[dict]:
         hr_noisy = hr_noisy.astype(np.uint8)
         test_truth = truth[test_z]
         base = _scores(test_truth, _bicubic(lr_all[test_z], (side, side), factor), 10.0)
-        rows.append({"factor": factor, "setup": "-", "net": "bicubic", **base, "seconds": 0.0, "steps": 0})
+        rows.append({"factor": factor, "setup": "-", "net": "bicubic", **base, "seconds": 0.0, "cpu_s": 0.0,
+                     "steps": 0})
         for setup in args.setups:
             if setup == "recipe II":
                 hr, options = as_stack(truth[train_z]), {"recipe": "II"}
             else:
                 hr, options = as_stack(hr_noisy[train_z]), {"lr_image": lr_source(lr_all[train_z])}
             for net in args.nets:
+                minutes = args.cpu_minutes or args.minutes
                 cfg = TrainConfig(method="paired", factor=factor, net=net, size=args.size, steps=args.steps,
-                                  minutes=args.minutes, patch=args.patch, batch=args.batch, seed=args.seed,
+                                  minutes=minutes, patch=args.patch, batch=args.batch, seed=args.seed,
                                   val_every=max(1, args.steps // 2), options=options, threads=args.threads,
                                   device="cpu")
-                t0 = time.perf_counter()
-                trainer = Trainer(hr, cfg)
-                for _ in trainer.run():
-                    pass
-                secs = time.perf_counter() - t0
+                t0, c0 = time.perf_counter(), time.process_time()
+                with cpu_clock(bool(args.cpu_minutes)):
+                    trainer = Trainer(hr, cfg)
+                    for _ in trainer.run():
+                        pass
+                secs, cpu = time.perf_counter() - t0, time.process_time() - c0
                 out = np.asarray(lateral(lr_all[test_z], trainer.model, device="cpu").compute(scheduler="sync"))
                 sc = _scores(test_truth, out[:, :side, :side], 10.0)
-                rows.append({"factor": factor, "setup": setup, "net": net, **sc, "seconds": secs,
+                rows.append({"factor": factor, "setup": setup, "net": net, **sc, "seconds": secs, "cpu_s": cpu,
                              "steps": trainer.step})
                 print(f"  x{factor:g} {setup:<9} {net:<8} PSNR {sc['psnr']:.2f}  SSIM {sc['ssim']:.3f}  "
-                      f"FRC {sc['frc_nm']:.1f} nm  ({trainer.step} steps, {secs:.0f} s)", file=sys.stderr)
+                      f"FRC {sc['frc_nm']:.1f} nm  ({trainer.step} steps, {cpu:.0f} CPU s, {secs:.0f} wall s)",
+                      file=sys.stderr, flush=True)
     return rows
 
 
-def table(rows: list[dict], args) -> str:
+def table(rows: list[dict]) -> str:
+    """The markdown table: per factor the bicubic row first, then each set-up's networks (in the order given)."""
     head = ("| factor | set-up | network | PSNR (dB) | SSIM | FRC res. (nm) | gain vs bicubic (dB) | steps | "
-            "train s |\n|---|---|---|---|---|---|---|---|---|")
+            "train CPU s | train wall s |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     base = {r["factor"]: r for r in rows if r["net"] == "bicubic"}
-    for r in rows:
-        gain = r["psnr"] - base[r["factor"]]["psnr"]
-        lines.append(f"| x{r['factor']:g} | {r['setup']} | {r['net']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{r['frc_nm']:.1f} | {gain:+.2f} | {r['steps']} | {r['seconds']:.0f} |")
+    setups = ["-"] + [s for s in dict.fromkeys(r["setup"] for r in rows) if s != "-"]
+    for factor in sorted(base):
+        for setup in setups:
+            for r in rows:
+                if r["factor"] != factor or r["setup"] != setup:
+                    continue
+                gain = r["psnr"] - base[factor]["psnr"]
+                lines.append(f"| x{factor:g} | {setup} | {r['net']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                             f"{r['frc_nm']:.1f} | {gain:+.2f} | {r['steps']} | {r.get('cpu_s', 0.0):.0f} | "
+                             f"{r['seconds']:.0f} |")
     return "\n".join(lines)
+
+
+def merge(paths: list[str]) -> int:
+    """Print the headers and one table of several ``--json`` files (bicubic rows are the same in each: kept once)."""
+    rows, seen = [], set()
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        print(f"- {Path(path).name}: {data['header']}\n  command: `{data['command']}`")
+        for r in data["rows"]:
+            key = (r["factor"], r["setup"], r["net"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    print()
+    print(table(rows))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,22 +200,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="tiny", help="network size of every network (default tiny)")
     p.add_argument("--steps", type=int, default=60, help="training steps of every network (equal step budget)")
     p.add_argument("--minutes", type=float, default=None, help="instead: equal wall-clock minutes per network")
+    p.add_argument("--cpu-minutes", type=float, default=None,
+                   help="instead: equal CPU minutes of the training process per network (fair on a loaded machine; "
+                   "use with --threads 1)")
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-planes", type=int, default=96)
     p.add_argument("--test-planes", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the rows, header and command here")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="print one table from --json files")
     args = p.parse_args(argv)
-    if args.minutes:
+    if args.merge:
+        return merge(args.merge)
+    if args.minutes and args.cpu_minutes:
+        p.error("give --minutes or --cpu-minutes, not both")
+    if args.minutes or args.cpu_minutes:
         args.steps = 10**6
+    command = shlex.join(["python", "benchmarks/bench_paired.py", *(sys.argv[1:] if argv is None else argv)])
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    device = describe_device(args.threads)
     t0 = time.perf_counter()
     rows = run(args)
-    budget = f"{args.minutes:g} min per network" if args.minutes else f"{args.steps} steps per network"
-    print(f"paired lateral SR on the medulla volume (10 nm), held-out planes {args.test_planes}, {budget}, size "
-          f"{args.size}, patch {args.patch}, batch {args.batch} (+ noisier copies), seed {args.seed}; device: CPU "
-          f"({platform.processor() or platform.machine()}, {args.threads} threads); {time.perf_counter() - t0:.0f} s")
-    print(table(rows, args))
+    if args.cpu_minutes:
+        budget = f"{args.cpu_minutes:g} CPU min per network"
+    elif args.minutes:
+        budget = f"{args.minutes:g} wall min per network"
+    else:
+        budget = f"{args.steps} steps per network"
+    header = (f"paired lateral SR on the medulla volume (10 nm), train planes {args.train_planes}, held-out planes "
+              f"{args.test_planes}, {budget}, size {args.size}, patch {args.patch}, batch {args.batch} (+ noisier "
+              f"copies), seed {args.seed}; device: {device}; {started}; {time.perf_counter() - t0:.0f} s")
+    print(header)
+    print(f"command: {command}")
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"header": header, "command": command, "rows": rows}, indent=1))
     return 0
 
 
