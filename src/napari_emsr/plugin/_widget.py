@@ -40,6 +40,7 @@ from napari_emsr.plugin.layers import (
     uncertainty_layer_kwargs,
 )
 from napari_emsr.plugin.lazy_layer import COMPUTING, INTERPOLATED, NOTHING, RestoredPlanes, cubic_region, link
+from napari_emsr.plugin.paired import PairedFlow
 from napari_emsr.plugin.state import (
     IDLE,
     PLANE_LABELS,
@@ -58,6 +59,7 @@ from napari_emsr.plugin.widgets.export_widget import ExportWidget
 from napari_emsr.plugin.widgets.input_widget import InputWidget
 from napari_emsr.plugin.widgets.method_widget import MethodWidget
 from napari_emsr.plugin.widgets.model_widget import ModelWidget
+from napari_emsr.plugin.widgets.paired_widget import PairedWidget
 from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
 from napari_emsr.plugin.widgets.reconstruct_widget import ReconstructWidget
 from napari_emsr.plugin.widgets.train_widget import TrainWidget
@@ -93,6 +95,8 @@ NEXT_STEP = {
     "comparing": "press Side by side again; if it fails again, Reconstruct first",
     "saving the model": "pick a folder you can write to (Save model...)",
     "loading the model": "pick a .emsr.pt file saved by this panel or by emsr train (Load model...)",
+    "checking the pair": "pick an LR and an HR layer of the same region (Paired LR / HR)",
+    "registering": "check that the LR and HR layers show the same region and the factor s, then press Register",
 }
 
 
@@ -232,6 +236,8 @@ class EMSRWidget(QWidget):
         self._anisotropy_running: set = set()
 
         self.input = InputWidget(napari_viewer, self.input_params)
+        self.paired = PairedFlow(self)
+        self.paired_box = PairedWidget(napari_viewer, self.paired.params)
         self.method = MethodWidget(self.params)
         self.device = DeviceWidget(self.params)
         self.train = TrainWidget(self.status)
@@ -263,8 +269,8 @@ class EMSRWidget(QWidget):
         column = QVBoxLayout(body)
         column.setContentsMargins(4, 4, 4, 4)
         column.setSpacing(2)
-        for part in (self.sample_button, self.input, self.method, self.train, self.reconstruct, self.models,
-                     self.export):
+        for part in (self.sample_button, self.input, self.paired_box, self.method, self.train, self.reconstruct,
+                     self.models, self.export):
             column.addWidget(part)
         column.addStretch(1)
         self.scroll = QScrollArea()
@@ -293,6 +299,7 @@ class EMSRWidget(QWidget):
         self.export.cancel_requested.connect(self.cancel_export)
         self.export_progress.connect(self._on_export_progress)
         self.sample_button.clicked.connect(self.open_sample)
+        self.paired_box.register_requested.connect(self.paired.register)
         self.budget_hint.linkActivated.connect(lambda _: self.use_recommended_budget())
         self._clock = QTimer(self)
         self._clock.setInterval(1000)
@@ -327,8 +334,11 @@ class EMSRWidget(QWidget):
             self.reconstruct_params.events.planes, self.reconstruct_params.events.export_planes,
         ):
             event.connect(self._update_tooltips)
+        for event in (self.paired.params.events.lr, self.paired.params.events.hr, self.paired.params.events.factor):
+            event.connect(self._update_tooltips)
         self._update_buttons()
         self._update_sample_offer()
+        self._show_method_sections()
         self._on_layer_changed(self.input_params.layer)
         self._speed_timer.start()
 
@@ -413,6 +423,11 @@ class EMSRWidget(QWidget):
             raise InputError(
                 "no model yet: press Train (or Load model...), or pick the cubic method to interpolate only"
             )
+        if self.model.config.get("apply") == "lateral":
+            raise InputError(
+                "the current model super-resolves xy planes (method paired): pick the method paired to apply it to "
+                "an LR layer (Reconstruct, Export), or train (or load) a model of this method"
+            )
         return self.model
 
     def _bind_keys(self) -> None:
@@ -470,6 +485,22 @@ class EMSRWidget(QWidget):
             + (f"; {self.export.estimate_text}" if self.export.estimate_text else "")
         )
         self.export.cancel_button.setToolTip("Stop the export at the next chunk (nothing written is marked complete)")
+        if self.paired.active:
+            self._paired_tooltips(budget, device, step)
+
+    def _paired_tooltips(self, budget: str, device: str, step: int | None) -> None:
+        pair = self.paired.params
+        hr = repr(pair.hr) if pair.hr else "the HR layer"
+        lr = repr(pair.lr) if pair.lr else "the LR layer"
+        self.train.set_tooltips(f"{hr} (with {lr} as its LR, or the recipe without one)", budget, device, step)
+        self.reconstruct.button.setToolTip(
+            f"Add a lazy layer of {lr}: its xy planes {pair.factor:g} times finer (or enhanced at the same "
+            "resolution), restored in the background as you page through z; cubic interpolation meanwhile"
+        )
+        self.export.export_button.setToolTip(
+            f"Write every xy plane of {lr}, super-resolved (or enhanced), to OME-Zarr or TIFF, chunk by chunk in the "
+            "background; the pixel size is divided by s"
+        )
 
     def _update_buttons(self, *_: Any) -> None:
         training = self.status.busy
@@ -513,6 +544,11 @@ class EMSRWidget(QWidget):
         recommended budget and the estimates of Reconstruct and Export; :mod:`napari_emsr.plugin.estimate`)."""
         if not _alive(self) or self.status.busy or getattr(self, "_cleaned", False):
             return  # measured again when training ends (a measure now would compete with it)
+        if self.paired.active:  # NOTE: the probes time isotropic training and restoration: not measured here
+            self.budget_hint.setVisible(False)
+            self.reconstruct.show_estimate("")
+            self.export.show_estimate("")
+            return
         if self._anisotropy_running:  # NOTE: timed alone, or the speed measured is the two tasks' share
             self._speed_timer.start()
             return
@@ -565,6 +601,8 @@ class EMSRWidget(QWidget):
 
     def _speed_from_training(self) -> None:
         """The training speed the run just measured (its last stage's steps and time) replaces the probe's."""
+        if self.paired.active:  # the probe it replaces is not run for the paired method
+            return
         status = self.status
         steps, spent = status.step - status.stage_first_step, status.elapsed - status.stage_started
         key = self._training_key()
@@ -865,10 +903,37 @@ class EMSRWidget(QWidget):
         self.params.use_method_defaults()
         self._update_buttons()
         self._restore_key = None if self._interpolation_only() else self._restore_key
+        self._show_method_sections()
+        if self.paired.active:
+            self.paired.pair_changed()
+
+    def _show_method_sections(self) -> None:
+        """The paired method works on an LR and an HR layer (the Paired box instead of Input) and restores xy
+        planes (no xz / yz / fused choices, no side-by-side comparison)."""
+        paired = self.paired.active
+        self.input.setVisible(not paired)
+        self.paired_box.setVisible(paired)
+        self.compare.setVisible(not paired)
+        self.reconstruct.set_lateral(paired)
+        self.export.set_lateral(paired)
+        if paired:
+            self.budget_hint.setVisible(False)
+            self.reconstruct.show_estimate("")
+            self.export.show_estimate("")
+            self.reconstruct.show_quality("")
 
     def training_config(self) -> Any:
         """The :class:`napari_emsr.train.TrainConfig` the panel's parameters describe."""
+        if self.paired.active:
+            return self.params.to_config(float(self.paired.params.factor))
         return self.params.to_config(self.input_params.factor)
+
+    def training_inputs(self) -> tuple[Any, Any]:
+        """The volume to train on and the training configuration (for the paired method: the HR layer, with the
+        LR layer as the method's ``lr_image``, :meth:`napari_emsr.plugin.paired.PairedFlow.training_inputs`)."""
+        if self.paired.active:
+            return self.paired.training_inputs()
+        return self.current_volume(), self.training_config()
 
     def start_training(self, resume: bool = False) -> Any:
         """Train a new network (or, with ``resume``, the current model further) in a thread worker.
@@ -885,8 +950,7 @@ class EMSRWidget(QWidget):
                 raise InputError(
                     f"method {self.params.method!r} needs no training: press Reconstruct to apply it"
                 )
-            volume = self.current_volume()
-            config = self.training_config()
+            volume, config = self.training_inputs()
             if resume and self.model is None:
                 raise InputError("nothing to resume: train or load a model first")
         except EMSRError as err:
@@ -1011,11 +1075,15 @@ class EMSRWidget(QWidget):
         pbar.events.eta(value=status.progress_text()[len(status.stage_prefix()) :])
 
     def _show_preview(self, preview: np.ndarray, cubic: np.ndarray | None) -> None:
-        """Show the restored preview xz plane (and its cubic interpolation) beside the input."""
+        """Show the restored preview xz plane (and its cubic interpolation) beside the input (for the paired
+        method: a held-out HR plane's LR input and its restoration, beside the HR layer)."""
         layer = self.current_layer()
+        lateral = float(self.input_params.spacing[2])
+        if self.paired.active:
+            anchor = self.paired.preview_anchor()
+            layer, lateral = anchor if anchor is not None else (None, lateral)
         if layer is None:
             return
-        lateral = float(self.input_params.spacing[2])
         for slot, (name, data) in enumerate(((PREVIEW_CUBIC_LAYER, cubic), (PREVIEW_LAYER, preview))):
             if data is None:
                 continue
@@ -1026,13 +1094,17 @@ class EMSRWidget(QWidget):
                     data, **preview_layer_kwargs(layer, lateral, preview.shape[-1], slot, name)
                 )
                 self._label_preview(True)
-        self.input.set_layer(layer)
+        if not self.paired.active:
+            self.input.set_layer(layer)
 
     def _label_preview(self, on: bool) -> None:
         """Say on the canvas which grey panel is which while the preview planes are beside the input."""
         overlay = self.viewer.text_overlay
         if on:
             overlay.text = "left: input · middle: cubic xz plane · right: restored xz plane (live preview)"
+            if self.paired.active:
+                overlay.text = ("left: input · middle: LR of a held-out HR plane (cubic) · right: restored (live "
+                                "preview)")
             overlay.position = "top_center"
             overlay.font_size = 10
         if on or overlay.text.startswith("left: input"):
@@ -1053,6 +1125,8 @@ class EMSRWidget(QWidget):
         self._speed_from_training()
         if model is not None:
             self._set_model(model)
+            if self.paired.active:
+                self.paired.after_training(model)
         self.train_worker = None
         self.plot.redraw()
         self.status.state = IDLE
@@ -1072,10 +1146,14 @@ class EMSRWidget(QWidget):
     def _set_model(self, model: Any) -> None:
         self.model = model
         cfg = model.config
-        self.models.set_info(
-            f"{cfg.get('method')} / {cfg.get('net')} ({cfg.get('size')}), F = {model.factor:.3g}, "
-            f"axis {model.axis}, step {model.step}"
-        )
+        if cfg.get("apply") == "lateral":
+            self.models.set_info(f"{cfg.get('method')} / {cfg.get('net')} ({cfg.get('size')}), s = "
+                                 f"{model.factor:.3g} (xy planes), step {model.step}")
+        else:
+            self.models.set_info(
+                f"{cfg.get('method')} / {cfg.get('net')} ({cfg.get('size')}), F = {model.factor:.3g}, "
+                f"axis {model.axis}, step {model.step}"
+            )
         self._update_buttons()
         self._speed_timer.start()  # how fast this model restores here
 
@@ -1120,6 +1198,8 @@ class EMSRWidget(QWidget):
         planes : list of str, optional
             Among ``"xz"``, ``"yz"``, ``"fuse"``; default: :attr:`reconstruct_params` ``.planes``.
         """
+        if self.paired.active:
+            return self.paired.reconstruct()
         planes = list(planes or self.reconstruct_params.planes)
         try:
             if not planes:
@@ -1599,6 +1679,8 @@ class EMSRWidget(QWidget):
         """
         if self.export_status.busy:
             return self.export_worker
+        if self.paired.active:
+            return self.paired.export(path)
         planes = planes or self.reconstruct_params.export_planes
         try:
             volume = self.current_volume()
@@ -1693,7 +1775,7 @@ class EMSRWidget(QWidget):
     def cleanup(self) -> None:
         """Ask running tasks to stop (called when the panel closes)."""
         self._cleaned = True
-        for timer in (self._speed_timer, self._clock):
+        for timer in (self._speed_timer, self._clock, self.paired.timer):
             timer.stop()
         if self.session is not None:
             self.session.stop()

@@ -323,13 +323,13 @@ def paging_order(ndim: int, planes: str) -> tuple[int, ...]:
     ndim : int
         The viewer's number of dims (3 or more; extra leading dims keep their place).
     planes : str
-        ``"xz"``, ``"fuse"`` or ``"yz"``.
+        ``"xz"``, ``"fuse"``, ``"yz"`` or ``"xy"`` (a paired model's lateral result: napari's default order).
 
     Returns
     -------
     tuple of int
     """
-    order = (2, 0, 1) if planes == "yz" else (1, 0, 2)
+    order = {"yz": (2, 0, 1), "xy": (0, 1, 2)}.get(planes, (1, 0, 2))
     lead = tuple(range(ndim - 3))
     return lead + tuple(len(lead) + a for a in order)
 
@@ -368,3 +368,81 @@ def preview_layer_kwargs(layer: Any, lateral_spacing: float, width: int, slot: i
         "units": tuple(layer.units[-2:]),
         "metadata": {"emsr": "preview xz plane (rows: z at the lateral spacing, columns: x)"},
     }
+
+
+# ------------------------------------------------------------------------------------- paired LR / HR (issue 10)
+def _lateral_geometry(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) scale and translate of an image layer (2D or 3D)."""
+    return (np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float))
+
+
+def lateral_layer_kwargs(layer: Any, factor: float, *, name: str, metadata: dict | None = None) -> dict[str, Any]:
+    """Layer keyword arguments for a paired model's result of ``layer``, ``factor`` times finer in y and x.
+
+    The result overlays its input: its pixel size is the input's divided by ``factor`` and HR pixel ``j``'s centre
+    lies at LR ``(j + 0.5) / s - 0.5`` (:func:`napari_emsr.lateral_apply.lateral_translation`), so the first
+    pixel's centre moves by ``(0.5 / s - 0.5)`` input pixels. The result is always 3D (z, y, x); a 2D input
+    gives one plane.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The LR layer the result was made from.
+    factor : float
+        s (1 for an enhancer).
+    name : str
+        Layer name.
+    metadata : dict, optional
+        Extra metadata under the ``"emsr"`` key.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``viewer.add_image``; the layer starts hidden (the caller shows it).
+    """
+    scale2, translate2 = _lateral_geometry(layer)
+    shift = (0.5 / float(factor) - 0.5) * scale2
+    z_scale = float(layer.scale[-3]) if layer.ndim >= 3 else 1.0
+    z_translate = float(layer.translate[-3]) if layer.ndim >= 3 else 0.0
+    scale = (z_scale, *(float(v) for v in scale2 / float(factor)))
+    meta = layer.metadata or {}
+    units = tuple(layer.units[-3:]) if layer.ndim >= 3 else (layer.units[-1],) * 3
+    return {
+        "name": name,
+        "scale": scale,
+        "translate": (z_translate, *(float(v) for v in translate2 + shift)),
+        "contrast_limits": tuple(layer.contrast_limits),
+        "multiscale": False,
+        "colormap": "gray",
+        "units": units,
+        "axis_labels": AXIS_LABELS,
+        "visible": False,
+        "metadata": {"spacing": scale, "unit": meta.get("unit"), "source": meta.get("source"),
+                     "emsr": dict(metadata or {})},
+    }
+
+
+def hr_field_rectangle(layer: Any, offset: Sequence[float], size: Sequence[float]) -> np.ndarray:
+    """The corners (4, 2) in world (y, x) of an HR field registered in the LR ``layer``.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The LR layer.
+    offset : (float, float)
+        LR coordinates (y, x) of the HR field's top-left corner, pixel edges
+        (:attr:`napari_emsr.registration.Registration.offset`).
+    size : (float, float)
+        The field's size in LR pixels (HR pixels / s).
+
+    Returns
+    -------
+    numpy.ndarray
+        Corners in napari's rectangle order; LR pixel ``i``'s centre lies at ``translate + i * scale``, so
+        its edges at ``+- scale / 2``.
+    """
+    scale2, translate2 = _lateral_geometry(layer)
+    top_left = translate2 + (np.asarray(offset, float) - 0.5) * scale2
+    bottom_right = top_left + np.asarray(size, float) * scale2
+    (y0, x0), (y1, x1) = top_left, bottom_right
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)

@@ -38,7 +38,7 @@ INTERPOLATION_VOXELS = 8_000_000
 #: Bytes of restored blocks kept per layer (least recently used dropped first).
 CACHE_BYTES = 512 * 2**20
 #: Which axis of (z, y, x) each reconstruction is chunked along (the axis the user pages through).
-PAGED_AXIS = {"xz": 1, "fuse": 1, "yz": 2, "uncertainty": 1}
+PAGED_AXIS = {"xz": 1, "fuse": 1, "yz": 2, "uncertainty": 1, "xy": 0}
 #: The axis names of (z, y, x).
 AXES = "zyx"
 
@@ -326,17 +326,16 @@ class RestoredPlanes:
                 f"{self.label}: restoring the block of {paged} = {self.last_index} in the background "
                 f"({'cubic interpolation' if self._interpolate is not None else 'nothing'} shown meanwhile)."
             )
-        planes = "yz" if self.axis == 2 else "xz"
+        planes = ("xy", "xz", "yz")[self.axis]
         if view == INTERPOLATED:
             how = "cubic interpolation"
         elif self._interpolate is None:
             how = "nothing"
         else:
             how = "nothing (3D, or a plane too large to interpolate)"
-        return (
-            f"{self.label} shows {how} in this view: it is restored in {planes} planes only "
-            f"(page through {paged}: Side by side in the panel, or roll the axes)."
-        )
+        where = "the default xy view" if self.axis == 0 else "Side by side in the panel, or roll the axes"
+        return (f"{self.label} shows {how} in this view: it is restored in {planes} planes only (page through "
+                f"{paged}: {where}).")
 
 
 def link(*planes: RestoredPlanes) -> None:
@@ -382,5 +381,54 @@ def cubic_region(source: Any, factor: float, order: int = 3) -> Callable:
         region = source[lo:hi, ys, xs]
         region = region.compute() if hasattr(region, "compute") else np.asarray(region)
         return interpolate_axis(region, positions - lo, order, axis=0)
+
+    return interpolate
+
+
+def lateral_cubic_region(source: Any, factor: float) -> Callable:
+    """A function giving the lateral cubic B-spline interpolation of an output region of a paired model's result.
+
+    The stand-in of an xy-restored layer (:func:`napari_emsr.lateral_apply.lateral`) while its planes are
+    computed: HR pixel ``j`` lies at LR ``(j + 0.5) / s - 0.5`` (:func:`napari_emsr.registration.hr_positions`),
+    the grid the model is applied on.
+
+    Parameters
+    ----------
+    source : array-like
+        The LR volume (z, y, x), numpy or dask.
+    factor : float
+        s, HR pixels per LR pixel (1 for an enhancer: the stand-in is the input itself).
+
+    Returns
+    -------
+    callable
+        ``f(z0, z1, zstep, yslice, xslice)`` -> float32 array; only the LR rows and columns near the region
+        are read.
+    """
+    from napari_emsr.degrade import interpolate_axis
+    from napari_emsr.registration import hr_positions
+
+    _, ny, nx = (int(n) for n in source.shape)
+    ho, wo = max(1, int(math.floor(ny * factor + 0.5))), max(1, int(math.floor(nx * factor + 0.5)))
+
+    def window(n_out: int, n_in: int, sl: slice) -> tuple[np.ndarray, int, int]:
+        pos = hr_positions(n_out, factor)[sl]
+        if not pos.size:
+            return pos, 0, 1
+        lo = max(0, int(math.floor(pos.min())) - 8)
+        return pos, lo, min(n_in, int(math.ceil(pos.max())) + 9)
+
+    def read(key: tuple) -> np.ndarray:
+        region = source[key]
+        return np.asarray(region.compute() if hasattr(region, "compute") else region, np.float32)
+
+    def interpolate(z0: int, z1: int, zstep: int, ys: slice, xs: slice) -> np.ndarray:
+        if factor == 1.0:
+            return read((slice(z0, z1, zstep), ys, xs))
+        py, y0, y1 = window(ho, ny, ys)
+        px, x0, x1 = window(wo, nx, xs)
+        region = read((slice(z0, z1, zstep), slice(y0, y1), slice(x0, x1)))
+        region = interpolate_axis(region, py - y0, 3, axis=1)
+        return interpolate_axis(region, px - x0, 3, axis=2)
 
     return interpolate

@@ -28,7 +28,8 @@ BUDGET_KINDS = ("steps", "minutes")
 #: The reconstructions the panel can add as layers and export.
 PLANES = ("xz", "yz", "fuse")
 #: What each reconstruction is called in layer names and menus.
-PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused", "uncertainty": "uncertainty"}
+PLANE_LABELS = {"xz": "xz-restored", "yz": "yz-restored", "fuse": "fused", "uncertainty": "uncertainty",
+                "xy": "xy-restored"}
 #: The states of :class:`TrainingStatus` and :class:`ExportStatus`.
 IDLE, RUNNING, STOPPING = "idle", "running", "stopping"
 
@@ -179,11 +180,44 @@ class ReconstructParameters:
     scheduler : str
         Where Export computes: ``""`` (this process), a dask scheduler address (``tcp://host:8786``) or
         ``local:N`` (:func:`napari_emsr.cluster.open_client`).
+    enhance : bool
+        With a paired model: apply it at the same resolution (an enhancer, paper 002) instead of making the xy
+        planes ``s`` times finer.
     """
 
     planes: tuple[str, ...] = ("xz",)
     export_planes: str = "fuse"
     scheduler: str = ""
+    enhance: bool = False
+
+
+#: Where the paired method's factor came from (:attr:`PairedParameters.factor_from`).
+FACTOR_SOURCES = ("pixel sizes", "sizes", "typed", "")
+
+
+@evented
+@dataclass
+class PairedParameters:
+    """The paired method's inputs: an LR and an HR image layer of the same region, and the lateral factor.
+
+    Attributes
+    ----------
+    lr : str or None
+        Name of the LR image layer (the large field, or a whole series): training pairs with the HR, and what
+        Reconstruct and Export super-resolve. None: the HR alone trains, with recipe I or II (Method's Recipe).
+    hr : str or None
+        Name of the HR image layer (the small field at high resolution): the training target.
+    factor : float
+        s, HR pixels per LR pixel (any number >= 1, e.g. 3.33).
+    factor_from : str
+        ``"pixel sizes"`` (the layers' scale), ``"sizes"`` (their shapes, for two images of the same field),
+        ``"typed"`` (set by the user) or ``""`` (not derived yet).
+    """
+
+    lr: str | None = None
+    hr: str | None = None
+    factor: float = 2.0
+    factor_from: str = ""
 
 
 @evented

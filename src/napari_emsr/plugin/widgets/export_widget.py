@@ -94,6 +94,11 @@ class ExportWidget(QGroupBox):
             event.connect(self._show_progress)
         self._show_state()
 
+    def set_lateral(self, on: bool) -> None:
+        """A paired method: no choice of planes (the LR layer's xy planes, finer or enhanced, are written)."""
+        self.lateral = bool(on)
+        self.planes_combo.setVisible(not on)
+
     def _show_scheduler(self, spec: str, *_: Any) -> None:
         if self.scheduler_edit.text().strip() != spec:
             self.scheduler_edit.setText(spec)
@@ -123,9 +128,9 @@ class ExportWidget(QGroupBox):
             self.progress_bar.setFormat((self.estimate_text or "not started").replace("%", "%%"))
 
     def _ask_path(self) -> None:
-        path, chosen = QFileDialog.getSaveFileName(
-            self, "Export isotropic volume", "isotropic.ome.zarr", EXPORT_FILTER
-        )
+        title, default = (("Export the super-resolved volume", "lateral.ome.zarr") if getattr(self, "lateral", False)
+                          else ("Export isotropic volume", "isotropic.ome.zarr"))
+        path, chosen = QFileDialog.getSaveFileName(self, title, default, EXPORT_FILTER)
         if path:
             if "TIFF" in chosen and not path.lower().endswith((".tif", ".tiff")):
                 path += ".tif"

@@ -37,11 +37,18 @@ class ReconstructWidget(QGroupBox):
             "planes crossing them, so the first view of a block is slow on a CPU (benchmarks/"
             "bench_plane_latency.py --fused-viewer measures it); best for export or on a GPU"
         )
+        self.enhance_check = QCheckBox("enhance (same resolution)")
+        self.enhance_check.setToolTip(
+            "Paired model: apply it at the LR layer's own resolution (denoise and sharpen, paper 002's enhancer) "
+            "instead of making its xy planes s times finer"
+        )
+        self.enhance_check.setVisible(False)
         self.button = QPushButton("Reconstruct")
         self.button.setToolTip("Add lazy isotropic layers: a plane is computed only when you look at it")
         row = QHBoxLayout()
         for check in self.checks.values():
             row.addWidget(check)
+        row.addWidget(self.enhance_check)
         row.addWidget(self.button, 1)
         self.estimate_label = QLabel("")
         self.estimate_label.setWordWrap(True)
@@ -57,7 +64,21 @@ class ReconstructWidget(QGroupBox):
         for check in self.checks.values():
             check.toggled.connect(self._on_checked)
         params.events.planes.connect(self._show_planes)
+        self.enhance_check.setChecked(params.enhance)
+        self.enhance_check.toggled.connect(lambda on: setattr(params, "enhance", bool(on)))
+        params.events.enhance.connect(self._show_enhance)
         self.button.clicked.connect(self.reconstruct_requested)
+
+    def set_lateral(self, on: bool) -> None:
+        """A paired method: the enhance check box instead of the xz / yz / fused ones (it restores xy planes)."""
+        for check in self.checks.values():
+            check.setVisible(not on)
+        self.enhance_check.setVisible(on)
+
+    def _show_enhance(self, on: bool, *_: Any) -> None:
+        blocked = self.enhance_check.blockSignals(True)
+        self.enhance_check.setChecked(bool(on))
+        self.enhance_check.blockSignals(blocked)
 
     def _show_planes(self, planes: Any, *_: Any) -> None:
         for plane, check in self.checks.items():

@@ -63,3 +63,12 @@ def export_task(
     with open_client(spec):
         out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress)
     return str(out)
+
+
+def export_lateral_task(job: ExportJob, volume: Any, model: Any, path: str, enhance: bool, device: str) -> str:
+    """Write a paired model's lateral result of ``volume`` to ``path``
+    (:func:`napari_emsr.lateral_apply.export_lateral`); returns the path written."""
+    from napari_emsr.lateral_apply import export_lateral
+
+    return str(export_lateral(volume, model, path, enhance=enhance, device=device, overwrite=False,
+                              progress=job.progress))

@@ -158,3 +158,52 @@ def quality_task(volume: Any, restored: Any, axis: int, planes: slice, factor: f
             "banding": section_banding(data, factor)["ratio"],
         }
     return out
+
+
+# ------------------------------------------------------------------------------------- paired LR / HR (issue 10)
+#: Planes of a stack the registration looks at (evenly spread; one offset for all, as training finds it).
+REGISTRATION_PLANES = 8
+
+
+def register_task(lr: Any, hr: Any, factor: float) -> Any:
+    """Where the HR field lies in the LR field (:func:`napari_emsr.registration.register`).
+
+    Parameters
+    ----------
+    lr, hr : napari_emsr.io.Volume
+        The LR and HR images or stacks (z, y, x), checked by :func:`napari_emsr.methods.paired.check_pair`.
+    factor : float
+        s, HR pixels per LR pixel.
+
+    Returns
+    -------
+    napari_emsr.registration.Registration
+
+    Raises
+    ------
+    napari_emsr.errors.InputError
+        A bad pair, or a registration that fails (with its residual).
+    """
+    import numpy as np
+
+    from napari_emsr.methods.paired import check_pair
+    from napari_emsr.registration import register
+
+    check_pair(lr, hr)
+    n = int(lr.data.shape[0])
+    planes = sorted({int(i) for i in np.linspace(0, n - 1, min(REGISTRATION_PLANES, n)).round()})
+
+    def read(data: Any) -> Any:
+        part = data[planes]
+        return np.asarray(part.compute() if hasattr(part, "compute") else part)
+
+    return register(read(lr.data), read(hr.data), float(factor))
+
+
+def lateral_task(volume: Any, model: Any, enhance: bool, device: str) -> Any:
+    """Build (without computing) a paired model's lateral result of ``volume``
+    (:func:`napari_emsr.lateral_apply.lateral`: the xy planes ``s`` times finer, or enhanced at the same
+    resolution), chunked plane by plane."""
+    from napari_emsr.lateral_apply import lateral
+
+    return lateral(volume, model, enhance=enhance, device=device)

@@ -109,6 +109,15 @@ class TimedLooks:
             self._last_preview = self._now()
 
 
+def preview_input(trainer: Any) -> np.ndarray:
+    """The plane the preview restores, as its network input, in input intensity units: the interpolated xz plane,
+    or for a lateral method (paired) the held-out LR plane interpolated onto the HR grid."""
+    pairs = getattr(trainer, "pairs", None)
+    if trainer.info.get("apply") == "lateral" and hasattr(pairs, "preview"):
+        return trainer.norm.invert(np.asarray(pairs.preview(), np.float32))
+    return trainer.preview_input()
+
+
 def cpu_threads() -> int:
     """Threads torch may use on the CPU while the GUI runs: all cores but one (at least one)."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -159,7 +168,7 @@ def train_task(
             clock.look(trainer, event)
             cubic = None
             if event.preview is not None and not sent_cubic:
-                cubic = np.asarray(trainer.preview_input(), np.float32)
+                cubic = np.asarray(preview_input(trainer), np.float32)
                 sent_cubic = True
             yield TrainUpdate(event, start, cubic)
     finally:
