@@ -148,8 +148,8 @@ def run(args) -> list[dict]:
                 secs, cpu = time.perf_counter() - t0, time.process_time() - c0
                 out = np.asarray(lateral(lr_all[test_z], trainer.model, device="cpu").compute(scheduler="sync"))
                 sc = _scores(test_truth, out[:, :side, :side], 10.0)
-                rows.append({"factor": factor, "setup": setup, "net": net, **sc, "seconds": secs, "cpu_s": cpu,
-                             "steps": trainer.step})
+                rows.append({"factor": factor, "setup": setup, "net": net, "size": args.size, **sc, "seconds": secs,
+                             "cpu_s": cpu, "steps": trainer.step})
                 print(f"  x{factor:g} {setup:<9} {net:<8} PSNR {sc['psnr']:.2f}  SSIM {sc['ssim']:.3f}  "
                       f"FRC {sc['frc_nm']:.1f} nm  ({trainer.step} steps, {cpu:.0f} CPU s, {secs:.0f} wall s)",
                       file=sys.stderr, flush=True)
@@ -169,7 +169,8 @@ def table(rows: list[dict]) -> str:
                 if r["factor"] != factor or r["setup"] != setup:
                     continue
                 gain = r["psnr"] - base[factor]["psnr"]
-                lines.append(f"| x{factor:g} | {setup} | {r['net']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                name = f"{r['net']}/{r['size']}" if r.get("size") else r["net"]
+                lines.append(f"| x{factor:g} | {setup} | {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                              f"{r['frc_nm']:.1f} | {gain:+.2f} | {r['steps']} | {r.get('cpu_s', 0.0):.0f} | "
                              f"{r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -181,8 +182,12 @@ def merge(paths: list[str]) -> int:
     for path in paths:
         data = json.loads(Path(path).read_text())
         print(f"- {Path(path).name}: {data['header']}\n  command: `{data['command']}`")
+        words = shlex.split(data["command"])
+        size = words[words.index("--size") + 1] if "--size" in words else "tiny"
         for r in data["rows"]:
-            key = (r["factor"], r["setup"], r["net"])
+            if r["net"] != "bicubic":
+                r.setdefault("size", size)
+            key = (r["factor"], r["setup"], r["net"], r.get("size"))
             if key not in seen:
                 seen.add(key)
                 rows.append(r)

@@ -294,5 +294,5 @@ def test_bench_paired_smoke(capsys):
     assert bench.main(["--factors", "2", "--nets", "rescnn", "--steps", "2", "--patch", "32", "--batch", "2",
                        "--train-planes", "8", "--test-planes", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    for row in ("| x2 | - | bicubic |", "| x2 | real pair | rescnn |", "| x2 | recipe II | rescnn |"):
+    for row in ("| x2 | - | bicubic |", "| x2 | real pair | rescnn/tiny |", "| x2 | recipe II | rescnn/tiny |"):
         assert row in out
