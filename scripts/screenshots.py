@@ -16,7 +16,11 @@ sample from the panel, trains a small network on the CPU with a budget in minute
 - ``docs/images/compare_yz.png``: the same in yz (page through x);
 - ``docs/images/uncertainty.png``: a fused Reconstruct and its uncertainty layer (where the xz and yz
   restorations disagree) side by side;
-- ``docs/images/export.png``: a fused export running: blocks, elapsed and time left under the Export button.
+- ``docs/images/export.png``: a fused export running: blocks, elapsed and time left under the Export button;
+- ``docs/images/paired.png``: the paired method (issue 10): the sample pair (File > Open Sample > napari-emsr >
+  LR / HR pair: an LR stack, x2 coarser, and a noisy HR crop) picked under Paired LR / HR, the registered HR
+  field outlined on the LR layer, a trained model's lazy x2 layer beside it (LR | x2 in napari's grid, the
+  outline on both). ``--only paired`` makes this one alone.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="small", help="network size preset")
     parser.add_argument("--patch", type=int, default=48)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "images")
+    parser.add_argument("--only", choices=("all", "paired"), default="all", help="which screenshots to make")
     args = parser.parse_args(argv)
 
     import napari
@@ -66,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     params.method = "isotropic"
     params.patch, params.size = args.patch, args.size
     _settle(app, 1.0)
+    if args.only == "paired":
+        _paired(app, viewer, panel, args)
+        _close(app, viewer, panel)
+        return
     shot = viewer.screenshot(str(args.out / "start.png"), canvas_only=False, flash=False)
     print(f"start.png {shot.shape}: {panel.sample_button.text()}")
 
@@ -143,9 +152,61 @@ def main(argv: list[str] | None = None) -> None:
         print(f"export.png {shot.shape}: {panel.export.progress_bar.text()}")
         _wait(app, lambda: not panel.export_status.busy, 1800)
         print(panel.export_status.message, f"(estimated {panel.export_status.estimate:.0f} s)")
+    viewer.grid.enabled = False
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    _paired(app, viewer, panel, args)
+    _close(app, viewer, panel)
+
+
+def _close(app, viewer, panel) -> None:
     panel.cleanup()
     _wait(app, lambda: not panel.workers, 600)
     viewer.close()
+
+
+def _paired(app, viewer, panel, args) -> None:
+    """paired.png: an LR stack and a noisy HR crop of the sample, registered, trained, the x2 layer beside the LR."""
+    viewer.open_sample("napari-emsr", "medulla_pair")  # an LR stack (20 nm) and an HR crop (10 nm), both noisy
+    lr_layer, hr_layer = viewer.layers["medulla LR (20 nm)"], viewer.layers["medulla HR crop (10 nm)"]
+    params = panel.params
+    params.method = "paired"
+    params.device, params.patch, params.size = "cpu", args.patch, args.size
+    params.budget, params.minutes = "minutes", args.minutes
+    panel.paired_box.set_layers(lr_layer, hr_layer)
+    field = f"{lr_layer.name} HR field"
+    _wait(app, lambda: field in viewer.layers, 600)
+    print(f"paired: {panel.status_label.text()}")
+    panel.start_training()
+    _wait(app, lambda: not panel.status.busy, 3600)
+    print(panel.status.message)
+    for name in ("emsr preview", "emsr preview cubic"):
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
+    panel.reconstruct_layers()
+    result = f"{lr_layer.name} x2"
+    _wait(app, lambda: result in viewer.layers, 600)
+    sr = viewer.layers[result]
+    _wait(app, lambda: sr.data.view == "restored" and panel.block_worker is None, 900)
+    # LR and its outline | x2 and the same outline, in napari's grid
+    outline = viewer.layers[field]
+    copy = viewer.add_shapes(outline.data, shape_type="rectangle", edge_color="yellow", face_color="transparent",
+                             edge_width=float(outline.edge_width[0]), name=f"{field} (on x2)", units="nm")
+    for layer in viewer.layers:
+        layer.visible = layer in (lr_layer, outline, sr, copy)
+    # NOTE: napari's grid groups the layers by their index in the list, hidden ones included: first in the list,
+    # (LR, outline) and (x2, outline) are the two cells, each outline drawn over its image.
+    for member in (copy, sr, outline, lr_layer):
+        viewer.layers.move(viewer.layers.index(member), 0)
+    for member in (lr_layer, sr):
+        member.name_overlay.visible = True
+    viewer.grid.stride, viewer.grid.shape, viewer.grid.enabled = 2, (1, 2), True
+    viewer.fit_to_view(layers=[lr_layer])
+    _settle(app, 0.5)
+    _wait(app, lambda: sr.data.view == "restored" and panel.block_worker is None, 900)
+    _settle(app, 1.5)
+    shot = viewer.screenshot(str(args.out / "paired.png"), canvas_only=False, flash=False)
+    print(f"paired.png {shot.shape}: {panel.paired_box.registration_label.text()}")
 
 
 if __name__ == "__main__":

@@ -183,3 +183,15 @@ def test_models_of_the_other_kind_are_refused_clearly(panel, qtbot, pair, tmp_pa
     assert panel.reconstruct_layers(["xz"]) is None
     assert any("super-resolves xy planes" in m and "method paired" in m for m in _notifications()[before:])
     assert not (tmp_path / "x.tif").exists()
+    # the HR alone (no LR layer): recipe I makes the LR inputs, at the factor typed
+    _pick_paired(panel)
+    hr = viewer.add_image(hr_data, name="hr", scale=HR_SCALE, units="nm")
+    panel.paired_box.set_layers(None, hr)
+    panel.params.set_option("recipe", "I")
+    panel.paired_box.factor_box.setValue(3.0)
+    panel.params.steps = 2
+    panel.start_training()
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    model = panel.model
+    assert model is not paired and model.step == 2 and model.config["recipe"] == "I"
+    assert model.factor == pytest.approx(3.0) and model.config["registration"] is None

@@ -40,7 +40,8 @@ def test_manifest_menus_and_samples():
     mf = _manifest()
     widget_cmds = {w.command for w in mf.contributions.widgets}
     assert {item.command for item in mf.contributions.menus["napari/layers/filter"]} <= widget_cmds
-    assert {s.key for s in mf.contributions.sample_data} == {"medulla_anisotropic", "medulla_ground_truth"}
+    assert {s.key for s in mf.contributions.sample_data} == {"medulla_anisotropic", "medulla_ground_truth",
+                                                             "medulla_pair"}
     assert mf.contributions.readers[0].accepts_directories
 
 
@@ -50,6 +51,7 @@ def test_plugin_imports_do_not_import_torch():
         "import napari_emsr, napari_emsr.plugin, napari_emsr.plugin._reader, napari_emsr.plugin._writer\n"
         "import napari_emsr.plugin._sample_data, napari_emsr.plugin.layers, napari_emsr.plugin.state\n"
         "napari_emsr.plugin._sample_data.make_sample_anisotropic()\n"
+        "napari_emsr.plugin._sample_data.make_sample_pair()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "gui = sorted(m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'pyqtgraph', 'magicgui')\n"
         "             if m in sys.modules)\n"
@@ -146,6 +148,22 @@ def test_sample_data_scales():
     assert aniso.ndim == truth.ndim == 3
     # the two overlay: same physical extent up to the last input slice
     assert (aniso.shape[0] - 1) * 40 <= (truth.shape[0] - 1) * 10
+
+
+def test_sample_pair_is_a_registered_pair():
+    """The paired method's sample: the HR crop lies where the sample says in the LR stack, factor 2 from the scales."""
+    from napari_emsr.methods.paired import as_stack, check_pair, pair_factor
+    from napari_emsr.plugin._sample_data import PAIR_CROP, make_sample_pair
+    from napari_emsr.registration import register
+
+    (lr, lkw, _), (hr, hkw, _) = make_sample_pair()
+    assert lr.dtype == hr.dtype == np.uint8 and lr.shape[0] == hr.shape[0]
+    lv, hv = as_stack(lr), as_stack(hr)
+    lv.spacing, hv.spacing = lkw["scale"], hkw["scale"]
+    check_pair(lv, hv)
+    assert pair_factor(lv, hv) == pytest.approx(2.0)
+    reg = register(lr[:4], hr[:4], 2.0)
+    assert reg.offset == pytest.approx((PAIR_CROP[0].start / 2, PAIR_CROP[1].start / 2), abs=0.15)
 
 
 @pytest.mark.gui

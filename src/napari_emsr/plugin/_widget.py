@@ -39,7 +39,15 @@ from napari_emsr.plugin.layers import (
     reconstruction_layer_kwargs,
     uncertainty_layer_kwargs,
 )
-from napari_emsr.plugin.lazy_layer import COMPUTING, INTERPOLATED, NOTHING, RestoredPlanes, cubic_region, link
+from napari_emsr.plugin.lazy_layer import (
+    COMPUTING,
+    INTERPOLATED,
+    NOTHING,
+    RESTORED,
+    RestoredPlanes,
+    cubic_region,
+    link,
+)
 from napari_emsr.plugin.paired import PairedFlow
 from napari_emsr.plugin.state import (
     IDLE,
@@ -1623,8 +1631,9 @@ class EMSRWidget(QWidget):
             return
         if note.seconds >= 1.0:
             self.set_status(f"{label}: {axis} {first}-{last} restored in {note.seconds:.1f} s.")
-        else:  # a quick block: the line goes back to what it said
-            self.set_status(getattr(self, "_status_before_block", ""))
+        else:  # a quick block: the line goes back to what it said (not "restoring" this very block)
+            before = getattr(self, "_status_before_block", "")
+            self.set_status(planes.describe(RESTORED) if before == planes.describe(COMPUTING) else before)
 
     def _on_blocks_cancelled(self, *_: Any) -> None:
         self._block_running = None

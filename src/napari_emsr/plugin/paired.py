@@ -360,6 +360,12 @@ class PairedFlow:
         panel, viewer = self.panel, self.panel.viewer
         if layer not in viewer.layers:
             return
+        from napari_emsr.plugin._widget import PREVIEW_CUBIC_LAYER, PREVIEW_LAYER
+
+        for preview in (PREVIEW_LAYER, PREVIEW_CUBIC_LAYER):  # training's planes, beside the HR layer
+            if preview in viewer.layers:
+                viewer.layers[preview].visible = False
+        panel._label_preview(False)
         flat = viewer.dims.ndisplay == 2
         if flat and viewer.dims.ndim >= 3:
             viewer.dims.order = paging_order(viewer.dims.ndim, "xy")
