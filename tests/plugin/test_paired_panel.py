@@ -87,6 +87,11 @@ def test_paired_pair_overlay_train_reconstruct_export(panel, qtbot, pair, tmp_pa
     preview, cubic = viewer.layers["emsr preview"], viewer.layers["emsr preview cubic"]
     assert preview.data.shape == cubic.data.shape == (96, 96)  # a held-out HR plane
     assert "s = 2" in panel.models.info_label.text()
+    panel.params.steps = 2  # Resume: the same pair, the steps continue
+    panel.start_training(resume=True)
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert panel.model.step == 6 and panel.model.config["options"]["lr_image"] == model.config["options"]["lr_image"]
+    model = panel.model
     saved = tmp_path / "pair.emsr.pt"
     worker = panel.save_model(str(saved))
     qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
@@ -138,6 +143,10 @@ def test_paired_pair_overlay_train_reconstruct_export(panel, qtbot, pair, tmp_pa
     message = _wait_for_message(qtbot, before, "uint8 and the HR image uint16")
     assert "same pixel type" in message
     assert panel.start_training() is None and not panel.status.busy
+    nothing_lost()
+    before = len(_notifications())
+    panel.paired_box.set_layers(lr, viewer.add_image(hr_data[2], name="hr2d", scale=(10, 10), units="nm"))
+    assert "a stack of 6 planes and the HR image a 2D image" in _wait_for_message(qtbot, before, "2D image")
     nothing_lost()
     before = len(_notifications())
     noise = np.random.default_rng(2).integers(0, 255, hr_data.shape, dtype=np.uint8)

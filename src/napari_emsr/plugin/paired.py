@@ -125,6 +125,7 @@ class PairedFlow:
         self.overlay: Any = None
         self._request = 0
         self._deriving = False
+        self._lr_key: tuple[Any, str] | None = None
         self.timer = QTimer(panel)
         self.timer.setSingleShot(True)
         self.timer.setInterval(REGISTER_DELAY_MS)
@@ -297,7 +298,11 @@ class PairedFlow:
                 check_pair(lr, hr)
             except InputError as err:
                 raise panel_words(err) from None
-            options["lr_image"] = lr_source(lr)
+            # NOTE: one in-memory key per LR layer data: training the same pair again (or resuming) keeps no
+            # second reference (lr_source keeps what it is given for the trainer, and for a resume, to read)
+            if self._lr_key is None or self._lr_key[0] is not lr_layer.data:
+                self._lr_key = (lr_layer.data, lr_source(lr))
+            options["lr_image"] = self._lr_key[1]
         else:
             options["lr_image"] = ""
         import dataclasses
