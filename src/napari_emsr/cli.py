@@ -389,7 +389,7 @@ def _write(args, vol, model, out: Path, axis: int | None = None) -> dict:
     try:
         path = export(
             vol, model, out, planes=_planes(args), factor=args.factor, device=args.device,
-            overwrite=args.overwrite, progress=progress, axis=axis,
+            overwrite=args.overwrite, progress=progress, axis=axis, deband=getattr(args, "deband", True),
         )
     except KeyboardInterrupt:
         import os
@@ -652,6 +652,9 @@ def _number_or_path(text: str):
         return text
 
 
+DEBAND_HELP = ("a trained model: filter each output plane laterally by its place between sections so that the "
+               "planes between sections are as detailed as the sections (no bands with the section period; "
+               "default on); --no-deband gives the network's output as it is")
 UNCERTAINTY_HELP = (
     "also write, to PATH (.tif/.tiff or .zarr/.ome.zarr), where the xz and yz restorations disagree: |xz - yz| in "
     "the input's intensities on the output's grid (0 = they agree; trust bright places less). It restores both "
@@ -709,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "({jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, ...}; needs pip install dask-jobqueue). "
                    "Workers read the input and write a zarr output: both must be on a file system they see")
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
+    s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
     _add_common(s)
     s.set_defaults(func=cmd_apply)
 
@@ -721,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="train here, then write on a dask.distributed cluster (see `emsr apply --help`)")
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
+    s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
     _add_train(s)
     _add_common(s)
     s.set_defaults(func=cmd_reconstruct)

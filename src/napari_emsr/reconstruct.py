@@ -55,7 +55,8 @@ def _compute(a):
 class _Engine:
     """What every chunk task needs: the source array, the model and the tiling parameters (one graph key)."""
 
-    def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype):
+    def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype,
+                 deband: bool = False):
         self.source = source
         self.model = model
         self.factor = factor
@@ -67,11 +68,16 @@ class _Engine:
         self.batch = batch
         self.margin = margin
         self.out_dtype = np.dtype(out_dtype)
+        self.deband = bool(deband) and model is not None
+        self._debander = None  # the section-phase filters (napari_emsr.deband), fitted on first use
         self._lock = threading.Lock()
         self._resolved = None
         self._fit: tuple[int, int] | None = None  # (tile, batch) this process fell back to after running out of memory
 
     def __getstate__(self):
+        # NOTE: the filters are fitted here, once, before the engine goes to worker processes: every worker then
+        # applies the same ones (fitting in each would also cost each worker the probe).
+        self.debander()
         d = dict(self.__dict__)
         d.pop("_lock")
         d["_resolved"] = None
@@ -136,6 +142,28 @@ class _Engine:
         return new
 
     # ----------------------------------------------------------------- block
+    def _axes(self) -> tuple[int, ...]:
+        """The lateral axes the section-phase filters act along: those restored (x in xz planes, y in yz)."""
+        return {"xz": (2,), "yz": (1,)}.get(self.planes, (1, 2))
+
+    def debander(self):
+        """The section-phase filters (:mod:`napari_emsr.deband`), fitted once per engine on a central crop of the
+        restored volume; None when debanding is off."""
+        if not self.deband:
+            return None
+        with self._lock:
+            if self._debander is not None:
+                return self._debander
+        from . import deband
+
+        y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
+        probe, _ = self._restored(y0, y1, x0, x1)
+        fitted = deband.fit(probe, self.factor, self._axes())
+        with self._lock:
+            if self._debander is None:
+                self._debander = fitted
+            return self._debander
+
     def block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The output chunk (Z_out, y1 - y0, x1 - x0)."""
         src = self.source
@@ -143,6 +171,26 @@ class _Engine:
         if self.model is None:
             a = np.asarray(_compute(src[:, y0:y1, x0:x1]), np.float32)
             return self._cast(interpolate_axis(a, output_positions(nz, self.factor), self.order, axis=0))
+        filt = self.debander()
+        if filt is None:
+            out, gap = self._restored(y0, y1, x0, x1)
+        else:  # the chunk with `radius` px of its neighbours along the filtered axes, filtered, cropped
+            r, axes = filt.radius, self._axes()
+            ey0, ey1 = (max(0, y0 - r), min(ny, y1 + r)) if 1 in axes else (y0, y1)
+            ex0, ex1 = (max(0, x0 - r), min(nx, x1 + r)) if 2 in axes else (x0, x1)
+            out, gap = self._restored(ey0, ey1, ex0, ex1)
+            crop = (slice(None), slice(y0 - ey0, y0 - ey0 + (y1 - y0)), slice(x0 - ex0, x0 - ex0 + (x1 - x0)))
+            out = filt.apply(out)[crop]
+            gap = None if gap is None else gap[crop]
+        if self.planes == PAIR:  # the fused chunk and where its two directions disagree, in input intensities
+            return np.stack([self._cast(self.model.norm.invert(out)), self._cast(gap)])
+        return self._cast(self.model.norm.invert(out))
+
+    def _restored(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The restored region (Z_out, y1 - y0, x1 - x0), normalised float (xz, yz or their mean), and for the
+        pair mode |xz - yz| in input intensities (else None)."""
+        src = self.source
+        nz, ny, nx = src.shape
         m = self.margin
         results = []
         if self.planes in ("xz", "fuse", PAIR):
@@ -156,10 +204,10 @@ class _Engine:
             r = self.restore(np.ascontiguousarray(a.transpose(2, 0, 1)))  # planes along x: (xc, Z, yc)
             results.append(r.transpose(1, 2, 0)[:, y0 - ey0 : y0 - ey0 + (y1 - y0), :])
         out = results[0] if len(results) == 1 else 0.5 * (results[0] + results[1])
-        if self.planes == PAIR:  # the fused chunk and where its two directions disagree, in input intensities
+        gap = None
+        if self.planes == PAIR:
             gap = np.abs(self.model.norm.invert(results[0]) - self.model.norm.invert(results[1]))
-            return np.stack([self._cast(self.model.norm.invert(out)), self._cast(gap)])
-        return self._cast(self.model.norm.invert(out))
+        return out, gap
 
     def _interp(self, region) -> np.ndarray:
         a = self.model.norm.apply(_compute(region))
@@ -202,6 +250,7 @@ def reconstruct(
     overlap: int | None = None,
     batch: int | None = None,
     margin: int = 32,
+    deband: bool = True,
 ):
     """The isotropic volume as a lazy dask array in the input dtype.
 
@@ -225,6 +274,10 @@ def reconstruct(
         planes per network call (default 8 on a CPU, 32 on a GPU, where batch 8 leaves it idle).
     margin : int
         Extra lateral context (px) read around a chunk for the network.
+    deband : bool
+        With a trained model: filter each output plane laterally by its position between sections so that the
+        planes between sections have the sections' detail (:mod:`napari_emsr.deband`; fitted on a central crop
+        the first time a chunk is computed). Without it a large factor bands with the section period.
     """
     import dask
     import dask.array as da
@@ -275,8 +328,10 @@ def reconstruct(
     cy, cx = max(1, int(chunks[0])), max(1, int(chunks[1]))
     out_dtype = src.dtype
     eng = _Engine(src, net_model, f, order, planes, device, int(tile or TILE),
-                  int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype)
-    token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks)
+                  int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
+                  deband=deband)
+    token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
+                     eng.deband)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk
     # task refers to it, so a distributed scheduler sends the model to each worker once, not with every task.
     engine = dask.delayed(eng, name=f"emsr-engine-{token}", traverse=False)
@@ -332,7 +387,7 @@ def export(
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
     # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
     # fingerprint makes a resumed zarr export refuse another input, method, model or planes (no mixed volumes).
-    fingerprint = export_fingerprint(volume, model, planes, factor)
+    fingerprint = export_fingerprint(volume, model, planes, factor, deband=kwargs.get("deband", True))
     write = functools.partial(write_volume, spacing=sp, unit=getattr(volume, "unit", "nm"), overwrite=overwrite,
                               progress=progress, translation=getattr(volume, "translation", None),
                               fingerprint=fingerprint)
@@ -405,7 +460,8 @@ def _fetched(client, arr):
                          meta=np.empty((0,) * arr.ndim, arr.dtype))
 
 
-def export_fingerprint(volume, model, planes: str, factor: float | None = None) -> dict[str, str]:
+def export_fingerprint(volume, model, planes: str, factor: float | None = None,
+                       deband: bool | None = None) -> dict[str, str]:
     """What produces an export's data, as strings stored with an unfinished zarr export: a resume with another
     input, method, model or planes is refused instead of mixing two results in one volume.
 
@@ -436,6 +492,8 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None) 
     else:
         fp["method"] = str(model.config.get("method"))
         fp["model"] = model.fingerprint()
+        if deband is not None:
+            fp["deband"] = "on" if deband else "off"
     return fp
 
 
