@@ -42,11 +42,15 @@ def test_bands_go_and_intensities_stay():
     assert g["x"][4] > 1.15 > 0.85 > g["x"][0]  # half-way sharpened, sections softened
 
 
-def test_an_unbanded_volume_is_left_almost_alone():
+def test_an_unbanded_volume_is_left_alone():
     rng = np.random.default_rng(1)
     vol = gaussian_filter(rng.normal(size=(41, 96, 96)), 1.0).astype(np.float32)
-    out = fit(vol, 8).apply(vol)
-    assert np.abs(out - vol).mean() < 0.1 * np.abs(vol).mean()
+    d = fit(vol, 8)
+    assert not d.active and d.banding >= 0.85
+    np.testing.assert_array_equal(d.apply(vol), vol)
+    forced = fit(vol, 8, banded=None)  # filters fitted anyway: they hardly change it
+    assert forced.active
+    assert np.abs(forced.apply(vol) - vol).mean() < 0.1 * np.abs(vol).mean()
 
 
 def test_a_chunk_with_its_margin_gives_the_volumes_values():
@@ -75,8 +79,10 @@ def tiny_model():
 
 
 @pytest.mark.parametrize("planes", ["xz", "fuse"])
-def test_reconstruct_debands_chunk_by_chunk(tiny_model, planes):
-    """deband=True changes the network's output (it bands) and does not depend on the chunks."""
+def test_reconstruct_debands_chunk_by_chunk(tiny_model, planes, monkeypatch):
+    """deband=True changes the network's output and does not depend on the chunks (the filters are fitted
+    however little the 3-step network bands)."""
+    monkeypatch.setattr("napari_emsr.deband.BANDED", None)
     vol, model = tiny_model
     off = reconstruct(vol, model, planes=planes, deband=False).compute()
     on = reconstruct(vol, model, planes=planes).compute()
@@ -92,3 +98,10 @@ def test_interpolation_is_never_filtered(tiny_model):
     cubic = reconstruct(vol, "cubic").compute()
     np.testing.assert_array_equal(cubic, reconstruct(vol, "cubic", deband=False).compute())
 
+
+
+def test_a_reconstruction_that_does_not_band_is_left_as_it_is(tiny_model, monkeypatch):
+    monkeypatch.setattr("napari_emsr.deband.BANDED", 0.0)  # every probe counts as unbanded
+    vol, model = tiny_model
+    arr = reconstruct(vol, model, planes="xz")
+    np.testing.assert_array_equal(arr.compute(), reconstruct(vol, model, planes="xz", deband=False).compute())

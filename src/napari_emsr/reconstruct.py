@@ -158,7 +158,7 @@ class _Engine:
 
         y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
         probe, _ = self._restored(y0, y1, x0, x1)
-        fitted = deband.fit(probe, self.factor, self._axes())
+        fitted = deband.fit(probe, self.factor, self._axes(), banded=deband.BANDED)
         with self._lock:
             if self._debander is None:
                 self._debander = fitted
@@ -172,7 +172,7 @@ class _Engine:
             a = np.asarray(_compute(src[:, y0:y1, x0:x1]), np.float32)
             return self._cast(interpolate_axis(a, output_positions(nz, self.factor), self.order, axis=0))
         filt = self.debander()
-        if filt is None:
+        if filt is None or not filt.active:
             out, gap = self._restored(y0, y1, x0, x1)
         else:  # the chunk with `radius` px of its neighbours along the filtered axes, filtered, cropped
             r, axes = filt.radius, self._axes()

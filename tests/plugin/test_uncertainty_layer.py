@@ -41,8 +41,9 @@ def test_a_fused_reconstruct_shows_where_xz_and_yz_disagree(panel, qtbot):
     assert fused.data.computed + unc.data.computed == 1
     y = int(round(viewer.dims.point[1] / 10.0))
     volume = panel.current_volume()
-    xz = np.asarray(reconstruct(volume, panel.model, planes="xz", device="cpu")[:, y, :], np.int32)
-    yz = np.asarray(reconstruct(volume, panel.model, planes="yz", device="cpu")[:, y, :], np.int32)
+    # the network's two restorations as they come (the fused layer is their debanded mean)
+    xz = np.asarray(reconstruct(volume, panel.model, planes="xz", device="cpu", deband=False)[:, y, :], np.int32)
+    yz = np.asarray(reconstruct(volume, panel.model, planes="yz", device="cpu", deband=False)[:, y, :], np.int32)
     shown = np.asarray(unc._slice.image.view, np.int32)
     assert shown.shape == xz.shape
     assert np.abs(shown - np.abs(xz - yz)).max() <= 1  # |xz - yz| before rounding
@@ -60,3 +61,28 @@ def test_interpolation_gives_no_uncertainty_layer(panel, qtbot):
     qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
     assert [layer.name for layer in panel.reconstructed_layers] == ["medulla anisotropic fused"]
     assert "medulla anisotropic uncertainty" not in panel.viewer.layers
+
+
+def test_the_deband_box_decides_what_the_layers_show(panel, qtbot, monkeypatch):
+    """Unticked, the restored xz layer is the network's output as it is; ticked (the default), the debanded one."""
+    from napari_emsr.reconstruct import reconstruct
+
+    monkeypatch.setattr("napari_emsr.deband.BANDED", None)  # filters fitted however little a short run bands
+
+    panel.start_training()
+    qtbot.waitUntil(lambda: not panel.status.busy and panel.model is not None, timeout=TIMEOUT)
+    assert panel.reconstruct.deband_check.isChecked() and panel.reconstruct_params.deband
+    panel.reconstruct.deband_check.setChecked(False)
+    assert panel.reconstruct_params.deband is False
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    (layer,) = panel.reconstructed_layers
+    qtbot.waitUntil(lambda: layer.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
+    y = int(round(panel.viewer.dims.point[1] / 10.0))
+    volume = panel.current_volume()
+    raw = np.asarray(reconstruct(volume, panel.model, planes="xz", device="cpu", deband=False)[:, y, :])
+    debanded = np.asarray(reconstruct(volume, panel.model, planes="xz", device="cpu")[:, y, :])
+    shown = np.asarray(layer._slice.image.view)
+    np.testing.assert_array_equal(shown, raw)
+    assert not np.array_equal(shown, debanded)

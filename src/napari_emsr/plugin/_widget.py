@@ -1234,6 +1234,7 @@ class EMSRWidget(QWidget):
             model,
             planes,
             self.params.device,
+            self.reconstruct_params.deband,
             connect={
                 "returned": partial(self._on_reconstructed, layer, volume, factor),
                 "errored": partial(self._report_error, what="reconstruction"),
@@ -1720,6 +1721,7 @@ class EMSRWidget(QWidget):
             planes,
             self.params.device,
             scheduler,
+            self.reconstruct_params.deband,
             connect={
                 "returned": lambda p: self._say(
                     self.export_status, f"Exported to {p} in {clock(time.perf_counter() - self._export_t0)}"

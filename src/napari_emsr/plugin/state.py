@@ -183,12 +183,16 @@ class ReconstructParameters:
     enhance : bool
         With a paired model: apply it at the same resolution (an enhancer, paper 002) instead of making the xy
         planes ``s`` times finer.
+    deband : bool
+        With an isotropic model: the planes between sections filtered to the sections' detail
+        (:mod:`napari_emsr.deband`), for the layers and the export.
     """
 
     planes: tuple[str, ...] = ("xz",)
     export_planes: str = "fuse"
     scheduler: str = ""
     enhance: bool = False
+    deband: bool = True
 
 
 #: Where the paired method's factor came from (:attr:`PairedParameters.factor_from`).

@@ -43,12 +43,19 @@ class ReconstructWidget(QGroupBox):
             "instead of making its xy planes s times finer"
         )
         self.enhance_check.setVisible(False)
+        self.deband_check = QCheckBox("deband")
+        self.deband_check.setToolTip(
+            "Filter each restored plane by its place between sections so that the planes between sections are as "
+            "detailed as the sections: no bands with the section period (emsr apply --deband; off: the network's "
+            "output as it is)"
+        )
         self.button = QPushButton("Reconstruct")
         self.button.setToolTip("Add lazy isotropic layers: a plane is computed only when you look at it")
         row = QHBoxLayout()
         for check in self.checks.values():
             row.addWidget(check)
         row.addWidget(self.enhance_check)
+        row.addWidget(self.deband_check)
         row.addWidget(self.button, 1)
         self.estimate_label = QLabel("")
         self.estimate_label.setWordWrap(True)
@@ -66,6 +73,8 @@ class ReconstructWidget(QGroupBox):
         params.events.planes.connect(self._show_planes)
         self.enhance_check.setChecked(params.enhance)
         self.enhance_check.toggled.connect(lambda on: setattr(params, "enhance", bool(on)))
+        self.deband_check.setChecked(params.deband)
+        self.deband_check.toggled.connect(lambda on: setattr(params, "deband", bool(on)))
         params.events.enhance.connect(self._show_enhance)
         self.button.clicked.connect(self.reconstruct_requested)
 
@@ -73,6 +82,7 @@ class ReconstructWidget(QGroupBox):
         """A paired method: the enhance check box instead of the xz / yz / fused ones (it restores xy planes)."""
         for check in self.checks.values():
             check.setVisible(not on)
+        self.deband_check.setVisible(not on)
         self.enhance_check.setVisible(on)
 
     def _show_enhance(self, on: bool, *_: Any) -> None:

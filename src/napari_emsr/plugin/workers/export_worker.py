@@ -47,7 +47,8 @@ class ExportJob:
 
 
 def export_task(
-    job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = ""
+    job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = "",
+    deband: bool = True,
 ) -> str:
     """Reconstruct ``volume`` with ``model`` and write it to ``path``; returns the path written.
 
@@ -61,7 +62,8 @@ def export_task(
     check_spec(spec)
     # NOTE: while the client is open it is dask's default scheduler in this whole process.
     with open_client(spec):
-        out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress)
+        out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress,
+                     deband=deband)
     return str(out)
 
 

@@ -50,7 +50,8 @@ def save_model_task(model: Any, path: str) -> str:
     return str(model.save(path))
 
 
-def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) -> list[tuple[str, Any, Any, Any]]:
+def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str,
+                     deband: bool = True) -> list[tuple[str, Any, Any, Any]]:
     """Build (without computing) the lazy reconstructions of ``volume``.
 
     A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz restorations
@@ -67,6 +68,8 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) ->
         Among "xz", "yz", "fuse".
     device : str
         Where the chunks run.
+    deband : bool
+        A trained model's layers with the section-phase filters (:mod:`napari_emsr.deband`).
 
     Returns
     -------
@@ -80,11 +83,11 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str) ->
     for p in planes:
         spacing = output_spacing(volume)
         if p == "fuse" and not isinstance(model, str):
-            stack = reconstruct(volume, model, planes=PAIR, device=device)
+            stack = reconstruct(volume, model, planes=PAIR, device=device, deband=deband)
             out.append(("fuse", stack[0], spacing, (stack, 0)))
             out.append(("uncertainty", stack[1], spacing, (stack, 1)))
         else:
-            out.append((p, reconstruct(volume, model, planes=p, device=device), spacing, None))
+            out.append((p, reconstruct(volume, model, planes=p, device=device, deband=deband), spacing, None))
     return out
 
 
