@@ -94,6 +94,7 @@ def main() -> None:
         net = np.asarray(reconstruct(crop, model, planes="fuse", device=a.device).compute())
         rec_s = time.perf_counter() - t0
         cubic = np.asarray(reconstruct(crop, "cubic").compute())
+        raw = np.asarray(reconstruct(crop, model, planes="fuse", device=a.device, deband=False).compute())
         row = {
             "stack": Path(path).name,
             "shape": list(stack.shape),
@@ -108,6 +109,8 @@ def main() -> None:
             "consistency_db": _consistency(net, np.asarray(crop.data), factor),
             "banding_cubic": section_banding(cubic, factor)["ratio"],
             "banding_net": section_banding(net, factor)["ratio"],
+            "banding_net_no_deband": section_banding(raw, factor)["ratio"],
+            "consistency_db_no_deband": _consistency(raw, np.asarray(crop.data), factor),
             "detail_by_phase_net": [round(v, 2) for v in section_banding(net, factor)["by_phase"]],
             "shift": float(net.mean() - cubic.mean()),
         }
@@ -117,13 +120,13 @@ def main() -> None:
             _save_png(Path(a.png) / (Path(path).stem + "_xz.png"), cubic, net)
     print(
         "\n| stack | F | profile | training | anisotropy ratio: stack / cubic / network | consistency | "
-        "banding cubic / network | shift | date |"
+        "banding cubic / network (no deband) | shift | date |"
     )
     for r in rows:
         print(
             f"| {r['stack']} | {r['factor']} | {r['profile']} | {_budget(a, r)} | "
             f"{r['ratio_input']:.2f} / {r['ratio_cubic']:.2f} / {r['ratio_net']:.2f} | {r['consistency_db']:.1f} dB | "
-            f"{r['banding_cubic']:.2f} / {r['banding_net']:.2f} | "
+            f"{r['banding_cubic']:.2f} / {r['banding_net']:.2f} ({r['banding_net_no_deband']:.2f}) | "
             f"{r['shift']:+.2f} | {date.today()} |"
         )
 

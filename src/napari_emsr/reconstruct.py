@@ -159,6 +159,8 @@ class _Engine:
         y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
         probe, _ = self._restored(y0, y1, x0, x1)
         fitted = deband.fit(probe, self.factor, self._axes(), banded=deband.BANDED)
+        log.info("deband: the restored probe's banding ratio is %.2f: %s", fitted.banding,
+                 "planes filtered by their place between sections" if fitted.active else "left as it is")
         with self._lock:
             if self._debander is None:
                 self._debander = fitted
