@@ -71,6 +71,7 @@ class _Engine:
         self.deband = bool(deband) and model is not None
         self._debander = None  # the section-phase filters (napari_emsr.deband), fitted on first use
         self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()  # one thread fits the deband filters; the others wait for them
         self._resolved = None
         self._fit: tuple[int, int] | None = None  # (tile, batch) this process fell back to after running out of memory
 
@@ -80,6 +81,7 @@ class _Engine:
         self.debander()
         d = dict(self.__dict__)
         d.pop("_lock")
+        d.pop("_fit_lock")
         d["_resolved"] = None
         d["_fit"] = None  # another process has another device and memory
         return d
@@ -87,6 +89,7 @@ class _Engine:
     def __setstate__(self, d):
         self.__dict__.update(d)
         self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()
 
     # ------------------------------------------------------------------ net
     def _device(self) -> str:
@@ -151,19 +154,18 @@ class _Engine:
         restored volume; None when debanding is off."""
         if not self.deband:
             return None
-        with self._lock:
-            if self._debander is not None:
-                return self._debander
-        from . import deband
-
-        y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
-        probe, _ = self._restored(y0, y1, x0, x1)
-        fitted = deband.fit(probe, self.factor, self._axes(), banded=deband.BANDED)
-        log.info("deband: the restored probe's banding ratio is %.2f: %s", fitted.banding,
-                 "planes filtered by their place between sections" if fitted.active else "left as it is")
-        with self._lock:
+        # NOTE: not self._lock, which restoring the probe takes; without a lock the first chunks of a threaded
+        # compute would each restore the probe.
+        with self._fit_lock:
             if self._debander is None:
-                self._debander = fitted
+                from . import deband
+
+                y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
+                probe, _ = self._restored(y0, y1, x0, x1)
+                self._debander = deband.fit(probe, self.factor, self._axes(), banded=deband.BANDED)
+                log.info("deband: the restored probe's banding ratio is %.2f: %s", self._debander.banding,
+                         "planes filtered by their place between sections" if self._debander.active
+                         else "left as it is")
             return self._debander
 
     def block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
