@@ -1698,30 +1698,36 @@ class EMSRWidget(QWidget):
         except EMSRError as err:
             self._report_error(err, "export")
             return None
-        job = ExportJob(report=self.export_progress.emit)
-        self.export_job = job
-        status = self.export_status
         scheduler = self.reconstruct_params.scheduler.strip()
         found = self.estimates() if planes == self.reconstruct_params.export_planes else {}
         guess = found["export"][0] if found and not scheduler else 0.0
-        status.path, status.done, status.total = str(path), 0, found["export"][1] if found else 1
+        where = f" on {scheduler}" if scheduler else ""
+        told = f" (estimated {clock(guess)} here)" if guess else ""
+        return self.run_export(
+            export_task,
+            (volume, model, str(path), planes, self.params.device, scheduler, self.reconstruct_params.deband),
+            path,
+            total=found["export"][1] if found else 1,
+            guess=guess,
+            message=f"Exporting to {path}{where}{told}...",
+        )
+
+    def run_export(self, task: Any, args: tuple, path: Any, *, total: int, guess: float, message: str) -> Any:
+        """Start ``task(job, *args)`` in a worker as the export: its status, bar, clock and cancellation (the
+        isotropic export and the paired one, :meth:`napari_emsr.plugin.paired.PairedFlow.export`, both)."""
+        job = ExportJob(report=self.export_progress.emit)
+        self.export_job = job
+        status = self.export_status
+        status.path, status.done, status.total = str(path), 0, total
         status.elapsed, status.estimate, status.first_done, status.first_count = 0.0, guess, 0.0, 0
         self._export_t0 = time.perf_counter()
         status.state = RUNNING
-        where = f" on {scheduler}" if scheduler else ""
-        told = f" (estimated {clock(guess)} here)" if guess else ""
-        self._say(status, f"Exporting to {path}{where}{told}...")
+        self._say(status, message)
         self._clock.start()
         worker = self._start(
-            export_task,
+            task,
             job,
-            volume,
-            model,
-            str(path),
-            planes,
-            self.params.device,
-            scheduler,
-            self.reconstruct_params.deband,
+            *args,
             connect={
                 "returned": lambda p: self._say(
                     self.export_status, f"Exported to {p} in {clock(time.perf_counter() - self._export_t0)}"

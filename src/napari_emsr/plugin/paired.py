@@ -24,14 +24,13 @@ Importing this module imports neither torch nor napari.
 from __future__ import annotations
 
 import logging
-import time
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from napari_emsr.errors import EMSRError, InputError
-from napari_emsr.plugin.state import RUNNING, PairedParameters, clock
+from napari_emsr.plugin.state import PairedParameters
 
 logger = logging.getLogger(__name__)
 
@@ -395,7 +394,7 @@ class PairedFlow:
 
     def export(self, path: str) -> Any:
         """Write the lateral result of the LR layer to ``path`` (TIFF or OME-Zarr) in a worker."""
-        from napari_emsr.plugin.workers.export_worker import ExportJob, export_lateral_task
+        from napari_emsr.plugin.workers.export_worker import export_lateral_task
 
         panel = self.panel
         enhance = bool(panel.reconstruct_params.enhance)
@@ -407,27 +406,8 @@ class PairedFlow:
         except EMSRError as err:
             panel._report_error(err, "export")
             return None
-        job = ExportJob(report=panel.export_progress.emit)
-        panel.export_job = job
-        status = panel.export_status
-        status.path, status.done, status.total = str(path), 0, 1
-        status.elapsed, status.estimate, status.first_done, status.first_count = 0.0, 0.0, 0.0, 0
-        panel._export_t0 = time.perf_counter()
-        status.state = RUNNING
-        panel._say(status, f"Exporting to {path}...")
-        panel._clock.start()
-        worker = panel._start(
-            export_lateral_task, job, volume, model, str(path), enhance, panel.params.device,
-            connect={"returned": lambda p: panel._say(
-                         panel.export_status, f"Exported to {p} in {clock(time.perf_counter() - panel._export_t0)}"),
-                     "errored": panel._on_export_error,
-                     "finished": panel._on_export_finished},
-            progress={"desc": "napari-emsr export"},
-        )
-        panel.export_worker = worker
-        if worker is not None:
-            job.is_aborted = lambda: bool(getattr(worker, "abort_requested", False))
-        return worker
+        return panel.run_export(export_lateral_task, (volume, model, str(path), enhance, panel.params.device), path,
+                                total=1, guess=0.0, message=f"Exporting to {path}...")
 
     def after_training(self, model: Any) -> None:
         """Outline the HR field where training registered it (the model's registration), and say so."""
