@@ -37,6 +37,8 @@ MAX_GAIN = 2.0
 #: 0.87-0.90, an isotropic volume 0.98-0.99) and filtering would only trade PSNR for nothing visible (medulla,
 #: F = 4 point sections: 0.90 before, -0.05 to -0.08 dB with the filters).
 BANDED = 0.85
+#: Rounds of the fit, each measured on the probe as the previous round's filters leave it (see :func:`fit`).
+PASSES = 3
 #: Probe: rows and columns of the central crop measured.
 PROBE_ROWS, PROBE_COLS = 32, 256
 
@@ -95,9 +97,14 @@ class Debander:
 
 
 def fit(probe: np.ndarray, factor: float, axes: tuple[int, ...] = (1, 2), *, radius: int = RADIUS,
-        max_gain: float = MAX_GAIN, banded: float | None = BANDED) -> Debander:
+        max_gain: float = MAX_GAIN, banded: float | None = BANDED, passes: int = PASSES) -> Debander:
     """The filters that give every phase bin of ``probe`` (Z_out, h, w; float) the geometric-mean spectrum; none
     (an inactive :class:`Debander`) when the probe's banding ratio is at least ``banded`` (None: always fit).
+
+    The gains are refined over ``passes`` rounds, each measured on the probe filtered by the previous round's
+    filters along every axis: filtering along x changes the spectrum along y as well (a plane sharpened in x has
+    more power at every y frequency), so gains fitted per axis from the unfiltered probe overshoot, and the
+    filter's response between its grid frequencies differs from the gains asked for.
 
     Filter taps are rounded to 1e-6 so that processes whose float sums differ in the last bits (another thread
     count, another worker) build the same filters.
@@ -108,37 +115,50 @@ def fit(probe: np.ndarray, factor: float, axes: tuple[int, ...] = (1, 2), *, rad
     ratio = float(section_banding(p, factor)["ratio"]) if p.shape[0] >= 2 * factor else 1.0
     if banded is not None and ratio >= banded:
         return Debander(float(factor), {}, radius, round(ratio, 3))
-    which = phase_bins(p.shape[0], factor)
     bins = math.ceil(factor)
+    axes = tuple(a for a in axes if p.shape[a] >= 2 * radius + 1)  # too narrow to measure: left alone
+    gains = {a: np.ones((bins, radius + 1)) for a in axes}
+    deb = Debander(float(factor), {}, radius, round(ratio, 3))
+    for _ in range(max(1, int(passes))):
+        q = np.asarray(deb.apply(p), np.float64) if deb.active else p
+        for a in axes:
+            power = _band_power(q, factor, a, radius)
+            target = np.exp(np.log(power).mean(axis=0))
+            gains[a] = np.clip(gains[a] * np.sqrt(target / power), 1.0 / max_gain, max_gain)
+            gains[a][:, 0] = 1.0
+        deb = Debander(float(factor), {a: _taps(gains[a], radius) for a in axes}, radius, round(ratio, 3))
+    return deb
+
+
+def _band_power(p: np.ndarray, factor: float, axis: int, radius: int) -> np.ndarray:
+    """Mean power (bins, radius + 1) of each phase bin of ``p`` along ``axis``, in the bands of the filter grid."""
+    which = phase_bins(p.shape[0], factor)
     n_taps = 2 * radius + 1
-    filters = {}
-    for axis in axes:
-        n = p.shape[axis]
-        if n < n_taps:  # too narrow to measure: leave this axis alone
+    n = p.shape[axis]
+    other = 2 if axis == 1 else 1
+    spec = np.abs(np.fft.rfft(p - p.mean(axis=axis, keepdims=True), axis=axis)) ** 2
+    spec = spec.mean(axis=other)  # (Z_out, n // 2 + 1)
+    band = np.rint(np.fft.rfftfreq(n) * n_taps).astype(int)  # the filter-grid frequency nearest each bin
+    power = np.ones((math.ceil(factor), radius + 1))
+    for b in range(power.shape[0]):
+        rows = spec[which == b]
+        if len(rows) == 0:
             continue
-        other = 2 if axis == 1 else 1
-        spec = np.abs(np.fft.rfft(p - p.mean(axis=axis, keepdims=True), axis=axis)) ** 2
-        spec = spec.mean(axis=other)  # (Z_out, n // 2 + 1)
-        band = np.rint(np.fft.rfftfreq(n) * n_taps).astype(int)  # the filter-grid frequency nearest each bin
-        power = np.ones((bins, radius + 1))
-        for b in range(bins):
-            rows = spec[which == b]
-            if len(rows) == 0:
-                continue
-            for j in range(radius + 1):
-                cols = rows[:, band == j]
-                if cols.size:
-                    power[b, j] = max(float(cols.mean()), 1e-20)
-        target = np.exp(np.log(power).mean(axis=0))
-        gain = np.clip(np.sqrt(target / power), 1.0 / max_gain, max_gain)
-        gain[:, 0] = 1.0
-        taps = np.empty((bins, n_taps))
-        for b in range(bins):
-            full = np.concatenate([gain[b], gain[b][1:][::-1]])
-            h = np.roll(np.real(np.fft.ifft(full)), radius)
-            taps[b] = np.round(h / h.sum(), 6)
-        filters[axis] = taps
-    return Debander(float(factor), filters, radius, round(ratio, 3))
+        for j in range(radius + 1):
+            cols = rows[:, band == j]
+            if cols.size:
+                power[b, j] = max(float(cols.mean()), 1e-20)
+    return power
+
+
+def _taps(gain: np.ndarray, radius: int) -> np.ndarray:
+    """Symmetric filters (bins, 2 * radius + 1) summing to 1 whose response at the grid frequencies is ``gain``."""
+    taps = np.empty((gain.shape[0], 2 * radius + 1))
+    for b in range(gain.shape[0]):
+        full = np.concatenate([gain[b], gain[b][1:][::-1]])
+        h = np.roll(np.real(np.fft.ifft(full)), radius)
+        taps[b] = np.round(h / h.sum(), 6)
+    return taps
 
 
 def probe_region(shape: tuple[int, int], rows: int = PROBE_ROWS, cols: int = PROBE_COLS) -> tuple[int, int, int, int]:
