@@ -204,3 +204,24 @@ def test_models_of_the_other_kind_are_refused_clearly(panel, qtbot, pair, tmp_pa
     model = panel.model
     assert model is not paired and model.step == 2 and model.config["recipe"] == "I"
     assert model.factor == pytest.approx(3.0) and model.config["registration"] is None
+
+
+def test_training_with_another_lr_layer_lets_the_old_one_go(panel, pair):
+    """The panel keeps one in-memory LR image for the trainer: the same layer again reuses it, another layer's
+    data replaces it (a removed or replaced LR stack is not kept alive by the plugin)."""
+    from napari_emsr.methods import paired
+
+    viewer = panel.viewer
+    lr_data, hr_data = pair
+    lr1 = viewer.add_image(lr_data, name="lr1", scale=LR_SCALE, units="nm")
+    lr2 = viewer.add_image(lr_data.copy(), name="lr2", scale=LR_SCALE, units="nm")
+    hr = viewer.add_image(hr_data, name="hr", scale=HR_SCALE, units="nm")
+    _pick_paired(panel)
+    flow = panel.paired
+    panel.paired_box.set_layers(lr1, hr)
+    key1 = flow.training_inputs()[1].options["lr_image"]
+    assert flow.training_inputs()[1].options["lr_image"] == key1 and key1 in paired._IN_MEMORY
+    panel.paired_box.set_layers(lr2, hr)
+    key2 = flow.training_inputs()[1].options["lr_image"]
+    assert key2 != key1 and key2 in paired._IN_MEMORY and key1 not in paired._IN_MEMORY
+    np.testing.assert_array_equal(np.asarray(paired.open_image(key2).data), lr_data)

@@ -73,6 +73,11 @@ def lr_source(image: Any) -> str:
     return key
 
 
+def release_lr_source(key: str) -> None:
+    """Forget an in-memory LR image kept by :func:`lr_source` (a trainer that opened it keeps its own reference)."""
+    _IN_MEMORY.pop(key, None)
+
+
 def as_stack(image: Any):
     """A 2D image (y, x) or 3D stack (z, y, x), array or Volume, as a Volume (z, y, x) (a 2D image: one plane)."""
     import dask.array as da

@@ -284,7 +284,7 @@ class PairedFlow:
         InputError
             No HR layer, a bad pair, or no LR layer and no factor to learn from the HR alone.
         """
-        from napari_emsr.methods.paired import check_pair, lr_source
+        from napari_emsr.methods.paired import check_pair, lr_source, release_lr_source
 
         hr_layer = self.layer("hr", required="train (the HR layer is the training target)")
         lr_layer = self.layer("lr")
@@ -300,6 +300,8 @@ class PairedFlow:
             # NOTE: one in-memory key per LR layer data: training the same pair again (or resuming) keeps no
             # second reference (lr_source keeps what it is given for the trainer, and for a resume, to read)
             if self._lr_key is None or self._lr_key[0] is not lr_layer.data:
+                if self._lr_key is not None:  # another LR layer (or new data): the old image is not kept alive
+                    release_lr_source(self._lr_key[1])
                 self._lr_key = (lr_layer.data, lr_source(lr))
             options["lr_image"] = self._lr_key[1]
         else:
