@@ -16,9 +16,10 @@ of its neighbours.
 
 Where the probe does not band (ratio at least :data:`BANDED`) nothing is filtered.
 
-Measured (``benchmarks/bench_deband.py``): medulla z 0:121, F = 8 point sections, 600 steps of the default:
-fused PSNR 25.71 -> 25.54 dB (cubic 24.46), banding 0.56 -> 0.92, SSIM(xz) 0.690 -> 0.672. At F = 4 (300 steps)
-the output bands no more than cubic (0.90) and is left alone (filtered it would lose 0.05-0.08 dB).
+Settings chosen on the medulla's z 0:121 and the ISBI stack (one round: banding 0.90 and 0.76; three rounds: 0.91
+and 0.98). Reported on z 125:250 (``benchmarks/bench_deband.py --half 1 --steps 400``), fused: F = 8 point sections,
+PSNR +1.00 -> +0.88 dB over cubic, banding 0.66 -> 0.96; F = 12, +0.84 -> +0.66 dB, 0.63 -> 0.95. At F = 4 the
+output bands no more than cubic (0.90) and is left alone (filtered it would lose 0.05-0.08 dB).
 """
 
 from __future__ import annotations
