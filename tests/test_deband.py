@@ -116,3 +116,25 @@ def test_a_reconstruction_that_does_not_band_is_left_as_it_is(tiny_model, monkey
     vol, model = tiny_model
     arr = reconstruct(vol, model, planes="xz")
     np.testing.assert_array_equal(arr.compute(), reconstruct(vol, model, planes="xz", deband=False).compute())
+
+
+def test_the_filters_of_a_lazy_reconstruction_can_be_asked_for(tiny_model, monkeypatch):
+    """debander_of: the filters a reconstruction (or a slice of it) applies, the same as fitting its probe; None
+    for interpolation and with deband=False."""
+    from napari_emsr.deband import fit as fit_probe
+    from napari_emsr.deband import probe_region
+    from napari_emsr.reconstruct import debander_of
+
+    monkeypatch.setattr("napari_emsr.deband.BANDED", None)
+    vol, model = tiny_model
+    assert debander_of(reconstruct(vol, "cubic")) is None
+    assert debander_of(reconstruct(vol, model, planes="xz", deband=False)) is None
+    assert debander_of(np.zeros((3, 3, 3))) is None
+    arr = reconstruct(vol, model, planes="xz")
+    got = debander_of(arr[:, 10:12])
+    raw = reconstruct(vol, model, planes="xz", deband=False).compute()
+    y0, y1, x0, x1 = probe_region(raw.shape[1:])
+    own = fit_probe(raw[:, y0:y1, x0:x1].astype(np.float32), 8.0, (2,), banded=None)
+    assert got.active and got.filters.keys() == own.filters.keys() == {2}
+    np.testing.assert_allclose(got.filters[2], own.filters[2], atol=0.02)  # own: from the uint8 output
+    assert debander_of(arr) is got  # fitted once per reconstruction

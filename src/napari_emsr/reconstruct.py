@@ -25,6 +25,7 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -462,6 +463,20 @@ def _fetched(client, arr):
 
     return da.map_blocks(fetch, name=f"emsr-fetch-{tokenize(arr.name)}", chunks=arr.chunks, dtype=arr.dtype,
                          meta=np.empty((0,) * arr.ndim, arr.dtype))
+
+
+def debander_of(array: Any) -> Any:
+    """The section-phase filters (:class:`napari_emsr.deband.Debander`) of a lazy reconstruction made by
+    :func:`reconstruct` or a slice of one, fitted now if no chunk has fitted them yet; None for interpolation, for
+    ``deband=False`` or for an array :func:`reconstruct` did not make."""
+    layers = getattr(getattr(array, "dask", None), "layers", None) or {}
+    for name, layer in layers.items():
+        if str(name).startswith("emsr-engine-"):
+            node = layer[name]
+            eng = getattr(node, "value", node)  # a DataNode (dask >= 2025) or the object itself
+            if isinstance(eng, _Engine):
+                return eng.debander()
+    return None
 
 
 def export_fingerprint(volume, model, planes: str, factor: float | None = None,

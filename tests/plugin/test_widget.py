@@ -773,3 +773,13 @@ def test_quality_without_ground_truth_after_reconstruct(panel, qtbot):
     bands = quality["restored"]["banding"] < BANDING_WARNING
     assert ("BANDS" in text) == bands
     assert any("result bands" in m for m in _notifications()[before:]) == bands
+    # deband's decision, with the network's own banding on the probe: the line says which and why
+    from napari_emsr.deband import BANDED, fit, probe_region
+    from napari_emsr.reconstruct import reconstruct
+
+    raw = np.asarray(reconstruct(panel.current_volume(), panel.model, planes="xz", device="cpu", deband=False))
+    y0, y1, x0, x1 = probe_region(raw.shape[1:])
+    own = fit(raw[:, y0:y1, x0:x1].astype(np.float32), 4.0, (2,))
+    assert quality["deband"]["banding"] == pytest.approx(own.banding, abs=0.01)  # the probe is the float output
+    assert quality["deband"]["active"] == (own.banding < BANDED)
+    assert f"Deband: {'the' if quality['deband']['active'] else 'not needed, the'} network's output banded" in text

@@ -1373,6 +1373,18 @@ class EMSRWidget(QWidget):
             f"→ restored {restored['anisotropy']:.2f}; banding cubic {cubic['banding']:.2f}, restored "
             f"{restored['banding']:.2f}" + (": the result BANDS" if bands else "") + " (1 is ideal for both)"
         )
+        deband = result.get("deband")
+        if deband is not None:
+            from napari_emsr.deband import BANDED
+
+            # NOTE: which way was chosen and why (issue 11): the network's own output measured on the probe
+            text += (
+                f". Deband: the network's output banded {deband['banding']:.2f}, so the planes between sections "
+                "are filtered to the sections' detail (untick deband to see it as it is)"
+                if deband["active"] else
+                f". Deband: not needed, the network's output banded {deband['banding']:.2f} (≥ {BANDED}): "
+                "left as it is"
+            )
         tip = (
             f"Measured on {label}, {axis} {result['start']}-{result['stop'] - 1}. Anisotropy: lateral / axial "
             "resolution from the power spectra (napari_emsr.metrics.anisotropy), 1 = as sharp along z as across. "

@@ -141,12 +141,13 @@ def quality_task(volume: Any, restored: Any, axis: int, planes: slice, factor: f
     dict
         ``anisotropy`` and ``banding`` ratios for ``"input"`` (anisotropy only), ``"cubic"`` and
         ``"restored"`` (:func:`napari_emsr.metrics.anisotropy`, :func:`napari_emsr.metrics.section_banding`),
-        and the crop (``axis``, ``start``, ``stop``).
+        and the crop (``axis``, ``start``, ``stop``); ``deband``: ``{"banding": the network's output's ratio on
+        the probe, "active": whether it was filtered}`` when the reconstruction debands (else absent).
     """
     import numpy as np
 
     from napari_emsr.metrics import anisotropy, section_banding
-    from napari_emsr.reconstruct import reconstruct
+    from napari_emsr.reconstruct import debander_of, reconstruct
 
     crop = [slice(None)] * 3
     crop[axis] = planes
@@ -160,6 +161,9 @@ def quality_task(volume: Any, restored: Any, axis: int, planes: slice, factor: f
             "anisotropy": anisotropy(data, spacing=(1.0, 1.0, 1.0))["ratio"],
             "banding": section_banding(data, factor)["ratio"],
         }
+    deb = debander_of(restored)  # fitted by the crop just computed
+    if deb is not None:
+        out["deband"] = {"banding": deb.banding, "active": deb.active}
     return out
 
 
