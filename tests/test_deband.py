@@ -110,7 +110,6 @@ def test_interpolation_is_never_filtered(tiny_model):
     np.testing.assert_array_equal(cubic, reconstruct(vol, "cubic", deband=False).compute())
 
 
-
 def test_a_reconstruction_that_does_not_band_is_left_as_it_is(tiny_model, monkeypatch):
     monkeypatch.setattr("napari_emsr.deband.BANDED", 0.0)  # every probe counts as unbanded
     vol, model = tiny_model
