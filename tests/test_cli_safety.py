@@ -286,7 +286,8 @@ def test_an_export_killed_at_random_moments_ends_equal_to_an_uninterrupted_one(t
                     open_volume(out)
             elif out.exists() and not never_started(out):
                 # killed after the last block and the marker's removal, before the process exited: the export is
-                # finished (the same command now asks for --overwrite, which is right), so compare it
+                # finished (the same command now says there is nothing to do), so compare it
+                assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
                 break
             continue
         assert proc.returncode == 0
@@ -322,3 +323,46 @@ def test_an_export_killed_before_its_marker_was_in_place_runs_again(tmp_path):
     (other / "notes.txt").write_text("mine")
     assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(other), "-q"]) == 2
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_the_same_export_again_has_nothing_to_do_and_another_is_refused(tmp_path, capsys):
+    """Re-running a finished zarr export's command writes nothing and exits 0; another command with the same
+    output (other planes, another input) is refused, saying what differs; a finished TIFF still asks for
+    --overwrite (it names nothing that produced it)."""
+    data = np.random.default_rng(5).integers(0, 255, (5, 24, 24), dtype=np.uint8)
+    tif = _tif(tmp_path / "s.tif", data)
+    out = tmp_path / "s.ome.zarr"
+    cmd = ["reconstruct", str(tif), "--method", "cubic", "--fuse", "xz", "-o", str(out), "-q"]
+    assert cli.main(cmd) == 0
+    stamps = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
+    capsys.readouterr()
+    assert cli.main(cmd) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert cli.main(["apply", str(tif), "--model", "cubic", "--fuse", "xz", "-o", str(out), "-q"]) == 0
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()} == stamps
+    _refused(["reconstruct", str(tif), "--method", "cubic", "--fuse", "yz", "-o", str(out), "-q"], capsys,
+             "something else", "planes")
+    other = _tif(tmp_path / "t.tif", data[::-1].copy())
+    _refused(["apply", str(other), "--model", "cubic", "--fuse", "xz", "-o", str(out), "-q"], capsys, "input")
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()} == stamps
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "--fuse", "yz", "-o", str(out), "--overwrite",
+                     "-q"]) == 0
+    tout = tmp_path / "s_out.tif"
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(tout), "-q"]) == 0
+    _refused(["reconstruct", str(tif), "--method", "cubic", "-o", str(tout), "-q"], capsys, "--overwrite")
+
+
+def test_applying_the_same_model_again_has_nothing_to_do(stack, model, tmp_path, capsys):
+    """The same model on the same input into the same finished export: nothing to do; the same model with
+    debanding off, or another model, is another result and is refused."""
+    out = tmp_path / "m.ome.zarr"
+    cmd = ["apply", str(stack[0]), "--model", str(model), "-o", str(out), "--device", "cpu", "-q"]
+    assert cli.main([str(a) for a in cmd]) == 0
+    capsys.readouterr()
+    assert cli.main([str(a) for a in cmd]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    _refused([*cmd, "--no-deband"], capsys, "something else", "deband")
+    other = tmp_path / "n.emsr.pt"
+    assert cli.main(["train", str(stack[0]), "-o", str(other), "--steps", "3", "--size", "tiny", "--patch", "24",
+                     "--device", "cpu", "-q", "--seed", "1"]) == 0
+    _refused(["apply", stack[0], "--model", other, "-o", out, "--device", "cpu", "-q"], capsys, "model")

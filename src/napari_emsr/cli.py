@@ -71,10 +71,12 @@ def _factor(args, vol) -> float | None:
     return factor_from_spacing(vol.spacing, getattr(args, "axis", 0) or 0)
 
 
-def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Path | None] | None = None) -> Path:
+def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Path | None] | None = None,
+                  finished: bool = False) -> Path:
     """The output path, checked: never one of ``not_`` (what -> path: the input, the model ...), whatever the flags;
-    an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it)."""
-    from .io import INCOMPLETE_MARKER, never_started, same_place
+    an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it). ``finished``: a
+    finished zarr export that names what produced it is left for :func:`_already_written` to compare."""
+    from .io import INCOMPLETE_MARKER, finished_fingerprint, never_started, same_place
 
     p = Path(path)
     for what, other in (not_ or {}).items():
@@ -83,9 +85,29 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
     _check_folder(p)
     if p.exists() and not overwrite:
         # an unfinished export resumes; a folder an export was killed in before anything was written is reused
+        if finished and finished_fingerprint(p) is not None:
+            return p
         if not (p / INCOMPLETE_MARKER).exists() and not never_started(p):
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
     return p
+
+
+def _already_written(args, out: Path, vol, model) -> bool:
+    """Whether ``out`` is the finished export of this very command (same input, model and settings): then there is
+    nothing to do. A finished export of anything else is refused, saying what differs."""
+    from .io import finished_fingerprint
+    from .io.omezarr import _fingerprint_differences
+    from .reconstruct import export_fingerprint
+
+    before = finished_fingerprint(out) if not args.overwrite else None
+    if before is None:
+        return False
+    now = export_fingerprint(vol, model, _planes(args), args.factor, deband=getattr(args, "deband", True))
+    differs = _fingerprint_differences(before, now)
+    if differs is None:
+        return True
+    raise OutputExistsError(f"{out} exists: the finished export of something else ({differs}); pass --overwrite to "
+                            "replace it, or choose another output path")
 
 
 def _check_folder(path: Path) -> None:
@@ -480,10 +502,18 @@ def _apply_lateral(args, model, out: Path) -> int:
     return 0
 
 
+def _nothing_to_do(args, out: Path) -> int:
+    _emit(args, {"output": str(out), "seconds": 0.0, "already_written": True},
+          f"{out} is already the finished export of this input with these settings: nothing to do (pass "
+          "--overwrite to write it again)")
+    return 0
+
+
 def cmd_apply(args) -> int:
     from .model import EMSRModel
 
-    out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model})
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model},
+                        finished=not args.uncertainty)
     _check_volume_output(args)
     _check_uncertainty(args, out, args.model)
     model = args.model if args.model in ("cubic", "linear") else EMSRModel.load(args.model)
@@ -495,6 +525,8 @@ def cmd_apply(args) -> int:
             raise InputError("--enhance needs a model of method paired (emsr train --method paired)")
         return _apply_lateral(args, model, out)
     vol = _open(args)
+    if _already_written(args, out, vol, model):
+        return _nothing_to_do(args, out)
     from .cluster import open_client
 
     with open_client(args.scheduler):
@@ -507,10 +539,11 @@ def cmd_reconstruct(args) -> int:
     from .cluster import check_spec, open_client
     from .methods import get_method
 
-    out = _check_output(args.output, args.overwrite, not_={"input": args.input})
+    meth = get_method(args.method)
+    out = _check_output(args.output, args.overwrite, not_={"input": args.input},
+                        finished=not meth.trains and not args.uncertainty)
     _check_volume_output(args)
     check_spec(args.scheduler)
-    meth = get_method(args.method)
     if meth.name == "paired":
         raise InputError("the paired method trains from an LR and an HR image, then applies to another volume: run "
                          "`emsr train --method paired --lr LR --hr HR -o MODEL`, then `emsr apply INPUT --model MODEL "
@@ -535,6 +568,8 @@ def cmd_reconstruct(args) -> int:
             return 130
     else:
         model = meth.name
+        if _already_written(args, out, vol, model):
+            return _nothing_to_do(args, out)
     with open_client(args.scheduler):  # training ran here; the write goes to the cluster when one is named
         info = _write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
     payload.update(info)

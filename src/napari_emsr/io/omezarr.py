@@ -680,6 +680,20 @@ def never_started(p: Path) -> bool:
     return p.is_dir() and all(c.name == INCOMPLETE_MARKER + ".tmp" for c in p.iterdir())
 
 
+def finished_fingerprint(p: Path) -> dict[str, str] | None:
+    """The fingerprint of a *finished* export in folder ``p`` (no marker), None when ``p`` is anything else: no
+    folder, an unfinished export, a zarr written without one or not by napari-emsr."""
+    p = Path(p)
+    if not p.is_dir() or (p / INCOMPLETE_MARKER).exists():
+        return None
+    try:
+        attrs = json.loads((p / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return None
+    fp = attrs.get(PROVENANCE_KEY, {}).get("fingerprint") if isinstance(attrs, dict) else None
+    return dict(fp) if isinstance(fp, dict) else None
+
+
 def _write_marker(folder: Path, state: dict) -> None:
     tmp = folder / (INCOMPLETE_MARKER + ".tmp")
     tmp.write_text(json.dumps(state))
