@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import phase_bins
+
 #: Half-length of the filters (px): a chunk reads this many pixels of its neighbours' output.
 RADIUS = 8
 #: Largest and (inverse) smallest gain of a filter at any frequency.
@@ -42,13 +44,6 @@ BANDED = 0.85
 PASSES = 3
 #: Probe: rows and columns of the central crop measured.
 PROBE_ROWS, PROBE_COLS = 32, 256
-
-
-def phase_bins(n: int, factor: float) -> np.ndarray:
-    """The phase bin (0 .. ceil(F) - 1) of each of ``n`` output planes; sections lie at z = i * F (bin 0)."""
-    bins = math.ceil(factor)
-    z = np.arange(n, dtype=np.float64)
-    return np.minimum((np.mod(z, factor) / factor * bins).astype(int), bins - 1)
 
 
 @dataclass(frozen=True)

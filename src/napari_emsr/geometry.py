@@ -137,3 +137,11 @@ def training_phases(factor: float, n: int) -> np.ndarray:
     if factor <= 1.0:
         return np.zeros(n)
     return np.mod(-np.arange(n, dtype=np.float64), factor)
+
+
+def phase_bins(n: int, factor: float, phase: float = 0.0) -> np.ndarray:
+    """The phase bin (0 .. ceil(F) - 1) of each of ``n`` output planes: where a plane lies between sections,
+    ``(z - phase) mod F`` in ``ceil(F)`` equal bins; sections lie at z = phase + i * F (bin 0)."""
+    bins = math.ceil(factor)
+    z = np.arange(n, dtype=np.float64)
+    return np.minimum((np.mod(z - phase, factor) / factor * bins).astype(int), bins - 1)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from napari_emsr.errors import InputError
-from napari_emsr.geometry import lateral_axes
+from napari_emsr.geometry import lateral_axes, phase_bins
 
 __all__ = ["anisotropy", "frc", "frc_resolution", "plane_frc", "psnr", "section_banding", "spectral_match", "ssim"]
 
@@ -434,8 +434,7 @@ def section_banding(volume: Any, factor: float, axis: int = 0, phase: float = 0.
         raise InputError(f"section_banding needs at least two section periods along z: {a.shape[0]} < 2 x {factor}")
     detail = np.abs(np.diff(a, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(a, axis=2)).mean(axis=(1, 2))
     bins = math.ceil(factor)
-    z = np.arange(a.shape[0], dtype=np.float64)
-    which = np.minimum((np.mod(z - phase, factor) / factor * bins).astype(int), bins - 1)
+    which = phase_bins(a.shape[0], factor, phase)
     by_phase = np.array([detail[which == b].mean() for b in range(bins)])
     top = float(by_phase.max())
     return {"ratio": float(by_phase.min() / top) if top > 0 else 1.0, "by_phase": by_phase.tolist()}
