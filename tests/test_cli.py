@@ -40,8 +40,10 @@ def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):
     v = open_volume(out)
     assert v.shape == (33, 48, 48) and v.dtype == np.uint8 and v.spacing == (10.0, 10.0, 10.0)
     capsys.readouterr()
-    # existing output -> exit 2 with a message, nothing touched
-    assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q"]) == 2
+    # the same command again: nothing to do; another result into the existing output -> exit 2, nothing touched
+    assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q", "--no-deband"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     out2 = tmp_path / "iso.tif"
     assert main(["reconstruct", str(stack_tif), "-o", str(out2), "--steps", "3", *TINY]) == 0
