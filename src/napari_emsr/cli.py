@@ -95,15 +95,14 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
 def _already_written(args, out: Path, vol, model) -> bool:
     """Whether ``out`` is the finished export of this very command (same input, model and settings): then there is
     nothing to do. A finished export of anything else is refused, saying what differs."""
-    from .io import finished_fingerprint
-    from .io.omezarr import _fingerprint_differences
+    from .io import fingerprint_differences, finished_fingerprint
     from .reconstruct import export_fingerprint
 
     before = finished_fingerprint(out) if not args.overwrite else None
     if before is None:
         return False
     now = export_fingerprint(vol, model, _planes(args), args.factor, deband=getattr(args, "deband", True))
-    differs = _fingerprint_differences(before, now)
+    differs = fingerprint_differences(before, now)
     if differs is None:
         return True
     raise OutputExistsError(f"{out} exists: the finished export of something else ({differs}); pass --overwrite to "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from .files import open_volume, write_volume
 from .formats import TIFF_SUFFIXES, ZARR_MARKERS, ZARR_SUFFIXES, looks_like_zarr, same_place
-from .omezarr import INCOMPLETE_MARKER, finished_fingerprint, never_started
+from .omezarr import INCOMPLETE_MARKER, fingerprint_differences, finished_fingerprint, never_started
 from .safety import OutputError
 from .volume import Volume, as_volume, check_volume, finite_check
 
@@ -41,6 +41,7 @@ __all__ = [
     "INCOMPLETE_MARKER",
     "never_started",
     "finished_fingerprint",
+    "fingerprint_differences",
     "OutputError",
     "TIFF_SUFFIXES",
     "ZARR_SUFFIXES",

@@ -428,8 +428,8 @@ def check_fingerprint(fingerprint: Any) -> dict[str, str] | None:
     return dict(sorted(out.items()))
 
 
-def _fingerprint_differences(before: Any, now: dict[str, str] | None) -> str | None:
-    """What differs between the fingerprint of an unfinished export and the one given now (None: nothing)."""
+def fingerprint_differences(before: Any, now: dict[str, str] | None) -> str | None:
+    """What differs between the fingerprint an export was written with and the one given now (None: nothing)."""
     before = before if isinstance(before, dict) or before is None else {"?": str(before)}
     if before == now:
         return None
@@ -514,7 +514,7 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         and marker.get("axis", 0) == state["axis"]
         and marker.get("levels", []) == state["levels"]
     ):
-        differs = _fingerprint_differences(marker.get("fingerprint"), state["fingerprint"])
+        differs = fingerprint_differences(marker.get("fingerprint"), state["fingerprint"])
         if differs is not None:
             raise OutputExistsError(
                 f"{p} holds an unfinished export of the same shape made from other data or settings ({differs}); "
