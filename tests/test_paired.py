@@ -211,6 +211,15 @@ def test_cli_paired_train_save_load_apply(pair_files, tmp_path, capsys):
     enh = tmp_path / "enh.ome.zarr"
     assert main(["apply", str(d / "hr.tif"), "--model", str(model), "-o", str(enh), "--enhance", "-q"]) == 0
     assert open_volume(enh).shape == (6, 96, 96)
+    capsys.readouterr()
+    # the same command again finds its finished export: nothing to do; another result into it is refused, before work
+    assert main(["apply", str(d / "hr.tif"), "--model", str(model), "-o", str(enh), "--enhance"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["apply", str(d / "lr.tif"), "--model", str(model), "-o", str(enh), "--enhance"]) == 2
+    err = capsys.readouterr().err
+    assert "the finished export of something else" in err and "input" in err and "--overwrite" in err
+    assert main(["apply", str(d / "hr.tif"), "--model", str(model), "-o", str(enh)]) == 2
+    assert "lateral x1" in capsys.readouterr().err and open_volume(enh).shape == (6, 96, 96)
     # the learning rate is still --lr RATE (or --learning-rate); HR alone with a recipe and --factor
     model2 = tmp_path / "recipe.emsr.pt"
     assert main(["train", str(d / "hr2d.tif"), "--method", "paired", "--recipe", "II", "--factor", "3", "--lr", "2e-3",
