@@ -717,8 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("info", help="shape, voxel size, factor and a reference-free anisotropy measure")
     _add_input(s)
-    s.add_argument("--factor", type=float, default=None)
-    s.add_argument("--axis", type=int, default=0)
+    s.add_argument("--factor", type=float, default=None,
+                   help="anisotropy factor F = z spacing / lateral spacing (default: from the voxel size)")
+    s.add_argument("--axis", type=int, default=0, help="the anisotropic axis (default 0 = z)")
     s.add_argument("--fast", action="store_true", help="skip the anisotropy measure and the section-profile estimate")
     s.add_argument("--degradation", metavar="OUT.tif", default=None,
                    help="write real axial planes next to lateral planes degraded by each section profile (and by "
@@ -732,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--method paired), and save it")
     _add_input(s, optional=True)
     s.add_argument("-o", "--output", required=True, help="model file to write (e.g. stack.emsr.pt)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     _add_train(s)
     _add_common(s)
     s.set_defaults(func=cmd_train)
@@ -746,7 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--enhance", action="store_true",
                    help="a paired model at the same resolution (denoise and sharpen HR data) instead of making the "
                    "xy planes s times finer (a paired model's default)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (an unfinished zarr export resumes without it)")
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="compute on a dask.distributed cluster: local, local:N (N worker processes here; default "
                    "one per GPU, else 1), a scheduler address (tcp://host:port), or a dask-jobqueue YAML file "
@@ -762,7 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
     s.add_argument("--save-model", default=None, help="where to keep the trained model (default: next to the output)")
     s.add_argument("--fuse", default="xz,yz", help="xz, yz or xz,yz (both, averaged; default)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output and model file (an unfinished zarr export resumes without it)")
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="train here, then write on a dask.distributed cluster (see `emsr apply --help`)")
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
