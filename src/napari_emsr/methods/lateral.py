@@ -297,8 +297,9 @@ SECTION_DESCRIPTIONS = {
     "auto": "fitted to the stack (the default): the slab thickness and edge softness whose simulated sections "
     "have the z spectrum of the stack",
     "fitted": "a slab of --thickness F with Gaussian edges of --softness F (fitted to the stack when not given)",
-    "learned": "learned from the stack by a CycleGAN between its lateral and axial planes (paper 001), before the "
-    "restoring network trains",
+    "learned": "experimental: learned from the stack by a CycleGAN between its lateral and axial planes (paper 001), "
+    "before the restoring network trains; on held-out stacks it trails auto, and on a noisy one it fell below cubic "
+    "(README, issue 9)",
 }
 
 ISOTROPIC = Method(
@@ -323,8 +324,9 @@ ISOTROPIC = Method(
         Option("profile", "auto", choices=SECTION_CHOICES, label="Sections",
                help="how the z sections were cut: auto (a slab of fitted thickness and edge softness, fitted to the "
                "stack's z spectrum), point (thin samples, e.g. FIB-SEM), slab (sections integrate their thickness "
-               "F, e.g. serial-section TEM), gaussian (a soft slab), fitted (--thickness/--softness), learned (a "
-               "CycleGAN learns the degradation from the stack first, paper 001), or mixed (point, slab and "
+               "F, e.g. serial-section TEM), gaussian (a soft slab), fitted (--thickness/--softness), learned "
+               "(experimental: a CycleGAN learns the degradation from the stack first, paper 001; it trails auto on "
+               "held-out stacks), or mixed (point, slab and "
                "gaussian at random)",
                descriptions=SECTION_DESCRIPTIONS),
         Option("thickness", None, type=float, label="Section thickness",
