@@ -7,6 +7,7 @@ machine-readable JSON object on stdout instead of the human summary.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -92,20 +93,20 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
     return p
 
 
-def _already_written(args, out: Path, vol, model, planes: str | None = None) -> bool:
+def _already_written(args, out: Path, vol, model, fingerprint=None) -> bool:
     """Whether ``out`` is the finished export of this very command (same input, model and settings): then there is
-    nothing to do. A finished export of anything else is refused, saying what differs. ``planes``: what the
-    export's fingerprint names as its planes (the command's --planes when None; ``lateral xF`` for paired models)."""
+    nothing to do. A finished export of anything else is refused, saying what differs. ``fingerprint(vol, model)``
+    gives the export's fingerprint (default: the isotropic export's, from the command's planes and deband)."""
     from .io import fingerprint_differences, finished_fingerprint
     from .reconstruct import export_fingerprint
 
     before = finished_fingerprint(out) if not args.overwrite else None
     if before is None:
         return False
-    if planes is None:
+    if fingerprint is None:
         now = export_fingerprint(vol, model, _planes(args), args.factor, deband=getattr(args, "deband", True))
     else:
-        now = export_fingerprint(vol, model, planes)
+        now = fingerprint(vol, model)
     differs = fingerprint_differences(before, now)
     if differs is None:
         return True
@@ -478,16 +479,15 @@ def _apply_lateral(args, model, out: Path) -> int:
     """``emsr apply`` with a paired model: every xy plane super-resolved (or enhanced), lazily, chunk by chunk."""
     from tqdm.auto import tqdm
 
-    from .lateral_apply import check_lateral_model, export_lateral, lateral_spacing
+    from .lateral_apply import check_lateral_model, export_lateral, lateral_fingerprint, lateral_spacing
     from .methods.paired import as_stack, open_image
 
     if args.scheduler:
         raise InputError("--scheduler is not supported for paired models yet: run without it")
     check_lateral_model(model)
     vol = open_image(args.input)
-    f = 1.0 if args.enhance else model.factor
-    # NOTE: the same planes string export_lateral stores, so its finished export is recognised before any work
-    if _already_written(args, out, as_stack(vol), model, planes=f"lateral x{float(f):g}"):
+    if _already_written(args, out, as_stack(vol), model,
+                        fingerprint=functools.partial(lateral_fingerprint, enhance=args.enhance)):
         return _nothing_to_do(args, out)
     bar = tqdm(total=None, desc="write", unit="chunk", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
 
@@ -501,6 +501,7 @@ def _apply_lateral(args, model, out: Path) -> int:
                               progress=progress)
     finally:
         bar.close()
+    f = 1.0 if args.enhance else model.factor
     info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), "factor": f,
             "spacing": lateral_spacing(vol, f), "mode": "enhance" if args.enhance else "lateral"}
     what = "enhanced" if args.enhance else f"xy planes x{f:g}"

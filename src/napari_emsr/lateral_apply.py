@@ -150,6 +150,13 @@ def lateral_translation(volume, factor: float):
     return (float(tr[0]), float(tr[1]) + d * float(sp[1]), float(tr[2]) + d * float(sp[2]))
 
 
+def lateral_fingerprint(volume, model, enhance: bool = False) -> dict[str, str]:
+    """What produces a lateral export (:func:`~napari_emsr.reconstruct.export_fingerprint` with the planes named
+    ``lateral xF``), stored with it: a resume, or the CLI's "nothing to do", compares against it."""
+    f = 1.0 if enhance else float(model.factor)
+    return export_fingerprint(volume, model, f"lateral x{f:g}")
+
+
 def export_lateral(volume, model, path, *, enhance: bool = False, device: str = "auto", overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None, **kwargs) -> Path:
     """Write :func:`lateral` to ``path`` (.tif/.tiff or .zarr/.ome.zarr) chunk by chunk, bounded memory.
@@ -169,7 +176,7 @@ def export_lateral(volume, model, path, *, enhance: bool = False, device: str = 
     vol = as_stack(volume)
     arr = lateral(vol, model, enhance=enhance, device=device, **kwargs)
     f = 1.0 if enhance else float(model.factor)
-    fingerprint = export_fingerprint(vol, model, f"lateral x{f:g}")
+    fingerprint = lateral_fingerprint(vol, model, enhance)
     write = functools.partial(write_volume, spacing=lateral_spacing(vol, f), unit=getattr(vol, "unit", "nm"),
                               overwrite=overwrite, progress=progress, translation=lateral_translation(vol, f),
                               fingerprint=fingerprint)
