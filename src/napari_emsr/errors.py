@@ -26,3 +26,7 @@ class OutputError(EMSRError, OSError):
 
     An ``OSError`` too, so code that catches those still catches it.
     """
+
+
+class OutputBusyError(EMSRError, OSError):
+    """Another process is writing the same output (a TIFF, a zarr store or a model file) right now."""

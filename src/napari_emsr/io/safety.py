@@ -6,20 +6,28 @@ format allows it, and the operating system's errors of a failed write become mes
 - :func:`reserve`: ``fallocate`` of a file's whole length, so that a memory-mapped TIFF cannot die of
   SIGBUS on a full disk halfway through (the error comes at the start, as an ``OSError``);
 - :func:`write_error`: an ``OSError`` of a full disk, a file-size limit, a quota or a read-only / forbidden
-  folder, as an :class:`OutputError` that says what happened, how much was needed and what to do.
+  folder, as an :class:`OutputError` that says what happened, how much was needed and what to do;
+- :func:`temporary_path`: a new file beside an output, created exclusively under a hidden name that no user
+  file has (``.<name>.emsr-partial-<random>``), where a file is written before its atomic rename;
+- :func:`output_lock`: an operating-system lock on an output for as long as it is written, so that a second
+  writer is refused (naming the first) and a crash releases it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
 import os
 import shutil
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import EMSRError, InputError, OutputError
+from ..errors import EMSRError, InputError, OutputBusyError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +195,203 @@ def write_error(
         f"cannot write {target}: {cause} ({exc.strerror or exc}){need}{have}. "
         f"Free some space on the disk holding {folder} (or choose an output on another disk); {what_next}"
     )
+
+
+# ---- temporary names and locks ----------------------------------------------------------------------
+
+#: What every temporary file of ours has in its name (never the name of a finished output).
+PARTIAL_TAG = ".emsr-partial-"
+#: The suffix of the lock file beside an output being written.
+LOCK_SUFFIX = ".emsr-lock"
+# Bytes of the output's name kept in the names of its temporary and lock files (a name may have 255 bytes).
+_NAME_BYTES = 120
+
+
+def _short(name: str) -> str:
+    raw = name.encode("utf-8", "surrogateescape")[:_NAME_BYTES]
+    return raw.decode("utf-8", "ignore")
+
+
+def is_partial_name(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of our temporary files (an unfinished write, never a finished output)."""
+    return PARTIAL_TAG in Path(path).name
+
+
+def temporary_path(target: Path, *, folder: bool = False) -> Path:
+    """A new, empty file (or folder) beside ``target``, created exclusively under a unique hidden name.
+
+    The name is ``.<target name>.emsr-partial-<random>``: no other writer gets the same one, no file of the
+    user's has it (so nothing of theirs is overwritten or removed), and readers recognise it as unfinished
+    (:func:`is_partial_name`). Write into it, then ``os.replace`` it onto ``target``.
+    """
+    prefix = "." + _short(target.name) + PARTIAL_TAG
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file of ``target``: ``.<target name>.emsr-lock`` in the same folder."""
+    return target.parent / ("." + _short(target.name) + LOCK_SUFFIX)
+
+
+_held: dict[str, int] = {}
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def output_lock(target: str | os.PathLike, *, what: str = "output") -> Iterator[None]:
+    """Hold an operating-system lock on ``target`` (a file or a zarr folder) while it is written.
+
+    A second process asking for the same output is refused at once with an :class:`OutputBusyError` that
+    names the process holding it; the lock dies with its process (a crash or a kill releases it), and the
+    lock file is removed when the lock is released. Within one process the lock is re-entrant (the CLI takes
+    it for the whole command, the writer inside again). Where the platform has no ``fcntl`` (Windows),
+    nothing is locked.
+
+    Raises
+    ------
+    OutputBusyError
+        When another process holds the lock.
+    OutputError
+        When the lock file cannot be created because the folder cannot be written.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    target = Path(target).expanduser().absolute()
+    key = os.path.normpath(str(target))
+    with _held_guard:
+        if key in _held:
+            _held[key] += 1
+            reentrant = True
+        else:
+            reentrant = False
+    if reentrant:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    lock = lock_path(target)
+    fd = _acquire(lock, target, what, fcntl)
+    with _held_guard:
+        _held[key] = 1
+    try:
+        yield
+    finally:
+        with _held_guard:
+            del _held[key]
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # still holding it: whoever opens the old file next sees it unlinked and retries
+        os.close(fd)
+
+
+def _acquire(lock: Path, target: Path, what: str, fcntl) -> int:
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in _NOT_WRITABLE:
+                raise OutputError(not_writable_message(lock.parent, os.strerror(exc.errno).lower())) from None
+            if exc.errno == errno.ENOENT:
+                raise InputError(f"the folder {lock.parent} does not exist: create it or choose another output "
+                                 "path") from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = _holder(fd)
+            os.close(fd)
+            raise OutputBusyError(
+                f"{target} is being written by another process ({holder}): wait until it has finished, or "
+                f"choose another {what}"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the last holder removed the file between our open and our lock: take the new one
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {' '.join(sys.argv)[:400]}\n".encode("utf-8", "replace"))
+        return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    if not text:
+        return "process unknown"
+    pid, _, cmd = text.partition(" ")
+    return f"process {pid}: {cmd}" if cmd else f"process {pid}"
+
+
+#: Bytes a file name may have on the common file systems (ext4, XFS, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
+
+def check_output_path(target: str | os.PathLike, *, folder: bool = False, needed: int | None = None,
+                      what: str = "output") -> Path:
+    """Refuse, before any work is done, an output path that cannot be written: a name too long for the file
+    system, a missing or read-only folder, a special place (``/proc``, a FIFO), a file where a folder is
+    expected or the other way round, or a disk with less free space than ``needed`` bytes.
+
+    A temporary file is created beside ``target`` and removed again, so what the operating system would say
+    at the end of a long run is said now. ``folder`` says whether the output is a folder (a zarr store).
+
+    Returns
+    -------
+    Path
+        ``target`` as a path (``~`` expanded).
+
+    Raises
+    ------
+    InputError
+        A bad name, a missing folder, a file or folder of the wrong kind in the way.
+    OutputError
+        The folder cannot be written, or the disk has too little free space.
+    """
+    p = Path(target).expanduser()
+    nbytes = len(p.name.encode("utf-8", "surrogateescape"))
+    if nbytes > NAME_MAX:
+        raise InputError(f"the {what} name {p.name[:40]}... has {nbytes} bytes; file systems allow at most "
+                         f"{NAME_MAX}: choose a shorter name")
+    if not p.name or p.name in (".", ".."):
+        raise InputError(f"{target} names no file: give the {what} a file name")
+    if p.exists() or p.is_symlink():
+        if folder and not p.is_dir():
+            raise InputError(f"{p} exists and is not a folder; choose another path for the {what}")
+        if not folder and p.is_dir():
+            raise InputError(f"{p} exists and is a folder; choose another path for the {what} (a file)")
+        if not folder and not p.is_file():
+            raise InputError(f"{p} exists and is not a regular file (a pipe, a device or a socket?); choose another "
+                             f"path for the {what}")
+    check_output_folder(p.parent)
+    try:
+        probe = temporary_path(p)
+    except OSError as exc:
+        err = write_error(exc, p, p.parent, needed=None, what_next="then run it again")
+        if err is not None:
+            raise err from None
+        raise OutputError(f"cannot create files in {p.parent} ({exc.strerror or exc}): choose another folder "
+                          f"for the {what}") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    if needed:
+        free = free_space(p.parent)
+        if free is not None and free < needed:
+            raise OutputError(f"the disk holding {p.parent} has {human_size(free)} free, but the {what} {p.name} "
+                              f"needs about {human_size(needed)}: free some space or choose another disk")
+    return p
