@@ -53,7 +53,7 @@ def test_bundled_sample_opens_lazily():
 def test_imagej_tiff_round_trip(tmp_path, vol):
     out = write_volume(tmp_path / "a.tif", vol, spacing=(50, 4, 4))
     assert out == tmp_path / "a.tif"
-    assert not list(tmp_path.glob("*.partial*"))
+    assert not list(tmp_path.glob("*.emsr-partial-*"))
     with tifffile.TiffFile(out) as tf:
         assert tf.is_imagej
         assert tf.imagej_metadata["spacing"] == pytest.approx(50)

@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import EMSRError, InputError
 from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_url, is_zarr_name, looks_like_zarr
 from .omezarr import INCOMPLETE_MARKER, check_fingerprint, open_zarr, write_zarr
+from .safety import PARTIAL_TAG, check_output_path, is_partial_name
 from .tiff import open_tiff, write_tiff
 from .units import to_nm
 from .volume import Volume, check_volume
@@ -22,7 +25,8 @@ from .volume import Volume, check_volume
 log = logging.getLogger(__name__)
 
 
-def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: int = 0) -> Volume:
+def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: int = 0,
+                series: int | None = None) -> Volume:
     """Open a TIFF stack, OME-Zarr or plain zarr array lazily as a :class:`Volume`.
 
     Parameters
@@ -37,6 +41,10 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         Channel to pick from multi-channel data.
     level : int
         Resolution level of a pyramid (OME-Zarr dataset index, TIFF sub-resolution); 0 is full size.
+    series : int, optional
+        TIFF only: the image series to read, from 0 (an OME-TIFF may hold several images, e.g. a thumbnail
+        and the stack). None: the largest 3D series (by voxel count), with a warning naming it when the file
+        has several. A zarr store has one image: only None or 0.
 
     Returns
     -------
@@ -48,8 +56,9 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
     Raises
     ------
     InputError
-        When the path is missing, is not a readable volume, its OME-Zarr metadata is invalid, or the data
-        is not a greyscale 3D stack.
+        When the path is missing, is not a regular file or folder (a pipe, a device, a socket), is an
+        unfinished write (the temporary file of a write that was killed), is not a readable volume, its
+        OME-Zarr metadata is invalid, the data is not a greyscale 3D stack, or ``series`` does not exist.
     """
     try:
         level = int(level)
@@ -57,17 +66,29 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         raise InputError(f"level {level!r} is not a whole number: give e.g. level=0") from None
     if level < 0:
         raise InputError(f"level {level} is negative: give 0 (full resolution) or a higher pyramid level")
+    if series is not None:
+        if isinstance(series, bool) or not isinstance(series, (int, np.integer)):
+            raise InputError(f"series {series!r} is not a whole number: give e.g. series=0 (CLI: --series 0)")
+        series = int(series)
+        if series < 0:
+            raise InputError(f"series {series} is negative: give 0 for the first image series of a TIFF")
     if is_url(path):
         local = _local_path(str(path))
         if local is None:
+            _one_series(str(path), series)
             vol = _open_url(str(path), channel=channel, level=level)
             log.info("opened %s: shape %s, %s, voxel size %s %s, %d level(s)", path, vol.shape, vol.dtype,
                      vol.spacing, vol.unit, len(vol.levels))
             return vol
         path = local
     p = Path(path).expanduser()
+    refuse_unfinished(p)
     if not p.exists():
         raise InputError(f"{p} does not exist: check the path (and that the drive is mounted)")
+    if not p.is_dir() and not p.is_file():
+        # NOTE: opening a FIFO waits for a writer forever; a device or a socket is no volume either.
+        raise InputError(f"{p} is not a regular file or folder (a pipe, a device or a socket): give a TIFF stack "
+                         "or a zarr folder")
     if p.is_dir():
         # NOTE: a store with our marker is an unfinished export even without zarr metadata (e.g. one whose
         # removal for an overwrite was interrupted); open_zarr says so.
@@ -76,10 +97,13 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
                 raise InputError(NOT_A_VOLUME.format(path=p) + " (it is an N5 container, which zarr 3 no longer "
                                  "reads: convert it to OME-Zarr first)")
             raise InputError(NOT_A_VOLUME.format(path=p) + " (this folder holds no zarr metadata)")
+        _one_series(p, series)
         vol = open_zarr(p, channel=channel, level=level)
     elif is_tiff_name(p):
-        vol = open_tiff(p, channel=channel, level=level)
+        vol = open_tiff(p, channel=channel, level=level, series=series)
     elif p.name in ZARR_MARKERS and looks_like_zarr(p.parent):
+        refuse_unfinished(p.parent)
+        _one_series(p.parent, series)
         vol = open_zarr(p.parent, channel=channel, level=level)
     else:
         raise InputError(NOT_A_VOLUME.format(path=p))
@@ -88,6 +112,30 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
         p, vol.shape, vol.dtype, vol.spacing, vol.unit, len(vol.levels),
     )
     return vol
+
+
+def refuse_unfinished(p: Path) -> None:
+    """Refuse the temporary file (or folder) of a write that did not finish: it is never a finished volume.
+
+    Raises
+    ------
+    InputError
+        When ``p`` has the name of one of napari-emsr's temporary files (:func:`.safety.is_partial_name`).
+    """
+    if not is_partial_name(p):
+        return
+    target = p.name[1:].split(PARTIAL_TAG, 1)[0] if p.name.startswith(".") else ""
+    export = f" of {p.parent / target}" if target else ""
+    raise InputError(
+        f"{p} is an unfinished write{export}: a temporary file of napari-emsr, left by a write that was killed "
+        "before it finished, so its data is incomplete. Delete it, and run the export again"
+    )
+
+
+def _one_series(path: str | Path, series: int | None) -> None:
+    if series not in (None, 0):
+        raise InputError(f"{path} holds one image: series {series} applies to TIFF files of several image series "
+                         "only; leave it out (or give 0)")
 
 
 def _local_path(url: str) -> Path | None:
@@ -159,9 +207,13 @@ def write_volume(
     ``.tif``/``.tiff``: an ImageJ hyperstack (voxel size as resolution + ``spacing``, unit nm) for
     uint8/uint16/float32 below 3.5 GB; otherwise an OME-TIFF (BigTIFF above 3.5 GB) with PhysicalSize.
     float16 is written as float32 (exactly; neither format holds half floats), 64-bit integers are refused.
-    The file is written uncompressed as ``<name>.partial<suffix>`` beside the target (its whole size
-    reserved on disk first where the platform can, then memory-mapped and filled block by block) and
-    renamed when complete; an exception removes the partial file. A TIFF holds neither translation nor
+    The file is written uncompressed under a unique temporary name beside the target,
+    ``.<name>.emsr-partial-<random>`` (its whole size reserved on disk first where the platform can, then
+    memory-mapped and filled block by block), and renamed onto the target when complete; an exception removes
+    the temporary file, and one left by a killed process is refused by :func:`open_volume` and removed by the
+    next write of the same TIFF. The TIFF is locked while it is written: a second process writing it is
+    refused (:class:`~napari_emsr.errors.OutputBusyError`, naming the first). A voxel size too small or too
+    large for ImageJ's resolution tags is written as an OME-TIFF. A TIFF holds neither translation nor
     pyramid, nor ``fingerprint``.
 
     Blocks run along z, unless the dask array has a single chunk along z and several along y or x
@@ -181,8 +233,10 @@ def write_volume(
     is also kept in the group attributes (``attrs["napari_emsr"]["fingerprint"]``).
 
     A full disk, a file-size limit or a folder that cannot be written ends in an :class:`OutputError`
-    that says so (and how much space is needed); the output never looks finished: a TIFF's partial file
-    is removed, a zarr store keeps its marker and resumes when called again.
+    that says so (and how much space is needed); the output never looks finished: a TIFF's temporary file
+    is removed, a zarr store keeps its marker and resumes when called again. The output path is checked
+    before anything is computed (a name too long for the file system, a missing or read-only folder, a place
+    such as ``/proc``, a file or folder of the wrong kind in the way, too little free space for a TIFF).
 
     Parameters
     ----------
@@ -229,6 +283,8 @@ def write_volume(
         exist, or a dtype the format cannot hold.
     OutputError
         When the output folder cannot be written, the disk is full or a file-size limit is reached.
+    OutputBusyError
+        When another process is writing the same TIFF.
     """
     p = Path(path).expanduser()
     if isinstance(data, Volume) and spacing is None:
@@ -247,6 +303,7 @@ def write_volume(
             log.info("%s: a TIFF stack holds no translation; %s is not written", p, translation)
         return write_tiff(p, arr, spacing, unit, overwrite=overwrite, progress=progress)
     if is_zarr_name(p):
+        check_output_path(p, folder=True)
         return write_zarr(
             p, arr, spacing, unit, overwrite=overwrite, progress=progress, chunks=chunks, translation=translation,
             pyramid=pyramid, fingerprint=fingerprint,

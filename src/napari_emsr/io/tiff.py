@@ -2,7 +2,9 @@
 
 Reading goes through tifffile's zarr view of the file, so one plane (or tile) is read at a time; the voxel
 size comes from OME-XML ``PhysicalSize*`` or ImageJ's ``spacing`` and resolution tags. Writing fills an
-uncompressed memory-mapped file under a temporary name and renames it when complete.
+uncompressed memory-mapped file under a unique temporary name, with the output locked against other writers,
+and renames it when complete; the temporary files a killed write leaves are refused by
+:func:`napari_emsr.io.open_volume` and removed by the next write of the same output.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ..errors import InputError, OutputExistsError
+from ..errors import EMSRError, InputError, OutputExistsError
 from .blocks import block_axis, chunk_blocks, region
 from .formats import NOT_A_VOLUME
 from .lazy import LazyArray
-from .safety import check_output_folder, reserve, write_error
+from .safety import PARTIAL_TAG, check_output_path, output_lock, reserve, temporary_path, write_error
 from .units import Spacing, normalise_unit, spacing_in_nm
 from .volume import Volume, check_volume
 
@@ -31,16 +33,23 @@ log = logging.getLogger(__name__)
 _TIFF_BLOCK_BYTES = 256 * 2**20
 # ImageJ TIFF cannot be BigTIFF: above this size we write OME-TIFF (BigTIFF) instead.
 _BIGTIFF_BYTES = int(3.5 * 2**30)
+# Bytes of an output's name that temporary names keep whole (io.safety keeps 120).
+_KEPT_NAME_BYTES = 120
 
 
 # ---- reading --------------------------------------------------------------------------------------
 
 
-def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
-    """Open the first series of a TIFF (resolution ``level``) lazily; see :func:`napari_emsr.io.open_volume`."""
+def open_tiff(p: Path, *, channel: int | None, level: int, series: int | None = None) -> Volume:
+    """Open one image series of a TIFF (resolution ``level``) lazily; see :func:`napari_emsr.io.open_volume`.
+
+    ``series`` None picks the largest 3D series (an OME-TIFF may hold a thumbnail or a 2D overview first) and
+    says which when there are several; a number picks that series.
+    """
     import tifffile
 
     warned = _TiffWarnings()
+    where = ""
     try:
         with warned, tifffile.TiffFile(p) as tf:
             # NOTE: the chain of pages is walked first: a damaged chain (a page pointing back to an earlier one)
@@ -49,11 +58,13 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
             _refuse_damage(p, warned)
             if not tf.series:
                 raise InputError(NOT_A_VOLUME.format(path=p) + " (the TIFF holds no image series)")
-            series = tf.series[0]
-            levels = series.levels
+            index = pick_series(p, tf.series, series)
+            chosen = tf.series[index]
+            where = _series_words(tf.series, index)
+            levels = chosen.levels
             if level >= len(levels):
                 raise InputError(
-                    f"{p} has {len(levels)} resolution level(s); level {level} does not exist: "
+                    f"{p}{where} has {len(levels)} resolution level(s); level {level} does not exist: "
                     f"pick 0..{len(levels) - 1}"
                 )
             axes = levels[level].axes
@@ -63,21 +74,21 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
                 # NOTE: tifffile (and scripts built on it) write a plain 3D ImageJ stack as "channels"
                 # unless told otherwise; a greyscale one with no slices is a z stack in practice.
                 axes = "ZYX"
-            base_shape = tuple(int(s) for s in series.shape)
+            base_shape = tuple(int(s) for s in chosen.shape)
             level_shape = tuple(int(s) for s in levels[level].shape)
-            spacing, unit = _tiff_spacing(tf, series)
-            _check_size(p, levels[level])
+            spacing, unit = _tiff_spacing(tf, chosen)
+            _check_size(p, levels[level], where)
             _check_decodable(p, tf, levels[level])
             _refuse_damage(p, warned)
     except InputError:
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
         raise InputError(
-            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be read: {exc}; the file may be damaged)"
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF{where} could not be read: {exc}; the file may be damaged)"
         ) from None
 
     try:
-        reader = _LazyTiff(str(p), level)
+        reader = _LazyTiff(str(p), level, index)
         zarr_arr = reader.open()
         reader.shape, reader.dtype = tuple(zarr_arr.shape), np.dtype(zarr_arr.dtype)
         reader.ndim = len(reader.shape)
@@ -86,15 +97,19 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
         arr = da.from_array(
             reader,
             chunks=_tiff_dask_chunks(zarr_arr.shape, zarr_arr.chunks, zarr_arr.dtype),
-            name="tiff-" + tokenize(str(p), p.stat().st_mtime_ns, p.stat().st_size, level),
+            name="tiff-" + tokenize(str(p), p.stat().st_mtime_ns, p.stat().st_size, level, index),
             fancy=False,
             lock=False,
             meta=np.empty((0,) * reader.ndim, dtype=reader.dtype),
         )
     except Exception as exc:
         raise InputError(
-            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be opened lazily: {exc})"
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF{where} could not be opened lazily: {exc})"
         ) from None
+    if arr.dtype == np.bool_:
+        # NOTE: a bilevel TIFF (1 bit per pixel) is decoded as booleans; its two grey levels are 0 and 1.
+        log.warning("%s%s is a bilevel (1-bit) image: reading it as uint8 with the values 0 and 1", p, where)
+        arr = arr.astype(np.uint8)
 
     # A pyramid level is coarser laterally (and sometimes in z): scale the voxel size to it.
     if spacing is not None and level > 0:
@@ -106,8 +121,87 @@ def open_tiff(p: Path, *, channel: int | None, level: int) -> Volume:
                 scaled[j] = spacing[j] * base_shape[i] / max(level_shape[i], 1)
         spacing = tuple(scaled)  # type: ignore[assignment]
 
-    data = check_volume(arr, channel=channel, axes=axes)
+    try:
+        data = check_volume(arr, channel=channel, axes=axes)
+    except InputError as exc:
+        if not where:
+            raise
+        raise InputError(f"{p}{where}: {exc}") from None
     return Volume(data=data, spacing=spacing, unit=unit, source=str(p))
+
+
+def tiff_series(p: str | os.PathLike) -> list[tuple[int, tuple[int, ...], str]]:
+    """The image series of a TIFF: ``(index, shape, axes)`` each, in the file's order (nothing is decoded).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read as a TIFF.
+    """
+    import tifffile
+
+    p = Path(p)
+    warned = _TiffWarnings()
+    try:
+        with warned, tifffile.TiffFile(p) as tf:
+            len(tf.pages)
+            _refuse_damage(p, warned)
+            return [(i, tuple(int(n) for n in s.shape), str(s.axes)) for i, s in enumerate(tf.series)]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            NOT_A_VOLUME.format(path=p) + f" (the TIFF could not be read: {exc}; the file may be damaged)"
+        ) from None
+
+
+def is_3d_series(shape: tuple[int, ...], axes: str) -> bool:
+    """Whether a series of this shape is a stack: at least three axes longer than 1, RGB samples not counted."""
+    return sum(1 for n, a in zip(shape, axes) if a != "S" and int(n) > 1) >= 3
+
+
+def default_series(table: list[tuple[int, tuple[int, ...], str]]) -> int:
+    """The series read when none is asked for: the largest 3D one by voxel count (the first of equals), else 0."""
+    stacks = [(math.prod(shape), -i, i) for i, shape, axes in table if is_3d_series(shape, axes)]
+    return max(stacks)[2] if stacks else 0
+
+
+def pick_series(p: Path, series_list: Any, series: int | None) -> int:
+    """The index of the series to read: ``series`` (checked), or :func:`default_series`, said when there are
+    several to choose from."""
+    table = [(i, tuple(int(n) for n in s.shape), str(s.axes)) for i, s in enumerate(series_list)]
+    n = len(table)
+    if series is not None:
+        if isinstance(series, bool) or not isinstance(series, (int, np.integer)):
+            raise InputError(f"series {series!r} is not a whole number: give e.g. series=0 (CLI: --series 0)")
+        series = int(series)
+        if not 0 <= series < n:
+            raise InputError(
+                f"{p} has {n} image series; series {series} does not exist: pick one of {_series_list(table)}"
+            )
+        return series
+    index = default_series(table)
+    if n > 1:
+        log.warning(
+            "%s has %d image series (%s); reading series %d (%s); pass series=N (CLI: --series N) to pick another",
+            p.name, n, _series_list(table), index, _shape_words(table[index][1]),
+        )
+    return index
+
+
+def _series_list(table: list[tuple[int, tuple[int, ...], str]]) -> str:
+    return ", ".join(f"{i} ({_shape_words(shape)})" for i, shape, _ in table)
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(int(n)) for n in shape)
+
+
+def _series_words(series_list: Any, index: int) -> str:
+    """``", series 1 (32 x 96 x 96)"`` for a file of several series, else ``""``: put after the file's name."""
+    if len(series_list) < 2:
+        return ""
+    return f", series {index} ({_shape_words(tuple(series_list[index].shape))})"
 
 
 def _refuse_damage(p: Path, warned: _TiffWarnings) -> None:
@@ -155,24 +249,30 @@ class _TiffWarnings(logging.Handler):
 _MAX_PAGES_CHECKED = 100_000
 
 
-def _check_size(p: Path, level: Any) -> None:
+def _check_size(p: Path, level: Any, where: str = "") -> None:
     """Refuse a TIFF whose declared image size does not fit the file (size tags altered, or the file cut short).
 
-    For uncompressed data the declared bytes (shape x item size) must be stored in the file, and every strip or
-    tile must lie inside it; compressed data cannot be much larger than the file either. Nothing is read but
-    the page headers tifffile has already parsed.
+    For uncompressed data the declared bytes (shape x item size; rows of whole bytes for fewer than 8 bits per
+    sample, as in a bilevel image) must be stored in the file, and every strip or tile must lie inside it;
+    compressed data cannot be much larger than the file either. Nothing is read but the page headers tifffile
+    has already parsed. ``where`` names the series after the file's name (see :func:`_series_words`).
     """
     size = p.stat().st_size
     shape = tuple(int(s) for s in level.shape)
     itemsize = np.dtype(level.dtype).itemsize
-    declared = math.prod(shape) * itemsize
     page = getattr(level, "keyframe", None)
+    bits = int(getattr(page, "bitspersample", 8) or 8) if page is not None else 8
+    if bits < 8 and len(shape) >= 2:
+        # NOTE: tifffile decodes 1, 2 and 4-bit samples into whole bytes; the file stores each row in whole bytes.
+        declared = math.prod(shape[:-1]) * -(-shape[-1] * bits // 8)
+    else:
+        declared = math.prod(shape) * itemsize
     compressed = page is not None and int(getattr(page, "compression", 1)) != 1
     # NOTE: deflate/zstd of a constant region can shrink it a thousandfold or more; a millionfold is not an image.
     limit = size * 10**6 if compressed else size
     if declared > limit:
         raise InputError(
-            f"{p} declares an image of {' x '.join(str(s) for s in shape)} pixels ({_human(declared)}"
+            f"{p}{where} declares an image of {' x '.join(str(s) for s in shape)} pixels ({_human(declared)}"
             f"{' compressed' if compressed else ''}), which does not fit the file ({_human(size)}): the file is "
             "damaged (cut short, or its size tags were altered); copy it again from its source"
         )
@@ -193,7 +293,7 @@ def _check_size(p: Path, level: Any) -> None:
                     stored += int(c)
     if end > size or (not compressed and offset is None and 0 < stored < declared):
         raise InputError(
-            f"{p} is cut short: its image data runs to "
+            f"{p}{where} is cut short: its image data runs to "
             f"byte {max(end, stored)}, but the file ends at byte {size} (an interrupted copy or download?); copy "
             "it again from its source"
         )
@@ -254,15 +354,16 @@ def _compression_name(value: Any) -> str:
 
 
 class _LazyTiff(LazyArray):
-    """Array-like view of one TIFF series level, read through tifffile's zarr store on demand.
+    """Array-like view of one level of one TIFF series, read through tifffile's zarr store on demand.
 
     Unlike the store itself (which holds an open file and a lock) it can be pickled, so dask graphs
     built on it can be sent to ``dask.distributed`` workers; each process opens the file once.
     """
 
-    def __init__(self, path: str, level: int) -> None:
+    def __init__(self, path: str, level: int, series: int = 0) -> None:
         self.path = path
         self.level = level
+        self.series = series
         self.shape: tuple[int, ...] = ()
         self.dtype = np.dtype("uint8")
         self.ndim = 0
@@ -272,13 +373,14 @@ class _LazyTiff(LazyArray):
         import tifffile
         import zarr
 
-        store = tifffile.imread(self.path, aszarr=True, series=0, level=self.level)
+        store = tifffile.imread(self.path, aszarr=True, series=self.series, level=self.level)
         return zarr.open(store, mode="r")
 
     def _damaged(self, key: Any, exc: Exception) -> InputError:
         # TiffFileError, zlib.error, IndexError, ValueError, struct.error ...
+        series = f" (series {self.series})" if self.series else ""
         return InputError(
-            f"{self.path} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
+            f"{self.path}{series} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
             "(cut short or overwritten); copy it again from its source"
         )
 
@@ -320,10 +422,10 @@ def _tiff_dask_chunks(
 
 
 def _tiff_spacing(tf: Any, series: Any) -> tuple[Spacing | None, str]:
-    """Voxel size (z, y, x) of a TIFF from OME or ImageJ metadata, in nm when the unit is known."""
+    """Voxel size (z, y, x) of a TIFF series from OME or ImageJ metadata, in nm when the unit is known."""
     if tf.is_ome and tf.ome_metadata:
         try:
-            got = _ome_tiff_spacing(tf.ome_metadata)
+            got = _ome_tiff_spacing(tf.ome_metadata, _first_page(series), _series_index(tf, series))
         except Exception as exc:  # malformed XML: carry on without voxel size
             log.warning("could not read the OME-XML voxel size: %s", exc)
             got = None
@@ -370,15 +472,38 @@ def _page_resolution(page: Any) -> tuple[float, float] | None:
     return out[0], out[1]
 
 
-def _ome_tiff_spacing(xml: str) -> tuple[Spacing | None, str] | None:
-    """PhysicalSizeZ/Y/X of the first OME image, converted to nm (default unit micrometre)."""
+def _first_page(series: Any) -> int | None:
+    try:
+        return int(series.pages[0].index)
+    except Exception:  # a series without pages, or a page object without an index
+        return None
+
+
+def _series_index(tf: Any, series: Any) -> int:
+    for i, s in enumerate(tf.series):
+        if s is series:
+            return i
+    return 0
+
+
+def _ome_tiff_spacing(xml: str, first_page: int | None = 0, index: int = 0) -> tuple[Spacing | None, str] | None:
+    """PhysicalSizeZ/Y/X of the OME image of a series, converted to nm (default unit micrometre).
+
+    The image is the one whose ``TiffData`` starts at the series' first page (``first_page``); when no single
+    image does, the ``index``-th image.
+    """
     import tifffile
 
     ome = tifffile.xml2dict(xml).get("OME", {})
-    image = ome.get("Image")
-    if isinstance(image, list):
-        image = image[0]
-    if not isinstance(image, dict):
+    images = ome.get("Image")
+    images = images if isinstance(images, list) else [images]
+    images = [im for im in images if isinstance(im, dict)]
+    starting = [im for im in images if first_page is not None and _first_ifd(im) == first_page]
+    if len(starting) == 1:
+        image = starting[0]
+    elif 0 <= index < len(images):
+        image = images[index]
+    else:
         return None
     pixels = image.get("Pixels", {})
     values = []
@@ -395,6 +520,21 @@ def _ome_tiff_spacing(xml: str) -> tuple[Spacing | None, str] | None:
     return spacing_in_nm(tuple(values), "nm")  # type: ignore[arg-type]
 
 
+def _first_ifd(image: dict) -> int | None:
+    """The first page (IFD) an OME image's pixels are stored in, or None when it does not say."""
+    pixels = image.get("Pixels")
+    data = pixels.get("TiffData") if isinstance(pixels, dict) else None
+    data = data if isinstance(data, list) else [data]
+    ifds = []
+    for d in data:
+        if isinstance(d, dict):
+            try:
+                ifds.append(int(d.get("IFD", 0)))
+            except (TypeError, ValueError):
+                pass
+    return min(ifds) if ifds else None
+
+
 # ---- writing --------------------------------------------------------------------------------------
 
 
@@ -407,16 +547,19 @@ def write_tiff(
     overwrite: bool,
     progress: Callable[[int, int], Any] | None,
 ) -> Path:
-    """Write ``arr`` as an ImageJ or OME-TIFF; see :func:`napari_emsr.io.write_volume`."""
+    """Write ``arr`` as an ImageJ or OME-TIFF; see :func:`napari_emsr.io.write_volume`.
+
+    The path is checked before anything is computed (:func:`~napari_emsr.io.safety.check_output_path`), the
+    output is locked for the whole write (a second process writing it is refused with an
+    :class:`~napari_emsr.errors.OutputBusyError`), and the file is written under a unique temporary name
+    (:func:`~napari_emsr.io.safety.temporary_path`) that is renamed onto ``p`` only once it is complete.
+    """
     import tifffile
 
     if p.is_dir():
         raise OutputExistsError(f"{p} exists and is a folder; choose another path for the TIFF")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
-    check_output_folder(p.parent)
-    suffix = p.suffix
-    tmp = p.with_name(p.name[: -len(suffix)] + ".partial" + suffix)
 
     dtype = np.dtype(arr.dtype)
     if dtype == np.float16:
@@ -435,8 +578,17 @@ def write_tiff(
         )
     shape = tuple(int(s) for s in arr.shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    check_output_path(p, needed=nbytes, what="TIFF")
     big = nbytes > _BIGTIFF_BYTES
     imagej = not big and dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+    if imagej and spacing is not None and not _imagej_can_hold(spacing):
+        # NOTE: ImageJ keeps the pixel size as 1 / size in a TIFF rational (two 32-bit integers); OME-XML
+        # keeps it as a decimal number, whatever its size.
+        log.warning(
+            "%s: the voxel size %s %s cannot be stored in an ImageJ TIFF (its resolution tags hold 1 / size as "
+            "a fraction of 32-bit integers); writing an OME-TIFF, which keeps it", p, tuple(spacing), unit,
+        )
+        imagej = False
     kwargs: dict[str, Any] = {"photometric": "minisblack", "bigtiff": big}
     md: dict[str, Any] = {"axes": "ZYX"}
     if imagej:
@@ -459,33 +611,96 @@ def write_tiff(
     # along any axis, so the data is computed once, chunk by chunk, with bounded memory.
     axis = block_axis(arr)
     blocks = chunk_blocks(arr, axis, _TIFF_BLOCK_BYTES)
-    try:
-        mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
+    with output_lock(p, what="output"):
+        # NOTE: checked again under the lock: another process may have finished writing it meanwhile.
+        if p.exists() and not overwrite:
+            raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
+        _remove_leftovers(p)
+        tmp = temporary_path(p)
         try:
-            # The file is sparse so far: reserve its space now, so that a full disk is an error here and
-            # not a SIGBUS (death without a message) when a page of the map is written later.
-            reserve(tmp, tmp.stat().st_size)
-            for start, stop in blocks:
-                where = region(axis, start, stop)
-                da.store(arr[where], mm, regions=where, lock=False)
-                if progress is not None:
-                    progress(stop, shape[axis])
-            mm.flush()
-        finally:
-            del mm
-        os.replace(tmp, p)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            err = write_error(exc, p, p.parent, needed=nbytes,
-                              what_next="then write the TIFF again (a TIFF export starts again from the beginning)")
-            if err is not None:
-                raise err from None
-        raise
+            _readable_like_a_new_file(tmp)
+            mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
+            try:
+                # The file is sparse so far: reserve its space now, so that a full disk is an error here and
+                # not a SIGBUS (death without a message) when a page of the map is written later.
+                reserve(tmp, tmp.stat().st_size)
+                for start, stop in blocks:
+                    where = region(axis, start, stop)
+                    da.store(arr[where], mm, regions=where, lock=False)
+                    if progress is not None:
+                        progress(stop, shape[axis])
+                mm.flush()
+            finally:
+                del mm
+            os.replace(tmp, p)
+        except BaseException as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            if isinstance(exc, OSError) and not isinstance(exc, EMSRError):
+                err = write_error(exc, p, p.parent, needed=nbytes,
+                                  what_next="then write the TIFF again (a TIFF export starts again from the "
+                                  "beginning)")
+                if err is not None:
+                    raise err from None
+            raise
     log.info("wrote %s (%s, %s)", p, shape, dtype)
     return p
 
 
+def _imagej_can_hold(spacing: Spacing) -> bool:
+    """Whether tifffile can store 1 / lateral size as a TIFF rational (both terms 32-bit unsigned integers)."""
+    limit = float(2**32 - 1)
+    for size in spacing[1:]:
+        try:
+            res = 1.0 / float(size)
+        except (ZeroDivisionError, OverflowError):
+            return False
+        if not (math.isfinite(res) and 1.0 / limit <= res <= limit):
+            return False
+    return math.isfinite(float(spacing[0]))
+
+
+def _readable_like_a_new_file(path: Path) -> None:
+    """Give a temporary file the permissions a new file gets (mkstemp makes it private to its owner)."""
+    try:
+        os.chmod(path, 0o666 & ~_umask())
+    except OSError as exc:
+        log.debug("%s: permissions unchanged (%s)", path, exc)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask would, for all threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_leftovers(p: Path) -> None:
+    """Remove the temporary files of earlier writes of ``p`` that were killed before they finished.
+
+    Called with ``p`` locked, so no other process is writing it; where ``p``'s name is too long to be kept
+    whole in temporary names, two outputs could share their prefix, and nothing is removed.
+    """
+    if len(p.name.encode("utf-8", "surrogateescape")) > _KEPT_NAME_BYTES:
+        return
+    prefix = "." + p.name + PARTIAL_TAG
+    try:
+        entries = list(os.scandir(p.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                log.info("removed %s, left by a write of %s that was killed before it finished", entry.path, p)
+            except OSError as exc:
+                log.debug("could not remove %s: %s", entry.path, exc)

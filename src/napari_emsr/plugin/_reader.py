@@ -6,6 +6,11 @@ sections and 10 nm pixels looks four times as thick as it is wide, a pyramid bec
 spacing, unit and source go into the layer's metadata. It returns ``None`` quickly for whatever it cannot
 read (another suffix, a folder that is not a zarr store, a 2D or RGB TIFF), so napari's own reader takes it.
 
+A TIFF of several image series (an OME-TIFF with a thumbnail, or several stacks) gives one layer per 3D series,
+named ``<name> [series N]``, with the series in the metadata: the largest is shown, the others are hidden
+(tick their eye in the layer list to see them). The temporary file of a write that was killed is refused with
+a message, never shown as a volume.
+
 Importing this module is cheap: it never imports torch.
 """
 
@@ -37,19 +42,85 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDa
         A function that takes the path(s) and returns a list of layer data tuples.
     """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths or not all(_looks_readable(p) for p in paths):
+    if not paths:
         return None
-    volumes = []
+    unfinished = _unfinished(paths)
+    if unfinished is not None:
+        # NOTE: returning None would let another reader show the incomplete data as if it were a volume.
+        def refuse(_path: Any) -> list[LayerData]:
+            raise unfinished
+
+        return refuse
+    if not all(_looks_readable(p) for p in paths):
+        return None
+    layers: list[LayerData] = []
     for p in paths:
-        volume = _open_or_none(p)
-        if volume is None:
+        opened = _open_layers(p)
+        if opened is None:
             return None
-        volumes.append(volume)
+        layers.extend(opened)
 
     def reader(_path: Any) -> list[LayerData]:
-        return [volume_to_layer_data(v, name=_stem(p)) for v, p in zip(volumes, paths)]
+        return layers
 
     return reader
+
+
+def _unfinished(paths: Sequence[str | Path]) -> Exception | None:
+    """The error for the first path that is the temporary file of a killed write, or None."""
+    from napari_emsr.errors import InputError
+    from napari_emsr.io.files import refuse_unfinished
+
+    for p in paths:
+        try:
+            refuse_unfinished(Path(p))
+        except InputError as err:
+            return err
+    return None
+
+
+def _open_layers(path: str | Path) -> list[LayerData] | None:
+    """The layers of ``path``: one volume, or for a TIFF of several image series one layer per 3D series (the
+    largest visible, the others hidden); None when it holds no usable 3D volume."""
+    from napari_emsr.io import TIFF_SUFFIXES
+
+    name = _stem(path)
+    table = None
+    if Path(path).name.lower().endswith(TIFF_SUFFIXES):
+        table = _tiff_series_or_none(path)
+    if not table or len(table) < 2:
+        volume = _open_or_none(path)
+        return None if volume is None else [volume_to_layer_data(volume, name=name)]
+    from napari_emsr.io.tiff import default_series, is_3d_series
+
+    shown = default_series(table)
+    stacks = [i for i, shape, axes in table if is_3d_series(shape, axes)] or [shown]
+    layers = []
+    for i in stacks:
+        volume = _open_or_none(path, series=i)
+        if volume is None:
+            if i == shown:
+                return None
+            continue
+        data = volume_to_layer_data(volume, name=f"{name} [series {i}]", visible=i == shown)
+        data[1]["metadata"]["series"] = i
+        layers.append(data)
+    if len(stacks) > 1:
+        logger.info("%s has %d 3D image series: series %d is shown, the others are hidden layers", path,
+                    len(stacks), shown)
+    # the shown series last, so that it is the selected layer, drawn on top
+    layers.sort(key=lambda layer: layer[1]["metadata"]["series"] == shown)
+    return layers
+
+
+def _tiff_series_or_none(path: str | Path) -> list | None:
+    from napari_emsr.errors import EMSRError
+    from napari_emsr.io.tiff import tiff_series
+
+    try:
+        return tiff_series(Path(path))
+    except EMSRError:
+        return None  # open_volume then says what is wrong
 
 
 def _looks_readable(path: str | Path) -> bool:
@@ -65,13 +136,14 @@ def _looks_readable(path: str | Path) -> bool:
     return False
 
 
-def _open_or_none(path: str | Path) -> Any:
-    """Open ``path`` lazily as a :class:`napari_emsr.io.Volume`; ``None`` if it is no usable 3D volume."""
+def _open_or_none(path: str | Path, series: int | None = None) -> Any:
+    """Open ``path`` (a TIFF's image ``series``) lazily as a :class:`napari_emsr.io.Volume`; ``None`` if it is
+    no usable 3D volume."""
     from napari_emsr.errors import EMSRError
     from napari_emsr.io import check_volume, open_volume
 
     try:
-        volume = open_volume(path)
+        volume = open_volume(path, series=series)
         check_volume(volume.data)
     except EMSRError as err:
         # NOTE: a 2D image, an RGB picture or a 4D stack is left to napari's builtin reader.
