@@ -21,7 +21,7 @@ import numpy as np
 
 from .degrade import interpolate_axis
 from .errors import InputError
-from .reconstruct import _compute, _Engine, export_fingerprint
+from .reconstruct import _Engine, export_fingerprint
 from .registration import hr_positions
 
 #: Output pixels per chunk (a band of rows of one plane) at most.
@@ -55,8 +55,8 @@ def check_lateral_model(model, volume=None) -> None:
 class _LateralEngine(_Engine):
     """A chunk of the lateral output: a band of rows of one or more xy planes."""
 
-    def __init__(self, source, model, factor, device, tile, overlap, batch, margin, out_dtype):
-        super().__init__(source, model, factor, 3, "xy", device, tile, overlap, batch, margin, out_dtype)
+    def __init__(self, source, model, factor, device, tile, overlap, batch, margin, out_dtype, name=None):
+        super().__init__(source, model, factor, 3, "xy", device, tile, overlap, batch, margin, out_dtype, name=name)
         _, ny, nx = source.shape
         self.out_shape = (_out_size(ny, factor), _out_size(nx, factor))
 
@@ -69,7 +69,7 @@ class _LateralEngine(_Engine):
         pos_y = hr_positions(ho, s)[ey0:ey1]
         r0 = max(0, int(math.floor(pos_y.min())) - PREFILTER_MARGIN)
         r1 = min(ny, int(math.ceil(pos_y.max())) + PREFILTER_MARGIN + 1)
-        a = self.model.norm.apply(_compute(self.source[z0:z1, r0:r1, :]))
+        a = self.model.norm.apply(self.read(self.source[z0:z1, r0:r1, :], z0))  # NaN or inf: InputError
         if s != 1.0:
             a = interpolate_axis(a, pos_y - r0, order=3, axis=1)
             a = interpolate_axis(a, hr_positions(wo, s), order=3, axis=2)
@@ -122,7 +122,7 @@ def lateral(volume, model, *, enhance: bool = False, device: str = "auto", rows:
     cy = int(rows) if rows else (ho if ho * wo <= CHUNK_PIXELS else max(16, CHUNK_PIXELS // wo))
     cy = max(1, min(ho, cy))
     eng = _LateralEngine(src, model, f, device, int(tile or TILE), int(TILE_OVERLAP if overlap is None else overlap),
-                         int(batch or 0), int(margin), src.dtype)
+                         int(batch or 0), int(margin), src.dtype, name=getattr(vol, "source", None))
     token = tokenize(id(eng), str(getattr(src, "name", id(src))), f, cy)
     engine = dask.delayed(eng, name=f"emsr-engine-{token}", traverse=False)
     return da.map_blocks(

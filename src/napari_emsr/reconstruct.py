@@ -13,6 +13,15 @@ the batch, down to one plane (the same output), then with tiles of half the size
 as a rule); the sizes that worked are kept for the next chunks of this process. Only then it gives up with an
 :class:`~napari_emsr.errors.EMSRError` that says what to do.
 
+NaN or inf in the input: every chunk checks the input block it reads (float data; a test on data already in
+memory) and stops with an :class:`~napari_emsr.errors.InputError` naming the plane, before interpolating or
+restoring it: the up-front check (:func:`napari_emsr.io.finite_check`) reads only a sample of planes.
+
+Same bits on a cluster: torch's CPU kernels round differently with another number of threads (one thread against
+several: a grey level in a few voxels per million), so every chunk runs the network with the thread count of the
+process that built the reconstruction (at most the cores the computing process may use): a ``local:N`` cluster's
+workers give the single-process result bit for bit.
+
 Geometry (:mod:`napari_emsr.geometry`, a DESIGN.md contract): input slice ``i`` lies at output z = ``i * F``;
 output spacing equals the lateral spacing.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -57,8 +67,13 @@ class _Engine:
     """What every chunk task needs: the source array, the model and the tiling parameters (one graph key)."""
 
     def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype,
-                 deband: bool = False):
+                 deband: bool = False, *, name: str | None = None, axis: int = 0):
         self.source = source
+        self.name = name  # the input's file (for messages), None for an array
+        self.axis = int(axis)  # the input axis that source's first axis is (planes are named by it)
+        # NOTE: the network's CPU kernels round differently with another thread count: every process that computes
+        # a chunk uses this one (see the module docstring). None: no network, nothing to set.
+        self.threads = _torch_threads() if model is not None else None
         self.model = model
         self.factor = factor
         self.order = order
@@ -107,6 +122,7 @@ class _Engine:
         from .model import predict
 
         dev = self._device()
+        _use_threads(self.threads)
         net = self.model.network(dev)
         with self._lock:
             # NOTE: predict's own default batch (8 on a CPU, 32 on CUDA), made explicit so that it can be halved.
@@ -174,7 +190,7 @@ class _Engine:
         src = self.source
         nz, ny, nx = src.shape
         if self.model is None:
-            a = np.asarray(_compute(src[:, y0:y1, x0:x1]), np.float32)
+            a = np.asarray(self.read(src[:, y0:y1, x0:x1]), np.float32)
             return self._cast(interpolate_axis(a, output_positions(nz, self.factor), self.order, axis=0))
         filt = self.debander()
         if filt is None or not filt.active:
@@ -214,8 +230,28 @@ class _Engine:
             gap = np.abs(self.model.norm.invert(results[0]) - self.model.norm.invert(results[1]))
         return out, gap
 
+    def read(self, region, z0: int = 0) -> np.ndarray:
+        """The input block ``region`` (its first plane is plane ``z0`` of the source) in memory, checked: NaN or
+        inf in it stops the reconstruction with an InputError naming the planes (float data only)."""
+        a = np.asarray(_compute(region))
+        if a.dtype.kind in "fc":
+            finite = np.isfinite(a)
+            if not finite.all():
+                bad = (np.flatnonzero(~finite.reshape(len(a), -1).all(axis=1)) + int(z0)).tolist()
+                raise InputError(self._not_finite(bad))
+        return a
+
+    def _not_finite(self, planes: list[int]) -> str:
+        what = f"the input {self.name}" if self.name else "the volume"
+        s = "s" if len(planes) > 1 else ""
+        shown = ", ".join(str(p) for p in planes[:5]) + (f" and {len(planes) - 5} more" if len(planes) > 5 else "")
+        where = f"z plane{s} {shown}" if self.axis == 0 else f"plane{s} {shown} along axis {self.axis}"
+        return (f"{what} holds NaN or infinite values in {where} (found while reconstructing; the check before it "
+                "looks at a few planes only); nothing finished was written: replace them (e.g. with "
+                "numpy.nan_to_num) or crop them away, then run again")
+
     def _interp(self, region) -> np.ndarray:
-        a = self.model.norm.apply(_compute(region))
+        a = self.model.norm.apply(self.read(region))
         return interpolate_axis(a, output_positions(a.shape[0], self.factor), self.order, axis=0)
 
     def _cast(self, a: np.ndarray) -> np.ndarray:
@@ -234,6 +270,30 @@ def _out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return "out of memory" in text or "can't allocate memory" in text
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _use_threads(threads: int | None) -> None:
+    """torch's CPU thread count set to ``threads`` (at most the cores this process may use), unless it is already."""
+    if not threads:
+        return
+    import torch
+
+    n = max(1, min(int(threads), _usable_cores()))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _chunk(engine: _Engine, block_info=None) -> np.ndarray:
@@ -334,7 +394,7 @@ def reconstruct(
     out_dtype = src.dtype
     eng = _Engine(src, net_model, f, order, planes, device, int(tile or TILE),
                   int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
-                  deband=deband)
+                  deband=deband, name=getattr(vol, "source", None), axis=ax)
     token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
                      eng.deband)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk
@@ -420,6 +480,9 @@ def _export_on_cluster(client, arr, path: Path, write) -> Path:
     import dask
     from dask.delayed import Delayed
 
+    # NOTE: the deband filters are fitted here, as they would be when the engine is pickled, so that an error of
+    # the fit (NaN in its probe) is ours, not a failure to serialise reported by distributed
+    debander_of(arr)
     graph = arr.__dask_graph__()
     engines = [client.persist(Delayed(k, graph)) for k in _engine_keys(arr)]
     try:
@@ -485,7 +548,9 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None,
     input, method, model or planes is refused instead of mixing two results in one volume.
 
     The input is named by its source, shape, dtype, voxel size and a digest of three sampled planes (a central
-    crop of at most 256 x 256 each), so another file of the same shape is told apart without reading it whole.
+    crop of at most 256 x 256 each), so another file of the same shape is told apart without reading it whole;
+    and, for a local file or folder, by what :func:`input_stamp` says of it (size and modification time; a zarr
+    store's listing), so that an input edited in place anywhere is not taken for the one the export was made from.
     """
     import hashlib
 
@@ -506,6 +571,9 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None,
         "planes": planes,
         "factor": "" if factor is None else f"{float(factor):g}",
     }
+    stamp = input_stamp(source)
+    if stamp:
+        fp["input file"] = stamp
     if isinstance(model, str):
         fp["method"] = model
     else:
@@ -514,6 +582,60 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None,
         if deband is not None:
             fp["deband"] = "on" if deband else "off"
     return fp
+
+
+def input_stamp(source) -> str:
+    """Size and modification time of an input file, or of a folder's files (a zarr store: how many, their bytes,
+    the latest modification and a digest of the listing of names, sizes and modification times, which holds the
+    arrays' metadata files too); "" for no source or a URL (only the sampled planes of
+    :func:`export_fingerprint` tell a remote store apart).
+
+    Nothing is read but the listing (one ``stat`` per file): an edit anywhere in the input changes it.
+    """
+    import hashlib
+
+    if not source or "://" in str(source):
+        return ""
+    p = Path(str(source))
+    try:
+        st = p.stat()
+    except OSError:
+        return ""
+    if not p.is_dir():
+        return f"{st.st_size} bytes, modified {_when(st.st_mtime_ns)}"
+    h, files, size, latest = hashlib.sha256(), 0, 0, 0
+    for name, fsize, mtime in sorted(_listing(p)):
+        h.update(f"{name}\0{fsize}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+        files, size, latest = files + 1, size + fsize, max(latest, mtime)
+    return (f"{files} files, {size} bytes, last modified {_when(latest) if files else '-'}, "
+            f"listing {h.hexdigest()[:16]}")
+
+
+def _when(ns: int) -> str:
+    """A modification time (ns since the epoch) as local date and time with its nanoseconds."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}"
+
+
+def _listing(folder: Path):
+    """(relative name, size, mtime ns) of every file under ``folder`` (links to folders are not followed)."""
+    stack = [(folder, "")]
+    while stack:
+        d, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), prefix + e.name + "/"))
+                else:
+                    st = e.stat()  # a link to a chunk: the chunk's size and time
+                    yield prefix + e.name, int(st.st_size), int(st.st_mtime_ns)
+            except OSError:  # a broken link, a file removed meanwhile
+                yield prefix + e.name, -1, 0
 
 
 def _export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -> tuple[int, int]:
