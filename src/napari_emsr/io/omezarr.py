@@ -9,6 +9,13 @@ the lazy input, then 2x mean-downsampled levels ``"1"``, ``"2"`` ... read back c
 before (:mod:`napari_emsr.io.pyramid`). The :data:`INCOMPLETE_MARKER` file exists from before the first
 byte of the store until the last level is written; it lists the finished level-0 blocks and pyramid levels,
 so that writing the same volume again resumes where it stopped.
+
+One writer at a time: a write holds :func:`napari_emsr.io.safety.output_lock` on the store from its first
+check to its last byte (a resume and the removal of a store being overwritten included), so a second process
+writing the same store is refused at once, naming the first, and a finished store never mixes two writers'
+data. An output path that is a symbolic link is refused (its target is never written into nor deleted), and a
+folder is overwritten only when it is a zarr store through and through: some array in it, and nothing but
+zarr metadata and chunks (:func:`store_stranger`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,10 +36,10 @@ import numpy as np
 from ..errors import InputError, OutputExistsError
 from . import ngff
 from .blocks import block_axis, region, step_blocks
-from .formats import NOT_A_VOLUME, ZARR_MARKERS, looks_like_zarr
+from .formats import NOT_A_VOLUME, looks_like_zarr
 from .lazy import LazyArray
 from .pyramid import downsample, plan_levels
-from .safety import OutputError, check_output_folder, not_writable_message, write_error
+from .safety import OutputError, check_output_folder, not_writable_message, output_lock, write_error
 from .units import NGFF_NM, Spacing, normalise_unit, spacing_in_nm
 from .volume import Volume, check_volume, reduce_axes
 
@@ -312,6 +320,7 @@ def write_zarr(
     fingerprint: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``arr`` as an OME-Zarr with a pyramid, resumably; see :func:`napari_emsr.io.write_volume`."""
+    p = Path(p)
     fingerprint = check_fingerprint(fingerprint)
     shape = tuple(int(s) for s in arr.shape)
     dtype = np.dtype(arr.dtype)
@@ -334,24 +343,29 @@ def write_zarr(
         "fingerprint": fingerprint,
     }
 
-    try:
-        arrays = _resume_or_prepare(p, state, overwrite=overwrite)
-        if arrays is None:
-            arrays = _create(p, state, plan, level_chunks, dtype, spacing, unit, translation)
-        marker = _read_marker(p) or state
-        _write_blocks(p, state, marker, data, arrays, axis, blocks, plan, level_chunks, level_blocks, progress)
-    except OSError as exc:
-        # NOTE: the marker stays (it was written before the first byte and is removed only after the last),
-        # so the store never looks finished and the same call resumes once there is room again.
-        done = len(state["done"])
-        what_next = (f"then run the same export again: it resumes where it stopped ({done} of {len(blocks)} "
-                     "blocks of full resolution written)")
-        err = write_error(exc, p, p if p.is_dir() else p.parent, needed=_bytes_left(state, dtype, plan),
-                          compressed=True, what_next=what_next)
-        if err is not None:
-            raise err from None
-        raise
-    (p / INCOMPLETE_MARKER).unlink()
+    _refuse_link(p)
+    check_output_folder(p.parent, writable=False)
+    # NOTE: the lock is held from the first look at the store to the removal of its marker: a second writer is
+    # refused before it reads, resumes, overwrites or removes anything.
+    with output_lock(p, what="output"):
+        try:
+            arrays = _resume_or_prepare(p, state, overwrite=overwrite)
+            if arrays is None:
+                arrays = _create(p, state, plan, level_chunks, dtype, spacing, unit, translation)
+            marker = _read_marker(p) or state
+            _write_blocks(p, state, marker, data, arrays, axis, blocks, plan, level_chunks, level_blocks, progress)
+        except OSError as exc:
+            # NOTE: the marker stays (it was written before the first byte and is removed only after the last),
+            # so the store never looks finished and the same call resumes once there is room again.
+            done = len(state["done"])
+            what_next = (f"then run the same export again: it resumes where it stopped ({done} of {len(blocks)} "
+                         "blocks of full resolution written)")
+            err = write_error(exc, p, p if p.is_dir() else p.parent, needed=_bytes_left(state, dtype, plan),
+                              compressed=True, what_next=what_next)
+            if err is not None:
+                raise err from None
+            raise
+        (p / INCOMPLETE_MARKER).unlink()
     log.info("wrote %s (%s, %s, chunks %s, %d level(s))", p, shape, dtype, chunks, len(plan) + 1)
     return p
 
@@ -529,6 +543,7 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         # Our own unfinished export of this very volume whose arrays cannot all be opened (e.g. it stopped
         # before they were created): nothing worth keeping, start it afresh.
         log.info("restarting the unfinished export %s: its arrays cannot be opened", p)
+        _check_removable(p)
         _remove_store(p)
         return None
     if marker is not None and marker.get("removing") and not overwrite:
@@ -551,24 +566,157 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
     if not unfinished and not looks_like_zarr(p):
         raise InputError(f"{p} is a folder that is not a zarr store; refusing to delete it: choose another output path")
+    _check_removable(p)
     _remove_store(p)
     return None
+
+
+def _refuse_link(p: Path) -> None:
+    """Refuse an output path that is a symbolic link (to a store, a file, or nothing).
+
+    Overwriting through it would delete what it points to, and writing through it would put the store
+    somewhere the path does not say; replacing the link instead would surprise whoever made it. The user gives
+    the real path.
+    """
+    if not p.is_symlink():
+        return
+    try:
+        target = os.readlink(p)
+    except OSError:
+        target = "?"
+    real = p.resolve()
+    raise InputError(
+        f"{p} is a symbolic link (to {target}); napari-emsr does not write through a link or replace it, so that "
+        f"what it points to is never deleted or mixed with another result: give the real path ({real}) as the "
+        "output, or another path"
+    )
+
+
+#: Names of zarr metadata files (v3 node, v2 array, group, attributes, consolidated metadata).
+_METADATA = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
+# Our own files in a store: the marker and its temporary file.
+_OURS = frozenset({INCOMPLETE_MARKER, INCOMPLETE_MARKER + ".tmp"})
+# One part of a chunk key between separators ("/" or "."): an index, or v3's "c" prefix.
+_CHUNK_KEY = re.compile(r"(?:c|\d+)(?:\.(?:c|\d+))*")
+# What zarr's local store writes a file to before renaming it into place: "<name>.<32 hex>.partial".
+_ZARR_PARTIAL = re.compile(r".*\.[0-9a-f]{32}\.partial")
+
+
+def _is_array_folder(names: set[str], folder: str) -> bool:
+    if ".zarray" in names:
+        return True
+    if "zarr.json" not in names:
+        return False
+    try:
+        with open(os.path.join(folder, "zarr.json"), "rb") as fh:
+            meta = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "array"
+
+
+def _chunk_like(parts: list[str]) -> bool:
+    return all(_CHUNK_KEY.fullmatch(part) for part in parts)
+
+
+def store_stranger(p: Path) -> tuple[Path | None, bool]:
+    """The first entry of folder ``p`` that is not part of a zarr store, and whether ``p`` holds an array.
+
+    Part of a store are: zarr metadata files anywhere; files under an array's folder whose path from it is a
+    chunk key (``0.1.2``, ``0/1/2``, ``c/0/1/2``, shards included); the temporary files zarr writes before
+    renaming; and, in an unfinished export of ours (with :data:`INCOMPLETE_MARKER`), our marker and the
+    chunks of levels whose metadata an interrupted removal already deleted. Anything else (a user's file, a
+    symbolic link, a pipe) is a stranger. Nothing is followed through links; empty folders are no strangers.
+    """
+    ours = (p / INCOMPLETE_MARKER).is_file()
+    has_array = False
+    array_root: dict[str, str] = {}
+    for folder, dirs, files in os.walk(p, topdown=True, followlinks=False, onerror=_raise):
+        dirs.sort()
+        files.sort()
+        names = set(files)
+        parent = array_root.get(os.path.dirname(folder))
+        if _is_array_folder(names, folder):
+            has_array = True
+            root = folder
+        else:
+            root = parent
+        array_root[folder] = root  # type: ignore[assignment]
+        for name in files + dirs:
+            entry = os.path.join(folder, name)
+            if os.path.islink(entry):
+                return Path(entry), has_array
+            if name in dirs:
+                continue
+            if not os.path.isfile(entry):  # a pipe, a socket, a device
+                return Path(entry), has_array
+            if name in _METADATA or _ZARR_PARTIAL.fullmatch(name):
+                continue
+            if folder == str(p) and name in _OURS:
+                continue
+            if root is not None and _chunk_like(os.path.relpath(entry, root).split(os.sep)):
+                continue
+            if ours and _chunk_like(os.path.relpath(entry, p).split(os.sep)):
+                continue  # our levels are named 0, 1, ...: chunks left by an interrupted removal or creation
+            return Path(entry), has_array
+    return None, has_array
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _check_removable(p: Path) -> None:
+    """Refuse to delete a folder that is not a zarr store through and through (see :func:`store_stranger`).
+
+    A folder whose only zarr-looking file is a stray ``.zattrs`` is no store: it must hold an array (or be an
+    unfinished export of ours), and nothing else than zarr metadata and chunks.
+
+    Raises
+    ------
+    InputError
+        Naming the first file that is not part of a zarr store, or saying that no array is in it.
+    """
+    try:
+        stranger, has_array = store_stranger(p)
+    except OSError as exc:
+        raise OutputError(f"cannot look through {p} before overwriting it ({exc.strerror or exc}): check its "
+                          "permissions, or choose another output path") from None
+    if stranger is not None:
+        what = "a symbolic link" if stranger.is_symlink() else ("not a regular file" if not stranger.is_file()
+                                                               else "not part of a zarr store")
+        raise InputError(
+            f"{p} holds {stranger.relative_to(p)} ({what}); refusing to overwrite the folder, which would delete "
+            "it: move it out of the folder (or delete it yourself), or choose another output path"
+        )
+    if not has_array and not (p / INCOMPLETE_MARKER).is_file():
+        raise InputError(
+            f"{p} holds no zarr array (only zarr metadata), so it is not a store napari-emsr would replace; "
+            "refusing to delete it: delete it yourself, or choose another output path"
+        )
 
 
 def _remove_store(p: Path) -> None:
     """Delete a zarr store (one of ours, or one to overwrite) so that no moment of it looks like a finished volume.
 
-    A plain ``rmtree`` killed halfway could leave the metadata with part of the chunks (zarr reads the missing
-    ones as zeros): the marker goes in first, then the metadata, then the chunks, and the marker last.
+    The caller holds the store's lock and has checked it with :func:`_check_removable` (``p`` is no link, and
+    holds nothing but zarr files). A plain ``rmtree`` killed halfway could leave the metadata with part of the
+    chunks (zarr reads the missing ones as zeros): the marker goes in first, then the metadata (the store's
+    own first, then every array's and group's, so that no part of it opens on its own), then the chunks, and
+    the marker last.
     """
     try:
         _write_marker(p, {"removing": True})
     except OSError:
         pass  # e.g. a full disk: removing the metadata first is enough to keep it from opening
-    for name in ZARR_MARKERS:
+    for name in sorted(_METADATA):
         meta = p / name
-        if meta.is_file():
+        if meta.is_file() and not meta.is_symlink():
             meta.unlink()
+    for folder, _, files in os.walk(p, followlinks=False):
+        for name in files:
+            if name in _METADATA:
+                os.unlink(os.path.join(folder, name))
     for child in p.iterdir():
         if child.name == INCOMPLETE_MARKER:
             continue
@@ -695,6 +843,8 @@ def finished_fingerprint(p: Path) -> dict[str, str] | None:
 
 
 def _write_marker(folder: Path, state: dict) -> None:
+    # NOTE: a fixed temporary name, inside the store: safe because every write of the marker happens with the
+    # store's output_lock held (write_zarr), so no second writer can share it; never_started() knows the name.
     tmp = folder / (INCOMPLETE_MARKER + ".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, folder / INCOMPLETE_MARKER)
