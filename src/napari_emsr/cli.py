@@ -7,6 +7,7 @@ machine-readable JSON object on stdout instead of the human summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import EMSRError, InputError, OutputExistsError
+from .errors import EMSRError, InputError, ModelError, OutputError, OutputExistsError
 
 log = logging.getLogger("napari_emsr")
 
@@ -123,9 +124,11 @@ def _check_folder(path: Path) -> None:
         )
 
 
-def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path | None]) -> Path:
+def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path | None],
+                      reusable: bool = False) -> bool:
     """A model file the command will write: never the input or the output; an existing file only with --overwrite
-    (or when it is the model being resumed)."""
+    (or when it is the model being resumed). ``reusable``: an existing file is left for :func:`_own_model` to
+    judge (the model an earlier run of this very command saved); returns whether it is such a candidate."""
     from .io import same_place
 
     for what, other in not_.items():
@@ -134,12 +137,74 @@ def _check_model_path(path: Path, args, *, role: str, not_: dict[str, str | Path
     _check_folder(path)
     resumed = getattr(args, "resume", None)
     if path.exists() and not args.overwrite and not (resumed and same_place(path, resumed)):
-        raise OutputExistsError(
-            f"the {role} {path} exists (a model from an earlier run?): to write the volume with it, run "
-            f"`emsr apply {args.input} --model {path} -o OUTPUT`; to train again and replace it, pass --overwrite; "
-            "or give another path (--save-model / --checkpoint)"
-        )
-    return path
+        if reusable and path.is_file():
+            return True
+        raise _model_exists(path, args, role)
+    return False
+
+
+def _model_exists(path: Path, args, role: str = "model file") -> OutputExistsError:
+    return OutputExistsError(
+        f"the {role} {path} exists (a model from an earlier run?): to write the volume with it, run "
+        f"`emsr apply {args.input} --model {path} -o OUTPUT`; to train again and replace it, pass --overwrite; "
+        "or give another path (--save-model / --checkpoint)"
+    )
+
+
+def _made_by(args, vol, method, out: Path) -> dict:
+    """What a model trained by ``emsr reconstruct`` is the result of: the input (its export fingerprint: source,
+    shape, voxel size, sampled data), the output and every training option. Saved in the model's config, so that
+    the same command run again (after an interrupted export) writes with it instead of training again."""
+    from .reconstruct import export_fingerprint
+
+    train = {k: getattr(args, k, None) for k in ("method", "net", "size", "steps", "minutes", "patch", "batch",
+                                                 "lr", "seed", "factor", "axis", "val_every", "resume")}
+    train["options"] = _method_options(args, method)
+    source = export_fingerprint(vol, method.name, _planes(args), args.factor)["input"]
+    made = {"command": "reconstruct", "input": source, "output": str(out.expanduser().absolute()), "train": train}
+    return json.loads(json.dumps(made, default=str))  # as it reads back from the file
+
+
+def _own_model(args, path: Path):
+    """The existing model file ``path`` if this very command saved it (same input, output and options: a run
+    whose export was interrupted), to write with instead of training again; else the usual refusal."""
+    from .model import EMSRModel
+
+    try:
+        model = EMSRModel.load(path)
+    except ModelError:
+        raise _model_exists(path, args) from None
+    if model.config.get("made_by") != args._made_by:
+        raise _model_exists(path, args)
+    if not args.quiet:
+        print(f"using {path}, the model this command trained in an earlier run (same input and options): no "
+              "training; pass --overwrite to train again", file=sys.stderr)
+    return model
+
+
+def _claim(args, path: str | Path | None, what: str, *, folder: bool | None = None, needed: int | None = None
+           ) -> Path | None:
+    """An output this command will write, checked and locked for the whole command, before any work.
+
+    :func:`~napari_emsr.io.safety.check_output_path` refuses now what the operating system would refuse at the end
+    of a long run (a folder where a file goes, a read-only or full disk, a name too long, ``/proc``); the output
+    lock is held until the command ends, so that a second ``emsr`` writing the same file is refused at once, naming
+    this one (the writers' own locks inside are the same lock, re-entrant). ``folder``: a zarr store (default: from
+    the name)."""
+    if path is None:
+        return None
+    from .io import ZARR_SUFFIXES
+    from .io.safety import check_output_path, output_lock
+
+    if "://" in str(path):  # a remote store: the writer says what is wrong with it
+        return Path(str(path))
+    if folder is None:
+        folder = str(path).lower().rstrip("/").endswith(ZARR_SUFFIXES)
+    p = check_output_path(path, folder=folder, needed=needed, what=what)
+    locks = getattr(args, "_locks", None)
+    if locks is not None:
+        locks.enter_context(output_lock(p, what=what))
+    return p
 
 
 def _check_volume_output(args) -> None:
@@ -212,6 +277,8 @@ def _degradation_report(args, vol, factor: float | None, payload: dict) -> list[
     out = _check_output(args.degradation, args.overwrite, not_={"input": args.input, "model": args.model})
     for suffix in (".png", ".json"):
         _check_output(out.with_suffix(suffix), args.overwrite, not_={"input": args.input, "model": args.model})
+    for suffix in (out.suffix, ".png", ".json"):
+        _claim(args, out.with_suffix(suffix), "report", folder=False)
     if not factor or factor <= 1.0:
         raise InputError("the factor F is unknown or 1: pass --factor to inspect the axial degradation")
     model = None
@@ -276,6 +343,9 @@ def _run_training(args, vol, out_model: Path | None):
     cfg = _train_config(args, str(out_model) if out_model is not None else None)
     trainer = Trainer(vol, cfg, resume=args.resume)
     c = trainer.config
+    for path, what in ((out_model, "model file"), (cfg.checkpoint, "checkpoint")):
+        if path is not None:  # room for the file, now that its size is known
+            _claim(args, path, what, folder=False, needed=trainer.model_bytes())
     if not args.quiet:
         budget = f"{c.minutes:g} min" if c.minutes else f"{c.steps} steps"
         profile = c.options.get("profile")
@@ -312,10 +382,36 @@ def _run_training(args, vol, out_model: Path | None):
         bar.close()
     model = trainer.model
     if out_model is not None:
-        model.save(out_model)
+        made_by = getattr(args, "_made_by", None)
+        if made_by is not None and not interrupted:  # this command's own model: a re-run uses it, not retrains
+            model.config["made_by"] = made_by
+        _save_or_rescue(model, out_model)
     if interrupted:
         print(f"interrupted at step {trainer.step}; the model trained so far is saved in {out_model}", file=sys.stderr)
     return model, trainer, interrupted, last
+
+
+def _save_or_rescue(model, path: Path) -> Path:
+    """Save the trained model to ``path``; if that fails now (the disk filled up or the folder became read-only
+    during training), keep it in a new file in the temporary folder and say where, so no training is lost."""
+    import os
+    import tempfile
+
+    try:
+        return model.save(path)
+    except (OutputError, OSError) as exc:
+        if isinstance(exc, EMSRError) and not isinstance(exc, OutputError):
+            raise
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{Path(path).name}.", suffix=".rescued.emsr.pt")
+            os.close(fd)
+            kept = model.save(name)
+        except (OSError, EMSRError):
+            raise OutputError(f"the trained model could not be saved to {path} ({exc}), nor to the temporary "
+                              "folder: free some space and train again") from None
+        raise OutputError(f"the trained model could not be saved to {path} ({exc}). It is kept in {kept}: move it "
+                          f"where you want it (mv {kept} {path}, or somewhere writable); nothing else was "
+                          "written") from None
 
 
 def _learning_rate(args) -> str | None:
@@ -367,8 +463,11 @@ def _train_volume(args):
 
 def cmd_train(args) -> int:
     out = _check_output(args.output, args.overwrite, not_={"input": args.input or args.hr})
+    _claim(args, out, "model file", folder=False)
     if args.checkpoint:
-        _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input or args.hr})
+        _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input or args.hr,
+                                                                                "model file": out})
+        _claim(args, args.checkpoint, "checkpoint", folder=False)
     vol = _train_volume(args)
     model, trainer, interrupted, _ = _run_training(args, vol, out)
     h = model.history[-1] if model.history else {}
@@ -393,7 +492,7 @@ def cmd_train(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- apply
 def _planes(args) -> str:
-    f = args.fuse.replace(" ", "").lower()
+    f = (args.fuse or "xz,yz").replace(" ", "").lower()
     table = {"xz": "xz", "yz": "yz", "xz,yz": "fuse", "yz,xz": "fuse", "fuse": "fuse"}
     if f not in table:
         raise InputError(f"--fuse takes xz, yz or xz,yz (both, averaged), got {args.fuse!r}")
@@ -453,6 +552,7 @@ def _check_uncertainty(args, out: Path, model_path=None) -> None:
     if method in ("cubic", "linear"):
         raise InputError(f"--uncertainty compares the xz and yz restorations of a trained model; {method} "
                          "interpolation gives the same volume both ways: train a model, or leave --uncertainty out")
+    _claim(args, args.uncertainty, "uncertainty map")  # before the main output is written, not after
 
 
 def _write_uncertainty(args, vol, model, path: Path, axis: int | None) -> str:
@@ -522,6 +622,7 @@ def cmd_apply(args) -> int:
     out = _check_output(args.output, args.overwrite, not_={"input": args.input, "model": args.model},
                         finished=not args.uncertainty)
     _check_volume_output(args)
+    _claim(args, out, "output")
     _check_uncertainty(args, out, args.model)
     model = args.model if args.model in ("cubic", "linear") else EMSRModel.load(args.model)
     if args.enhance or (not isinstance(model, str) and model.config.get("method") == "paired"):
@@ -530,6 +631,11 @@ def cmd_apply(args) -> int:
                              "model restores xy planes: leave --uncertainty out")
         if isinstance(model, str):
             raise InputError("--enhance needs a model of method paired (emsr train --method paired)")
+        for flag, given in (("--factor", args.factor), ("--fuse", args.fuse)):
+            if given is not None:
+                raise InputError(f"{flag} is for isotropic models; {args.model} is a paired model, which makes every "
+                                 f"xy plane {model.factor:g} times finer (its own factor) or, with --enhance, "
+                                 f"restores it at the same size: leave {flag} out")
         return _apply_lateral(args, model, out)
     vol = _open(args)
     if _already_written(args, out, vol, model):
@@ -558,21 +664,29 @@ def cmd_reconstruct(args) -> int:
     if _learning_rate(args) or getattr(args, "hr", None):
         raise InputError("--lr LR (an image) and --hr HR are the inputs of `emsr train --method paired`; a learning "
                          "rate is a number (--lr 1e-3)")
+    _claim(args, out, "output")
     model_path = None
+    reuse = False
     if meth.trains:
         model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
-        _check_model_path(model_path, args, role="model file", not_={"input": args.input, "output": out})
+        reuse = _check_model_path(model_path, args, role="model file", not_={"input": args.input, "output": out},
+                                  reusable=True)
+        _claim(args, model_path, "model file", folder=False)
         if args.checkpoint:
             _check_model_path(Path(args.checkpoint), args, role="checkpoint", not_={"input": args.input, "output": out})
+            _claim(args, args.checkpoint, "checkpoint", folder=False)
     _check_uncertainty(args, out, model_path)
     vol = _open(args)
     payload: dict = {"method": meth.name}
     if meth.trains:
-        model, trainer, interrupted, _ = _run_training(args, vol, model_path)
+        args._made_by = _made_by(args, vol, meth, out)
+        model = _own_model(args, model_path) if reuse else None
+        if model is None:
+            model, trainer, interrupted, _ = _run_training(args, vol, model_path)
+            if interrupted:
+                return 130
         payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
-                        "profile_fit": model.config.get("profile_fit")})
-        if interrupted:
-            return 130
+                        "profile_fit": model.config.get("profile_fit"), "retrained": not reuse})
     else:
         model = meth.name
         if _already_written(args, out, vol, model):
@@ -594,6 +708,7 @@ def cmd_demo(args) -> int:
 
     if _learning_rate(args):
         raise InputError("--lr takes a learning rate (a number, e.g. 1e-3) here")
+    _claim(args, args.output, "model file", folder=False)
     t0 = time.perf_counter()
     aniso, gt = load_sample(factor=args.demo_factor, profile=args.demo_profile)
     if not args.quiet:
@@ -743,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(s)
     s.add_argument("--model", required=True, help="model file from `emsr train` (or cubic/linear: interpolation only)")
     s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
-    s.add_argument("--fuse", default="xz,yz", help="restore xz planes, yz planes, or both averaged (xz,yz; default)")
+    s.add_argument("--fuse", default=None, help="restore xz planes, yz planes, or both averaged (xz,yz; default); "
+                   "isotropic models only")
     s.add_argument("--factor", type=float, default=None, help="override the factor from the voxel size")
     s.add_argument("--enhance", action="store_true",
                    help="a paired model at the same resolution (denoise and sharpen HR data) instead of making the "
@@ -764,7 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(s)
     s.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr/.ome.zarr")
     s.add_argument("--save-model", default=None, help="where to keep the trained model (default: next to the output)")
-    s.add_argument("--fuse", default="xz,yz", help="xz, yz or xz,yz (both, averaged; default)")
+    s.add_argument("--fuse", default=None, help="xz, yz or xz,yz (both, averaged; default)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace an existing output and model file (an unfinished zarr export resumes without it)")
     s.add_argument("--scheduler", default=None, metavar="SPEC",
@@ -798,7 +914,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with contextlib.ExitStack() as locks:  # every output's lock, taken at the command's start, to its end
+            args._locks = locks
+            return int(args.func(args) or 0)
     except EMSRError as exc:
         print(f"emsr {args.command}: error: {exc}", file=sys.stderr)
         return 2

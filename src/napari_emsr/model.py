@@ -266,19 +266,49 @@ class EMSRModel:
             return net
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write the model file atomically (temporary name, then rename)."""
+        """Write the model file atomically: into a new temporary file of a unique name beside it (no file of the
+        user's is ever that name), flushed to disk, then renamed onto ``path``, while holding ``path``'s output lock
+        (another process writing the same model file is refused, naming it).
+
+        Raises
+        ------
+        OutputBusyError
+            Another process is writing ``path``.
+        OutputError
+            The folder cannot be written, the disk is full or a file-size limit is reached (nothing of an
+            earlier file at ``path`` is lost).
+        """
         import torch
 
-        path = Path(path)
+        from .io.safety import output_lock, temporary_path
+
+        path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "config": json.dumps(self.config), "state_dict": self.state_dict}
         if self.stages:
             payload["stages"] = self.stages
         if extra:
             payload.update(extra)
-        tmp = path.with_name(path.name + ".partial")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with output_lock(path, what="model file"):
+            tmp = None
+            try:
+                tmp = temporary_path(path)
+                with open(tmp, "wb") as fh:
+                    torch.save(payload, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, _file_mode(path))  # the temporary file is private (0600); the model file is not
+                os.replace(tmp, path)
+                tmp = None
+            except (OSError, RuntimeError) as exc:
+                err = _save_error(exc, path)
+                if err is None:
+                    raise
+                raise err from None
+            finally:
+                if tmp is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
         return path
 
     @classmethod
@@ -301,8 +331,12 @@ class EMSRModel:
             config = json.loads(payload["config"])
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"{path} has no readable config; the file is damaged") from None
+        except RecursionError:  # a config nested thousands of levels deep: no model of ours is
+            raise ModelError(f"{path} has a config nested too deeply to read: the file is damaged or not from "
+                             "napari-emsr; train a new model") from None
         if not isinstance(config, dict):
             raise ModelError(f"{path} has no readable config (it is a {type(config).__name__}); the file is damaged")
+        _check_norm(path, config)
         _check_weights(path, "weights", payload.get("state_dict"))
         stages = payload.get("stages")
         if stages is not None:
@@ -368,6 +402,10 @@ class EMSRModel:
                 f"the model's intensity normalisation ({lo}, {hi}) is empty or not finite (trained on a constant "
                 "or broken volume?): train a new model on the stack"
             )
+        problem = norm_problem(lo, hi, c.get("dtype"))
+        if problem is not None:
+            raise ModelError(f"the model's intensity normalisation {problem}: the file is damaged or was edited; "
+                             "train a new model on the stack")
         bad = [k for k, v in self.state_dict.items()
                if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
@@ -432,6 +470,100 @@ def _check_dtypes(expected: dict[str, Any], given: dict[str, Any]) -> None:
             f"{' ...' if len(bad) > 3 else ''}): "
             "the file is damaged or was edited; train a new model"
         )
+
+
+#: Float intensities (and a float normalisation) beyond this magnitude are no image's: they overflow float32.
+FLOAT_LIMIT = 1e30
+
+
+def norm_problem(low: Any, high: Any, dtype: Any = None) -> str | None:
+    """What is wrong with a normalisation range ``(low, high)`` for data of ``dtype`` (None when it is sound).
+
+    Sound: two finite numbers, ``low < high``, a span float32 can divide by, and both inside the dtype's range
+    with a margin of one range's width (integer data) or of magnitude below :data:`FLOAT_LIMIT` (float data
+    or an unknown dtype). A range like ``[0, 1e308]`` would map every intensity to 0 and back to garbage.
+    """
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError, OverflowError):
+        return f"({low!r}, {high!r}) are not numbers"
+    if isinstance(low, bool) or isinstance(high, bool):
+        return f"({low!r}, {high!r}) are not numbers"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"({lo:g}, {hi:g}) is not finite"
+    if not hi > lo:
+        return f"({lo:g}, {hi:g}) is empty (low must be below high)"
+    try:
+        dt = np.dtype(str(dtype)) if dtype is not None else None
+    except TypeError:
+        dt = None
+    if dt is not None and dt.kind in "ui":
+        info = np.iinfo(dt)
+        margin = float(info.max) - float(info.min)
+        if lo < float(info.min) - margin or hi > float(info.max) + margin:
+            return f"({lo:g}, {hi:g}) lies far outside the range of {dt} data ({info.min} to {info.max})"
+    elif max(abs(lo), abs(hi)) >= FLOAT_LIMIT:
+        return f"({lo:g}, {hi:g}) is beyond any image's intensities (|x| >= {FLOAT_LIMIT:g})"
+    if not math.isfinite(hi - lo) or (hi - lo) < 1e-30 or (hi - lo) < 1e-7 * max(abs(lo), abs(hi)):
+        return f"({lo:g}, {hi:g}) is too narrow to tell intensities apart in float32"
+    return None
+
+
+def _check_norm(path: Path, config: dict) -> None:
+    """A model file's normalisation must be a sound range for the data it was trained on (:func:`norm_problem`)."""
+    norm = config.get("norm")
+    if norm is None:
+        return  # validate() says what is missing when the model is applied
+    if not isinstance(norm, (list, tuple)) or len(norm) != 2:
+        raise ModelError(f"{path}: its intensity normalisation {norm!r} is not a pair (low, high): the file is "
+                         "damaged or was edited; train a new model")
+    problem = norm_problem(norm[0], norm[1], config.get("dtype"))
+    if problem is not None:
+        raise ModelError(f"{path}: its intensity normalisation {problem}: the file is damaged or was edited (a "
+                         "model trained by napari-emsr has the intensity percentiles of its stack); train a new model")
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a model file gets: those of the file it replaces, else what the umask allows (as
+    ``open`` would give a new file)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    umask = 0o022
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    umask = int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o666 & ~umask
+
+
+def _save_error(exc: BaseException, path: Path):
+    """An :class:`OutputError` for a model save that failed for lack of room or permission (None otherwise).
+
+    ``torch.save`` reports a failed write of its zip archive as a ``RuntimeError`` naming no errno; the disk is
+    then asked whether it is full.
+    """
+    from .errors import OutputError
+    from .io.safety import free_space, human_size, not_writable_message, write_error
+
+    what_next = "the earlier model file, if any, is untouched; then run it again"
+    if isinstance(exc, OSError):
+        return write_error(exc, path, path.parent, needed=None, what_next=what_next)
+    text = str(exc)
+    if "write" not in text.lower() and "file" not in text.lower():
+        return None
+    free = free_space(path.parent)
+    if free is not None and free < (1 << 20):
+        return OutputError(f"cannot write {path}: the disk is full ({human_size(free)} free). Free some space on "
+                           f"the disk holding {path.parent} (or choose another path); {what_next}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return OutputError(not_writable_message(path.parent))
+    return OutputError(f"cannot write {path} ({text.splitlines()[0][:200]}): check the disk holding {path.parent}; "
+                       f"{what_next}")
 
 
 def load_model(path: str | os.PathLike) -> EMSRModel:

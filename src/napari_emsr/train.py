@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import InputError
+from .errors import EMSRError, InputError
 from .geometry import check_axis, resolve_factor, to_front
 from .methods import get_method
 from .methods.context import PairContext
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 DIVERGENCE_DB = 1.0
 #: The name of the last stage of every trained method: the restoring network.
 RESTORE_STAGE = "restore"
+#: The largest seed: numpy's and torch's generators both take 0 .. 2**63 - 1.
+MAX_SEED = 2**63 - 1
+#: The largest peak learning rate: Adam above 1 only diverges (and 1e308 overflows float32 in the optimizer).
+MAX_LR = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,11 @@ def _check_numbers(c: TrainConfig) -> None:
     for flag, value in (("minutes", c.minutes), ("lr", c.lr)):
         if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
             raise bad(flag, value, "a positive number")
+    if c.lr is not None and float(c.lr) > MAX_LR:
+        raise bad("lr", c.lr, f"a learning rate of at most {MAX_LR:g} (Adam's usual ones are 1e-4 to 1e-2)")
+    seed = c.seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise bad("seed", seed, f"a whole number from 0 to {MAX_SEED}")
 
 
 def _resumed_options(method, rc: dict) -> dict:
@@ -204,6 +214,10 @@ class Trainer:
         if config.checkpoint and source and Path(str(source)).exists():
             if same_place(config.checkpoint, str(source)):
                 raise InputError(f"the checkpoint {config.checkpoint} is the input volume: choose another path")
+        if config.checkpoint:  # where the checkpoints go is checked now, not after the first 250 steps
+            from .io.safety import check_output_path
+
+            check_output_path(config.checkpoint, what="checkpoint")
         self.method = method
         self.data = data
         self.volume = vol
@@ -356,6 +370,48 @@ class Trainer:
         extra = {"optimizer": self.opt.state_dict()} if getattr(self, "opt", None) is not None else None
         return self.model.save(path, extra=extra)
 
+    def _checkpoint(self) -> None:
+        """A checkpoint during training: one that cannot be written (the disk filled up, the folder became
+        read-only) is reported and training goes on; the trained model is what must not be lost, and its save at
+        the end keeps it somewhere writable if its own path fails."""
+        try:
+            self.save_checkpoint()
+        except EMSRError as exc:
+            log.warning("checkpoint not saved at step %d: %s", self.step, exc)
+
+    def model_bytes(self) -> int:
+        """About the size of a model file (weights of every stage) with the optimizer state of a checkpoint."""
+        torch = self._torch
+        n = sum(int(v.numel()) * v.element_size() for v in self.net.state_dict().values()
+                if isinstance(v, torch.Tensor))
+        return 3 * n + (1 << 20) + 3 * _state_bytes(self.stage_states)
+
+    def check_memory(self) -> None:
+        """Refuse, before the first step, a batch whose activations cannot fit in this machine's memory (a CPU
+        would swap for minutes or be killed): the bytes one patch needs are measured with one forward pass."""
+        if not str(self.device).startswith("cpu"):
+            return  # a GPU says so itself (torch.OutOfMemoryError), at once; it is caught in run()
+        per_patch = _bytes_per_patch(self._torch, self.net, self.patch)
+        free = _available_memory()
+        if not per_patch or not free:
+            return
+        batch = int(self.config.batch)
+        need = batch * per_patch
+        if need > free:
+            fits = max(1, int(free * 0.5 // per_patch))
+            raise InputError(
+                f"--batch {batch} needs about {need / 1e9:.1f} GB of memory for patches of {self.patch} x "
+                f"{self.patch} on the CPU, and {free / 1e9:.1f} GB is free: give a smaller batch, e.g. --batch "
+                f"{min(fits, max(1, batch // 2))}"
+            )
+
+    def _out_of_memory(self, exc: BaseException) -> InputError:
+        b = int(self.config.batch)
+        return InputError(
+            f"out of memory training with --batch {b} (patches of {self.patch} x {self.patch}) on {self.device} "
+            f"({type(exc).__name__}): give a smaller batch, e.g. --batch {max(1, b // 2)} (or a smaller --patch)"
+        )
+
     def _remember_if_best(self, val: float) -> None:
         """Keep a copy of the weights with the best held-out PSNR so far (cheap: small networks)."""
         if val > self._best[0]:
@@ -445,6 +501,7 @@ class Trainer:
         budget = c.minutes * 60.0 if c.minutes else None
         t0 = time.perf_counter()
         n_stages = len(self.stage_names)
+        self.check_memory()  # before the first step of any stage: a batch that cannot fit is refused now
         yield from self._run_stages(t0, budget)
         if self.pairs is None and not self._stop:
             self._make_pairs()
@@ -453,7 +510,7 @@ class Trainer:
         total = start + steps
         if self.pairs is None:  # stopped before the restoring network's turn: keep what the stages learned
             if c.checkpoint:
-                self.save_checkpoint()
+                self._checkpoint()
             yield TrainEvent(self.step, total, float("nan"), 0.0, time.perf_counter() - t0, done=True,
                              stage=RESTORE_STAGE, stage_index=n_stages - 1, stage_count=n_stages)
             return self.model
@@ -482,15 +539,23 @@ class Trainer:
             lr = c.lr * self._lr_scale * _schedule(frac)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            x, y = self.pairs.batch(int(c.batch))
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device):
-                out = self.net(x)
-            loss = loss_fn(out, y, **loss_kwargs)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            try:
+                x, y = self.pairs.batch(int(c.batch))
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(self.device):
+                    out = self.net(x)
+                loss = loss_fn(out, y, **loss_kwargs)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+            except MemoryError as exc:
+                raise self._out_of_memory(exc) from None
+            except RuntimeError as exc:  # torch.OutOfMemoryError, or the CPU allocator's "can't allocate memory"
+                text = str(exc).lower()
+                if "out of memory" not in text and not ("memory" in text and "allocat" in text):
+                    raise
+                raise self._out_of_memory(exc) from None
             self.step += 1
             if not cuda or self.step % 10 == 0:
                 loss_val = float(loss.detach())
@@ -510,7 +575,7 @@ class Trainer:
             if c.preview_every and self.step % c.preview_every == 0:
                 ev.preview = self.preview()
             if c.checkpoint and self.step - last_ckpt >= c.checkpoint_every:
-                self.save_checkpoint()
+                self._checkpoint()
                 last_ckpt = self.step
             yield ev
         # final validation so the model's history ends with a score
@@ -523,11 +588,90 @@ class Trainer:
             )
         self._restore_best()
         if c.checkpoint:
-            self.save_checkpoint()
+            self._checkpoint()
         h = self.history[-1]
         yield TrainEvent(self.step, max(total, self.step), loss_val, 0.0, time.perf_counter() - t0,
                          h["val_psnr"], h["cubic_psnr"], None, True, **stage)
         return self.model
+
+
+def _state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state."""
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
+        return int(obj.numel()) * int(obj.element_size())
+    if isinstance(obj, Mapping):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def _bytes_per_patch(torch, net, patch: int) -> int | None:
+    """Bytes one training patch of ``patch`` x ``patch`` takes in a training step: every layer's output is kept
+    for the backward pass and gets a gradient of its size (x 2), and autograd needs about as much again (x 3
+    in all). Measured with one forward pass of one patch in eval mode (no state of the network or of the
+    random generators changes); None when the network does not take such an input."""
+    sizes: list[int] = []
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(int(output.numel()) * output.element_size())
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = net.training
+    rng = torch.random.get_rng_state()
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros((1, 1, patch, patch), device=next(net.parameters()).device))
+    except Exception:  # NOTE: an estimate only: a network that wants other inputs is not estimated
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+        torch.random.set_rng_state(rng)
+        if was_training:
+            net.train()
+    return 3 * (sum(sizes) + 2 * patch * patch * 4)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this process can still use: the machine's available memory, or the container's
+    (cgroup) limit less its use where that is smaller; None when neither can be asked."""
+    free = None
+    try:
+        import psutil
+
+        free = int(psutil.virtual_memory().available)
+    except Exception:  # NOTE: psutil missing or unable to ask
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        free = int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    try:  # a limit on this process's address space (ulimit -v)
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as fh:
+                used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            left = max(0, soft - used)
+            free = left if free is None else min(free, left)
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            left = max(0, int(limit) - int(used))
+            free = left if free is None else min(free, left)
+    except OSError:
+        pass
+    return free
 
 
 def _schedule(frac: float, warmup: float = 0.03, floor: float = 0.02) -> float:
