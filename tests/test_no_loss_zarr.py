@@ -123,16 +123,16 @@ def test_a_second_writer_is_refused_at_once_naming_the_first(tif, tmp_path):
     assert "being written by another process" in run.stderr and f"process {os.getpid()}" in run.stderr, run.stderr
     assert not out.exists()
 
-    assert _emsr("reconstruct", tif, "--method", "cubic", "-o", out, "-q").returncode == 0
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(out), "-q"]) == 0
     before = _digest(out)
     with _held(out):
         run = _emsr("reconstruct", tif, "--method", "linear", "-o", out, "--overwrite", "-q")
     assert run.returncode == 2 and "Traceback" not in run.stderr and f"process {os.getpid()}" in run.stderr
     assert _digest(out) == before
     # once the other process is done, the same command runs
-    assert _emsr("reconstruct", tif, "--method", "linear", "-o", out, "--overwrite", "-q").returncode == 0
+    assert cli.main(["reconstruct", str(tif), "--method", "linear", "-o", str(out), "--overwrite", "-q"]) == 0
     ref = tmp_path / "ref.zarr"
-    assert _emsr("reconstruct", tif, "--method", "linear", "-o", ref, "-q").returncode == 0
+    assert cli.main(["reconstruct", str(tif), "--method", "linear", "-o", str(ref), "-q"]) == 0
     _assert_same_store(out, ref)
 
 
@@ -186,7 +186,7 @@ def test_a_store_being_written_is_never_taken_over_and_ends_as_one_run(tif, tmp_
     run = _emsr("reconstruct", tif, "--method", "cubic", "-o", out, "--overwrite", "-q")
     assert run.returncode == 0, run.stderr
     ref = tmp_path / "ref.zarr"
-    assert _emsr("reconstruct", tif, "--method", "cubic", "-o", ref, "-q").returncode == 0
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(ref), "-q"]) == 0
     _assert_same_store(out, ref)
 
 
@@ -196,7 +196,7 @@ def test_two_exports_started_together_leave_one_whole_result(tif, tmp_path):
     refs = {}
     for method in ("cubic", "linear"):
         refs[method] = tmp_path / f"ref-{method}.zarr"
-        assert _emsr("reconstruct", tif, "--method", method, "-o", refs[method], "-q").returncode == 0
+        assert cli.main(["reconstruct", str(tif), "--method", method, "-o", str(refs[method]), "-q"]) == 0
     for offset in (0.0, 0.4):
         out = tmp_path / f"race{offset}.zarr"
         procs = []
