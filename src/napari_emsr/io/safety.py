@@ -370,7 +370,10 @@ def check_output_path(target: str | os.PathLike, *, folder: bool = False, needed
                          f"{NAME_MAX}: choose a shorter name")
     if not p.name or p.name in (".", ".."):
         raise InputError(f"{target} names no file: give the {what} a file name")
-    if p.exists() or p.is_symlink():
+    if p.is_symlink():
+        raise InputError(f"{p} is a symbolic link (to {os.readlink(p)}): give the real path as the {what}, or "
+                         "another path (an output is never written through a link)")
+    if p.exists():
         if folder and not p.is_dir():
             raise InputError(f"{p} exists and is not a folder; choose another path for the {what}")
         if not folder and p.is_dir():
