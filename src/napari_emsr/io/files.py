@@ -114,6 +114,13 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: i
     return vol
 
 
+def _a_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # e.g. a name too long to ask about: check_output_path says so
+        return False
+
+
 def refuse_unfinished(p: Path) -> None:
     """Refuse the temporary file (or folder) of a write that did not finish: it is never a finished volume.
 
@@ -303,7 +310,8 @@ def write_volume(
             log.info("%s: a TIFF stack holds no translation; %s is not written", p, translation)
         return write_tiff(p, arr, spacing, unit, overwrite=overwrite, progress=progress)
     if is_zarr_name(p):
-        check_output_path(p, folder=True)
+        # NOTE: a file in the way of a zarr store is write_zarr's to refuse or (with overwrite) replace.
+        check_output_path(p, folder=not _a_file(p))
         return write_zarr(
             p, arr, spacing, unit, overwrite=overwrite, progress=progress, chunks=chunks, translation=translation,
             pyramid=pyramid, fingerprint=fingerprint,

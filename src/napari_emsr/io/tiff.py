@@ -556,11 +556,6 @@ def write_tiff(
     """
     import tifffile
 
-    if p.is_dir():
-        raise OutputExistsError(f"{p} exists and is a folder; choose another path for the TIFF")
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
-
     dtype = np.dtype(arr.dtype)
     if dtype == np.float16:
         # NOTE: neither ImageJ nor OME-XML knows half floats (tifffile refuses them); float32 holds every
@@ -578,7 +573,10 @@ def write_tiff(
         )
     shape = tuple(int(s) for s in arr.shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # NOTE: first, before anything asks the file system about p: a name that is too long fails every stat().
     check_output_path(p, needed=nbytes, what="TIFF")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) or choose another path")
     big = nbytes > _BIGTIFF_BYTES
     imagej = not big and dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
     if imagej and spacing is not None and not _imagej_can_hold(spacing):
