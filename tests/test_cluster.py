@@ -145,16 +145,24 @@ def test_model_reaches_each_worker_once(cluster, data, tmp_path):
     assert sum(c["blocks"] for c in counts.values()) == 16, counts
 
 
-@pytest.mark.parametrize("model", ["cubic", "trained"])
+@pytest.mark.parametrize("model", ["cubic", "trained", "trained-float32"])
 def test_cli_local2_equals_single_process(data, tmp_path, model):
+    """Bit for bit. A float32 stack shows what uint8 rounding hides: torch's CPU kernels round differently with
+    another thread count (a worker of local:2 on 2 cores is given 1, this process has 2), and every chunk now runs
+    with this process's count (was: 971 of 1.6 M float voxels differed; 2 of 6.4 M uint8 voxels by a grey level)."""
     stack, trained = data
-    m = str(trained) if model == "trained" else "cubic"
+    m = str(trained) if model.startswith("trained") else "cubic"
+    if model.endswith("float32"):
+        src = tmp_path / "float.ome.zarr"
+        write_volume(src, as_volume(_read(stack).astype(np.float32), spacing=(40.0, 10.0, 10.0)), pyramid=False)
+        stack = src
     one, two = tmp_path / "one.ome.zarr", tmp_path / "two.ome.zarr"
     assert main(["apply", str(stack), "--model", m, "-o", str(one), "-q", "--device", "cpu"]) == 0
     assert main(["apply", str(stack), "--model", m, "-o", str(two), "-q", "--device", "cpu",
                  "--scheduler", "local:2"]) == 0
     a, b = _read(one), _read(two)
-    assert a.shape == (33, 512, 96) and a.max() > 0 and np.array_equal(a, b)
+    assert a.shape == (33, 512, 96) and a.max() > 0
+    assert np.array_equal(a, b), f"{np.count_nonzero(a != b)} of {a.size} voxels differ"
     assert distributed.client._get_global_client() is None  # the CLI closed its client
 
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,40 @@ def active_client():
 
     get = dask.base.get_scheduler()
     return client if getattr(get, "__self__", None) is client else None
+
+
+class _OurErrorsQuiet(logging.Filter):
+    """Drops a worker's "Compute Failed" record (task, exception and traceback) when the task raised one of our
+    errors (:class:`~napari_emsr.errors.EMSRError`, e.g. NaN found in a chunk): the client re-raises it, and the
+    command prints its message alone, without a traceback. Every other failure is logged as distributed does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not str(record.msg).startswith("Compute Failed") or len(args) < 4:
+            return True
+        return not str(args[3]).startswith(tuple(f"{c.__name__}(" for c in _our_errors()))
+
+
+def _our_errors() -> list[type]:
+    from .errors import EMSRError
+
+    out, todo = [], [EMSRError]
+    while todo:
+        c = todo.pop()
+        out.append(c)
+        todo.extend(c.__subclasses__())
+    return out
+
+
+def quiet_our_errors() -> None:
+    """In a worker process: our errors are not logged with a traceback (see :class:`_OurErrorsQuiet`); called when
+    an engine arrives in a process (:meth:`napari_emsr.reconstruct._Engine.__setstate__`), so a restarted worker
+    gets it too. Nothing happens in a process without ``distributed``."""
+    if "distributed" not in sys.modules:
+        return
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _OurErrorsQuiet) for f in logger.filters):
+        logger.addFilter(_OurErrorsQuiet())
 
 
 def gpu_count() -> int:

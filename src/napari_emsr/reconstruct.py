@@ -106,6 +106,9 @@ class _Engine:
         self.__dict__.update(d)
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()
+        from .cluster import quiet_our_errors
+
+        quiet_our_errors()  # in a worker: a chunk's InputError reaches the client, not the log with a traceback
 
     # ------------------------------------------------------------------ net
     def _device(self) -> str:
