@@ -6,7 +6,9 @@ scheduler, so ``export()`` computes on it) and closes what it opened on exit. A 
 - ``local`` or ``local:N``: a cluster of N worker processes on this machine. Default N: one per GPU when
   there are several (each worker sees only its GPU through ``CUDA_VISIBLE_DEVICES``, so its ``cuda:0`` is
   that GPU), else 1 (a CPU: torch already uses every core in one process). Each worker runs one chunk at a
-  time (``threads_per_worker=1``) with its share of the cores for torch and its share of the memory.
+  time (``threads_per_worker=1``) with its share of the cores for OpenMP and MKL and its share of the memory;
+  the network itself runs with the thread count of the command's process (torch's CPU kernels round
+  differently with another count), so the result equals the single-process one bit for bit.
 - an address such as ``tcp://host:8786`` (or ``tls://``, ``ucx://``): an existing scheduler, which is left
   running.
 - a ``.yaml``/``.yml`` file describing a dask-jobqueue cluster, e.g.
@@ -124,7 +126,9 @@ def local_workers(n: int | None = None, *, gpus: int | None = None, cores: int |
     """Options of each local worker: ``nthreads``, ``memory_limit`` and ``env`` (GPU pinning, torch threads).
 
     ``n`` workers (default: ``gpus`` when there are several, else 1); with several GPUs worker ``i`` sees
-    GPU ``i % gpus`` only. Torch in a worker gets ``cores // n`` threads (dask's nanny would give it 1).
+    GPU ``i % gpus`` only. OpenMP and MKL in a worker get ``cores // n`` threads (dask's nanny would give them
+    1); a chunk's network runs with the client's torch thread count whatever this says (the same bits as one
+    process: :mod:`napari_emsr.reconstruct`).
     """
     gpus = gpu_count() if gpus is None else gpus
     cores = cores or os.cpu_count() or 1
