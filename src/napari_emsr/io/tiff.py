@@ -78,7 +78,7 @@ def open_tiff(p: Path, *, channel: int | None, level: int, series: int | None = 
             level_shape = tuple(int(s) for s in levels[level].shape)
             spacing, unit = _tiff_spacing(tf, chosen)
             _check_size(p, levels[level], where)
-            _check_decodable(p, tf, levels[level])
+            _check_decodable(p, tf, levels[level], where)
             _refuse_damage(p, warned)
     except InputError:
         raise
@@ -88,7 +88,7 @@ def open_tiff(p: Path, *, channel: int | None, level: int, series: int | None = 
         ) from None
 
     try:
-        reader = _LazyTiff(str(p), level, index)
+        reader = _LazyTiff(str(p), level, index, where)
         zarr_arr = reader.open()
         reader.shape, reader.dtype = tuple(zarr_arr.shape), np.dtype(zarr_arr.dtype)
         reader.ndim = len(reader.shape)
@@ -252,8 +252,8 @@ _MAX_PAGES_CHECKED = 100_000
 def _check_size(p: Path, level: Any, where: str = "") -> None:
     """Refuse a TIFF whose declared image size does not fit the file (size tags altered, or the file cut short).
 
-    For uncompressed data the declared bytes (shape x item size; rows of whole bytes for fewer than 8 bits per
-    sample, as in a bilevel image) must be stored in the file, and every strip or tile must lie inside it;
+    For uncompressed data the declared bytes (shape x item size; packed rows of whole bytes for samples of 1, 2,
+    4 or 12 bits, as in a bilevel image) must be stored in the file, and every strip or tile must lie inside it;
     compressed data cannot be much larger than the file either. Nothing is read but the page headers tifffile
     has already parsed. ``where`` names the series after the file's name (see :func:`_series_words`).
     """
@@ -262,8 +262,9 @@ def _check_size(p: Path, level: Any, where: str = "") -> None:
     itemsize = np.dtype(level.dtype).itemsize
     page = getattr(level, "keyframe", None)
     bits = int(getattr(page, "bitspersample", 8) or 8) if page is not None else 8
-    if bits < 8 and len(shape) >= 2:
-        # NOTE: tifffile decodes 1, 2 and 4-bit samples into whole bytes; the file stores each row in whole bytes.
+    if bits % 8 and len(shape) >= 2:
+        # NOTE: tifffile decodes 1, 2, 4 or 12-bit samples into whole bytes; the file packs them, in rows of whole
+        # bytes.
         declared = math.prod(shape[:-1]) * -(-shape[-1] * bits // 8)
     else:
         declared = math.prod(shape) * itemsize
@@ -307,7 +308,7 @@ def _human(n: int) -> str:
     return f"{n} bytes"  # pragma: no cover
 
 
-def _check_decodable(p: Path, tf: Any, level: Any) -> None:
+def _check_decodable(p: Path, tf: Any, level: Any, where: str = "") -> None:
     """Decode the first strip or tile of a compressed TIFF now, so that a missing codec is said at opening.
 
     tifffile decodes zlib/deflate, LZMA and PackBits itself; LZW, JPEG, zstd, WebP, JPEG 2000 and others
@@ -338,11 +339,11 @@ def _check_decodable(p: Path, tf: Any, level: Any) -> None:
             import imagecodecs  # noqa: F401
         except ImportError:
             raise InputError(
-                f"{p} is compressed with {name}, which needs the imagecodecs package to be read ({exc}): "
+                f"{p}{where} is compressed with {name}, which needs the imagecodecs package to be read ({exc}): "
                 "install it with `pip install imagecodecs` and open the file again (or save it uncompressed)"
             ) from None
         raise InputError(
-            f"{p} is compressed with {name} and its first {segment} cannot be decoded ({exc}): the file may "
+            f"{p}{where} is compressed with {name} and its first {segment} cannot be decoded ({exc}): the file may "
             "be damaged, or use a variant of the compression that is not supported; save it uncompressed"
         ) from None
 
@@ -360,10 +361,11 @@ class _LazyTiff(LazyArray):
     built on it can be sent to ``dask.distributed`` workers; each process opens the file once.
     """
 
-    def __init__(self, path: str, level: int, series: int = 0) -> None:
+    def __init__(self, path: str, level: int, series: int = 0, where: str = "") -> None:
         self.path = path
         self.level = level
         self.series = series
+        self.where = where  # the series, named after the path where the file has several (_series_words)
         self.shape: tuple[int, ...] = ()
         self.dtype = np.dtype("uint8")
         self.ndim = 0
@@ -378,9 +380,8 @@ class _LazyTiff(LazyArray):
 
     def _damaged(self, key: Any, exc: Exception) -> InputError:
         # TiffFileError, zlib.error, IndexError, ValueError, struct.error ...
-        series = f" (series {self.series})" if self.series else ""
         return InputError(
-            f"{self.path}{series} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
+            f"{self.path}{self.where} cannot be read{_where(key)} ({type(exc).__name__}: {exc}): the file is damaged "
             "(cut short or overwritten); copy it again from its source"
         )
 
