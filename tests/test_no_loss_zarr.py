@@ -227,7 +227,7 @@ def test_an_output_that_is_a_symbolic_link_is_refused_and_its_target_kept(tif, t
     before = _digest(real)
     link = tmp_path / "link.zarr"
     link.symlink_to(real)
-    _refused(["reconstruct", tif, "--method", "cubic", "-o", link, "-q"], capsys, "exists")
+    _refused(["reconstruct", tif, "--method", "cubic", "-o", link, "-q"], capsys, "symbolic link")
     _refused(["reconstruct", tif, "--method", "cubic", "-o", link, "--overwrite", "-q"], capsys, "symbolic link",
              str(real))
     assert _digest(real) == before and link.is_symlink()

@@ -228,8 +228,28 @@ def temporary_path(target: Path, *, folder: bool = False) -> Path:
     if folder:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     fd, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes the file private to its owner: give it the permissions any new file gets
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError as exc:
+        log.debug("%s: permissions unchanged (%s)", name, exc)
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask would, for all threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def lock_path(target: Path) -> Path:

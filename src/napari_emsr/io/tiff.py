@@ -617,7 +617,6 @@ def write_tiff(
         _remove_leftovers(p)
         tmp = temporary_path(p)
         try:
-            _readable_like_a_new_file(tmp)
             mm = tifffile.memmap(tmp, shape=shape, dtype=dtype, **kwargs)
             try:
                 # The file is sparse so far: reserve its space now, so that a full disk is an error here and
@@ -659,28 +658,6 @@ def _imagej_can_hold(spacing: Spacing) -> bool:
         if not (math.isfinite(res) and 1.0 / limit <= res <= limit):
             return False
     return math.isfinite(float(spacing[0]))
-
-
-def _readable_like_a_new_file(path: Path) -> None:
-    """Give a temporary file the permissions a new file gets (mkstemp makes it private to its owner)."""
-    try:
-        os.chmod(path, 0o666 & ~_umask())
-    except OSError as exc:
-        log.debug("%s: permissions unchanged (%s)", path, exc)
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux says it (os.umask would, for all threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _remove_leftovers(p: Path) -> None:
