@@ -372,3 +372,30 @@ def test_the_same_reconstruct_again_writes_with_the_model_it_saved(stack, tmp_pa
     # another setting is still refused: the model is not this command's
     other = _run(*argv, "--seed", "1", "-q")
     assert other.returncode == 2 and "exists" in other.stderr, other.stderr[-2000:]
+
+
+def test_series_picks_the_image_of_a_multi_series_tiff_and_a_long_output_name_is_refused(tmp_path, capsys):
+    """--series N reads that series (the default is the largest 3D one); a missing one is refused listing the series;
+    an output name longer than file systems allow is refused before anything is read or computed."""
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (8, 24, 24), dtype=np.uint8)
+    src = tmp_path / "two.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as w:
+        w.write(np.full((6, 16, 16), 7, np.uint8))
+        w.write(big)
+    outs = {}
+    for name, extra in (("default", []), ("one", ["--series", "1"]), ("zero", ["--series", "0"])):
+        outs[name] = tmp_path / f"{name}.tif"
+        assert cli.main(["reconstruct", str(src), "--method", "linear", "--factor", "2", "-o", str(outs[name]), "-q",
+                         *extra]) == 0
+    default, one, zero = (tifffile.imread(outs[k]) for k in ("default", "one", "zero"))
+    np.testing.assert_array_equal(default, one)
+    assert default.shape[1:] == (24, 24) and zero.shape[1:] == (16, 16) and (zero == 7).all()
+    capsys.readouterr()
+    assert cli.main(["info", str(src), "--series", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "series 5 does not exist" in err and "8 x 24 x 24" in err and "Traceback" not in err
+    long = tmp_path / ("a" * 300 + ".tif")
+    assert cli.main(["reconstruct", str(src), "--method", "linear", "--factor", "2", "-o", str(long), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "at most 255" in err and "Traceback" not in err

@@ -61,7 +61,7 @@ def _jsonable(o):
 def _open(args):
     from .io import open_volume
 
-    vol = open_volume(args.input, channel=getattr(args, "channel", None))
+    vol = open_volume(args.input, channel=getattr(args, "channel", None), series=getattr(args, "series", None))
     return vol
 
 
@@ -79,8 +79,11 @@ def _check_output(path: str | Path, overwrite: bool, *, not_: dict[str, str | Pa
     an existing output only with ``--overwrite`` (an unfinished zarr export resumes without it). ``finished``: a
     finished zarr export that names what produced it is left for :func:`_already_written` to compare."""
     from .io import INCOMPLETE_MARKER, finished_fingerprint, never_started, same_place
+    from .io.safety import NAME_MAX, check_output_path
 
     p = Path(path)
+    if len(p.name.encode("utf-8", "surrogateescape")) > NAME_MAX:  # before any stat of it (ENAMETOOLONG)
+        check_output_path(p)
     for what, other in (not_ or {}).items():
         if other is not None and same_place(p, other):
             raise InputError(f"{p} is the {what} ({other}): choose another output path (nothing was written)")
@@ -753,6 +756,9 @@ def _add_input(p, optional: bool = False):
                    "gs://, https://: install s3fs / gcsfs / aiohttp), axes (z, y, x)"
                    + ("; with --method paired: the HR image or stack (or --hr)" if optional else ""), **more)
     p.add_argument("--channel", type=int, default=None, help="channel to use in multi-channel data")
+    p.add_argument("--series", type=int, default=None, metavar="N",
+                   help="image series N of a TIFF holding several (e.g. an OME-TIFF with a thumbnail; default: the "
+                   "largest 3D series, said when there is a choice)")
 
 
 def _method_help() -> str:
