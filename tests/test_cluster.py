@@ -128,7 +128,7 @@ def test_tiff_under_worker_processes(cluster, data, tmp_path):
     ref, out = _read(tmp_path / "ref.tif"), _read(tmp_path / "c.tif")
     assert ref.max() > 0 and np.array_equal(out, ref)
     assert blocks == 16  # every chunk computed on the cluster, once
-    assert not list(tmp_path.glob("*.partial*"))
+    assert not list(tmp_path.glob("*.emsr-partial-*"))
 
 
 def test_model_reaches_each_worker_once(cluster, data, tmp_path):
