@@ -641,16 +641,14 @@ def _available_memory() -> int | None:
     (cgroup) limit less its use where that is smaller; None when neither can be asked."""
     free = None
     try:
-        import psutil
-
-        free = int(psutil.virtual_memory().available)
-    except Exception:  # NOTE: psutil missing or unable to ask
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        free = int(line.split()[1]) * 1024
-        except OSError:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:  # elsewhere: free physical pages (less than what could be made available, so on the safe side)
+            free = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
             pass
     try:  # a limit on this process's address space (ulimit -v)
         import resource
