@@ -120,10 +120,10 @@ def _out_name(kind: str) -> str:
 def _read(kind: str, path: Path):
     """The output's content as something comparable: the volume, or the model's weights."""
     if kind == "model":
-        from napari_emsr.model import Model
+        from napari_emsr.model import load_model
 
-        m = Model.load(path)
-        return {k: v.detach().cpu().numpy() for k, v in m.net.state_dict().items()}
+        m = load_model(path)
+        return {k: v.detach().cpu().float().numpy() for k, v in m.state_dict.items()}
     from napari_emsr.io import open_volume
 
     return np.asarray(open_volume(path).data.compute())
