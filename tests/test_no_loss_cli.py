@@ -399,3 +399,13 @@ def test_series_picks_the_image_of_a_multi_series_tiff_and_a_long_output_name_is
     assert cli.main(["reconstruct", str(src), "--method", "linear", "--factor", "2", "-o", str(long), "-q"]) == 2
     err = capsys.readouterr().err
     assert "at most 255" in err and "Traceback" not in err
+
+
+def test_a_model_whose_dtype_is_any_text_is_judged_without_crashing():
+    """Found by benchmarks/bench_fuzz.py --seed 4: a model config's dtype is parsed by numpy, which raises ValueError
+    (not TypeError) for a text that is not a dtype; the normalisation is still judged."""
+    from napari_emsr.model import norm_problem
+
+    assert "beyond" in norm_problem(0, 1e308, "{'': [], 'x': {}}")
+    assert norm_problem(0, 255, "not a dtype (") is None
+    assert norm_problem(0, 255, "uint8") is None

@@ -495,7 +495,7 @@ def norm_problem(low: Any, high: Any, dtype: Any = None) -> str | None:
         return f"({lo:g}, {hi:g}) is empty (low must be below high)"
     try:
         dt = np.dtype(str(dtype)) if dtype is not None else None
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # numpy parses the string: any text can reach here from a file
         dt = None
     if dt is not None and dt.kind in "ui":
         info = np.iinfo(dt)
