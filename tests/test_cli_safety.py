@@ -6,31 +6,13 @@ with the input and any existing file untouched.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
+from emsr_helpers import tree_digest as _digest
+from emsr_helpers import write_tif as _tif
 
 from napari_emsr import cli
 from napari_emsr.io import open_volume, write_volume
-
-
-def _digest(path: Path) -> str:
-    """A hash of a file, or of every file of a folder (a zarr store)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _tif(path: Path, data: np.ndarray) -> Path:
-    tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
-                     metadata={"spacing": 40.0, "unit": "nm", "axes": "ZYX"})
-    return path
 
 
 @pytest.fixture

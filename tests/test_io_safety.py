@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from emsr_helpers import private_tmpfs_works as _private_tmpfs_works
 from test_io_helpers import assert_valid_ngff
 
 from napari_emsr.errors import EMSRError, InputError, OutputExistsError
@@ -257,14 +258,6 @@ def test_file_size_limit_is_a_clear_error_and_zarr_resumes(tmp_path):
     np.testing.assert_array_equal(v.data.compute(), data)
     assert len(v.levels) == 2
     assert_valid_ngff(out)
-
-
-def _private_tmpfs_works(folder: Path) -> bool:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{folder}'"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
 
 
 _FULL_DISK_SCRIPT = """

@@ -12,7 +12,6 @@ Real processes, real kills, real read-only and full file systems (a private tmpf
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,20 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from emsr_helpers import private_tmpfs_works as _private_tmpfs_works
+from emsr_helpers import write_tif as _tif
 
 from napari_emsr import cli
 
 TINY = ["--size", "tiny", "--patch", "24", "--device", "cpu", "-q"]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tif(path: Path, data: np.ndarray, spacing: float | None = 40.0) -> Path:
-    if spacing is None:
-        tifffile.imwrite(path, data)
-    else:
-        tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
-                         metadata={"spacing": spacing, "unit": "nm", "axes": "ZYX"})
-    return path
 
 
 @pytest.fixture
@@ -78,14 +70,6 @@ def _refused(argv, capsys, *words) -> str:
     for w in words:
         assert w in err, err
     return err
-
-
-def _private_tmpfs_works(folder: Path) -> bool:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs '{folder}'"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
 
 
 # ---- 2. two writers of one model file ------------------------------------------------------------------------

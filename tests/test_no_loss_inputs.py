@@ -8,7 +8,6 @@ files: a float32 stack of 40 planes of 32 x 32 px, whose plane 3 the up-front sa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -18,31 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from emsr_helpers import run_emsr as _emsr
+from emsr_helpers import tree_digest as _digest
+from emsr_helpers import write_tif as _tif
 
 from napari_emsr import cli
 from napari_emsr.io import open_volume, write_volume
 
 BAD_PLANE = 3
 TINY = ["--net", "rescnn", "--size", "tiny", "--patch", "24", "--batch", "2", "--device", "cpu", "-q"]
-
-
-def _tif(path: Path, data: np.ndarray, spacing: float = 40.0) -> Path:
-    tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
-                     metadata={"spacing": spacing, "unit": "nm", "axes": "ZYX"})
-    return path
-
-
-def _emsr(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "napari_emsr.cli", *(str(a) for a in args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _sampled_planes(n: int) -> set[int]:

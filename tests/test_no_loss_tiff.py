@@ -7,7 +7,6 @@ The commands run as real ``emsr`` processes (``python -m napari_emsr.cli``), kil
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -19,29 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from emsr_helpers import run_emsr as _emsr
+from emsr_helpers import tree_digest as _digest
+from emsr_helpers import write_tif as _tif
 
 from napari_emsr.errors import InputError, OutputExistsError
 from napari_emsr.io import open_volume, write_volume
 
 
-def _emsr(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "napari_emsr.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def _start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "napari_emsr.cli", *map(str, args)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _tif(path: Path, data: np.ndarray) -> Path:
-    tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
-                     metadata={"spacing": 40.0, "unit": "nm", "axes": "ZYX"})
-    return path
 
 
 def _noise(shape, seed=0) -> np.ndarray:

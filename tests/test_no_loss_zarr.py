@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -25,37 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
+from emsr_helpers import run_emsr as _emsr
+from emsr_helpers import tree_digest as _digest
+from emsr_helpers import write_tif as _tif
 
 from napari_emsr import cli
 from napari_emsr.io import INCOMPLETE_MARKER, open_volume, write_volume
-
-
-def _digest(path: Path) -> str:
-    """A hash of every file of a folder (names and bytes)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
-def _tif(path: Path, data: np.ndarray) -> Path:
-    tifffile.imwrite(path, data, imagej=True, resolution=(0.1, 0.1),
-                     metadata={"spacing": 40.0, "unit": "nm", "axes": "ZYX"})
-    return path
 
 
 @pytest.fixture
 def tif(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (8, 32, 32), dtype=np.uint8)
     return _tif(tmp_path / "in.tif", data)
-
-
-def _emsr(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """A real ``emsr`` process (the package on this interpreter's path, PYTHONPATH inherited)."""
-    return subprocess.run([sys.executable, "-m", "napari_emsr.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ})
 
 
 def _refused(argv, capsys, *words) -> str:

@@ -297,7 +297,8 @@ class EMSRModel:
                     torch.save(payload, fh)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.chmod(tmp, _file_mode(path))  # the temporary file is private (0600); the model file is not
+                with contextlib.suppress(OSError):  # a replaced model file keeps its permissions
+                    os.chmod(tmp, path.stat().st_mode & 0o777)
                 os.replace(tmp, path)
                 tmp = None
             except (OSError, RuntimeError) as exc:
@@ -522,23 +523,6 @@ def _check_norm(path: Path, config: dict) -> None:
         raise ModelError(f"{path}: its intensity normalisation {problem}: the file is damaged or was edited (a "
                          "model trained by napari-emsr has the intensity percentiles of its stack); train a new model")
 
-
-def _file_mode(path: Path) -> int:
-    """The permissions a model file gets: those of the file it replaces, else what the umask allows (as
-    ``open`` would give a new file)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        pass
-    umask = 0o022
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    umask = int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o666 & ~umask
 
 
 def _save_error(exc: BaseException, path: Path):
