@@ -62,3 +62,26 @@ def test_a_judge_trained_on_the_kept_sections_is_scored_on_the_held_out_ones():
     assert model.config["factor"] == 4.0
     s = heldout.heldout_score(kept, held, 2.0, model, "slab", device="cpu")
     assert s.sections == len(held) and np.isfinite(s.gain_db) and s.factor == 4.0
+
+
+def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, capsys):
+    """`--heldout` adds quality.heldout_sections to --json (and a line to the summary), from a real judge training."""
+    import json
+
+    from emsr_helpers import write_tif
+
+    from napari_emsr import cli
+
+    stack = make_anisotropic(_tissue(48), 4, "point").astype(np.uint8)
+    src = write_tif(tmp_path / "s.tif", stack)
+    tiny = ["--net", "rescnn", "--size", "tiny", "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu",
+            "-q"]
+    assert cli.main(["train", str(src), "-o", str(tmp_path / "m.emsr.pt"), *tiny, "--heldout", "--heldout-steps", "2",
+                     "--json"]) == 0
+    q = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quality"]["heldout_sections"]
+    assert q["sections"] == (len(stack) - 1) // 2 and q["factor"] == 8.0 and np.isfinite(q["gain_db"])
+    assert cli.main(["reconstruct", str(src), "-o", str(tmp_path / "r.tif"), *tiny, "--heldout"]) == 0
+    assert "held-out sections:" in capsys.readouterr().out
+    assert cli.main(["train", str(src), "-o", str(tmp_path / "n.emsr.pt"), *tiny, "--heldout", "--heldout-steps",
+                     "0"]) == 2
+    assert "--heldout-steps 0" in capsys.readouterr().err

@@ -202,3 +202,49 @@ def judge_profiles(data: Any, factor: float, profiles: dict[str, Any], *, steps:
         model = train_judge(kept, factor, profile, steps=steps, **config)
         out[name] = heldout_score(kept, held, factor, model, profile, device=config.get("device", "auto"))
     return out
+
+
+#: Steps of the judge that :func:`estimate` trains when none are given (at most the model's own).
+JUDGE_STEPS = 400
+
+
+def model_profile(config: dict) -> Any:
+    """The section profile a model was trained for, as :func:`train_judge` takes it (None when the model has none
+    that held-out sections can judge: a learned or mixed degradation, or a method without sections)."""
+    opts = config.get("options") or {}
+    profile = opts.get("profile")
+    if profile == "fitted":
+        return (float(opts.get("thickness") or 0.0), float(opts.get("softness") or 0.0))
+    if profile in ("point", "slab", "gaussian"):
+        return profile
+    return None
+
+
+def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str = "auto",
+             threads: int | None = None) -> HeldoutScore:
+    """The held-out-section figure of a trained model: a judge with the model's settings (network, size, patch,
+    batch, section profile and noise) is trained on the stack's kept sections at 2F for ``steps`` (default
+    :data:`JUDGE_STEPS`, at most the model's own steps) and scored on the real held-out sections.
+
+    Raises
+    ------
+    InputError
+        For a model whose degradation held-out sections cannot judge (learned, mixed, none), or a stack of
+        fewer than :data:`MIN_SECTIONS` sections.
+    """
+    c = model.config
+    profile = model_profile(c)
+    if profile is None:
+        raise InputError("held-out sections judge a model trained with a fixed or fitted section profile; this one "
+                         f"has {(c.get('options') or {}).get('profile')!r}")
+    train = c.get("train") or {}
+    opts = {k: v for k, v in (c.get("options") or {}).items() if k in ("noise", "noise_level", "pdl_weight")}
+    if steps is None:
+        steps = max(1, min(JUDGE_STEPS, int(c.get("step") or JUDGE_STEPS)))
+    data = getattr(volume, "data", volume)
+    kept, held = split_sections(data, axis=int(c.get("axis", 0)))
+    factor = float(c["factor"])
+    judge = train_judge(kept, factor, profile, steps=int(steps), options=opts, net=c.get("net"), size=c.get("size"),
+                        patch=train.get("patch"), batch=train.get("batch"), lr=train.get("lr"),
+                        seed=int(train.get("seed") or 0), device=device, threads=threads)
+    return heldout_score(kept, held, factor, judge, profile, device=device)
