@@ -85,3 +85,23 @@ def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, caps
     assert cli.main(["train", str(src), "-o", str(tmp_path / "n.emsr.pt"), *tiny, "--heldout", "--heldout-steps",
                      "0"]) == 2
     assert "--heldout-steps 0" in capsys.readouterr().err
+
+
+def test_profile_judged_trains_a_judge_per_candidate_and_keeps_the_better_one():
+    """--profile judged on a slab stack: point and the fitted profile are each trained briefly at 2F and scored on the
+    held-out sections; the model records both scores and uses the one that scored higher."""
+    from napari_emsr.io import as_volume
+    from napari_emsr.train import TrainConfig, train
+
+    stack = make_anisotropic(_tissue(64, seed=1), 4, "slab").astype(np.float32)
+    cfg = TrainConfig(steps=2, net="rescnn", size="tiny", patch=32, batch=2, device="cpu",
+                      options={"profile": "judged", "judge_steps": 2})
+    model = train(as_volume(stack, spacing=(40.0, 10.0, 10.0)), cfg)
+    judged = model.config["profile_judged"]
+    fit = model.config["profile_fit"]
+    assert fit["thickness"] > 0 or fit["softness"] > 0  # a slab stack: the fit is not point sampling
+    assert set(judged) == {"point", "fitted"} and all(v["sections"] == 7 for v in judged.values())
+    best = max(judged, key=lambda k: judged[k]["gain_db"])
+    opts = model.config["options"]
+    want = (0.0, 0.0) if best == "point" else (fit["thickness"], fit["softness"])
+    assert opts["profile"] == "fitted" and (opts["thickness"], opts["softness"]) == pytest.approx(want)

@@ -487,6 +487,7 @@ def cmd_train(args) -> int:
         "options": model.config.get("options"),
         "profile": model.config.get("profile"),
         "profile_fit": model.config.get("profile_fit"),
+        "profile_judged": model.config.get("profile_judged"),
     }
     gain = (h.get("val_psnr") or 0) - (h.get("cubic_psnr") or 0)
     human = f"saved {out} ({model.step} steps; held-out planes: {gain:+.2f} dB over cubic)"
@@ -708,7 +709,8 @@ def cmd_reconstruct(args) -> int:
             if interrupted:
                 return 130
         payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
-                        "profile_fit": model.config.get("profile_fit"), "retrained": not reuse})
+                        "profile_fit": model.config.get("profile_fit"),
+                        "profile_judged": model.config.get("profile_judged"), "retrained": not reuse})
     else:
         model = meth.name
         if _already_written(args, out, vol, model):

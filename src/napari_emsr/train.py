@@ -264,7 +264,9 @@ class Trainer:
         ys = ny // 2 if preview_index is None else int(np.clip(preview_index, 0, ny - 1))
         self.preview_index = ys
         self.ctx = PairContext(data=data, factor=config.factor, order=method.order, patch=patch, norm=self.norm,
-                               device=device, rng=self.rng, options=dict(config.options), preview_index=ys)
+                               device=device, rng=self.rng, options=dict(config.options), preview_index=ys,
+                               train={"net": config.net, "size": config.size, "batch": config.batch, "lr": config.lr,
+                                      "seed": config.seed, "threads": config.threads})
         self.ctx.load_pool()
         for stage in self.stages:  # a resumed run: finished stages come back as they were
             if stage.name in self.stages_done:

@@ -51,6 +51,8 @@ class PairContext:
         The method's options as resolved (defaults filled in).
     preview_index : int
         The y index of the previewed xz plane.
+    train : dict
+        The run's network and optimiser settings (net, size, batch, lr, seed, threads).
     stages : dict
         Runners of the method's earlier stages, by name, once they have trained.
     pool : torch.Tensor
@@ -71,6 +73,9 @@ class PairContext:
     stages: dict = field(default_factory=dict)
     pool: Any = None
     val_planes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    #: The run's training settings a pair-maker may need to train a short model of its own (``net``, ``size``,
+    #: ``batch``, ``lr``, ``seed``, ``threads``): the held-out-section judges of ``--profile judged``.
+    train: dict = field(default_factory=dict)
     _preview: np.ndarray | None = field(default=None, repr=False)
 
     def load_pool(self, max_planes: int = 96, crop: int = 256) -> None:

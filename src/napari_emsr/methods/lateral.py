@@ -98,6 +98,8 @@ def degradation_ops(patch: int, factor: float, profile, order: int) -> tuple[np.
 def resolve_sections(ctx, opts: dict, info: dict, notes: list[str]) -> tuple:
     """Replace ``auto`` / ``fitted`` without numbers by the profile fitted to the stack; returns the profile as
     the degradation takes it (a name, or a (thickness, softness) pair) and updates ``opts`` to what was chosen."""
+    if opts["profile"] == "judged":
+        return _judge_sections(ctx, opts, info, notes)
     if opts["profile"] in ("auto", "fitted"):
         if opts.get("thickness") is None or opts.get("softness") is None:
             fit = fit_profile(ctx.data, ctx.factor)
@@ -112,6 +114,33 @@ def resolve_sections(ctx, opts: dict, info: dict, notes: list[str]) -> tuple:
     if opts["profile"] == "fitted":
         return (float(opts["thickness"]), float(opts["softness"]))
     return opts["profile"]
+
+
+def _judge_sections(ctx, opts: dict, info: dict, notes: list[str]) -> tuple:
+    """``--profile judged``: the fitted profile and point sampling, each trained briefly on every other section (at
+    2F) and judged on the real sections held out between them (:mod:`napari_emsr.heldout`); the one that predicts
+    them better is used. When the fit is point sampling already, nothing is trained."""
+    from ..heldout import judge_profiles
+
+    fit = fit_profile(ctx.data, ctx.factor)
+    info["profile_fit"] = fit.as_dict()
+    candidates = {"point": (0.0, 0.0)}
+    if fit.thickness > 0 or fit.softness > 0:
+        candidates["fitted"] = (float(fit.thickness), float(fit.softness))
+    choice = "point"
+    if len(candidates) > 1:
+        scores = judge_profiles(ctx.data, ctx.factor, candidates, steps=int(opts["judge_steps"]), patch=ctx.patch,
+                                device=ctx.device, **ctx.train)
+        choice = max(scores, key=lambda k: scores[k].gain_db)
+        info["profile_judged"] = {k: v.as_dict() for k, v in scores.items()}
+        said = ", ".join(f"{k} {v.gain_db:+.2f} dB" for k, v in scores.items())
+        notes.append(f"section profile: {fit.note}; judged on held-out sections ({said} over cubic): {choice}")
+    else:
+        notes.append(f"section profile: {fit.note} (point sampling: nothing to judge)")
+    log.info("%s", notes[-1])
+    opts["thickness"], opts["softness"] = candidates[choice]
+    opts["profile"] = "fitted"
+    return candidates[choice]
 
 
 class LateralPairs:
@@ -291,12 +320,14 @@ def isotropic_pairs(ctx):
     return LateralPairs(ctx)
 
 
-SECTION_CHOICES = ("auto", *PROFILES, "fitted", "learned", "mixed")
+SECTION_CHOICES = ("auto", *PROFILES, "fitted", "judged", "learned", "mixed")
 SECTION_DESCRIPTIONS = {
     **PROFILE_DESCRIPTIONS,
     "auto": "fitted to the stack (the default): the slab thickness and edge softness whose simulated sections "
     "have the z spectrum of the stack",
     "fitted": "a slab of --thickness F with Gaussian edges of --softness F (fitted to the stack when not given)",
+    "judged": "experimental: the fitted profile or point sampling, whichever predicts the stack's own held-out "
+    "sections better after a short training of each (--judge-steps)",
     "learned": "experimental: learned from the stack by a CycleGAN between its lateral and axial planes (paper 001), "
     "before the restoring network trains; on held-out stacks it trails auto, and on a noisy one it fell below cubic "
     "(README, issue 9)",
@@ -335,6 +366,9 @@ ISOTROPIC = Method(
         Option("softness", None, type=float, label="Edge softness",
                help="--profile fitted: Gaussian edge (standard deviation) of the slab, in units of F; fitted to the "
                "stack when not given"),
+        Option("judge_steps", 300, type=int, label="Judge steps",
+               help="--profile judged: training steps of each candidate profile's judge (at twice the section "
+               "spacing, on every other section)"),
         Option("degradation_steps", DEGRADATION_STEPS, type=int, label="Degradation steps",
                help="--profile learned: training steps of the CycleGAN that learns the degradation (paper 001)"),
         Option("degradation_size", "small", choices=tuple(DEGRADATION_SIZES), label="Degradation networks",
