@@ -29,6 +29,7 @@ Prints one markdown row per stack and method, the share of the ceiling's gain, a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -188,6 +189,9 @@ def main() -> None:
                     "stack); 0: all of it")
     ap.add_argument("--align", action="store_true",
                     help="also score each result after its best global z shift (see aligned_psnr)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="also print each trained row's held-out-section figure (napari_emsr.heldout.estimate: a "
+                    "judge at 2F on every other section of the stack, scored on the real sections between)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     a = ap.parse_args()
 
@@ -238,6 +242,8 @@ def main() -> None:
                         plan[m]["degradation_steps"] = a.degradation_steps
                 elif m == "auto":
                     plan[m] = {}
+                elif m == "judged":
+                    plan[m] = {"profile": "judged"}
                 elif m == "ceiling":
                     plan[m] = None
             for m, opts in plan.items():
@@ -254,6 +260,9 @@ def main() -> None:
                     cfg["options"] = opts
                 t0 = time.perf_counter()
                 trainer = Trainer(vol, TrainConfig(**cfg))
+                if a.minutes:  # what the trainer did before its run (judges of --profile judged) counts in the budget
+                    left = max(a.minutes - (time.perf_counter() - t0) / 60.0, 0.05)
+                    trainer.config = dataclasses.replace(trainer.config, minutes=left)
                 for _ in trainer.run():
                     pass
                 train_s = time.perf_counter() - t0
@@ -266,7 +275,15 @@ def main() -> None:
                 if trained_as == "learned":
                     d = model.config.get("degradation", {})
                     trained_as = f"learned (FWHM {d.get('fwhm')}, spread {d.get('spread')})"
+                if "profile_judged" in model.config:
+                    trained_as += " (judged)"
+                held = None
+                if a.heldout and opts is not None:
+                    from napari_emsr.heldout import estimate
+
+                    held = estimate(vol, model, device="cpu").gain_db
                 rows[m] = {**score(rec, ref, factor, a.align), "as": trained_as, "steps": model.step,
+                           "heldout_db": held,
                            "stage_steps": {s["name"]: s.get("trained_steps") for s in model.config.get("stages", [])},
                            "train_s": round(train_s, 1)}
             cub = rows["cubic"]
@@ -281,9 +298,10 @@ def main() -> None:
                     ac = (rows["ceiling"]["psnr_aligned"] - cub["psnr_aligned"]) if "ceiling" in rows else None
                     ashare = f"{100 * ag / ac:.0f} %" if ac and m != "cubic" else "-"
                     aligned = f" aligned: {r['psnr_aligned']:.2f} ({r['z_shift']:+.3f} z) {ag:+.2f} {ashare} |"
+                held = f" held-out sections: {r['heldout_db']:+.2f} |" if r.get("heldout_db") is not None else ""
                 print(f"| {factor} | {stack} | {m} | {r['as']} | {r['psnr']:.2f} | {r['ssim_xz']:.3f} | {gain:+.2f} | "
                       f"{r['ssim_xz'] - cub['ssim_xz']:+.3f} | {r['banding']:.2f} | {share} | {r.get('steps', '-')} |"
-                      + aligned, flush=True)
+                      + aligned + held, flush=True)
             results.append({"factor": factor, "stack": stack, "old_auto": old, "rows": rows})
     budget = f"{a.minutes} min" if a.minutes else f"{a.steps} restorer steps"
     print(f"\ndevice: {dev}; date {date.today()}; half: {a.half}; budget: {budget}; command: "
