@@ -327,7 +327,8 @@ SECTION_DESCRIPTIONS = {
     "have the z spectrum of the stack",
     "fitted": "a slab of --thickness F with Gaussian edges of --softness F (fitted to the stack when not given)",
     "judged": "experimental: the fitted profile or point sampling, whichever predicts the stack's own held-out "
-    "sections better after a short training of each (--judge-steps)",
+    "sections better after a short training of each (--judge-steps); on held-out slab stacks it chose point and "
+    "lost 0.8 dB to auto (README, issue 21)",
     "learned": "experimental: learned from the stack by a CycleGAN between its lateral and axial planes (paper 001), "
     "before the restoring network trains; on held-out stacks it trails auto, and on a noisy one it fell below cubic "
     "(README, issue 9)",
