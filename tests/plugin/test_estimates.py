@@ -163,12 +163,13 @@ def test_an_empty_viewer_offers_the_sample(make_napari_viewer, qtbot):
 
 
 def test_every_error_notification_says_what_to_do(panel, qtbot, tmp_path):
-    import napari_emsr.plugin._widget as widget_module
+    import napari_emsr.plugin as plugin_package
     from napari_emsr.plugin._widget import NEXT_STEP
 
-    # every task name the panel reports errors under has a next step for errors that are not the core's
-    source = Path(widget_module.__file__).read_text()
-    named = set(re.findall(r'what="([^"]+)"', source)) | set(re.findall(r'_report_error\([^,]+, "([^"]+)"\)', source))
+    # every task name the panel, its controllers and flows report errors under has a next step for errors that are
+    # not the core's
+    source = "\n".join(f.read_text() for f in Path(plugin_package.__file__).parent.rglob("*.py"))
+    named = set(re.findall(r'what="([^"]+)"', source)) | set(re.findall(r'report_error\([^,]+, "([^"]+)"\)', source))
     assert named and named <= set(NEXT_STEP), named - set(NEXT_STEP)
     panel.start_training()
     qtbot.waitUntil(lambda: not panel.status.busy and panel.model is not None, timeout=TIMEOUT)

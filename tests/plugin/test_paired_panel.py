@@ -48,7 +48,7 @@ def test_paired_pair_overlay_train_reconstruct_export(panel, qtbot, pair, tmp_pa
     from napari_emsr.io import open_volume
     from napari_emsr.lateral_apply import export_lateral, lateral
     from napari_emsr.model import EMSRModel
-    from napari_emsr.plugin.paired import layer_volume
+    from napari_emsr.plugin.flows.paired import layer_volume
 
     viewer = panel.viewer
     lr_data, hr_data = pair
@@ -76,16 +76,27 @@ def test_paired_pair_overlay_train_reconstruct_export(panel, qtbot, pair, tmp_pa
     assert "residual" in panel.status_label.text() and "residual" in panel.paired_box.registration_label.text()
 
     # Train: the HR layer is the target, the LR layer the input (registered by the trainer too)
+    seen = {}
+
+    def look(*_):
+        for name in ("emsr preview", "emsr preview cubic", "emsr preview input"):
+            if name in viewer.layers:
+                seen[name] = viewer.layers[name].data.shape
+
+    panel.status.events.step.connect(look)
     panel.start_training()
     assert panel.status.busy
     qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    panel.status.events.step.disconnect(look)
     model = panel.model
     assert model is not None and model.step == 4 and model.config["method"] == "paired"
     assert model.factor == pytest.approx(2.0) and model.config["recipe"] == "real"
     assert model.config["registration"]["offset"] == pytest.approx([Y0 / 2, X0 / 2], abs=0.15)
     assert panel.plot.steps == [1, 2, 3, 4] and panel.status.gain is not None
-    preview, cubic = viewer.layers["emsr preview"], viewer.layers["emsr preview cubic"]
-    assert preview.data.shape == cubic.data.shape == (96, 96)  # a held-out HR plane
+    assert seen["emsr preview"] == seen["emsr preview cubic"] == (96, 96)  # a held-out HR plane, beside the HR
+    assert "emsr preview input" not in seen  # the HR layer itself is the left image
+    # gone when training ends
+    assert not any(name.startswith("emsr preview") for name in [layer.name for layer in viewer.layers])
     assert "s = 2" in panel.models.info_label.text()
     panel.params.steps = 2  # Resume: the same pair, the steps continue
     panel.start_training(resume=True)

@@ -108,10 +108,18 @@ def test_widgets_and_parameters_agree(panel):
 
 
 def test_train_updates_progress_plot_preview(panel, qtbot):
-    seen, states = [], []
+    seen, states, planes = [], [], {}
     panel.status.events.state.connect(states.append)
+    viewer = panel.viewer
+
+    def look(update):
+        seen.append(update.event.step)
+        for name in ("emsr preview input", "emsr preview cubic", "emsr preview"):
+            if name in viewer.layers:
+                planes[name] = (np.array(viewer.layers[name].data), dict(viewer.layers[name].metadata))
+
     worker = panel.start_training()
-    worker.yielded.connect(lambda update: seen.append(update.event.step))
+    worker.yielded.connect(look)
     assert panel.status.state == "running"
     assert not panel.train.train_button.isEnabled() and panel.train.stop_button.isEnabled()
     qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
@@ -125,16 +133,26 @@ def test_train_updates_progress_plot_preview(panel, qtbot):
     from napari_emsr.plugin.widgets.plot_widget import loss_ticks
 
     ticks = loss_ticks(panel.plot.losses)
-    assert len(ticks) >= 3 and panel.plot.loss_plot.getAxis("left")._tickLevels == [ticks]
+    assert len(ticks) >= 2 and panel.plot.loss_plot.getAxis("left")._tickLevels == [ticks]
     assert len(panel.plot.gains) >= 2
     assert "Training ended at step 6" in panel.status.message == panel.status_label.text()
     # napari's activity-dock progress (closed by napari when the worker finishes)
     assert worker.pbar.total == 6 and worker.pbar.n >= 1
-    viewer = panel.viewer
-    preview, cubic = viewer.layers["emsr preview"], viewer.layers["emsr preview cubic"]
-    assert preview.data.ndim == 2 and preview.data.shape == cubic.data.shape
+    # one xz plane three times while training ran: the input's sections, cubic and restored, the same shape
+    (plane, meta), (cubic, _), (preview, _) = (planes[n] for n in ("emsr preview input", "emsr preview cubic",
+                                                                   "emsr preview"))
+    assert preview.ndim == 2 and preview.shape == cubic.shape == plane.shape
     # the preview plane is an isotropic xz plane: z grows F times
-    assert preview.data.shape[0] >= (viewer.layers["medulla anisotropic"].data.shape[0] - 1) * 4
+    source = viewer.layers["medulla anisotropic"]
+    assert preview.shape[0] >= (source.data.shape[0] - 1) * 4
+    y = meta["y"]
+    assert y == source.data.shape[1] // 2  # the plane the trainer restores (its preview index)
+    sections = np.asarray(source.data[:, y, :], np.float32)
+    np.testing.assert_array_equal(plane[::4], sections[: len(plane[::4])])  # section i at output row i * F
+    # the cubic plane is that same plane interpolated: it passes through the sections
+    np.testing.assert_allclose(cubic[::4], sections[: len(cubic[::4])], atol=1.0)
+    # the preview planes go when training ends
+    assert not any(name.startswith("emsr preview") for name in [layer.name for layer in viewer.layers])
     assert panel.train.train_button.isEnabled() and panel.train.resume_button.isEnabled()
     assert panel.models.save_button.isEnabled()
 
@@ -261,7 +279,8 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
 def test_side_by_side_shows_input_cubic_and_restored_at_one_plane_and_flips(panel, qtbot):
     viewer = panel.viewer
     _train(panel, qtbot)
-    assert viewer.text_overlay.visible and "right: restored" in viewer.text_overlay.text  # which plane is which
+    # the preview went with training
+    assert not any(name.startswith("emsr preview") for name in [layer.name for layer in viewer.layers])
     qtbot.mouseClick(panel.compare.side_button, _left())  # one click: restores xz planes and adds cubic first
     qtbot.waitUntil(lambda: panel.comparing is not None, timeout=TIMEOUT)
     source, cubic, restored = panel.comparing
@@ -269,11 +288,12 @@ def test_side_by_side_shows_input_cubic_and_restored_at_one_plane_and_flips(pane
         "medulla anisotropic", "medulla anisotropic cubic", "medulla anisotropic xz-restored"
     )
     assert viewer.grid.enabled and tuple(viewer.dims.order) == (1, 0, 2)
-    assert not viewer.text_overlay.visible  # the preview's labels went with the preview planes
     shown = [layer for layer in viewer.layers if layer.visible]
     assert [viewer.grid.position(viewer.layers.index(layer), viewer.layers) for layer in (source, cubic, restored)] \
         == [(0, 0), (0, 1), (0, 2)] and len(shown) == 3  # input | cubic | restored, nothing else
-    assert all(layer.name_overlay.visible for layer in shown)
+    # the cells are labelled in three short, distinct words (the layers' names share the input's long name)
+    assert panel.comparer.labels() == "input | cubic | restored"
+    assert viewer.canvas.overlays["text"].visible and not any(layer.name_overlay.visible for layer in shown)
     assert viewer.canvas.overlays["current_slice"].visible
     # the same plane on all three: y on the slider, in world units
     y = int(round(viewer.dims.point[1] / 10.0))

@@ -186,6 +186,11 @@ class ReconstructParameters:
     deband : bool
         With an isotropic model: the planes between sections filtered to the sections' detail
         (:mod:`napari_emsr.deband`), for the layers and the export.
+    heldout : bool
+        Judge the model on the stack's own held-out sections after training and after Reconstruct
+        (:func:`napari_emsr.heldout.estimate`; it trains a small judge, so it costs a while).
+    heldout_steps : int or None
+        Steps of that judge (None: the library's default).
     """
 
     planes: tuple[str, ...] = ("xz",)
@@ -193,6 +198,8 @@ class ReconstructParameters:
     scheduler: str = ""
     enhance: bool = False
     deband: bool = True
+    heldout: bool = False
+    heldout_steps: int | None = None
 
 
 #: Where the paired method's factor came from (:attr:`PairedParameters.factor_from`).
@@ -375,3 +382,44 @@ class ExportStatus:
         measured = self.done > 0
         when = f", {'about ' if measured else 'estimated '}{clock(left)} left" if left is not None else ""
         return f"{blocks} · {clock(self.elapsed)} elapsed{when}"
+
+
+@evented
+@dataclass
+class RuntimeState:
+    """What the panel has learned and made while it runs (beside its parameters and status): the model, the
+    measured speeds, the measures of the input and of the result, and the layers it added.
+
+    Every field has an event of its name; the controllers set them on the main thread and follow each other's
+    through these events (a new model is timed again, a new speed updates the estimates). Containers are replaced,
+    never edited in place.
+
+    Attributes
+    ----------
+    model : napari_emsr.model.EMSRModel or None
+        The trained or loaded model.
+    anisotropy : dict or None
+        The last anisotropy measure of the input (:func:`napari_emsr.metrics.anisotropy`).
+    train_speed, restore_speed : napari_emsr.plugin.estimate.Speed or None
+        How fast this device trains with the current choices and restores with the current model.
+    recommended : tuple or None
+        The recommended budget, ``(kind, value)`` (``("steps", 3000)``).
+    quality : dict or None
+        The reference-free measures of the last reconstruction.
+    heldout : napari_emsr.heldout.HeldoutScore or None
+        The held-out-section figure of the current model, when asked for.
+    reconstructed_layers : list
+        The layers added by the last Reconstruct (and the comparison's restored layer).
+    comparing : tuple or None
+        (input, cubic, restored) layers shown side by side.
+    """
+
+    model: Any = None
+    anisotropy: dict | None = None
+    train_speed: Any = None
+    restore_speed: Any = None
+    recommended: tuple | None = None
+    quality: dict | None = None
+    heldout: Any = None
+    reconstructed_layers: list = field(default_factory=list)
+    comparing: tuple | None = None

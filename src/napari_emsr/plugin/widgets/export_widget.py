@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_emsr.plugin.state import ExportStatus, ReconstructParameters
+from napari_emsr.plugin.state import ExportStatus, ReconstructParameters, clock
 
 EXPORT_FILTER = "OME-Zarr (*.ome.zarr *.zarr);;TIFF (*.tif *.tiff)"
 PLANE_CHOICES = (("fused (xz + yz)", "fuse"), ("xz-restored", "xz"), ("yz-restored", "yz"))
@@ -122,8 +122,13 @@ class ExportWidget(QGroupBox):
     def _show_progress(self, *_: Any) -> None:
         self.progress_bar.setRange(0, max(int(self.status.total), 1))
         self.progress_bar.setValue(int(self.status.done))
-        if self.status.busy or self.status.done:
-            self.progress_bar.setFormat(self.status.progress_text().replace("%", "%%"))
+        status = self.status
+        if status.busy:
+            self.progress_bar.setFormat(status.progress_text().replace("%", "%%"))
+        elif status.done:
+            # NOTE: an export that ended (or was cancelled) has no time left to tell
+            ended = "done" if status.total and status.done >= status.total else "stopped at"
+            self.progress_bar.setFormat(f"{ended} {status.done}/{status.total} blocks in {clock(status.elapsed)}")
         else:
             self.progress_bar.setFormat((self.estimate_text or "not started").replace("%", "%%"))
 

@@ -35,7 +35,13 @@ class LossPlotWidget(QWidget):
         self.gain_plot.showGrid(x=True, y=True, alpha=0.3)
         self.gain_plot.setXLink(self.loss_plot)
         for plot in (self.loss_plot, self.gain_plot):
-            plot.getAxis("left").enableAutoSIPrefix(False)  # "dB (x0.001)" reads badly
+            # NOTE: "dB (x0.001)" or "step (x0.001)" on an empty plot reads badly: no SI prefix scaling
+            for side in ("left", "bottom"):
+                plot.getAxis(side).enableAutoSIPrefix(False)
+        # NOTE: the two plots share the step axis: only the lower one writes it (the labels overlapped)
+        self.loss_plot.getAxis("bottom").setStyle(showValues=False)
+        for plot in (self.loss_plot, self.gain_plot):
+            plot.getAxis("left").setWidth(44)
         self.gain_plot.addItem(
             pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("gray", style=Qt.PenStyle.DashLine))
         )
@@ -43,6 +49,10 @@ class LossPlotWidget(QWidget):
         self.gain_curve = self.gain_plot.plot(
             pen=pg.mkPen("#f0a030", width=2), symbol="o", symbolSize=5, symbolBrush="#f0a030"
         )
+        self.heldout_points = pg.ScatterPlotItem(symbol="star", size=12, brush=pg.mkBrush("#e04050"),
+                                                 pen=pg.mkPen("w", width=0.5), name="held-out sections")
+        self.gain_plot.addItem(self.heldout_points)
+        self.heldout: tuple[float, float] | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
@@ -56,6 +66,28 @@ class LossPlotWidget(QWidget):
         self.gains: list[float] = []
         self.loss_curve.setData([], [])
         self.gain_curve.setData([], [])
+        self.heldout = None
+        self.heldout_points.setData([], [])
+        self._empty(True)
+
+    def _empty(self, empty: bool) -> None:
+        """An empty plot says so, with a step range of a training's start (no axis of thousandths)."""
+        if getattr(self, "is_empty", None) == empty:
+            return
+        self.is_empty = empty
+        self.gain_plot.setLabel("bottom", "step (no training yet)" if empty else "step")
+        if empty:
+            self.gain_plot.setXRange(0, 10, padding=0)
+            self.gain_plot.setYRange(-1, 1, padding=0)
+        else:
+            self.gain_plot.enableAutoRange()
+            self.loss_plot.enableAutoRange()
+
+    def show_heldout(self, step: float, gain: float) -> None:
+        """Mark the held-out-section figure (dB over cubic) of the model at ``step`` in the gain plot."""
+        self.heldout = (float(step), float(gain))
+        self.heldout_points.setData([float(step)], [float(gain)])
+        self._empty(False)
 
     def update_plot(self, step: int, loss: float | None, gain: float | None = None) -> None:
         """Add the loss (and, where there is one, the gain) of ``step`` and redraw."""
@@ -71,6 +103,7 @@ class LossPlotWidget(QWidget):
 
     def redraw(self) -> None:
         """Show the points added so far."""
+        self._empty(not self.steps and not self.gain_steps and self.heldout is None)
         self.loss_curve.setData(self.steps, self.losses)
         self.gain_curve.setData(self.gain_steps, self.gains)
         ticks = loss_ticks(self.losses)
@@ -78,7 +111,7 @@ class LossPlotWidget(QWidget):
         self.loss_plot.getAxis("left").setTicks([ticks] if ticks else None)
 
 
-def loss_ticks(losses: list[float], count: int = 4) -> list[tuple[float, str]]:
+def loss_ticks(losses: list[float], count: int = 3) -> list[tuple[float, str]]:
     """Labelled ticks for the log-scaled loss axis: ``count`` values spread over the losses' range.
 
     Returns

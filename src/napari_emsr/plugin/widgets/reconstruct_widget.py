@@ -67,6 +67,18 @@ class ReconstructWidget(QGroupBox):
         self.quality_label.setWordWrap(True)
         self.quality_label.setVisible(False)
         layout.addWidget(self.quality_label)
+        self.heldout_check = QCheckBox("judge on held-out sections")
+        self.heldout_check.setToolTip(
+            "After training: hold every other section of the stack out, restore it from the others with a small "
+            "judge trained like the model, and score it against the real sections (dB over cubic). Costs a "
+            "short training; shown in the quality line and as a point in the gain plot"
+        )
+        self.heldout_check.setChecked(params.heldout)
+        self.heldout_check.toggled.connect(lambda on: setattr(params, "heldout", bool(on)))
+        params.events.heldout.connect(self._show_heldout)
+        # NOTE: the held-out box goes in the row under the quality line (the panel puts it beside Compare, so that
+        # the panel fits a 1600 x 1150 window unscrolled)
+        layout.addWidget(self.heldout_check)
         self._show_planes(params.planes)
         for check in self.checks.values():
             check.toggled.connect(self._on_checked)
@@ -83,12 +95,18 @@ class ReconstructWidget(QGroupBox):
         for check in self.checks.values():
             check.setVisible(not on)
         self.deband_check.setVisible(not on)
+        self.heldout_check.setVisible(not on)
         self.enhance_check.setVisible(on)
 
     def _show_enhance(self, on: bool, *_: Any) -> None:
         blocked = self.enhance_check.blockSignals(True)
         self.enhance_check.setChecked(bool(on))
         self.enhance_check.blockSignals(blocked)
+
+    def _show_heldout(self, on: bool, *_: Any) -> None:
+        blocked = self.heldout_check.blockSignals(True)
+        self.heldout_check.setChecked(bool(on))
+        self.heldout_check.blockSignals(blocked)
 
     def _show_planes(self, planes: Any, *_: Any) -> None:
         for plane, check in self.checks.items():

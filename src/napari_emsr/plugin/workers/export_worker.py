@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from napari_emsr.errors import EMSRError
@@ -46,6 +47,25 @@ class ExportJob:
             raise ExportCancelled("export cancelled; run it again with the same path to resume")
 
 
+@contextmanager
+def stop_between_tasks(job: ExportJob) -> Iterator[None]:
+    """Check ``job``'s cancel flag before and after each dask task this thread computes, so that a cancel
+    stops the export within one task instead of one whole block (a block is many tasks).
+
+    Dask's local callbacks are process-wide: the check raises only in the thread that runs the export.
+    """
+    from dask.callbacks import Callback
+
+    me = threading.get_ident()
+
+    def check(*_: Any) -> None:
+        if threading.get_ident() == me and job.cancelled:
+            raise ExportCancelled("export cancelled; run it again with the same path to resume")
+
+    with Callback(pretask=check, posttask=check):
+        yield
+
+
 def export_task(
     job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = "",
     deband: bool = True,
@@ -61,7 +81,7 @@ def export_task(
     spec = scheduler.strip() or None
     check_spec(spec)
     # NOTE: while the client is open it is dask's default scheduler in this whole process.
-    with open_client(spec):
+    with open_client(spec), stop_between_tasks(job):
         out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress,
                      deband=deband)
     return str(out)
@@ -72,5 +92,6 @@ def export_lateral_task(job: ExportJob, volume: Any, model: Any, path: str, enha
     (:func:`napari_emsr.lateral_apply.export_lateral`); returns the path written."""
     from napari_emsr.lateral_apply import export_lateral
 
-    return str(export_lateral(volume, model, path, enhance=enhance, device=device, overwrite=False,
-                              progress=job.progress))
+    with stop_between_tasks(job):
+        return str(export_lateral(volume, model, path, enhance=enhance, device=device, overwrite=False,
+                                  progress=job.progress))

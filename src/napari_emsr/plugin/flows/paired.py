@@ -1,4 +1,5 @@
-"""The paired method in the panel (issue 10): LR and HR layers, registration overlay, lateral Reconstruct and Export.
+"""The paired flow: LR and HR layers, registration overlay, lateral Reconstruct and Export
+(:class:`napari_emsr.plugin.host.Flow`).
 
 When the method is ``paired`` the dock panel shows a "Paired LR / HR" box instead of the Input box
 (:class:`napari_emsr.plugin.widgets.paired_widget.PairedWidget`) and :class:`PairedFlow` does what differs from the
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.plugin.host import Host, Tooltips
 from napari_emsr.plugin.state import PairedParameters
 
 logger = logging.getLogger(__name__)
@@ -104,8 +106,16 @@ class PairedFlow:
 
     Parameters
     ----------
-    panel : napari_emsr.plugin._widget.EMSRWidget
+    host : Host
         The panel; its viewer, workers, status line, notifications and model are used.
+    box : PairedWidget
+        The Paired LR / HR box (it shows :attr:`params`).
+    blocks : BlockPump
+        Adds the restored layer.
+    export : ExportController
+        Runs the export.
+    reconstruct_button : QPushButton
+        Disabled while a Reconstruct is prepared.
 
     Attributes
     ----------
@@ -115,17 +125,27 @@ class PairedFlow:
         The last registration of the picked pair (None before one, or after the pair changed).
     """
 
-    def __init__(self, panel: Any) -> None:
+    lateral = True
+    compares = False
+    measures_speed = False  # NOTE: the probes time isotropic training and restoration
+    preview_text = "left: input · middle: LR of a held-out HR plane (cubic) · right: restored (live preview)"
+
+    def __init__(self, host: Host, params: PairedParameters, box: Any, blocks: Any, export: Any,
+                 reconstruct_button: Any) -> None:
         from qtpy.QtCore import QTimer
 
-        self.panel = panel
-        self.params = PairedParameters()
+        self.host = host
+        self.params = params
+        self.box = box
+        self.blocks = blocks
+        self.exporter = export
+        self.reconstruct_button = reconstruct_button
         self.registration: Any = None
         self.overlay: Any = None
         self._request = 0
         self._deriving = False
         self._lr_key: tuple[Any, str] | None = None
-        self.timer = QTimer(panel)
+        self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.setInterval(REGISTER_DELAY_MS)
         self.timer.timeout.connect(lambda: self.register(auto=True))
@@ -136,14 +156,31 @@ class PairedFlow:
     # ------------------------------------------------------------------------------------ layers
     @property
     def active(self) -> bool:
-        """Whether the panel's method is the paired one."""
-        return self.panel.params.method == METHOD
+        """Whether this is the panel's flow now."""
+        return self.host.flow is self
+
+    def picked(self) -> None:
+        """The paired method was picked: check the pair picked so far."""
+        self.pair_changed()
+
+    def tooltips(self, budget: str, device: str) -> Tooltips:
+        pair = self.params
+        hr = repr(pair.hr) if pair.hr else "the HR layer"
+        lr = repr(pair.lr) if pair.lr else "the LR layer"
+        return Tooltips(
+            train=f"{hr} (with {lr} as its LR, or the recipe without one)",
+            reconstruct=(f"Add a lazy layer of {lr}: its xy planes {pair.factor:g} times finer (or enhanced at the "
+                         "same resolution), restored in the background as you page through z; cubic interpolation "
+                         "meanwhile"),
+            export=(f"Write every xy plane of {lr}, super-resolved (or enhanced), to OME-Zarr or TIFF, chunk by chunk "
+                    "in the background; the pixel size is divided by s"),
+        )
 
     def layer(self, which: str, *, required: str | None = None) -> Any:
         """The picked LR (``"lr"``) or HR (``"hr"``) layer, or None; ``required``: what it is needed for (an
         InputError that says what to pick when there is none)."""
         name = getattr(self.params, which)
-        viewer = self.panel.viewer
+        viewer = self.host.viewer
         found = viewer.layers[name] if name and name in viewer.layers else None
         if found is None and required:
             what = {"lr": "LR", "hr": "HR"}[which]
@@ -181,18 +218,18 @@ class PairedFlow:
     def pair_changed(self, *_: Any) -> None:
         """A new LR or HR layer (or the paired method picked): check the pair, derive the factor, register."""
         self.registration = None
-        self.panel.paired_box.show_registration("")
+        self.box.show_registration("")
         if not self.active:
             return
         try:
             factor = self.derive_factor()
         except EMSRError as err:
             self.timer.stop()
-            self.panel._report_error(err, "checking the pair")
+            self.host.report_error(err, "checking the pair")
             return
         if factor is not None:
             lr, hr = self.params.lr, self.params.hr
-            self.panel.set_status(f"Pair: LR {lr!r}, HR {hr!r}, factor s = {factor:g} (from "
+            self.host.set_status(f"Pair: LR {lr!r}, HR {hr!r}, factor s = {factor:g} (from "
                                   f"{self.params.factor_from}); registering...")
             self.timer.start()
 
@@ -211,7 +248,7 @@ class PairedFlow:
         """
         from napari_emsr.plugin.workers.tasks import register_task
 
-        panel = self.panel
+        box = self.box
         self.timer.stop()
         try:
             lr = self.layer("lr", required="register it")
@@ -219,35 +256,35 @@ class PairedFlow:
             lv, hv = self._pair_volumes()
         except EMSRError as err:
             if not auto:
-                panel._report_error(err, "registering")
+                self.host.report_error(err, "registering")
             return None
         self._request += 1
         request = self._request
         factor = float(self.params.factor)
-        panel.paired_box.show_registration("registering...")
-        panel.paired_box.register_button.setEnabled(False)
-        return panel._start(
+        box.show_registration("registering...")
+        box.register_button.setEnabled(False)
+        return self.host.start(
             register_task, lv, hv, factor,
             connect={"returned": partial(self._on_registered, request, lr, factor),
                      "errored": partial(self._on_register_error, request),
-                     "finished": lambda: panel.paired_box.register_button.setEnabled(True)},
+                     "finished": lambda: box.register_button.setEnabled(True)},
         )
 
     def _on_registered(self, request: int, lr: Any, factor: float, reg: Any) -> None:
         if request != self._request:
             return
         self.registration = reg
-        self.panel.paired_box.show_registration(f"HR field at LR (y, x) = ({reg.offset[0]:.2f}, {reg.offset[1]:.2f}) "
+        self.box.show_registration(f"HR field at LR (y, x) = ({reg.offset[0]:.2f}, {reg.offset[1]:.2f}) "
                                                 f"px, residual {reg.residual:.3f}", reg.note)
-        if lr in self.panel.viewer.layers:
+        if lr in self.host.viewer.layers:
             self.show_field(lr, reg.offset, (reg.size[0], reg.size[1]), factor, reg.as_dict())
-        self.panel.set_status(f"Registration: {reg.note}. The yellow rectangle on {lr.name!r} is the HR field.")
+        self.host.set_status(f"Registration: {reg.note}. The yellow rectangle on {lr.name!r} is the HR field.")
 
     def _on_register_error(self, request: int, err: BaseException) -> None:
         if request != self._request:
             return
-        self.panel.paired_box.show_registration("registration failed (see the status line)")
-        self.panel._report_error(panel_words(err) if isinstance(err, InputError) else err, "registering")
+        self.box.show_registration("registration failed (see the status line)")
+        self.host.report_error(panel_words(err) if isinstance(err, InputError) else err, "registering")
 
     def show_field(self, lr: Any, offset: Any, size: Any, factor: float, info: dict | None = None) -> Any:
         """Outline the HR field (``offset`` and ``size`` in LR pixels) on the LR layer: a Shapes layer."""
@@ -258,7 +295,7 @@ class PairedFlow:
             size = tuple(float(n) / factor for n in hr.data.shape[-2:])
         corners = hr_field_rectangle(lr, offset, size)
         name = f"{lr.name} {FIELD_SUFFIX}"
-        viewer = self.panel.viewer
+        viewer = self.host.viewer
         width = float(np.max(np.asarray(lr.scale[-2:], float)))
         meta = {"emsr": {"registration": dict(info or {}), "lr": lr.name, "hr": getattr(hr, "name", None)}}
         if name in viewer.layers:
@@ -289,7 +326,7 @@ class PairedFlow:
         hr_layer = self.layer("hr", required="train (the HR layer is the training target)")
         lr_layer = self.layer("lr")
         hr = layer_volume(hr_layer)
-        config = self.panel.params.to_config(float(self.params.factor))
+        config = self.host.params.to_config(float(self.params.factor))
         options = dict(config.options)
         if lr_layer is not None:
             lr = layer_volume(lr_layer)
@@ -315,7 +352,7 @@ class PairedFlow:
         """The panel's model, checked for lateral application (a paired model, trained on this pixel type)."""
         from napari_emsr.lateral_apply import check_lateral_model
 
-        model = self.panel.model
+        model = self.host.runtime.model
         if model is None:
             raise InputError("no model yet: press Train (HR and LR layers picked) or Load model... (a paired model)")
         method = model.config.get("method")
@@ -333,7 +370,7 @@ class PairedFlow:
         volume = layer_volume(layer)
         return layer, volume, self.lateral_model(volume)
 
-    def reconstruct(self) -> Any:
+    def reconstruct(self, planes: list[str] | None = None) -> Any:
         """Add the lazy lateral result of the LR layer (s times finer, or enhanced) over it, in a worker.
 
         Returns
@@ -342,36 +379,31 @@ class PairedFlow:
         """
         from napari_emsr.plugin.workers.tasks import lateral_task
 
-        panel = self.panel
-        enhance = bool(panel.reconstruct_params.enhance)
+        host = self.host
+        enhance = bool(host.reconstruct_params.enhance)
         try:
             layer, volume, model = self.apply_inputs("super-resolve it" if not enhance else "enhance it")
         except EMSRError as err:
-            panel._report_error(err, "reconstruction")
+            host.report_error(err, "reconstruction")
             return None
         factor = 1.0 if enhance else float(model.factor)
-        panel.set_status(f"Preparing the lazy {'enhanced' if enhance else f'x{factor:g}'} layer of {layer.name}...")
-        panel.reconstruct.button.setEnabled(False)
-        return panel._start(
-            lateral_task, volume, model, enhance, panel.params.device,
+        host.set_status(f"Preparing the lazy {'enhanced' if enhance else f'x{factor:g}'} layer of {layer.name}...")
+        button = self.reconstruct_button
+        button.setEnabled(False)
+        return host.start(
+            lateral_task, volume, model, enhance, host.params.device,
             connect={"returned": partial(self._on_lateral, layer, volume, factor, enhance),
-                     "errored": partial(panel._report_error, what="reconstruction"),
-                     "finished": lambda: panel.reconstruct.button.setEnabled(True)},
+                     "errored": lambda err: host.report_error(err, what="reconstruction"),
+                     "finished": lambda: button.setEnabled(True)},
         )
 
     def _on_lateral(self, layer: Any, volume: Any, factor: float, enhance: bool, array: Any) -> None:
         from napari_emsr.plugin.layers import lateral_layer_kwargs, paging_order
         from napari_emsr.plugin.lazy_layer import RestoredPlanes, lateral_cubic_region
 
-        panel, viewer = self.panel, self.panel.viewer
+        host, viewer = self.host, self.host.viewer
         if layer not in viewer.layers:
             return
-        from napari_emsr.plugin._widget import PREVIEW_CUBIC_LAYER, PREVIEW_LAYER
-
-        for preview in (PREVIEW_LAYER, PREVIEW_CUBIC_LAYER):  # training's planes, beside the HR layer
-            if preview in viewer.layers:
-                viewer.layers[preview].visible = False
-        panel._label_preview(False)
         flat = viewer.dims.ndisplay == 2
         if flat and viewer.dims.ndim >= 3:
             viewer.dims.order = paging_order(viewer.dims.ndim, "xy")
@@ -381,35 +413,35 @@ class PairedFlow:
         kwargs = lateral_layer_kwargs(layer, factor, name=name,
                                       metadata={"planes": "xy", "input": layer.name, "factor": factor,
                                                 "enhance": enhance})
-        new = panel._add_restored(name, data, kwargs)
+        new = self.blocks.add(name, data, kwargs)
         if flat and viewer.dims.ndim == 3:  # NOTE: a plane of the result in view (other layers may be deeper)
             nz, (sz, tz) = int(array.shape[0]), (float(kwargs["scale"][0]), float(kwargs["translate"][0]))
             if not tz - sz / 2 <= float(viewer.dims.point[0]) <= tz + sz * (nz - 0.5):
                 viewer.dims.set_point(0, tz + sz * (nz // 2))
         new.visible = flat
         if not flat:
-            panel._hidden_in_3d.append(new)
-        panel.reconstructed_layers = [new]
+            self.blocks.hide_until_2d(new)
+        host.runtime.reconstructed_layers = [new]
         what = "enhanced at the same resolution" if enhance else f"{factor:g} times finer"
-        panel.set_status(f"Added {name}: the xy planes of {layer.name} {what}, restored in the background as you "
-                         "page through z (cubic interpolation meanwhile). Export writes the whole volume.")
+        host.set_status(f"Added {name}: the xy planes of {layer.name} {what}, restored in the background as you "
+                        "page through z (cubic interpolation meanwhile). Export writes the whole volume.")
 
-    def export(self, path: str) -> Any:
+    def export(self, path: str, planes: str | None = None) -> Any:
         """Write the lateral result of the LR layer to ``path`` (TIFF or OME-Zarr) in a worker."""
         from napari_emsr.plugin.workers.export_worker import export_lateral_task
 
-        panel = self.panel
-        enhance = bool(panel.reconstruct_params.enhance)
+        host = self.host
+        enhance = bool(host.reconstruct_params.enhance)
         try:
             _, volume, model = self.apply_inputs("export it")
-            if panel.reconstruct_params.scheduler.strip():
+            if host.reconstruct_params.scheduler.strip():
                 raise InputError("export on a dask scheduler is not supported for paired models yet: clear "
                                  "Export's 'on' field to export here")
         except EMSRError as err:
-            panel._report_error(err, "export")
+            host.report_error(err, "export")
             return None
-        return panel.run_export(export_lateral_task, (volume, model, str(path), enhance, panel.params.device), path,
-                                total=1, guess=0.0, message=f"Exporting to {path}...")
+        return self.exporter.run(export_lateral_task, (volume, model, str(path), enhance, host.params.device), path,
+                                 total=1, guess=0.0, message=f"Exporting to {path}...")
 
     def after_training(self, model: Any) -> None:
         """Outline the HR field where training registered it (the model's registration), and say so."""
@@ -419,14 +451,18 @@ class PairedFlow:
             return
         offset, factor = tuple(reg["offset"]), float(reg["factor"])
         self.show_field(lr, offset, tuple(reg["size"]), factor, reg)
-        self.panel.paired_box.show_registration(
+        self.box.show_registration(
             f"HR field at LR (y, x) = ({offset[0]:.2f}, {offset[1]:.2f}) px, residual {reg['residual']:.3f} "
             "(training's registration)")
 
-    # ------------------------------------------------------------------------------------ panel
+    # ------------------------------------------------------------------------------------ preview
     def preview_anchor(self) -> tuple[Any, float] | None:
         """The layer the training preview is placed beside (the HR layer) and its lateral pixel size."""
         hr = self.layer("hr")
         if hr is None:
             return None
         return hr, float(hr.scale[-1])
+
+    def preview_input(self, volume: Any, config: Any, index: int) -> Any:
+        """None: the HR layer itself is the left image."""
+        return None
