@@ -155,7 +155,7 @@ class PairedFlow:
 
     # ------------------------------------------------------------------------------------ layers
     @property
-    def active(self) -> bool:
+    def is_current(self) -> bool:
         """Whether this is the panel's flow now."""
         return self.host.flow is self
 
@@ -219,7 +219,7 @@ class PairedFlow:
         """A new LR or HR layer (or the paired method picked): check the pair, derive the factor, register."""
         self.registration = None
         self.box.show_registration("")
-        if not self.active:
+        if not self.is_current:
             return
         try:
             factor = self.derive_factor()
@@ -234,7 +234,7 @@ class PairedFlow:
             self.timer.start()
 
     def _on_factor_changed(self, *_: Any) -> None:
-        if not self._deriving and self.active and self.layer("lr") is not None and self.layer("hr") is not None:
+        if not self._deriving and self.is_current and self.layer("lr") is not None and self.layer("hr") is not None:
             self.registration = None
             self.timer.start()  # a typed factor: register again
 
