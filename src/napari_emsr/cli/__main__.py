@@ -1,0 +1,7 @@
+"""``python -m napari_emsr.cli``: the ``emsr`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``emsr`` commands, one module each (named as the command), each with ``run(args) -> exit code``."""

@@ -1,0 +1,90 @@
+"""``emsr reconstruct``: train on the stack, then write the isotropic volume; the same command again after an
+interrupted write finishes it with the model it saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ... import outputs
+from ...errors import InputError
+from ..common import check_volume_output, claim, emit, learning_rate, method_options, open_input, planes, say
+from ..training import heldout, run_training
+from ..writing import already_written, check_uncertainty, model_exists, nothing_to_do, write
+
+#: The options a model trained by ``emsr reconstruct`` is the result of (besides the method's own options).
+TRAIN_KEYS = ("method", "net", "size", "steps", "minutes", "patch", "batch", "lr", "seed", "factor", "axis",
+              "val_every", "resume")
+
+
+def made_by(args, vol, method, out: Path) -> dict:
+    """What this command's model is the result of (:func:`napari_emsr.outputs.made_by`): the input, the output
+    and every training option."""
+    from ...reconstruct import export_fingerprint
+
+    train = {k: getattr(args, k, None) for k in TRAIN_KEYS}
+    train["options"] = method_options(args, method)
+    source = export_fingerprint(vol, method.name, planes(args), args.factor)["input"]
+    return outputs.made_by("reconstruct", source, out, train)
+
+
+def run(args) -> int:
+    from ...cluster import check_spec, open_client
+    from ...methods import get_method
+
+    meth = get_method(args.method)
+    out = outputs.check_output(args.output, args.overwrite, not_={"input": args.input},
+                               finished=not meth.trains and not args.uncertainty)
+    check_volume_output(args)
+    check_spec(args.scheduler)
+    if meth.name == "paired":
+        raise InputError("the paired method trains from an LR and an HR image, then applies to another volume: run "
+                         "`emsr train --method paired --lr LR --hr HR -o MODEL`, then `emsr apply INPUT --model MODEL "
+                         "-o OUTPUT`")
+    if learning_rate(args) or getattr(args, "hr", None):
+        raise InputError("--lr LR (an image) and --hr HR are the inputs of `emsr train --method paired`; a learning "
+                         "rate is a number (--lr 1e-3)")
+    claim(args, out, "output")
+    model_path = None
+    reuse = False
+    if meth.trains:
+        model_path = Path(args.save_model) if args.save_model else out.with_name(out.name.split(".")[0] + ".emsr.pt")
+        reuse = outputs.check_model_path(model_path, overwrite=args.overwrite, role="model file",
+                                         not_={"input": args.input, "output": out}, resumed=args.resume,
+                                         reusable=True, exists=model_exists(args))
+        claim(args, model_path, "model file", folder=False)
+        if args.checkpoint:
+            outputs.check_model_path(Path(args.checkpoint), overwrite=args.overwrite, role="checkpoint",
+                                     not_={"input": args.input, "output": out}, resumed=args.resume,
+                                     exists=model_exists(args, "checkpoint"))
+            claim(args, args.checkpoint, "checkpoint", folder=False)
+    check_uncertainty(args, out, model_path)
+    vol = open_input(args)
+    payload: dict = {"method": meth.name}
+    if meth.trains:
+        args._made_by = made_by(args, vol, meth, out)
+        model = None
+        if reuse:
+            model = outputs.own_model(model_path, args._made_by)
+            if model is None:
+                raise model_exists(args)(model_path)
+            say(args, f"using {model_path}, the model this command trained in an earlier run (same input and "
+                "options): no training; pass --overwrite to train again")
+        else:
+            model, trainer, interrupted, _ = run_training(args, vol, model_path)
+            if interrupted:
+                return 130
+        payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
+                        "profile_fit": model.config.get("profile_fit"),
+                        "profile_judged": model.config.get("profile_judged"), "retrained": not reuse})
+    else:
+        model = meth.name
+        if already_written(args, out, vol, model):
+            return nothing_to_do(args, out)
+    with open_client(args.scheduler):  # training ran here; the write goes to the cluster when one is named
+        info = write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
+    payload.update(info)
+    human = f"wrote {info['output']} in {info['seconds']:.1f} s"
+    if meth.trains:
+        human += heldout(args, vol, model, payload)
+    emit(args, payload, human)
+    return 0

@@ -1,0 +1,35 @@
+"""``emsr``'s entry point: parse, run the command, turn every refusal into a message and exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from ..errors import EMSRError
+from ..outputs import OutputClaims
+from .parser import build_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``emsr`` with ``argv`` (default: the process's arguments); returns the exit code (0, 2 on bad input,
+    130 when interrupted)."""
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit ends in our clear error (EFBIG), not a killed process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    command = importlib.import_module(f"{__package__}.commands.{args.command}")
+    try:
+        with OutputClaims() as claims:  # every output's lock, taken at the command's start, to its end
+            args._claims = claims
+            return int(command.run(args) or 0)
+    except EMSRError as exc:
+        print(f"emsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,209 @@
+"""Progress on stderr: bars on a terminal, a plain line every few seconds in a log.
+
+A write's bar has its total and the time left from the start (the rate over everything this run has written so
+far, not a guess from the last chunk), and it keeps ticking while the first chunk is computed. Where stderr is
+not a terminal (a batch job's log), a line such as ``write: 12/64 chunks, about 3 min left`` is printed every
+:data:`LOG_EVERY` seconds instead of a bar that redraws itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+#: Seconds between two progress lines when stderr is not a terminal.
+LOG_EVERY = float(os.environ.get("EMSR_PROGRESS_EVERY", "5"))
+
+
+def duration(seconds: float) -> str:
+    """A rough duration for people: ``40 s``, ``3 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def training_bar(desc: str, total: int | None, quiet: bool):
+    """The training steps' bar (tqdm, on stderr)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+class Progress:
+    """``progress(done, total)`` for a long job that reports now and then, shown with its total and the time left.
+
+    Parameters
+    ----------
+    desc : str
+        What is being done (``write``, ``uncertainty``, ``score cubic``).
+    unit : str
+        What ``done`` counts (``chunk``, ``plane``, ``task``).
+    quiet : bool
+        Show nothing.
+    total : callable, optional
+        Asked once a second until it gives ``(done, total)``: how far the job already is before its first report
+        (e.g. :func:`napari_emsr.outputs.export_progress` for a zarr export), so the total shows at once.
+    tty : bool, optional
+        Draw a bar (default: whether stderr is a terminal); else print a line every ``every`` seconds.
+    every : float
+        Seconds between two lines when not drawing a bar.
+    """
+
+    def __init__(self, desc: str, unit: str = "chunk", *, quiet: bool = False,
+                 total: Callable[[], tuple[int, int] | None] | None = None, tty: bool | None = None,
+                 every: float = LOG_EVERY) -> None:
+        self.desc, self.unit, self.quiet, self.every = desc, unit, quiet, every
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self._peek = total
+        self.done = 0
+        self.total: int | None = None
+        self._base: int | None = None  # what was done before this run started (a resumed export)
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._bar = None
+        self._thread: threading.Thread | None = None
+
+    # ---- the job's side
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._base is None:  # the first report: nothing known of what came before, this run did 1 unit
+                self._base = max(0, int(done) - 1)
+            self.done, self.total = int(done), int(total)
+        self._draw()
+
+    def __enter__(self) -> Progress:
+        self._t0 = time.monotonic()
+        if self.quiet:
+            return self
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=None, desc=self.desc, unit=self.unit, file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}s "
+                             "[{elapsed}{postfix}]")
+        else:
+            print(f"{self.desc}: started", file=sys.stderr, flush=True)
+        self._thread = threading.Thread(target=self._tick, name=f"emsr-progress-{self.desc}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(finished=exc_type is None)
+
+    def close(self, finished: bool = True) -> None:
+        """Stop the ticking; a finished job prints its last line."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        if self._bar is not None:
+            self._draw()
+            self._bar.close()
+            self._bar = None
+        elif finished and not self.quiet and not self.tty:
+            print(f"{self.desc}: {self.line(finished=True)}", file=sys.stderr, flush=True)
+
+    # ---- what is shown
+    def left(self) -> float | None:
+        """Seconds left: the time this run took per unit so far, times the units still to do."""
+        with self._lock:
+            done, total, base = self.done, self.total, self._base
+        if total is None or base is None or done - base <= 0:
+            return None
+        return (time.monotonic() - self._t0) / (done - base) * max(0, total - done)
+
+    def line(self, finished: bool = False) -> str:
+        """``12/64 chunks, about 3 min left`` (or how long the first unit has been computing)."""
+        elapsed = time.monotonic() - self._t0
+        if finished:
+            return f"{self.done}/{self.total or self.done} {self.unit}s in {duration(elapsed)}"
+        if self.total is None:
+            return f"computing the first {self.unit}, {duration(elapsed)} so far"
+        left = self.left()
+        when = f"about {duration(left)} left" if left is not None else \
+            f"computing, {duration(elapsed)} so far, time left known after the first {self.unit}"
+        return f"{self.done}/{self.total} {self.unit}s, {when}"
+
+    def _draw(self) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        with self._lock:
+            done, total = self.done, self.total
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        left = self.left()
+        if total is not None and done >= total:
+            post = ""
+        elif left is not None:
+            post = f"about {duration(left)} left"
+        else:
+            post = f"computing the first {self.unit}"
+        bar.set_postfix_str(post, refresh=False)
+        bar.refresh()
+
+    def _tick(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(1.0):
+            if self.total is None and self._peek is not None:
+                known = self._peek()
+                if known is not None:
+                    with self._lock:
+                        if self.total is None:
+                            self.done, self.total = known
+                            self._base = known[0]
+            if self._bar is not None:
+                self._draw()
+            elif time.monotonic() - last >= self.every:
+                last = time.monotonic()
+                print(f"{self.desc}: {self.line()}", file=sys.stderr, flush=True)
+
+
+class TaskProgress(Progress):
+    """The tasks of a dask computation on this machine's scheduler as a :class:`Progress` (``with`` around a
+    ``compute()``): the total is the number of tasks of the graph."""
+
+    def __init__(self, desc: str, *, quiet: bool = False, **kwargs) -> None:
+        super().__init__(desc, "task", quiet=quiet, **kwargs)
+        from dask.callbacks import Callback
+
+        owner = self
+
+        class _Count(Callback):
+            def _start_state(self, dsk, state):
+                owner.add_total(len(state["ready"]) + len(state["waiting"]) + len(state["finished"])
+                                + len(state["running"]))
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                owner.step()
+
+        self._callback = _Count()
+        self._count = 0
+        self._tasks = 0
+
+    def add_total(self, n: int) -> None:
+        """A graph of ``n`` more tasks starts (a computation may run several)."""
+        with self._lock:
+            self._tasks += n
+            self.total, self._base = self._tasks, 0
+
+    def step(self) -> None:
+        """One task finished."""
+        with self._lock:
+            self._count += 1
+            self.done = self._count
+
+    def __enter__(self) -> TaskProgress:
+        super().__enter__()
+        self._callback.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._callback.__exit__(*exc)
+        super().__exit__(*exc)

@@ -1,0 +1,172 @@
+"""Training from the command line: the trainer's config from the options, a progress bar, Ctrl-C that keeps the
+model, a save that never loses it, and the optional judge on the stack's own sections."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import EMSRError, InputError, OutputError
+from .common import claim, learning_rate, method_options, open_input
+from .progress import training_bar
+
+
+def train_config(args, checkpoint: str | None = None):
+    """The :class:`~napari_emsr.train.TrainConfig` the options describe."""
+    from ..methods import get_method
+    from ..train import TrainConfig
+
+    method = get_method(args.method)
+    given = {k: getattr(args, k) for k in ("steps", "minutes", "patch", "batch", "lr", "val_every")
+             if getattr(args, k, None) is not None}
+    return TrainConfig(
+        factor=args.factor,
+        axis=args.axis,
+        method=method.name,
+        net=args.net,
+        size=args.size,
+        options=method_options(args, method),
+        device=args.device,
+        seed=args.seed,
+        preview_every=0,
+        checkpoint=str(args.checkpoint) if args.checkpoint else checkpoint,
+        **given,
+    )
+
+
+def run_training(args, vol, out_model: Path | None):
+    """Train with a progress bar; Ctrl-C keeps the model trained so far.
+
+    Returns
+    -------
+    tuple
+        (model, trainer, interrupted, last event).
+    """
+    from ..train import Trainer
+
+    cfg = train_config(args, str(out_model) if out_model is not None else None)
+    trainer = Trainer(vol, cfg, resume=args.resume)
+    c = trainer.config
+    for path, what in ((out_model, "model file"), (cfg.checkpoint, "checkpoint")):
+        if path is not None:  # room for the file, now that its size is known
+            claim(args, path, what, folder=False, needed=trainer.model_bytes())
+    if not args.quiet:
+        budget = f"{c.minutes:g} min" if c.minutes else f"{c.steps} steps"
+        profile = c.options.get("profile")
+        sections = f", {profile} sections" if profile else ""
+        print(f"training {c.method}: {c.net} ({c.size}) for F = {c.factor:g}{sections}, on {trainer.device}, {budget}",
+              file=sys.stderr)
+        for note in trainer.notes:
+            print(note, file=sys.stderr)
+    shown = len(trainer.notes)
+    total = c.steps if not c.minutes else None
+    bar = training_bar("train", total, args.quiet)
+    interrupted = False
+    last = None
+    stage = None
+    try:
+        for ev in trainer.run():
+            last = ev
+            if ev.stage_count > 1 and ev.stage != stage:  # a new stage: its own bar length and name
+                stage = ev.stage
+                bar.reset(total=ev.total if not c.minutes or ev.stage != "restore" else None)
+                bar.set_description(f"train [{ev.stage} {ev.stage_index + 1}/{ev.stage_count}]")
+                if not args.quiet and len(trainer.notes) > shown:  # what an earlier stage learned
+                    for note in trainer.notes[shown:]:
+                        bar.write(note, file=sys.stderr)
+                    shown = len(trainer.notes)
+            bar.update(ev.step - bar.n)
+            post = {"loss": f"{ev.loss:.4f}"}
+            if ev.gain is not None:
+                post["vs cubic"] = f"{ev.gain:+.2f} dB"
+            bar.set_postfix(post, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    model = trainer.model
+    if out_model is not None:
+        made_by = getattr(args, "_made_by", None)
+        if made_by is not None and not interrupted:  # this command's own model: a re-run uses it, not retrains
+            model.config["made_by"] = made_by
+        save_or_rescue(model, out_model)
+    if interrupted:
+        print(f"interrupted at step {trainer.step}; the model trained so far is saved in {out_model}", file=sys.stderr)
+    return model, trainer, interrupted, last
+
+
+def save_or_rescue(model, path: Path) -> Path:
+    """Save the trained model to ``path``; if that fails now (the disk filled up or the folder became read-only
+    during training), keep it in a new file in the temporary folder and say where, so no training is lost."""
+    import os
+    import tempfile
+
+    try:
+        return model.save(path)
+    except (OutputError, OSError) as exc:
+        if isinstance(exc, EMSRError) and not isinstance(exc, OutputError):
+            raise
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{Path(path).name}.", suffix=".rescued.emsr.pt")
+            os.close(fd)
+            kept = model.save(name)
+        except (OSError, EMSRError):
+            raise OutputError(f"the trained model could not be saved to {path} ({exc}), nor to the temporary "
+                              "folder: free some space and train again") from None
+        raise OutputError(f"the trained model could not be saved to {path} ({exc}). It is kept in {kept}: move it "
+                          f"where you want it (mv {kept} {path}, or somewhere writable); nothing else was "
+                          "written") from None
+
+
+def paired_inputs(args, lr_path: str | None):
+    """The paired method's HR (the trainer's volume) and LR (the ``lr_image`` option), checked; sets the factor."""
+    from ..methods.paired import check_pair, open_image, pair_factor
+
+    if args.hr and args.input:
+        raise InputError(f"give the HR image once: as --hr or as INPUT (got {args.input} and {args.hr})")
+    hr_src = args.hr or args.input
+    if not hr_src:
+        raise InputError("--method paired needs the HR image (--hr HR) and, for real pairs, the LR image (--lr LR)")
+    lr_src = lr_path or getattr(args, "lr_image", None)
+    hr = open_image(hr_src)
+    if lr_src:
+        lr = open_image(lr_src)
+        check_pair(lr, hr)
+        args.factor = pair_factor(lr, hr, args.factor)
+        if not lr_src.startswith("memory:"):
+            args.lr_image = str(Path(lr_src).expanduser().absolute())
+    elif args.factor is None:
+        raise InputError("without an LR image (--lr) give the factor to learn from the HR alone: --factor S (HR "
+                         "pixels per LR pixel, e.g. 2 or 3.33)")
+    args.input = hr_src
+    return hr
+
+
+def train_volume(args):
+    """The volume the trainer learns from (the HR image for the paired method); refuses paired-only flags
+    elsewhere."""
+    lr_path = learning_rate(args)
+    if args.method == "paired":
+        return paired_inputs(args, lr_path)
+    if lr_path or getattr(args, "hr", None):
+        raise InputError("--lr LR (an image) and --hr HR are the inputs of --method paired; a learning rate is a "
+                         "number (--lr 1e-3)")
+    if not args.input:
+        raise InputError("give the input stack (INPUT)")
+    return open_input(args)
+
+
+def heldout(args, vol, model, payload: dict) -> str:
+    """With --heldout: judge ``model`` on the stack's real held-out sections (:func:`napari_emsr.heldout.estimate`);
+    the figure goes into ``payload["quality"]["heldout_sections"]`` and the summary line returned."""
+    if not getattr(args, "heldout", False):
+        return ""
+    from ..heldout import estimate
+
+    steps = args.heldout_steps
+    if steps is not None and steps < 1:
+        raise InputError(f"--heldout-steps {steps}: give a positive number of steps (e.g. 300)")
+    q = estimate(vol, model, steps=steps, device=getattr(args, "device", "auto") or "auto")
+    payload.setdefault("quality", {})["heldout_sections"] = q.as_dict()
+    return (f"\nheld-out sections: {q.gain_db:+.2f} dB over cubic ({q.sections} real sections restored from the "
+            f"others at {q.factor:g}x spacing)")

@@ -1,0 +1,267 @@
+"""What a job may write, and whether an existing output is resumed, left alone or refused.
+
+One policy for every front end (the ``emsr`` command line today, the napari panel's export later): nothing here
+knows about command-line flags, so a caller passes plain values (``overwrite``, the paths an output must not be).
+
+The rules:
+
+- An output is never one of the job's inputs (the input stack, the model being applied ...), whatever the flags.
+- The folder an output goes into must exist (a typo must not create a tree of folders).
+- An existing output is replaced only with ``overwrite``. Without it:
+
+  * an unfinished zarr export (it carries the completion marker) resumes, and so does a folder an export was
+    killed in before it wrote anything;
+  * a finished zarr export that names what produced it (its fingerprint: input, model, planes, deband) is
+    compared with the job's: the same job has nothing to do, another one is refused, saying what differs
+    (:func:`finished_export`);
+  * anything else is refused.
+
+- A model file the job will save follows the same rule, except that a model this very job saved in an earlier,
+  interrupted run (its config's ``made_by`` equals the job's, see :func:`made_by`) is written with instead of
+  training again (:func:`own_model`).
+- Every output is claimed before any work (:class:`OutputClaims`): checked for what the operating system would
+  refuse at the end of a long run (a read-only or full disk, a name too long, a folder where a file goes) and
+  locked until the job ends, so that a second writer is refused at once, naming the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, ModelError, OutputExistsError
+
+__all__ = [
+    "OutputClaims",
+    "check_folder",
+    "check_model_path",
+    "check_output",
+    "export_progress",
+    "finished_export",
+    "is_zarr_path",
+    "made_by",
+    "own_model",
+    "resumable",
+]
+
+PathLike = str | Path
+
+
+def is_zarr_path(path: PathLike) -> bool:
+    """Whether ``path`` names a zarr store (``.zarr``, ``.ome.zarr``), which is written resumably."""
+    from .io import ZARR_SUFFIXES
+
+    return str(path).lower().rstrip("/").endswith(ZARR_SUFFIXES)
+
+
+def resumable(path: PathLike) -> bool:
+    """Whether an interrupted export to ``path`` resumes when run again (a zarr store; a TIFF starts over)."""
+    return is_zarr_path(path) and "://" not in str(path)
+
+
+def check_folder(path: PathLike) -> None:
+    """The folder ``path`` goes into must exist; refused with what to do otherwise."""
+    parent = Path(path).expanduser().absolute().parent
+    if not parent.is_dir():
+        raise InputError(
+            f"the folder {parent} does not exist: create it first (mkdir -p {parent}) or choose another output path"
+        )
+
+
+def _not_an_input(path: Path, not_: Mapping[str, PathLike | None] | None, role: str | None = None) -> None:
+    from .io import same_place
+
+    for what, other in (not_ or {}).items():
+        if other is not None and same_place(path, other):
+            subject = f"{path}" if role is None else f"the {role} {path}"
+            raise InputError(f"{subject} is the {what} ({other}): choose another {'output ' if role is None else ''}"
+                             "path (nothing was written)")
+
+
+def check_output(path: PathLike, overwrite: bool, *, not_: Mapping[str, PathLike | None] | None = None,
+                 finished: bool = False) -> Path:
+    """The output path, checked before any work.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where the job will write.
+    overwrite : bool
+        Whether an existing output may be replaced.
+    not_ : mapping, optional
+        What the output must never be (what -> path: ``{"input": ..., "model": ...}``), whatever ``overwrite``.
+    finished : bool
+        Leave a finished zarr export that names what produced it for :func:`finished_export` to compare
+        (instead of refusing it here).
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    InputError
+        When ``path`` is one of ``not_`` or its folder does not exist.
+    OutputExistsError
+        When ``path`` exists, ``overwrite`` is off and it is neither an unfinished export (which resumes) nor, with
+        ``finished``, a finished one to compare.
+    """
+    from .io import INCOMPLETE_MARKER, finished_fingerprint, never_started
+    from .io.safety import NAME_MAX, check_output_path
+
+    p = Path(path)
+    if len(p.name.encode("utf-8", "surrogateescape")) > NAME_MAX:  # before any stat of it (ENAMETOOLONG)
+        check_output_path(p)
+    _not_an_input(p, not_)
+    check_folder(p)
+    if p.exists() and not overwrite:
+        if finished and finished_fingerprint(p) is not None:
+            return p
+        if not (p / INCOMPLETE_MARKER).exists() and not never_started(p):
+            raise OutputExistsError(f"{p} exists; pass --overwrite to replace it, or choose another output path")
+    return p
+
+
+def finished_export(path: PathLike, fingerprint: Callable[[], Mapping[str, str]], *, overwrite: bool) -> bool:
+    """Whether ``path`` already is the finished export of this very job: then there is nothing to do.
+
+    ``fingerprint()`` gives the job's export fingerprint (:func:`napari_emsr.reconstruct.export_fingerprint`,
+    :func:`napari_emsr.lateral_apply.lateral_fingerprint`); it is only computed when ``path`` is a finished export.
+    With ``overwrite`` the answer is always no.
+
+    Raises
+    ------
+    OutputExistsError
+        When ``path`` is the finished export of something else (another input, model or setting), naming what
+        differs.
+    """
+    from .io import fingerprint_differences, finished_fingerprint
+
+    before = finished_fingerprint(Path(path)) if not overwrite else None
+    if before is None:
+        return False
+    differs = fingerprint_differences(before, dict(fingerprint()))
+    if differs is None:
+        return True
+    raise OutputExistsError(f"{path} exists: the finished export of something else ({differs}); pass --overwrite to "
+                            "replace it, or choose another output path")
+
+
+def check_model_path(path: PathLike, *, overwrite: bool, not_: Mapping[str, PathLike | None], role: str,
+                     resumed: PathLike | None = None, reusable: bool = False,
+                     exists: Callable[[Path], Exception] | None = None) -> bool:
+    """A model file (or checkpoint) the job will save, checked before any training.
+
+    Never one of ``not_``; an existing file only with ``overwrite`` or when it is the model being ``resumed``.
+    ``reusable``: an existing file is left for :func:`own_model` to judge. ``exists(path)`` makes the refusal of
+    an existing file (default: a plain :class:`~napari_emsr.errors.OutputExistsError`).
+
+    Returns
+    -------
+    bool
+        Whether ``path`` is an existing file left for :func:`own_model` (only with ``reusable``).
+    """
+    from .io import same_place
+
+    p = Path(path)
+    _not_an_input(p, not_, role)
+    check_folder(p)
+    if p.exists() and not overwrite and not (resumed and same_place(p, resumed)):
+        if reusable and p.is_file():
+            return True
+        raise (exists or _model_exists)(p)
+    return False
+
+
+def _model_exists(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"the model file {path} exists; pass --overwrite to replace it, or give another path")
+
+
+def made_by(command: str, input_fingerprint: Any, output: PathLike, train: Mapping[str, Any]) -> dict:
+    """What a model trained by a train-then-write job is the result of, to keep in its config (``made_by``).
+
+    ``input_fingerprint``: the input's part of the export fingerprint (source, shape, voxel size, sampled data);
+    ``train``: every training option. The same job run again (after an interrupted write) finds its own model by
+    this record (:func:`own_model`) and writes with it instead of training again.
+    """
+    made = {"command": command, "input": input_fingerprint, "output": str(Path(output).expanduser().absolute()),
+            "train": dict(train)}
+    return json.loads(json.dumps(made, default=str))  # as it reads back from the file
+
+
+def own_model(path: PathLike, made: Mapping[str, Any]):
+    """The model saved at ``path`` if this very job saved it (its ``made_by`` equals ``made``), else None.
+
+    A file that is not a readable model is not the job's either (None).
+    """
+    from .model import EMSRModel
+
+    try:
+        model = EMSRModel.load(path)
+    except ModelError:
+        return None
+    return model if model.config.get("made_by") == made else None
+
+
+class OutputClaims(contextlib.AbstractContextManager):
+    """The outputs a job will write, checked and locked from its start to its end.
+
+    :func:`~napari_emsr.io.safety.check_output_path` refuses now what the operating system would refuse at the end
+    of a long run (a folder where a file goes, a read-only or full disk, a name too long, ``/proc``); the output
+    lock is held until the claims are closed, so that a second writer of the same path is refused at once, naming
+    this one (the writers' own locks inside are the same lock, re-entrant).
+    """
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+
+    def claim(self, path: PathLike | None, what: str, *, folder: bool | None = None,
+              needed: int | None = None) -> Path | None:
+        """Check and lock ``path`` (None: nothing); ``folder``: a zarr store (default: from the name);
+        ``needed``: bytes that must fit on its disk."""
+        if path is None:
+            return None
+        from .io.safety import check_output_path, output_lock
+
+        if "://" in str(path):  # a remote store: the writer says what is wrong with it
+            return Path(str(path))
+        if folder is None:
+            folder = is_zarr_path(path)
+        p = check_output_path(path, folder=folder, needed=needed, what=what)
+        self._stack.enter_context(output_lock(p, what=what))
+        return p
+
+    def close(self) -> None:
+        """Release every lock."""
+        self._stack.close()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def export_progress(path: PathLike) -> tuple[int, int] | None:
+    """How far an unfinished zarr export at ``path`` is, read from its completion marker: ``(done, total)`` in the
+    writer's own progress units (full-resolution blocks, then pyramid chunks), None when ``path`` is no unfinished
+    export (or the marker cannot be read yet).
+
+    The writer puts the marker in place before its first block, so a progress display learns the total from it
+    while that block is still being computed, and a resumed export's count starts at what was already written.
+    """
+    from .io import INCOMPLETE_MARKER
+    from .io.blocks import step_blocks
+
+    try:
+        state = json.loads((Path(path) / INCOMPLETE_MARKER).read_text())
+        total = int(state["total"])
+        done = len(state.get("done", []))
+        chunk0 = int(state["chunks"][0])
+        levels = [int(shape[0]) for shape in state.get("levels", [])]
+        per_level = [len(step_blocks(n, min(chunk0, n))) for n in levels]
+        done += sum(n for k, n in enumerate(per_level, start=1) if k in set(state.get("levels_done", [])))
+        return done, total + sum(per_level)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None

@@ -1,0 +1,178 @@
+"""What a new user of ``emsr`` meets: an interrupted reconstruct that the same command finishes, write progress
+with a total and the time left (bars on a terminal, lines in a log), a demo that says what it does after
+training, ``info --factor`` used everywhere, and messages that name the option typed.
+
+Real ``emsr`` processes (killed with real signals) or the real ``main()``; real files, tiny networks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emsr_helpers import write_tif
+
+from napari_emsr.cli import main
+from napari_emsr.io import INCOMPLETE_MARKER, open_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--net", "rescnn", "--size", "tiny", "--patch", "24", "--batch", "4", "--device", "cpu"]
+
+
+def _env(**more) -> dict:
+    import napari_emsr
+
+    src = str(Path(napari_emsr.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1", **more}
+
+
+def _emsr(*argv) -> list[str]:
+    return [sys.executable, "-m", "napari_emsr.cli", *map(str, argv)]
+
+
+@pytest.fixture
+def stack(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (9, 48, 48), dtype=np.uint8)
+    return write_tif(tmp_path / "x.tif", data)
+
+
+# ---- 1 and 2: Ctrl-C during the export, the same command again; progress lines in a log ---------------------
+def test_ctrl_c_during_the_export_then_the_same_command_finishes_with_the_saved_model(tmp_path):
+    data = np.random.default_rng(1).integers(0, 255, (16, 128, 384), dtype=np.uint8)
+    tif = write_tif(tmp_path / "big.tif", data)
+    out = tmp_path / "iso.ome.zarr"
+    model = tmp_path / "iso.emsr.pt"
+    argv = ["reconstruct", tif, "-o", out, "--steps", "2", *TINY]
+    env = _env(EMSR_PROGRESS_EVERY="1")
+    proc = subprocess.Popen(_emsr(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not (out / INCOMPLETE_MARKER).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the model is saved, the export has begun
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(2.5)  # inside the first chunk: a progress line or two in the log
+    assert proc.poll() is None, "the export finished before it could be interrupted: make the volume larger"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "run the same command again to resume it" in err
+    assert (out / INCOMPLETE_MARKER).exists() and model.is_file()
+    # not a terminal: plain lines with the total, while the first chunk is computed
+    lines = [ln for ln in err.splitlines() if ln.startswith("write: ")]
+    assert any(re.fullmatch(r"write: 0/\d+ chunks, computing, \d+ s so far, .*", ln) for ln in lines), lines
+    assert "\r" not in "".join(lines)
+    saved = model.read_bytes()
+
+    again = subprocess.run(_emsr(*argv), capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"using {model}, the model this command trained in an earlier run" in again.stderr
+    assert "no training" in again.stderr
+    assert "training isotropic" not in again.stderr and "train:" not in again.stderr  # training did not run
+    assert model.read_bytes() == saved
+    done = [ln for ln in again.stderr.splitlines() if re.fullmatch(r"write: (\d+)/\1 chunks in \d+ s", ln)]
+    assert done, again.stderr[-2000:]
+    assert not (out / INCOMPLETE_MARKER).exists()
+    assert open_volume(out).shape == (61, 128, 384)
+    # complete and right: equal to the same model applied in one go
+    whole = tmp_path / "whole.ome.zarr"
+    assert main(["apply", str(tif), "--model", str(model), "-o", str(whole), "-q", "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(whole).data))
+
+
+def test_a_write_bar_on_a_terminal_has_its_total_and_the_time_left(tmp_path, capsys):
+    """The bar a terminal shows: ``n/total chunks`` from the first draw on, and the time left once a chunk is
+    written (not ``0chunk [00:00, ?chunk/s]``)."""
+    from napari_emsr.cli.progress import Progress
+    from napari_emsr.outputs import export_progress
+    from napari_emsr.reconstruct import export
+
+    data = np.random.default_rng(2).integers(0, 255, (16, 256, 512), dtype=np.uint8)
+    vol = open_volume(write_tif(tmp_path / "s.tif", data))
+    out = tmp_path / "o.ome.zarr"
+    seen = []
+
+    class Watched(Progress):
+        def __call__(self, done, total):
+            super().__call__(done, total)
+            seen.append((done, total, self.left()))
+
+    with Watched("write", "chunk", tty=True, total=lambda: export_progress(out)) as bar:
+        export(vol, "cubic", out, planes="xz", chunks=(40, 512), progress=bar)  # 7 blocks of 1.2 MB
+    err = capsys.readouterr().err
+    total = seen[-1][1]
+    assert total > 2 and [s[0] for s in seen] == list(range(1, total + 1))
+    assert all(t == total for _, t, _ in seen) and all(left is not None for *_, left in seen)
+    assert f"{total}/{total} chunks" in err and "?chunk/s" not in err
+    assert re.search(rf"\d+/{total} chunks \[.*about \d+ s left", err), err[-500:]
+
+
+# ---- 3: the demo says what it does after training ---------------------------------------------------------
+def test_the_demo_says_what_it_does_after_training(tmp_path):
+    r = subprocess.run(_emsr("demo", "--steps", "2", "--json", *TINY), capture_output=True, text=True,
+                       timeout=300, env=_env(EMSR_PROGRESS_EVERY="1"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(json.loads(r.stdout)["scores"]) >= {"linear", "cubic"}  # stdout stays one JSON object
+    after = r.stderr[r.stderr.index("scoring:"):]
+    for k, what in enumerate(("linear interpolation", "cubic interpolation", "the trained network"), start=1):
+        assert f"[{k}/3] reconstructing" in after and what in after
+        assert f"[{k}/3] scoring" in after
+    # each reconstruction's progress, with its total of tasks
+    assert len(re.findall(r"reconstruct [^:]+: (\d+)/\1 tasks in \d+ s", after)) == 3, after
+
+
+# ---- 4: info --factor is used everywhere ------------------------------------------------------------------
+def test_info_uses_the_given_factor_for_the_anisotropy(tmp_path, tiny_stack, capsys):
+    vol, _ = tiny_stack
+    plain = write_tif(tmp_path / "plain.tif", np.asarray(vol.data), spacing=None)
+    with_size = write_tif(tmp_path / "sized.tif", np.asarray(vol.data), spacing=40.0)
+    assert main(["info", str(with_size), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["info", str(plain), "--json", "--factor", "4"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["factor"] == 4.0 and given["factor_from"] == "--factor"
+    # the same figure as with the voxel size in the file, not the cubic-voxel one
+    assert given["anisotropy"]["ratio"] == pytest.approx(from_file["anisotropy"]["ratio"])
+    assert main(["info", str(plain), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["anisotropy"]["ratio"] < given["anisotropy"]["ratio"]
+    assert main(["info", str(plain), "--factor", "4"]) == 0
+    human = capsys.readouterr().out
+    assert "pass --factor" not in human and "(--factor)" in human and "with F = 4" in human
+    # --factor overrides the file's voxel size too
+    assert main(["info", str(with_size), "--json", "--factor", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)["anisotropy"]["ratio"] > from_file["anisotropy"]["ratio"]
+
+
+# ---- 5: dask and distributed are pinned together ----------------------------------------------------------
+def test_dask_and_distributed_share_one_range():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    ranges = {}
+    for req in reqs:
+        m = re.fullmatch(r"(dask|distributed)(\[[^\]]*\])?\s*((?:[<>=!~].*)?)", req)
+        if m:
+            ranges.setdefault(m.group(1), set()).add(m.group(3).replace(" ", ""))
+    assert set(ranges) == {"dask", "distributed"}, ranges
+    assert len(ranges["dask"]) == 1 and ranges["dask"] == ranges["distributed"], ranges
+    (spec,) = ranges["dask"]
+    assert ">=" in spec and "<" in spec.replace("<=", "<"), spec  # a floor and a ceiling: nothing to backtrack
+
+
+# ---- 6: messages name the option typed ----------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--learning-rate", "--lr"])
+@pytest.mark.parametrize("value, words", [("1e308", "at most"), ("-1", "positive"), ("nan", "positive")])
+def test_a_bad_learning_rate_is_refused_naming_the_option_typed(stack, tmp_path, capsys, flag, value, words):
+    assert main(["train", str(stack), "-o", str(tmp_path / "m.pt"), flag, value, *TINY, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} " in err and words in err and "Traceback" not in err, err
+    other = "--lr " if flag == "--learning-rate" else "--learning-rate"
+    assert other not in err, err
+    assert not (tmp_path / "m.pt").exists()
