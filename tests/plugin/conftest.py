@@ -186,6 +186,9 @@ def panel(make_napari_viewer, qtbot, request):
     viewer.open_sample("napari-emsr", "medulla_anisotropic")
     widget = EMSRWidget(viewer)
     viewer.window.add_dock_widget(widget, name="napari-emsr")
+    # NOTE: work estimated above half an hour is asked about in a modal box; the tests answer yes (a test that
+    # checks the question sets its own answer)
+    widget.ask = lambda question: True
     params = widget.params
     params.device = "cpu"
     params.method = "isotropic"

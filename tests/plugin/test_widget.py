@@ -710,6 +710,7 @@ def test_panel_fits_a_1600_by_1150_window(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-emsr", "medulla_anisotropic")
     panel = EMSRWidget(viewer)
+    panel.ask = lambda question: True  # a long training is asked about in a modal box
     viewer.window.add_dock_widget(panel, name="napari-emsr", area="right")
     window = viewer.window._qt_window
     window.resize(1600, 1150)

@@ -48,6 +48,7 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDa
     if unfinished is not None:
         # NOTE: returning None would let another reader show the incomplete data as if it were a volume.
         def refuse(_path: Any) -> list[LayerData]:
+            _tell(unfinished)
             raise unfinished
 
         return refuse
@@ -77,6 +78,16 @@ def _unfinished(paths: Sequence[str | Path]) -> Exception | None:
         except InputError as err:
             return err
     return None
+
+
+def _tell(err: Exception) -> None:
+    """Show the refusal as napari's error notification: napari itself reports only that the reader failed."""
+    try:
+        from napari.utils.notifications import show_error
+    except ImportError:  # called without napari: the exception says it
+        return
+    show_error(f"napari-emsr did not open it: {err} (it was being written by an export of napari-emsr: the "
+               "panel's Export or the emsr command)")
 
 
 def _open_layers(path: str | Path) -> list[LayerData] | None:

@@ -66,6 +66,25 @@ def stop_between_tasks(job: ExportJob) -> Iterator[None]:
         yield
 
 
+def stopping_copy(model: Any, device: str, job: ExportJob) -> Any:
+    """A copy of ``model`` whose network checks ``job``'s cancel flag before each batch of planes, so that a cancel
+    stops the export within one batch (a block of a fused export is one long task). The panel's own model (its
+    layers restore blocks with it meanwhile) is left as it is. An interpolation method's name is returned as is.
+    """
+    if isinstance(model, str) or not hasattr(model, "network"):
+        return model
+    from napari_emsr.device import resolve_device
+
+    own = model.copy()
+
+    def check(_module: Any, _inputs: Any) -> None:
+        if job.cancelled:
+            raise ExportCancelled("export cancelled; run it again with the same path to resume")
+
+    own.network(resolve_device(device)).register_forward_pre_hook(check)
+    return own
+
+
 def export_task(
     job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = "",
     deband: bool = True,
@@ -80,6 +99,8 @@ def export_task(
 
     spec = scheduler.strip() or None
     check_spec(spec)
+    if spec is None:  # NOTE: on a cluster the model is sent to the workers: no hook of this process goes with it
+        model = stopping_copy(model, device, job)
     # NOTE: while the client is open it is dask's default scheduler in this whole process.
     with open_client(spec), stop_between_tasks(job):
         out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress,
@@ -92,6 +113,7 @@ def export_lateral_task(job: ExportJob, volume: Any, model: Any, path: str, enha
     (:func:`napari_emsr.lateral_apply.export_lateral`); returns the path written."""
     from napari_emsr.lateral_apply import export_lateral
 
+    model = stopping_copy(model, device, job)
     with stop_between_tasks(job):
         return str(export_lateral(volume, model, path, enhance=enhance, device=device, overwrite=False,
                                   progress=job.progress))

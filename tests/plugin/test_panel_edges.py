@@ -1,0 +1,204 @@
+"""The panel's rough edges, each driven through a real viewer: the view after training, asking before long work,
+cancelling within seconds, the plots and the link in the theme's colours, unfinished exports refused with a
+message, the file's voxel size offered for a dropped layer, and the held-out-section figure."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT = 240_000
+
+
+def _notifications():
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
+def _train(panel, qtbot):
+    assert panel.start_training() is not None
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+
+
+def _extent(layers):
+    """(min, max) corners of the world extent of ``layers``."""
+    boxes = np.array([layer.extent.world for layer in layers])
+    return boxes[:, 0].min(axis=0), boxes[:, 1].max(axis=0)
+
+
+def test_after_training_the_view_fits_the_stack_and_its_results(panel, qtbot):
+    viewer = panel.viewer
+    source = viewer.layers["medulla anisotropic"]
+    _train(panel, qtbot)
+    assert not [layer.name for layer in viewer.layers if layer.name.startswith("emsr preview")]
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: bool(panel.reconstructed_layers), timeout=TIMEOUT)
+    layers = [source, *panel.reconstructed_layers]
+    assert set(viewer.layers) == set(layers)  # nothing beside them widens the view
+    lo, hi = _extent(layers)
+    np.testing.assert_allclose(viewer.layers.extent.world[0], lo)
+    np.testing.assert_allclose(viewer.layers.extent.world[1], hi)
+    # the x axis spans the stack's 192 px of 10 nm (pixel centres), not the preview planes placed beside it
+    assert hi[2] - lo[2] == pytest.approx((192 - 1) * 10.0)
+    # the camera shows the stack (its centre is the data's)
+    shown = [d for d in range(3) if d in viewer.dims.displayed]
+    centre = np.asarray(viewer.camera.center[-2:])
+    np.testing.assert_allclose(centre, ((lo + hi) / 2)[shown], atol=10.0)
+    # rolled: every slider runs over the data's extent along its axis
+    for order in ((2, 0, 1), (0, 1, 2)):
+        viewer.dims.order = order
+        for axis in range(3):
+            rng = viewer.dims.range[axis]
+            assert rng.start >= lo[axis] - 1e-6 and rng.stop <= hi[axis] + 1e-6, (order, axis, rng, lo, hi)
+
+
+def test_long_work_is_asked_about_first(panel, qtbot, monkeypatch):
+    from functools import partial
+
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_emsr.plugin.panel import ask_yes_no
+
+    asked = []
+
+    def answer_no(*args, **kwargs):
+        asked.append(args[2])
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", answer_no)  # Qt's box, answered as a person would
+    panel.ask = partial(ask_yes_no, panel)
+    params = panel.params
+    params.budget, params.minutes = "minutes", 31
+    assert panel.start_training() is None and not panel.status.busy
+    assert asked and "about 31:00 here" in asked[-1]
+    assert "not started" in panel.status_label.text()
+    # a short run is not asked about
+    params.budget, params.steps = "steps", 2
+    _train(panel, qtbot)
+    assert len(asked) == 1 and panel.model.step == 2
+    # yes starts it (stopped at once here)
+    panel.ask = lambda question: asked.append(question) or True
+    params.budget = "minutes"
+    worker = panel.start_training()
+    assert worker is not None and panel.status.busy and len(asked) == 2
+    panel.stop_training()
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+
+
+def test_cancel_ends_an_export_within_two_seconds_and_clears_the_time_left(panel, qtbot, tmp_path):
+    panel.params.steps = 2
+    _train(panel, qtbot)
+    panel.reconstruct_params.export_planes = "fuse"  # one block here: the network runs on every plane, twice
+    started = time.perf_counter()
+    worker = panel.export_volume(str(tmp_path / "fused.ome.zarr"))
+    assert worker is not None
+    qtbot.wait(1500)
+    assert panel.export_status.busy, "the export ended before the cancel: make it longer"
+    cancelled = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=2000):
+        panel.cancel_export()
+    assert time.perf_counter() - cancelled < 2.0, time.perf_counter() - started
+    qtbot.waitUntil(lambda: not panel.export_status.busy, timeout=5000)
+    bar = panel.export.progress_bar.format()
+    assert "left" not in bar, bar
+    assert "cancelled" in panel.status_label.text()
+    # the bar of an export cancelled after some blocks says where it stopped, with no time left either
+    status = panel.export_status
+    status.done, status.total = 3, 10
+    assert panel.export.progress_bar.format().startswith("stopped at 3/10 blocks")
+
+
+def test_stop_ends_training_within_two_seconds(panel, qtbot):
+    panel.params.steps = 100000
+    worker = panel.start_training()
+    qtbot.waitUntil(lambda: panel.status.step >= 2, timeout=TIMEOUT)
+    with qtbot.waitSignal(worker.finished, timeout=2000):
+        panel.stop_training()
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=5000)
+    assert "left" not in panel.status_label.text() and panel.model is not None
+
+
+def test_plots_and_link_follow_the_theme(panel, qtbot):
+    from napari.utils.theme import get_theme
+
+    plot = panel.plot
+    bottom = plot.gain_plot.getAxis("bottom")
+    assert not bottom.autoSIPrefix and not plot.gain_plot.getAxis("left").autoSIPrefix
+    assert "step" in bottom.labelText and "(x0.001)" not in bottom.labelString()  # an empty plot says so
+    assert not plot.loss_plot.getAxis("bottom").style["showValues"]  # one row of step labels, not two
+    qtbot.waitUntil(lambda: panel.recommended is not None, timeout=TIMEOUT)
+    for theme in ("dark", "light"):
+        panel.viewer.theme = theme
+        colour = get_theme(theme).highlight.as_hex()
+        assert f'style="color: {colour};"' in panel.budget_hint.text(), (theme, panel.budget_hint.text())
+    _train(panel, qtbot)
+    assert bottom.labelText == "step" and bottom.labelUnitPrefix == "" and "x0.001" not in bottom.labelString()
+
+
+def test_an_unfinished_export_is_refused_with_a_message(make_napari_viewer, tmp_path):
+    import tifffile
+    from napari.errors import ReaderPluginError
+
+    partial = tmp_path / ".iso.tif.emsr-partial-k2j3"
+    tifffile.imwrite(partial, np.zeros((8, 32, 32), np.uint8))
+    viewer = make_napari_viewer()
+    before = len(_notifications())
+    with pytest.raises(ReaderPluginError) as raised:  # as a drop does: napari picks the reader by the name
+        viewer.open(str(partial), plugin=None)
+    assert raised.value.reader_plugin == "napari-emsr" and "unfinished write" in str(raised.value.__cause__)
+    told = _notifications()[before:]
+    assert any("napari-emsr did not open it" in m and "unfinished write" in m and "run the export again" in m
+               and "export of napari-emsr" in m for m in told), told
+    assert not viewer.layers
+
+
+def test_a_dropped_stack_gets_the_voxel_size_of_its_file(panel, qtbot, tmp_path):
+    import tifffile
+
+    path = tmp_path / "dropped.tif"
+    data = np.random.default_rng(1).integers(0, 255, (12, 48, 48), dtype=np.uint8)
+    tifffile.imwrite(path, data, imagej=True, resolution=(100.0, 100.0), metadata={"spacing": 0.04, "unit": "um"})
+    viewer = panel.viewer
+    layers = viewer.open(str(path), plugin="napari")  # napari's own reader: no voxel size
+    layer = layers[0]
+    assert tuple(layer.scale) == (1.0, 1.0, 1.0) and str(layer.source.path) == str(path)
+    panel.input.set_layer(layer)
+    offer = panel.inputs.offer
+    qtbot.waitUntil(lambda: offer.isVisibleTo(panel), timeout=TIMEOUT)
+    assert offer.label.text() == ("This layer's scale is 1, 1, 1 but the file says z 40 nm, xy 10 nm: use the "
+                                  "file's?")
+    offer.button.click()
+    np.testing.assert_allclose(layer.scale, (40, 10, 10))
+    np.testing.assert_allclose(panel.input_params.spacing, (40, 10, 10))
+    assert panel.input_params.factor == pytest.approx(4.0) and not offer.isVisibleTo(panel)
+    # a layer with a voxel size gets no offer
+    panel.input.set_layer("medulla anisotropic")
+    qtbot.wait(300)
+    assert not offer.isVisibleTo(panel)
+
+
+def test_the_held_out_sections_figure_when_asked(panel, qtbot):
+    panel.reconstruct_params.heldout_steps = 5
+    panel.reconstruct.heldout_check.setChecked(True)
+    assert panel.reconstruct_params.heldout
+    _train(panel, qtbot)
+    qtbot.waitUntil(lambda: panel.heldout is not None, timeout=TIMEOUT)
+    score = panel.heldout
+    line = f"held-out sections: {score.gain_db:+.2f} dB over cubic ({score.sections} sections)"
+    assert score.sections >= 3 and line in panel.reconstruct.quality_label.text()
+    assert panel.reconstruct.quality_label.isVisibleTo(panel)
+    assert panel.plot.heldout == (6.0, pytest.approx(score.gain_db))  # a point in the gain plot at the model's step
+    xs, ys = panel.plot.heldout_points.getData()
+    assert list(xs) == [6.0] and ys[0] == pytest.approx(score.gain_db)
+    # a stack it cannot judge: the library's message, in the quality line
+    thin = panel.viewer.add_image(np.zeros((5, 64, 64), np.uint8), name="thin", scale=(40, 10, 10))
+    panel.input.set_layer(thin)
+    worker = panel.judge_heldout()
+    qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
+    assert "the stack has 5 sections" in panel.reconstruct.quality_label.text()
