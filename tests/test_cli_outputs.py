@@ -43,7 +43,8 @@ def test_an_unfinished_export_resumes_a_finished_one_is_compared_anything_else_i
         outputs.check_output(tmp_path / "typo" / "o.ome.zarr", overwrite=False)
     seen = _interrupted_export(tif, out, after=3)
     # the marker tells how far it is, in the writer's own counts
-    assert outputs.export_progress(out) == (3, seen[-1][1])
+    state = outputs.export_progress(out)
+    assert state.done == state.blocks_done == 3 and state.total == seen[-1][1] and state.blocks == 7
     assert outputs.check_output(out, overwrite=False) == out  # unfinished: resumes
     vol = open_volume(tif)
     fingerprint = lambda: export_fingerprint(vol, "cubic", "xz", None)  # noqa: E731

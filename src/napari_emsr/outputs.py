@@ -30,11 +30,12 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InputError, ModelError, OutputExistsError
 
 __all__ = [
+    "ExportProgress",
     "OutputClaims",
     "check_folder",
     "check_model_path",
@@ -243,10 +244,22 @@ class OutputClaims(contextlib.AbstractContextManager):
         self.close()
 
 
-def export_progress(path: PathLike) -> tuple[int, int] | None:
-    """How far an unfinished zarr export at ``path`` is, read from its completion marker: ``(done, total)`` in the
-    writer's own progress units (full-resolution blocks, then pyramid chunks), None when ``path`` is no unfinished
-    export (or the marker cannot be read yet).
+class ExportProgress(NamedTuple):
+    """How far an unfinished zarr export is, in the writer's own progress units."""
+
+    #: Units written: full-resolution blocks, then pyramid chunks (what the writer's ``progress(done, total)`` counts).
+    done: int
+    #: All units: the full-resolution blocks and the pyramid's chunks.
+    total: int
+    #: Full-resolution blocks written; they come first and carry nearly all the work.
+    blocks_done: int
+    #: Full-resolution blocks in all.
+    blocks: int
+
+
+def export_progress(path: PathLike) -> ExportProgress | None:
+    """How far an unfinished zarr export at ``path`` is, read from its completion marker; None when ``path`` is no
+    unfinished export (or the marker cannot be read yet).
 
     The writer puts the marker in place before its first block, so a progress display learns the total from it
     while that block is still being computed, and a resumed export's count starts at what was already written.
@@ -256,12 +269,12 @@ def export_progress(path: PathLike) -> tuple[int, int] | None:
 
     try:
         state = json.loads((Path(path) / INCOMPLETE_MARKER).read_text())
-        total = int(state["total"])
-        done = len(state.get("done", []))
+        blocks = int(state["total"])
+        blocks_done = len(state.get("done", []))
         chunk0 = int(state["chunks"][0])
-        levels = [int(shape[0]) for shape in state.get("levels", [])]
-        per_level = [len(step_blocks(n, min(chunk0, n))) for n in levels]
-        done += sum(n for k, n in enumerate(per_level, start=1) if k in set(state.get("levels_done", [])))
-        return done, total + sum(per_level)
+        per_level = [len(step_blocks(int(shape[0]), min(chunk0, int(shape[0])))) for shape in state.get("levels", [])]
+        levels_done = {int(k) for k in state.get("levels_done", [])}
+        done = blocks_done + sum(n for k, n in enumerate(per_level, start=1) if k in levels_done)
+        return ExportProgress(done, blocks + sum(per_level), blocks_done, blocks)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None

@@ -46,8 +46,10 @@ class Progress:
     quiet : bool
         Show nothing.
     total : callable, optional
-        Asked once a second until it gives ``(done, total)``: how far the job already is before its first report
-        (e.g. :func:`napari_emsr.outputs.export_progress` for a zarr export), so the total shows at once.
+        Asked once a second until it gives an :class:`~napari_emsr.outputs.ExportProgress` (or ``(done, total)``):
+        how far the job already is before its first report (:func:`napari_emsr.outputs.export_progress` for a zarr
+        export), so the total shows at once. Its ``blocks`` are the first units, which carry the work (the
+        pyramid's chunks after them cost next to nothing): the time left is reckoned on them.
     tty : bool, optional
         Draw a bar (default: whether stderr is a terminal); else print a line every ``every`` seconds.
     every : float
@@ -63,6 +65,7 @@ class Progress:
         self.done = 0
         self.total: int | None = None
         self._base: int | None = None  # what was done before this run started (a resumed export)
+        self._heavy: int | None = None  # the first units, which carry the work (None: all of them)
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,10 +115,15 @@ class Progress:
     def left(self) -> float | None:
         """Seconds left: the time this run took per unit so far, times the units still to do."""
         with self._lock:
-            done, total, base = self.done, self.total, self._base
-        if total is None or base is None or done - base <= 0:
+            done, total, base, heavy = self.done, self.total, self._base, self._heavy
+        if total is None or base is None:
             return None
-        return (time.monotonic() - self._t0) / (done - base) * max(0, total - done)
+        heavy = total if heavy is None else heavy
+        if done >= heavy:
+            return 0.0
+        if done - base <= 0:
+            return None
+        return (time.monotonic() - self._t0) / (done - base) * (heavy - done)
 
     def line(self, finished: bool = False) -> str:
         """``12/64 chunks, about 3 min left`` (or how long the first unit has been computing)."""
@@ -125,8 +133,10 @@ class Progress:
         if self.total is None:
             return f"computing the first {self.unit}, {duration(elapsed)} so far"
         left = self.left()
-        when = f"about {duration(left)} left" if left is not None else \
-            f"computing, {duration(elapsed)} so far, time left known after the first {self.unit}"
+        if left is None:
+            when = f"computing, {duration(elapsed)} so far, time left known after the first {self.unit}"
+        else:
+            when = f"about {duration(left)} left" if left >= 1 else "finishing"
         return f"{self.done}/{self.total} {self.unit}s, {when}"
 
     def _draw(self) -> None:
@@ -142,7 +152,7 @@ class Progress:
         if total is not None and done >= total:
             post = ""
         elif left is not None:
-            post = f"about {duration(left)} left"
+            post = f"about {duration(left)} left" if left >= 1 else "finishing"
         else:
             post = f"computing the first {self.unit}"
         bar.set_postfix_str(post, refresh=False)
@@ -151,13 +161,17 @@ class Progress:
     def _tick(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(1.0):
-            if self.total is None and self._peek is not None:
+            if self._peek is not None:
                 known = self._peek()
                 if known is not None:
+                    self._peek = None  # once is enough
                     with self._lock:
+                        heavy = len(known) > 3
                         if self.total is None:
-                            self.done, self.total = known
-                            self._base = known[0]
+                            self.done, self.total = known[0], known[1]
+                            self._base = known[2] if heavy else known[0]
+                        if heavy:
+                            self._heavy = known[3]
             if self._bar is not None:
                 self._draw()
             elif time.monotonic() - last >= self.every:
