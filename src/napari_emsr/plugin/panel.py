@@ -159,7 +159,7 @@ class EMSRWidget(QWidget):
         self.inputs = InputController(self, self.input, self.method, self.sample_button)
         self.estimator = EstimatesController(
             self, self.budget_hint, self.reconstruct, self.export,
-            busy=lambda: self.status.busy or bool(self.inputs.running),
+            busy=lambda: self.status.busy or bool(self.inputs.running) or self.quality_ctl.heldout_worker is not None,
         )
         self.models_ctl = ModelController(self, self.models)
         self.blocks = BlockPump(self, self.estimator)
@@ -460,8 +460,7 @@ class EMSRWidget(QWidget):
         self.export.set_lateral(flow.lateral)
         if not flow.measures_speed:
             self.estimator.clear()
-            self.quality_ctl.measures = ("", "")
-            self.quality_ctl.show()
+            self.quality_ctl.clear()
 
     def _on_model(self, *_: Any) -> None:
         self._update_buttons()

@@ -1,6 +1,6 @@
 """The panel's parameters and status as plain evented dataclasses (psygnal), free of Qt.
 
-The dock panel (:class:`napari_emsr.plugin._widget.EMSRWidget`) holds one of each: its sub-widgets show them
+The dock panel (:class:`napari_emsr.plugin.panel.EMSRWidget`) holds one of each: its sub-widgets show them
 and write to them, and a script, a test or a benchmark can do the same without touching a widget::
 
     panel.input_params.layer = "medulla anisotropic"

@@ -7,11 +7,10 @@ import logging
 from functools import partial
 from typing import Any
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
-
 from napari_emsr.errors import EMSRError
 from napari_emsr.plugin.host import Host
 from napari_emsr.plugin.layers import AXIS_LABELS, layer_spacing
+from napari_emsr.plugin.widgets.scale_offer_widget import ScaleOffer
 from napari_emsr.plugin.workers.tasks import anisotropy_task
 
 logger = logging.getLogger(__name__)
@@ -32,22 +31,6 @@ def file_voxel_size(path: str) -> tuple[tuple[float, float, float], str] | None:
     if volume.spacing is None:
         return None
     return tuple(float(s) for s in volume.spacing), str(volume.unit)
-
-
-class ScaleOffer(QWidget):
-    """"This layer's scale is 1, 1, 1 but the file says ...: use the file's" (hidden when there is nothing to say)."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.label = QLabel("")
-        self.label.setWordWrap(True)
-        self.button = QPushButton("Use the file's")
-        self.button.setToolTip("Set the layer's scale (and the voxel size here) to the voxel size its file states")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.label, 1)
-        row.addWidget(self.button)
-        self.setVisible(False)
 
 
 class InputController:

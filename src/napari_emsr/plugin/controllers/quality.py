@@ -52,6 +52,11 @@ class QualityController:
         self.heldout_worker: Any = None
         host.reconstruct_params.events.heldout.connect(self._on_heldout_asked)
 
+    def clear(self) -> None:
+        """Show no measure (a flow without them)."""
+        self.measures = ("", "")
+        self.show()
+
     def show(self) -> None:
         text, tip = self.measures
         lines = [line for line in (text, self.heldout_text) if line]

@@ -2,7 +2,7 @@
 
 Shown instead of the Input box when the method is ``paired``. The widget shows a
 :class:`~napari_emsr.plugin.state.PairedParameters` and writes the user's edits to it; the panel derives the
-factor, registers the pair and says what is wrong (:mod:`napari_emsr.plugin.paired`).
+factor, registers the pair and says what is wrong (:mod:`napari_emsr.plugin.flows.paired`).
 """
 
 from __future__ import annotations
