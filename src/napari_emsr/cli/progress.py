@@ -3,7 +3,8 @@
 A write's bar has its total and the time left from the start (the rate over everything this run has written so
 far, not a guess from the last chunk), and it keeps ticking while the first chunk is computed. Where stderr is
 not a terminal (a batch job's log), a line such as ``write: 12/64 chunks, about 3 min left`` is printed every
-:data:`LOG_EVERY` seconds instead of a bar that redraws itself.
+:data:`LOG_EVERY` seconds (the environment variable ``EMSR_PROGRESS_EVERY`` sets it) instead of a bar that
+redraws itself.
 """
 
 from __future__ import annotations
