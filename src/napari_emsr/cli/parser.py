@@ -89,10 +89,11 @@ def _add_train(p, demo=False):
                    "give the same model on a CPU")
     g.add_argument("--val-every", type=int, default=None, help="validate on held-out planes every N steps")
     g.add_argument("--heldout", action="store_true",
-                   help="after training, judge it on the stack's own sections: every other section is held out, a "
-                   "short training with the same settings restores them from the rest (at twice the spacing), and "
-                   "the gain over cubic on the real held-out sections is printed (JSON: quality.heldout_sections). "
-                   "Costs --heldout-steps more steps; measured at 2F, so not yet calibrated to the gain at F")
+                   help="after training, estimate its gain over cubic on this stack without ground truth: every "
+                   "other section is held out, a short training with the same settings restores them from the rest "
+                   "(at twice the spacing) and is scored on the real held-out sections and on lateral planes; how "
+                   "far lateral planes overstate the real sections is taken off the model's own lateral gain. "
+                   "Printed in the summary (JSON: quality.heldout_sections). Costs --heldout-steps more steps")
     g.add_argument("--heldout-steps", type=int, default=None, metavar="N",
                    help="steps of the --heldout judge (default: the model's steps, at most 400)")
     g.add_argument("--checkpoint", default=None, help="checkpoint file (default: the output model)")

@@ -168,5 +168,6 @@ def heldout(args, vol, model, payload: dict) -> str:
         raise InputError(f"--heldout-steps {steps}: give a positive number of steps (e.g. 300)")
     q = estimate(vol, model, steps=steps, device=getattr(args, "device", "auto") or "auto")
     payload.setdefault("quality", {})["heldout_sections"] = q.as_dict()
-    return (f"\nheld-out sections: {q.gain_db:+.2f} dB over cubic ({q.sections} real sections restored from the "
-            f"others at {q.factor:g}x spacing)")
+    return (f"\nestimated gain over cubic: {q.gain_db:+.2f} dB (lateral planes {q.lateral_db:+.2f}, corrected by "
+            f"{q.sections} real held-out sections restored from the others at {2 * q.factor:g}x spacing: "
+            f"{q.sections_db:+.2f} dB)")
