@@ -79,9 +79,13 @@ def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, caps
     assert cli.main(["train", str(src), "-o", str(tmp_path / "m.emsr.pt"), *tiny, "--heldout", "--heldout-steps", "2",
                      "--json"]) == 0
     q = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quality"]["heldout_sections"]
-    assert q["sections"] == (len(stack) - 1) // 2 and q["factor"] == 8.0 and np.isfinite(q["gain_db"])
+    assert q["sections"] == (len(stack) - 1) // 2 and q["factor"] == 4.0 and q["judged_at"] == 8.0
+    assert all(np.isfinite(q[k]) for k in ("gain_db", "sections_gain_db", "lateral_gain_db", "judge_lateral_gain_db"))
+    # the estimate is the model's lateral gain less the lateral planes' overstatement on the real sections
+    assert q["gain_db"] == pytest.approx(q["lateral_gain_db"] - (q["judge_lateral_gain_db"] - q["sections_gain_db"]),
+                                         abs=0.02)
     assert cli.main(["reconstruct", str(src), "-o", str(tmp_path / "r.tif"), *tiny, "--heldout"]) == 0
-    assert "held-out sections:" in capsys.readouterr().out
+    assert "estimated gain over cubic:" in capsys.readouterr().out
     assert cli.main(["train", str(src), "-o", str(tmp_path / "n.emsr.pt"), *tiny, "--heldout", "--heldout-steps",
                      "0"]) == 2
     assert "--heldout-steps 0" in capsys.readouterr().err
@@ -105,3 +109,13 @@ def test_profile_judged_trains_a_judge_per_candidate_and_keeps_the_better_one():
     opts = model.config["options"]
     want = (0.0, 0.0) if best == "point" else (fit["thickness"], fit["softness"])
     assert opts["profile"] == "fitted" and (opts["thickness"], opts["softness"]) == pytest.approx(want)
+
+
+def test_lateral_gains_of_cubic_are_nothing_unblurred_and_a_loss_when_blurred_again():
+    """Cubic restores lateral planes as cubic does (gain 0); blurring it by a thick profile before scoring it
+    against blurred planes blurs twice, which the blurred score must see as a loss (point sampling: no blur, 0)."""
+    planes = _tissue(64)[::8]
+    for profile, blurred_loss in (("point", False), ("slab", True)):
+        unblurred, blurred = heldout.lateral_gains("cubic", planes, 4, 4.0, profile, device="cpu")
+        assert unblurred == pytest.approx(0.0, abs=1e-6)
+        assert (blurred < -0.5) if blurred_loss else blurred == pytest.approx(0.0, abs=1e-6)
