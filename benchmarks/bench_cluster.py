@@ -118,13 +118,13 @@ def run_subset(vol, model, workers: int, planes: str, n_chunks: int, chunks: tup
     import distributed
 
     from napari_emsr.cluster import open_client
-    from napari_emsr.reconstruct import _export_chunks, reconstruct
+    from napari_emsr.reconstruct import export_chunks, reconstruct
 
     t0 = time.perf_counter()
     with open_client(f"local:{workers}") as client:
         client.wait_for_workers(workers, timeout=600)
         started = time.perf_counter() - t0
-        arr = reconstruct(vol, model, planes=planes, device="cpu", chunks=chunks or _export_chunks(vol, planes))
+        arr = reconstruct(vol, model, planes=planes, device="cpu", chunks=chunks or export_chunks(vol, planes))
         total = math.prod(arr.numblocks)
         flat = sorted({int(i) for i in np.linspace(0, total - 1, min(n_chunks, total))})
         blocks = [arr.blocks[np.unravel_index(i, arr.numblocks)] for i in flat]

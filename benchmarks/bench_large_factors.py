@@ -7,8 +7,8 @@ The medulla FIB-SEM (250^3, isotropic 10 nm) is split along z: z 0:125 to develo
     cubic      interpolation only
     default    ``emsr reconstruct``'s defaults (the isotropic method, section profile fitted to the stack)
     context    the same with multi-slice context (N = 2: 5 neighbouring planes, fused by 3D convolutions in front of
-               the default network; pairs :class:`~napari_emsr.methods.lateral.ContextPairs`, network
-               :class:`~napari_emsr.nets.context_arch.ContextNet`; applied here by :func:`reconstruct_context`,
+               the default network; pairs ``context_pairs.ContextPairs``, network
+               ``context_arch.ContextNet``; applied here by :func:`reconstruct_context`,
                with neighbours F planes apart)
     gpemsr     paper 003's three stages (codebook prior, indexer, restorer with prior fusion)
 
@@ -67,11 +67,13 @@ def _register_context() -> None:
     :func:`reconstruct_context` applies it here)."""
     from functools import partial
 
+    from context_pairs import ContextPairs
+
     from napari_emsr.methods import Method, register_method
-    from napari_emsr.methods.lateral import ISOTROPIC, ContextPairs
+    from napari_emsr.methods.isotropic import ISOTROPIC
     from napari_emsr.nets import NETS
 
-    NETS.setdefault("context", ("napari_emsr.nets.context_arch", "ContextNet"))
+    NETS.setdefault("context", ("context_arch", "ContextNet"))
 
     class CentreValidation(ContextPairs):
         # NOTE: the trainer scores one-channel planes; the context network takes one plane as its own context.
@@ -88,10 +90,10 @@ def _register_context() -> None:
 def reconstruct_context(volume, model, factor: int, stride: int | None = None) -> np.ndarray:
     """xz and yz planes restored with their neighbours ``stride`` (default F) planes apart, fused; uint8."""
     import torch
+    from context_pairs import context_stacks
 
     from napari_emsr.degrade import interpolate_axis
     from napari_emsr.geometry import output_positions
-    from napari_emsr.methods.lateral import context_stacks
 
     net = model.network("cpu")
     stride = int(round(factor)) if stride is None else int(stride)

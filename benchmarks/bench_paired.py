@@ -83,7 +83,7 @@ def _truth(path: str | None) -> np.ndarray:
 
 def _acquire(planes: np.ndarray, factor: float, seed: int) -> np.ndarray:
     """The LR acquisition: recipe II of each plane (own blur and noise), uint8."""
-    from napari_emsr.methods.paired import degrade
+    from napari_emsr.methods.paired.pairs import degrade
 
     lr = degrade(planes.astype(np.float32) / 255.0, factor, "II", np.random.default_rng(seed))
     return np.clip(np.rint(lr * 255.0), 0, 255).astype(np.uint8)
@@ -100,7 +100,7 @@ def _scores(truth: np.ndarray, test: np.ndarray, pixel_nm: float) -> dict:
 
 
 def _bicubic(lr: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndarray:
-    from napari_emsr.methods.paired import upsample
+    from napari_emsr.methods.paired.pairs import upsample
 
     return np.clip(np.rint(upsample(lr.astype(np.float32), shape, factor)), 0, 255).astype(np.uint8)
 
@@ -108,8 +108,8 @@ def _bicubic(lr: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndarra
 def run(args) -> list[dict]:
     import torch
 
-    from napari_emsr.lateral_apply import lateral
     from napari_emsr.methods.paired import as_stack, lr_source
+    from napari_emsr.methods.paired.apply import lateral
     from napari_emsr.train import TrainConfig, Trainer
 
     torch.set_num_threads(args.threads)

@@ -1,4 +1,5 @@
-"""Multi-slice context: a restoring network that sees 2N+1 neighbouring planes, fused by 3D convolutions.
+"""Multi-slice context (experimental, measured by ``bench_large_factors.py``): a restoring network that sees 2N+1
+neighbouring planes, fused by 3D convolutions.
 
 Args:
     context: N, the neighbours on each side (the input has 2N+1 channels, the plane to restore in the middle).
@@ -9,7 +10,7 @@ The fusion (a 3x3x3 convolution over (neighbour, row, column), then one over all
 correction to the middle plane, initialised to zero: an untrained fusion passes the middle plane on, and the whole
 network starts as its base network. A single plane (one channel) is taken as its own context.
 
-Which neighbours, at training and at application (see :class:`napari_emsr.methods.lateral.ContextPairs`): a
+Which neighbours, at training and at application (see ``context_pairs.ContextPairs``): a
 self-supervised pair is a lateral patch at section z whose rows are degraded like z; the axis perpendicular to it
 is the stack's z, so its context is the same patch in sections z - N ... z + N, each degraded the same way. These
 neighbours lie F lateral pixels apart. An axial plane restored at application (xz at row y) has the lateral axis y

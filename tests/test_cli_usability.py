@@ -109,6 +109,8 @@ def test_a_write_bar_on_a_terminal_has_its_total_and_the_time_left(tmp_path, cap
         export(vol, "cubic", out, planes="xz", chunks=(40, 512), progress=bar)  # 7 blocks of 1.2 MB
     err = capsys.readouterr().err
     total = seen[-1][1]
+    assert seen[0][:2] == (0, total)  # the total before the first block
+    seen = seen[1:]
     assert total > 2 and [s[0] for s in seen] == list(range(1, total + 1))
     assert all(t == total for _, t, _ in seen) and all(left is not None for *_, left in seen)
     assert seen[0][2] > 0 and seen[-1][2] == 0  # reckoned from the start, on the full-resolution blocks

@@ -109,7 +109,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    monkeypatch.setattr("napari_emsr.reconstruct._export_chunks", lambda vol, planes: CHUNKS)
+    monkeypatch.setattr("napari_emsr.reconstruct.export_chunks", lambda vol, planes: CHUNKS)
 
 
 def _read(p):
@@ -363,7 +363,7 @@ def test_crashed_client_resumes_on_the_cluster(cluster, data, tmp_path):
     export(open_volume(stack), model, tmp_path / "ref.ome.zarr", planes="fuse")
     script = (
         "import sys, napari_emsr.reconstruct as r\n"
-        f"r._export_chunks = lambda vol, planes: {CHUNKS!r}\n"
+        f"r.export_chunks = lambda vol, planes: {CHUNKS!r}\n"
         "from napari_emsr.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

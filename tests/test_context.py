@@ -3,14 +3,20 @@ taken at application."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from napari_emsr.errors import InputError
-from napari_emsr.methods.lateral import ContextPairs, context_stacks
-from napari_emsr.nets.context_arch import ContextNet
 from napari_emsr.train import TrainConfig, Trainer
+
+# NOTE: experimental, kept with the benchmark that measures it (benchmarks/bench_large_factors.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from context_arch import ContextNet
+from context_pairs import ContextPairs, context_stacks
 
 
 def test_context_net_starts_as_its_base_network_and_learns_from_the_neighbours():

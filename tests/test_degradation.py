@@ -81,7 +81,7 @@ def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):
 
 
 def test_learned_degradation_trains_saves_and_feeds_the_restorer(gt, tmp_path):
-    from napari_emsr.methods.degradation import geometry
+    from napari_emsr.methods.isotropic.degradation import geometry
 
     stack = _cut(gt, "slab", 4, z=(0, 125), lat=96)
     t = Trainer(stack, TrainConfig(factor=4, steps=3, options=LEARNED, **TINY))

@@ -11,8 +11,8 @@ from napari_emsr.degrade import (
 )
 from napari_emsr.errors import InputError
 from napari_emsr.geometry import check_factor, output_length, output_positions, training_phases
-from napari_emsr.methods.lateral import N_PHASES
-from napari_emsr.methods.lateral import degradation_ops as _degradation_ops
+from napari_emsr.methods.isotropic import N_PHASES
+from napari_emsr.methods.isotropic import degradation_ops as _degradation_ops
 
 
 @pytest.mark.parametrize("order", [1, 3])

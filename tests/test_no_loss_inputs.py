@@ -189,7 +189,7 @@ def test_a_zarr_input_edited_in_place_is_noticed(tmp_path, capsys):
 
 
 def test_input_stamp_sees_every_file_of_a_store_and_nothing_else(tmp_path):
-    from napari_emsr.reconstruct import input_stamp
+    from napari_emsr.outputs import input_stamp
 
     src = tmp_path / "in.ome.zarr"
     write_volume(src, _u8(7), (40.0, 10.0, 10.0), pyramid=False)

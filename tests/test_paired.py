@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_emsr.errors import InputError
-from napari_emsr.registration import downsample, register
+from napari_emsr.methods.paired.registration import downsample, register
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_synthetic_recipes_from_hr_alone(medulla, recipe):
 
 
 def test_recipe_ii_is_noisier_than_recipe_i(medulla):
-    from napari_emsr.methods.paired import degrade
+    from napari_emsr.methods.paired.pairs import degrade
 
     hr = medulla[:2, :60, :60].astype(np.float32) / 255
     rng = np.random.default_rng(0)
@@ -117,7 +117,7 @@ def test_recipe_ii_is_noisier_than_recipe_i(medulla):
 
 def test_noisier_copy_loss():
     torch = pytest.importorskip("torch")
-    from napari_emsr.methods.paired import noisier_copy_loss
+    from napari_emsr.methods.paired.pairs import noisier_copy_loss
 
     x = torch.zeros(2, 1, 4, 4)
     pred = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)] * 2)  # f(y) = 1, f(y') = 3
@@ -127,8 +127,8 @@ def test_noisier_copy_loss():
 
 def test_lateral_application_is_lazy_banded_and_scaled(medulla, tmp_path):
     from napari_emsr.io import as_volume, open_volume
-    from napari_emsr.lateral_apply import export_lateral, lateral
     from napari_emsr.methods.paired import as_stack, lr_source
+    from napari_emsr.methods.paired.apply import export_lateral, lateral
 
     lr = _lr_of(medulla, 2.5, 4.0, 0)  # 57 x 57 LR px
     t, _ = _train(as_stack(medulla[:, 20:116, 10:106]), {"lr_image": lr_source(lr)}, steps=2, factor=2.5)
@@ -150,8 +150,8 @@ def test_lateral_application_is_lazy_banded_and_scaled(medulla, tmp_path):
 
 
 def test_lateral_refuses_other_pixel_types_and_models(medulla, tiny_stack):
-    from napari_emsr.lateral_apply import lateral
     from napari_emsr.methods.paired import as_stack
+    from napari_emsr.methods.paired.apply import lateral
     from napari_emsr.train import TrainConfig, Trainer
 
     t, _ = _train(as_stack(medulla[2, :80, :80]), {"recipe": "I", "noisier": "off"}, steps=1)

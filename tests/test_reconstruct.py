@@ -229,16 +229,16 @@ def test_out_of_memory_gives_up_clearly(wide_model, monkeypatch):
     assert net.raised == 1
 
 
-def test_fused_export_chunks_keep_the_network_margin_small(wide_model):
+def test_fusedexport_chunks_keep_the_network_margin_small(wide_model):
     """A fused chunk restores its xz and its yz planes, each with a margin on two sides: square chunks keep that
     near the chunk itself, where rows of a few px (what a deep stack got) cost the yz direction many times it."""
-    from napari_emsr.reconstruct import _export_chunks
+    from napari_emsr.reconstruct import export_chunks
 
     vol, model = wide_model
     voxels = 33 * 96 * 96
-    cy, cx = _export_chunks(vol, "fuse", target=40_000)
+    cy, cx = export_chunks(vol, "fuse", target=40_000)
     assert cy == cx == 64  # never narrower than two margins
-    assert _export_chunks(vol, "fuse") == (96, 96)  # a small volume is one chunk
+    assert export_chunks(vol, "fuse") == (96, 96)  # a small volume is one chunk
     work = {}
     for name, chunks in {"square": (cy, cx), "rows": (12, 96)}.items():
         arr = reconstruct(vol, model, planes="fuse", chunks=chunks, deband=False)

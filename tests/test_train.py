@@ -156,7 +156,7 @@ def test_auto_profile_is_fitted_and_recorded():
 
 def test_matched_noise_gives_back_what_the_blur_averaged(rng):
     from napari_emsr.degrade import profile_kernel
-    from napari_emsr.methods.lateral import matched_noise
+    from napari_emsr.methods.isotropic import matched_noise
 
     planes = rng.normal(0.5, 0.1, (4, 128, 128)).astype(np.float32)
     k = profile_kernel("slab", 4.0)

@@ -1,13 +1,24 @@
-"""Losses: L1 and the projected distribution loss (PDL, Delbracio et al. 2020) of paper 000."""
+"""Losses by name: L1 and L1 + the projected distribution loss (PDL, Delbracio et al. 2020) of A2I-3DEM
+(Khateri et al.); a method's own loss registers itself (:func:`register_loss`) from its folder.
+
+Importing this module does not import torch (the losses import it when called).
+"""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def _sorted_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """1D Wasserstein-1 distance between the value distributions of a and b, per sample (B, N) -> mean."""
+    import torch
+
     return (torch.sort(a, dim=-1).values - torch.sort(b, dim=-1).values).abs().mean()
 
 
@@ -19,6 +30,8 @@ def projected_distribution_loss(pred: torch.Tensor, target: torch.Tensor) -> tor
     a restored image whose contrast or edge statistics drift from the real lateral planes, without
     tying them pixel by pixel.
     """
+    import torch
+
     b = pred.shape[0]
     terms = [_sorted_l1(pred.reshape(b, -1), target.reshape(b, -1))]
     for dim in (-1, -2):
@@ -29,7 +42,9 @@ def projected_distribution_loss(pred: torch.Tensor, target: torch.Tensor) -> tor
 
 
 def l1_pdl_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
-    """Paper 000's loss: L1 + alpha * PDL (alpha = 0.01 in the paper)."""
+    """A2I-3DEM's loss (Khateri et al.): L1 + alpha * PDL (alpha = 0.01 in the paper)."""
+    import torch.nn.functional as F
+
     pred = pred.float()
     target = target.float()
     loss = F.l1_loss(pred, target)
@@ -38,4 +53,26 @@ def l1_pdl_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.01) -
     return loss
 
 
-LOSSES = {"l1_pdl": l1_pdl_loss, "l1": lambda p, t: F.l1_loss(p.float(), t.float())}
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Plain L1 in float32."""
+    import torch.nn.functional as F
+
+    return F.l1_loss(pred.float(), target.float())
+
+
+#: name -> loss ``fn(pred, target, **kwargs)``.
+LOSSES: dict[str, Callable] = {"l1_pdl": l1_pdl_loss, "l1": l1_loss}
+
+
+def register_loss(name: str, fn: Callable) -> Callable:
+    """Add a loss to :data:`LOSSES` (a method's folder registers its own); returns ``fn``."""
+    LOSSES[name] = fn
+    return fn
+
+
+def get_loss(name: str) -> Callable:
+    """The loss called ``name``; InputError listing the known ones."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise InputError(f"unknown loss {name!r}: known losses are {', '.join(LOSSES)}") from None

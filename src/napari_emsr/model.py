@@ -18,6 +18,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,16 +54,14 @@ class Normalisation:
         return [float(self.low), float(self.high)]
 
 
-def _compute(a: Any) -> np.ndarray:
-    return a.compute() if hasattr(a, "compute") else np.asarray(a)
-
-
 def robust_range(data: Any, planes: int = 16, low: float = 0.5, high: float = 99.5, seed: int = 0) -> Normalisation:
     """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model)."""
     n = data.shape[0]
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, planes), replace=False))
-    sample = np.asarray(_compute(data[idx]), dtype=np.float32)
+    from .io.lazy import compute
+
+    sample = np.asarray(compute(data[idx]), dtype=np.float32)
     if not np.isfinite(sample).all():
         raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
     lo, hi = np.percentile(sample, [low, high])
@@ -89,13 +88,15 @@ def predict(
     tile: int = TILE,
     overlap: int = TILE_OVERLAP,
     batch: int | None = None,
+    stop: Callable[[], Any] | None = None,
 ) -> np.ndarray:
     """Run a restoring network on (N, H, W) normalised float32 planes; returns (N, H, W) float32.
 
     The network is put in eval mode for the call (and back in training mode after, if it was); inference
     mode; on CUDA bf16 autocast and channels-last. Planes larger than ``tile`` are cut into tiles that
     overlap by ``overlap`` px and blended with raised-cosine weights. ``batch`` planes per call (default 8 on
-    a CPU, 32 on a GPU).
+    a CPU, 32 on a GPU). ``stop()`` is called before each batch (it raises to stop: the engine's
+    :meth:`~napari_emsr.engine.Engine.check_stop`).
     """
     import torch
 
@@ -118,6 +119,8 @@ def predict(
             for y0, y1, x0, x1 in tiles:
                 ws = _blend_window(y1 - y0, x1 - x0, overlap, y0 == 0, y1 == h, x0 == 0, x1 == w) if blend else None
                 for b0 in range(0, n, bs):
+                    if stop is not None:
+                        stop()
                     x = torch.from_numpy(np.ascontiguousarray(planes[b0 : b0 + bs, y0:y1, x0:x1]))[:, None].to(device)
                     if cuda:
                         x = x.contiguous(memory_format=torch.channels_last)

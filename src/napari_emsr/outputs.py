@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -130,8 +131,9 @@ def check_output(path: PathLike, overwrite: bool, *, not_: Mapping[str, PathLike
 def finished_export(path: PathLike, fingerprint: Callable[[], Mapping[str, str]], *, overwrite: bool) -> bool:
     """Whether ``path`` already is the finished export of this very job: then there is nothing to do.
 
-    ``fingerprint()`` gives the job's export fingerprint (:func:`napari_emsr.reconstruct.export_fingerprint`,
-    :func:`napari_emsr.lateral_apply.lateral_fingerprint`); it is only computed when ``path`` is a finished export.
+    ``fingerprint()`` gives the job's export fingerprint (:func:`export_fingerprint`,
+    :func:`napari_emsr.methods.paired.apply.lateral_fingerprint`); it is only computed when ``path`` is a finished
+    export.
     With ``overwrite`` the answer is always no.
 
     Raises
@@ -278,3 +280,104 @@ def export_progress(path: PathLike) -> ExportProgress | None:
         return ExportProgress(done, blocks + sum(per_level), blocks_done, blocks)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------- fingerprint
+def export_fingerprint(volume, model, planes: str, factor: float | None = None,
+                       deband: bool | None = None) -> dict[str, str]:
+    """What produces an export's data, as strings stored with an unfinished zarr export: a resume with another
+    input, method, model or planes is refused instead of mixing two results in one volume.
+
+    The input is named by its source, shape, dtype, voxel size and a digest of three sampled planes (a central
+    crop of at most 256 x 256 each), so another file of the same shape is told apart without reading it whole;
+    and, for a local file or folder, by what :func:`input_stamp` says of it (size and modification time; a zarr
+    store's listing), so that an input edited in place anywhere is not taken for the one the export was made from.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from .io.lazy import compute
+
+    data = volume.data
+    n = int(data.shape[0])
+    cy, cx = (min(256, int(s)) for s in data.shape[1:3])
+    y0, x0 = (int(data.shape[1]) - cy) // 2, (int(data.shape[2]) - cx) // 2
+    h = hashlib.sha256()
+    for z in sorted({0, n // 2, n - 1}):
+        h.update(np.ascontiguousarray(compute(data[z, y0 : y0 + cy, x0 : x0 + cx], scheduler="synchronous")).tobytes())
+    spacing = getattr(volume, "spacing", None)
+    source = getattr(volume, "source", None)
+    if source and Path(str(source)).exists():  # the same file however it is named (relative, absolute, a link)
+        source = str(Path(str(source)).resolve())
+    fp = {
+        "input": f"{source} {tuple(int(s) for s in data.shape)} {data.dtype} "
+        f"{spacing} sample:{h.hexdigest()[:16]}",
+        "planes": planes,
+        "factor": "" if factor is None else f"{float(factor):g}",
+    }
+    stamp = input_stamp(source)
+    if stamp:
+        fp["input file"] = stamp
+    if isinstance(model, str):
+        fp["method"] = model
+    else:
+        fp["method"] = str(model.config.get("method"))
+        fp["model"] = model.fingerprint()
+        if deband is not None:
+            fp["deband"] = "on" if deband else "off"
+    return fp
+
+
+def input_stamp(source) -> str:
+    """Size and modification time of an input file, or of a folder's files (a zarr store: how many, their bytes,
+    the latest modification and a digest of the listing of names, sizes and modification times, which holds the
+    arrays' metadata files too); "" for no source or a URL (only the sampled planes of
+    :func:`export_fingerprint` tell a remote store apart).
+
+    Nothing is read but the listing (one ``stat`` per file): an edit anywhere in the input changes it.
+    """
+    import hashlib
+
+    if not source or "://" in str(source):
+        return ""
+    p = Path(str(source))
+    try:
+        st = p.stat()
+    except OSError:
+        return ""
+    if not p.is_dir():
+        return f"{st.st_size} bytes, modified {_when(st.st_mtime_ns)}"
+    h, files, size, latest = hashlib.sha256(), 0, 0, 0
+    for name, fsize, mtime in sorted(_listing(p)):
+        h.update(f"{name}\0{fsize}\0{mtime}\n".encode("utf-8", "surrogateescape"))
+        files, size, latest = files + 1, size + fsize, max(latest, mtime)
+    return (f"{files} files, {size} bytes, last modified {_when(latest) if files else '-'}, "
+            f"listing {h.hexdigest()[:16]}")
+
+
+def _when(ns: int) -> str:
+    """A modification time (ns since the epoch) as local date and time with its nanoseconds."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}"
+
+
+def _listing(folder: Path):
+    """(relative name, size, mtime ns) of every file under ``folder`` (links to folders are not followed)."""
+    stack = [(folder, "")]
+    while stack:
+        d, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), prefix + e.name + "/"))
+                else:
+                    st = e.stat()  # a link to a chunk: the chunk's size and time
+                    yield prefix + e.name, int(st.st_size), int(st.st_mtime_ns)
+            except OSError:  # a broken link, a file removed meanwhile
+                yield prefix + e.name, -1, 0

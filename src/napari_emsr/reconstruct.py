@@ -1,26 +1,14 @@
 """Lazy isotropic reconstruction: a dask array whose chunks run the network on batches of xz (or yz) planes.
 
 ``reconstruct(volume, model)`` computes nothing. Each output chunk is one ``map_blocks`` task that reads the
-input rows it needs (with a margin for the network's context), interpolates them along z onto the output grid,
-restores every axial plane in it through the model's one predict path (:func:`napari_emsr.model.predict`:
-tiles, blending, bf16 on CUDA) and returns the chunk in the input dtype. The engine (source, model, options) is
-one key of the graph, so a ``dask.distributed`` cluster ships it to each worker once, and the built network is
-cached per device in each process.
+input rows it needs, interpolates them along z onto the output grid, restores every axial plane in it and returns
+the chunk in the input dtype. The engine (source, model, options) is one key of the graph, so a
+``dask.distributed`` cluster ships it to each worker once, and the built network is cached per device in each
+process.
 
-Out of memory (a GPU's as a rule): a chunk whose network call runs out of memory is restored again with half
-the batch, down to one plane (the same output), then with tiles of half the size, down to :data:`MIN_TILE` px
-(tiles are blended as usual, so the output differs from that of whole planes only near the seams, by rounding
-as a rule); the sizes that worked are kept for the next chunks of this process. Only then it gives up with an
-:class:`~napari_emsr.errors.EMSRError` that says what to do.
-
-NaN or inf in the input: every chunk checks the input block it reads (float data; a test on data already in
-memory) and stops with an :class:`~napari_emsr.errors.InputError` naming the plane, before interpolating or
-restoring it: the up-front check (:func:`napari_emsr.io.finite_check`) reads only a sample of planes.
-
-Same bits on a cluster: torch's CPU kernels round differently with another number of threads (one thread against
-several: a grey level in a few voxels per million), so every chunk runs the network with the thread count of the
-process that built the reconstruction (at most the cores the computing process may use): a ``local:N`` cluster's
-workers give the single-process result bit for bit.
+The engine each chunk runs (out-of-memory retries, NaN checks, thread counts, stopping) is
+:class:`napari_emsr.engine.Engine`; what produces an export (its fingerprint) is
+:func:`napari_emsr.outputs.export_fingerprint`.
 
 Geometry (:mod:`napari_emsr.geometry`, a DESIGN.md contract): input slice ``i`` lies at output z = ``i * F``;
 output spacing equals the lateral spacing.
@@ -29,29 +17,24 @@ output spacing equals the lateral spacing.
 from __future__ import annotations
 
 import functools
-import logging
 import math
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .degrade import interpolate_axis
-from .errors import EMSRError, InputError
-from .geometry import check_axis, from_front, front_order, output_length, output_positions, resolve_factor, to_front
+from .engine import MIN_TILE, PAIR, Engine, Stopped
+from .errors import InputError
+from .geometry import check_axis, from_front, front_order, output_length, resolve_factor, to_front
 from .geometry import output_spacing as grid_spacing
 from .methods import get_method
+from .outputs import export_fingerprint
 
-log = logging.getLogger(__name__)
+__all__ = ["MIN_TILE", "PAIR", "PLANES", "Stopped", "debander_of", "export", "export_chunks", "export_fingerprint",
+           "export_uncertainty", "output_spacing", "reconstruct", "reconstruct_pair", "uncertainty"]
 
 PLANES = ("xz", "yz", "fuse")
-#: The engine's mode for :func:`reconstruct_pair`: fused chunks and their uncertainty, stacked.
-PAIR = "pair"
-#: Smallest tile (px) an out-of-memory retry goes down to (never below twice the tiles' overlap).
-MIN_TILE = 32
 
 
 def output_spacing(volume, axis: int = 0) -> tuple[float, float, float] | None:
@@ -59,247 +42,22 @@ def output_spacing(volume, axis: int = 0) -> tuple[float, float, float] | None:
     return grid_spacing(getattr(volume, "spacing", None), axis)
 
 
-def _compute(a):
-    return a.compute(scheduler="synchronous") if hasattr(a, "compute") else np.asarray(a)
+def as_model(model: Any) -> Any:
+    """``model`` ready to apply: a path loaded as an :class:`~napari_emsr.model.EMSRModel`; the name of a method
+    that needs no model (interpolation) kept as it is; a model as it is."""
+    from .methods import METHODS
+
+    if not isinstance(model, (str, Path)):
+        return model
+    meth = METHODS.get(str(model))
+    if meth is not None and not meth.trains:
+        return str(model)
+    from .model import EMSRModel
+
+    return EMSRModel.load(model)
 
 
-class _Engine:
-    """What every chunk task needs: the source array, the model and the tiling parameters (one graph key)."""
-
-    def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype,
-                 deband: bool = False, *, name: str | None = None, axis: int = 0):
-        self.source = source
-        self.name = name  # the input's file (for messages), None for an array
-        self.axis = int(axis)  # the input axis that source's first axis is (planes are named by it)
-        # NOTE: the network's CPU kernels round differently with another thread count: every process that computes
-        # a chunk uses this one (see the module docstring). None: no network, nothing to set.
-        self.threads = _torch_threads() if model is not None else None
-        self.model = model
-        self.factor = factor
-        self.order = order
-        self.planes = planes
-        self.device = device
-        self.tile = tile
-        self.overlap = overlap
-        self.batch = batch
-        self.margin = margin
-        self.out_dtype = np.dtype(out_dtype)
-        self.deband = bool(deband) and model is not None
-        self._debander = None  # the section-phase filters (napari_emsr.deband), fitted on first use
-        self._lock = threading.Lock()
-        self._fit_lock = threading.Lock()  # one thread fits the deband filters; the others wait for them
-        self._resolved = None
-        self._fit: tuple[int, int] | None = None  # (tile, batch) this process fell back to after running out of memory
-
-    def __getstate__(self):
-        # NOTE: the filters are fitted here, once, before the engine goes to worker processes: every worker then
-        # applies the same ones (fitting in each would also cost each worker the probe).
-        self.debander()
-        d = dict(self.__dict__)
-        d.pop("_lock")
-        d.pop("_fit_lock")
-        d["_resolved"] = None
-        d["_fit"] = None  # another process has another device and memory
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self._lock = threading.Lock()
-        self._fit_lock = threading.Lock()
-        from .cluster import quiet_our_errors
-
-        quiet_our_errors()  # in a worker: a chunk's InputError reaches the client, not the log with a traceback
-
-    # ------------------------------------------------------------------ net
-    def _device(self) -> str:
-        with self._lock:
-            if self._resolved is None:
-                from .device import resolve_device
-
-                self._resolved = resolve_device(self.device)
-            return self._resolved
-
-    def restore(self, planes: np.ndarray) -> np.ndarray:
-        """Run the network on (N, H, W) normalised float32 planes (the model's one predict path); out of memory,
-        again with smaller batches, then smaller tiles (see the module docstring)."""
-        from .model import predict
-
-        dev = self._device()
-        _use_threads(self.threads)
-        net = self.model.network(dev)
-        with self._lock:
-            # NOTE: predict's own default batch (8 on a CPU, 32 on CUDA), made explicit so that it can be halved.
-            tile, batch = self._fit or (self.tile, self.batch or (32 if dev.startswith("cuda") else 8))
-        while True:
-            try:
-                return predict(net, planes, dev, tile=tile, overlap=self.overlap, batch=batch)
-            except RuntimeError as exc:  # torch.OutOfMemoryError is one
-                if not _out_of_memory(exc):
-                    raise
-            # NOTE: out of the except block, so that the failed call's frames (and their tensors) are gone
-            tile, batch = self._smaller(dev, tile, batch, planes.shape)
-
-    def _smaller(self, dev: str, tile: int, batch: int, shape: tuple[int, ...]) -> tuple[int, int]:
-        """The next (tile, batch) to try after running out of memory with these, kept for later chunks."""
-        from .device import free_memory
-
-        free_memory(dev)
-        n, h, w = (int(s) for s in shape)
-        batch, tile = min(batch, n), min(tile, max(h, w))
-        floor = max(MIN_TILE, 2 * self.overlap + 1)
-        if batch > 1:
-            new = (tile, batch // 2)
-        elif tile // 2 >= floor:
-            new = (tile // 2, 1)
-        else:
-            raise EMSRError(
-                f"{dev} ran out of memory restoring planes of {h} x {w} px even one at a time in {tile}-px tiles: "
-                "free the device (other programs or notebooks holding its memory), use a smaller network, or "
-                "run on another device (--device cpu)"
-            )
-        log.warning("out of memory on %s with batch %d and %d-px tiles: retrying with batch %d and %d-px tiles",
-                    dev, batch, tile, new[1], new[0])
-        with self._lock:
-            if self._fit is None or new[0] * new[0] * new[1] < self._fit[0] * self._fit[0] * self._fit[1]:
-                self._fit = new
-        return new
-
-    # ----------------------------------------------------------------- block
-    def _axes(self) -> tuple[int, ...]:
-        """The lateral axes the section-phase filters act along: those restored (x in xz planes, y in yz)."""
-        return {"xz": (2,), "yz": (1,)}.get(self.planes, (1, 2))
-
-    def debander(self):
-        """The section-phase filters (:mod:`napari_emsr.deband`), fitted once per engine on a central crop of the
-        restored volume; None when debanding is off."""
-        if not self.deband:
-            return None
-        # NOTE: not self._lock, which restoring the probe takes; without a lock the first chunks of a threaded
-        # compute would each restore the probe.
-        with self._fit_lock:
-            if self._debander is None:
-                from . import deband
-
-                y0, y1, x0, x1 = deband.probe_region(self.source.shape[1:])
-                probe, _ = self._restored(y0, y1, x0, x1)
-                self._debander = deband.fit(probe, self.factor, self._axes(), banded=deband.BANDED)
-                log.info("deband: the restored probe's banding ratio is %.2f: %s", self._debander.banding,
-                         "planes filtered by their place between sections" if self._debander.active
-                         else "left as it is")
-            return self._debander
-
-    def block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The output chunk (Z_out, y1 - y0, x1 - x0)."""
-        src = self.source
-        nz, ny, nx = src.shape
-        if self.model is None:
-            a = np.asarray(self.read(src[:, y0:y1, x0:x1]), np.float32)
-            return self._cast(interpolate_axis(a, output_positions(nz, self.factor), self.order, axis=0))
-        filt = self.debander()
-        if filt is None or not filt.active:
-            out, gap = self._restored(y0, y1, x0, x1)
-        else:  # the chunk with `radius` px of its neighbours along the filtered axes, filtered, cropped
-            r, axes = filt.radius, self._axes()
-            ey0, ey1 = (max(0, y0 - r), min(ny, y1 + r)) if 1 in axes else (y0, y1)
-            ex0, ex1 = (max(0, x0 - r), min(nx, x1 + r)) if 2 in axes else (x0, x1)
-            out, gap = self._restored(ey0, ey1, ex0, ex1)
-            crop = (slice(None), slice(y0 - ey0, y0 - ey0 + (y1 - y0)), slice(x0 - ex0, x0 - ex0 + (x1 - x0)))
-            out = filt.apply(out)[crop]
-            gap = None if gap is None else gap[crop]
-        if self.planes == PAIR:  # the fused chunk and where its two directions disagree, in input intensities
-            return np.stack([self._cast(self.model.norm.invert(out)), self._cast(gap)])
-        return self._cast(self.model.norm.invert(out))
-
-    def _restored(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The restored region (Z_out, y1 - y0, x1 - x0), normalised float (xz, yz or their mean), and for the
-        pair mode |xz - yz| in input intensities (else None)."""
-        src = self.source
-        nz, ny, nx = src.shape
-        m = self.margin
-        results = []
-        if self.planes in ("xz", "fuse", PAIR):
-            ex0, ex1 = max(0, x0 - m), min(nx, x1 + m)
-            a = self._interp(src[:, y0:y1, ex0:ex1])  # (Z, yc, xc)
-            r = self.restore(np.ascontiguousarray(a.transpose(1, 0, 2)))  # planes along y: (yc, Z, xc)
-            results.append(r.transpose(1, 0, 2)[:, :, x0 - ex0 : x0 - ex0 + (x1 - x0)])
-        if self.planes in ("yz", "fuse", PAIR):
-            ey0, ey1 = max(0, y0 - m), min(ny, y1 + m)
-            a = self._interp(src[:, ey0:ey1, x0:x1])  # (Z, yc, xc)
-            r = self.restore(np.ascontiguousarray(a.transpose(2, 0, 1)))  # planes along x: (xc, Z, yc)
-            results.append(r.transpose(1, 2, 0)[:, y0 - ey0 : y0 - ey0 + (y1 - y0), :])
-        out = results[0] if len(results) == 1 else 0.5 * (results[0] + results[1])
-        gap = None
-        if self.planes == PAIR:
-            gap = np.abs(self.model.norm.invert(results[0]) - self.model.norm.invert(results[1]))
-        return out, gap
-
-    def read(self, region, z0: int = 0) -> np.ndarray:
-        """The input block ``region`` (its first plane is plane ``z0`` of the source) in memory, checked: NaN or
-        inf in it stops the reconstruction with an InputError naming the planes (float data only)."""
-        a = np.asarray(_compute(region))
-        if a.dtype.kind in "fc":
-            finite = np.isfinite(a)
-            if not finite.all():
-                bad = (np.flatnonzero(~finite.reshape(len(a), -1).all(axis=1)) + int(z0)).tolist()
-                raise InputError(self._not_finite(bad))
-        return a
-
-    def _not_finite(self, planes: list[int]) -> str:
-        what = f"the input {self.name}" if self.name else "the volume"
-        s = "s" if len(planes) > 1 else ""
-        shown = ", ".join(str(p) for p in planes[:5]) + (f" and {len(planes) - 5} more" if len(planes) > 5 else "")
-        where = f"z plane{s} {shown}" if self.axis == 0 else f"plane{s} {shown} along axis {self.axis}"
-        return (f"{what} holds NaN or infinite values in {where} (found while reconstructing; the check before it "
-                "looks at a few planes only); nothing finished was written: replace them (e.g. with "
-                "numpy.nan_to_num) or crop them away, then run again")
-
-    def _interp(self, region) -> np.ndarray:
-        a = self.model.norm.apply(self.read(region))
-        return interpolate_axis(a, output_positions(a.shape[0], self.factor), self.order, axis=0)
-
-    def _cast(self, a: np.ndarray) -> np.ndarray:
-        dt = self.out_dtype
-        if np.issubdtype(dt, np.integer):
-            info = np.iinfo(dt)
-            return np.clip(np.rint(a), info.min, info.max).astype(dt)
-        return a.astype(dt)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether a torch error is an allocation that failed (CUDA, MPS or the CPU allocator)."""
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return int(torch.get_num_threads())
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _use_threads(threads: int | None) -> None:
-    """torch's CPU thread count set to ``threads`` (at most the cores this process may use), unless it is already."""
-    if not threads:
-        return
-    import torch
-
-    n = max(1, min(int(threads), _usable_cores()))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-def _chunk(engine: _Engine, block_info=None) -> np.ndarray:
+def _chunk(engine: Engine, block_info=None) -> np.ndarray:
     """One output chunk: ``map_blocks`` says where it lies, the engine computes it."""
     *_, (y0, y1), (x0, x1) = block_info[None]["array-location"]
     return engine.block(int(y0), int(y1), int(x0), int(x1))
@@ -319,6 +77,7 @@ def reconstruct(
     batch: int | None = None,
     margin: int = 32,
     deband: bool = True,
+    stop: Callable[[], bool] | None = None,
 ):
     """The isotropic volume as a lazy dask array in the input dtype.
 
@@ -346,6 +105,9 @@ def reconstruct(
         With a trained model: filter each output plane laterally by its position between sections so that the
         planes between sections have the sections' detail (:mod:`napari_emsr.deband`; fitted on a central crop
         the first time a chunk is computed). Without it a large factor bands with the section period.
+    stop : callable, optional
+        Called before each chunk and each batch of planes; a true answer stops with
+        :class:`napari_emsr.engine.Stopped` (it may raise its own exception instead).
     """
     import dask
     import dask.array as da
@@ -353,6 +115,7 @@ def reconstruct(
 
     from .geometry import check_factor
     from .io import as_volume, finite_check
+    from .methods import METHODS
     from .model import TILE, TILE_OVERLAP, EMSRModel
 
     if planes not in PLANES and planes != PAIR:
@@ -362,13 +125,14 @@ def reconstruct(
         factor = check_factor(factor)
     # NOTE: a sample of planes is read (float data only): NaN or inf would come out as NaN, or as zeros once cast.
     finite_check(vol.data)
-    if isinstance(model, (str, Path)) and str(model) not in ("cubic", "linear"):
-        model = EMSRModel.load(model)
+    model = as_model(model)
     if isinstance(model, EMSRModel):
         model.validate()
-        if model.config.get("apply") == "lateral":  # a paired model (issue 10) makes xy planes finer, not z
-            raise InputError("this model super-resolves xy planes (method paired): apply it with `emsr apply` or "
-                             "napari_emsr.lateral_apply.lateral, not as an isotropic reconstruction")
+        app = getattr(METHODS.get(str(model.config.get("method"))), "application", None)
+        if app is not None and app.lateral:  # a model that makes xy planes finer, not z
+            raise InputError(f"this model super-resolves xy planes (method {model.config.get('method')}): apply it "
+                             "with `emsr apply` or its method's application (napari_emsr.methods.application_of), "
+                             "not as an isotropic reconstruction")
         ax = model.axis if axis is None else check_axis(axis)
         given = factor if factor is not None or vol.spacing is None else resolve_factor(None, vol.spacing, ax)
         model.check_compatible(given, ax)
@@ -395,9 +159,9 @@ def reconstruct(
             chunks = (1, min(nx, 1024))
     cy, cx = max(1, int(chunks[0])), max(1, int(chunks[1]))
     out_dtype = src.dtype
-    eng = _Engine(src, net_model, f, order, planes, device, int(tile or TILE),
+    eng = Engine(src, net_model, f, order, planes, device, int(tile or TILE),
                   int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
-                  deband=deband, name=getattr(vol, "source", None), axis=ax)
+                  deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop)
     token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
                      eng.deband)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk
@@ -432,12 +196,15 @@ def export(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     chunks: tuple[int, int] | None = None,
+    stop: Callable[[], bool] | None = None,
     **kwargs,
 ) -> Path:
     """Reconstruct and write to ``path`` (.tif/.tiff or .zarr/.ome.zarr), chunk by chunk, bounded memory.
 
     A zarr output carries a completion marker until it is finished, and an interrupted export resumes when run
-    again; a TIFF is written under a temporary name and renamed when complete.
+    again; a TIFF is written under a temporary name and renamed when complete. ``stop()`` is checked before each
+    block and each batch of planes (see :func:`reconstruct`); on a cluster it is checked between the blocks this
+    process writes only.
     """
     from .io import same_place, write_volume
 
@@ -445,12 +212,9 @@ def export(
     if source and Path(str(source)).exists():
         if same_place(path, str(source)):
             raise InputError(f"{path} is the input volume ({source}): write the result elsewhere (nothing was written)")
-    from .model import EMSRModel
-
-    if isinstance(model, (str, Path)) and str(model) not in ("cubic", "linear"):
-        model = EMSRModel.load(model)
+    model = as_model(model)
     arr = reconstruct(volume, model, planes=planes, factor=factor, device=device,
-                      chunks=chunks or _export_chunks(volume, planes), **kwargs)
+                      chunks=chunks or export_chunks(volume, planes), stop=stop, **kwargs)
     axis = kwargs.get("axis")
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
     # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
@@ -540,108 +304,12 @@ def debander_of(array: Any) -> Any:
         if str(name).startswith("emsr-engine-"):
             node = layer[name]
             eng = getattr(node, "value", node)  # a DataNode (dask >= 2025) or the object itself
-            if isinstance(eng, _Engine):
+            if isinstance(eng, Engine):
                 return eng.debander()
     return None
 
 
-def export_fingerprint(volume, model, planes: str, factor: float | None = None,
-                       deband: bool | None = None) -> dict[str, str]:
-    """What produces an export's data, as strings stored with an unfinished zarr export: a resume with another
-    input, method, model or planes is refused instead of mixing two results in one volume.
-
-    The input is named by its source, shape, dtype, voxel size and a digest of three sampled planes (a central
-    crop of at most 256 x 256 each), so another file of the same shape is told apart without reading it whole;
-    and, for a local file or folder, by what :func:`input_stamp` says of it (size and modification time; a zarr
-    store's listing), so that an input edited in place anywhere is not taken for the one the export was made from.
-    """
-    import hashlib
-
-    data = volume.data
-    n = int(data.shape[0])
-    cy, cx = (min(256, int(s)) for s in data.shape[1:3])
-    y0, x0 = (int(data.shape[1]) - cy) // 2, (int(data.shape[2]) - cx) // 2
-    h = hashlib.sha256()
-    for z in sorted({0, n // 2, n - 1}):
-        h.update(np.ascontiguousarray(_compute(data[z, y0 : y0 + cy, x0 : x0 + cx])).tobytes())
-    spacing = getattr(volume, "spacing", None)
-    source = getattr(volume, "source", None)
-    if source and Path(str(source)).exists():  # the same file however it is named (relative, absolute, a link)
-        source = str(Path(str(source)).resolve())
-    fp = {
-        "input": f"{source} {tuple(int(s) for s in data.shape)} {data.dtype} "
-        f"{spacing} sample:{h.hexdigest()[:16]}",
-        "planes": planes,
-        "factor": "" if factor is None else f"{float(factor):g}",
-    }
-    stamp = input_stamp(source)
-    if stamp:
-        fp["input file"] = stamp
-    if isinstance(model, str):
-        fp["method"] = model
-    else:
-        fp["method"] = str(model.config.get("method"))
-        fp["model"] = model.fingerprint()
-        if deband is not None:
-            fp["deband"] = "on" if deband else "off"
-    return fp
-
-
-def input_stamp(source) -> str:
-    """Size and modification time of an input file, or of a folder's files (a zarr store: how many, their bytes,
-    the latest modification and a digest of the listing of names, sizes and modification times, which holds the
-    arrays' metadata files too); "" for no source or a URL (only the sampled planes of
-    :func:`export_fingerprint` tell a remote store apart).
-
-    Nothing is read but the listing (one ``stat`` per file): an edit anywhere in the input changes it.
-    """
-    import hashlib
-
-    if not source or "://" in str(source):
-        return ""
-    p = Path(str(source))
-    try:
-        st = p.stat()
-    except OSError:
-        return ""
-    if not p.is_dir():
-        return f"{st.st_size} bytes, modified {_when(st.st_mtime_ns)}"
-    h, files, size, latest = hashlib.sha256(), 0, 0, 0
-    for name, fsize, mtime in sorted(_listing(p)):
-        h.update(f"{name}\0{fsize}\0{mtime}\n".encode("utf-8", "surrogateescape"))
-        files, size, latest = files + 1, size + fsize, max(latest, mtime)
-    return (f"{files} files, {size} bytes, last modified {_when(latest) if files else '-'}, "
-            f"listing {h.hexdigest()[:16]}")
-
-
-def _when(ns: int) -> str:
-    """A modification time (ns since the epoch) as local date and time with its nanoseconds."""
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}"
-
-
-def _listing(folder: Path):
-    """(relative name, size, mtime ns) of every file under ``folder`` (links to folders are not followed)."""
-    stack = [(folder, "")]
-    while stack:
-        d, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append((Path(e.path), prefix + e.name + "/"))
-                else:
-                    st = e.stat()  # a link to a chunk: the chunk's size and time
-                    yield prefix + e.name, int(st.st_size), int(st.st_mtime_ns)
-            except OSError:  # a broken link, a file removed meanwhile
-                yield prefix + e.name, -1, 0
-
-
-def _export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -> tuple[int, int]:
+def export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -> tuple[int, int]:
     """Chunks for writing: about ``target`` output voxels each, long along the axis the network needs.
 
     xz (yz) planes: whole rows (columns) up to 1024 px, so the network's lateral margin costs nothing. Fused:
@@ -703,7 +371,10 @@ def uncertainty(volume, model, **kwargs):
 
 
 def _needs_a_model(model) -> None:
-    if isinstance(model, (str, Path)) and str(model) in ("cubic", "linear"):
+    from .methods import METHODS
+
+    meth = METHODS.get(str(model)) if isinstance(model, (str, Path)) else None
+    if meth is not None and not meth.trains:
         raise InputError(
             f"the uncertainty compares the xz and yz restorations of a trained model; {model} interpolation gives the "
             "same volume both ways: train a model first (emsr train), or leave the uncertainty out"
@@ -729,15 +400,13 @@ def export_uncertainty(
     see which structures to trust.
     """
     from .io import same_place, write_volume
-    from .model import EMSRModel
 
     _needs_a_model(model)
     source = getattr(volume, "source", None)
     if source and Path(str(source)).exists() and same_place(path, str(source)):
         raise InputError(f"{path} is the input volume ({source}): write the uncertainty elsewhere (nothing written)")
-    if isinstance(model, (str, Path)):
-        model = EMSRModel.load(model)
-    arr = uncertainty(volume, model, factor=factor, device=device, chunks=chunks or _export_chunks(volume, "fuse"),
+    model = as_model(model)
+    arr = uncertainty(volume, model, factor=factor, device=device, chunks=chunks or export_chunks(volume, "fuse"),
                       **kwargs)
     axis = kwargs.get("axis")
     sp = output_spacing(volume, model.axis if axis is None else axis)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,119 +28,15 @@ from .errors import EMSRError, InputError
 from .geometry import check_axis, resolve_factor, to_front
 from .methods import get_method
 from .methods.context import PairContext
+from .train_config import MAX_LR, MAX_SEED, RESTORE_STAGE, TrainConfig, TrainEvent
+from .train_memory import _available_memory, _bytes_per_patch, _state_bytes
+
+__all__ = ["MAX_LR", "MAX_SEED", "RESTORE_STAGE", "TrainConfig", "TrainEvent", "Trainer", "train"]
 
 log = logging.getLogger(__name__)
 
 #: Held-out PSNR this far (dB) below the best seen means training diverged: roll back, halve the learning rate.
 DIVERGENCE_DB = 1.0
-#: The name of the last stage of every trained method: the restoring network.
-RESTORE_STAGE = "restore"
-#: The largest seed: numpy's and torch's generators both take 0 .. 2**63 - 1.
-MAX_SEED = 2**63 - 1
-#: The largest peak learning rate: Adam above 1 only diverges (and 1e308 overflows float32 in the optimizer).
-MAX_LR = 1.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training options; ``None`` means the method's default (``Method.training_defaults()``).
-
-    ``options`` holds the method's own options (``Method.options``, e.g. the isotropic method's ``profile``).
-    A config is not changed after it is made: :meth:`resolved` returns a new one with the defaults filled in.
-    """
-
-    factor: float | None = None
-    axis: int = 0
-    method: str = "isotropic"
-    net: str | None = None
-    size: str | None = None
-    net_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    steps: int | None = None
-    minutes: float | None = None
-    patch: int | None = None
-    batch: int | None = None
-    lr: float | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-    device: str = "auto"
-    seed: int = 0
-    val_every: int = 50
-    preview_every: int = 100
-    checkpoint: str | None = None
-    checkpoint_every: int = 250
-    threads: int | None = None
-
-    def resolved(self, device: str | None = None, **fixed: Any) -> TrainConfig:
-        """A new config with the method's defaults filled in (``batch_cuda`` instead of ``batch`` on CUDA),
-        its options checked and completed, and ``fixed`` fields (e.g. the factor found in the file) set."""
-        m = get_method(self.method)
-        if not m.trains:
-            raise InputError(
-                f"method {m.name!r} needs no training; apply it directly (emsr reconstruct --method {m.name})"
-            )
-        c = replace(self, **fixed)
-        _check_numbers(c)
-        defaults = m.training_defaults()
-        batch_cuda = defaults.pop("batch_cuda", None)
-        values: dict[str, Any] = {"net": c.net or m.net, "size": c.size or m.size,
-                                  "options": m.resolve_options(c.options)}
-        if c.batch is None and batch_cuda and device is not None and device.startswith("cuda"):
-            values["batch"] = batch_cuda
-        for k, v in defaults.items():
-            if getattr(c, k) is None and k not in values:
-                values[k] = v
-        return replace(c, **values)
-
-
-@dataclass
-class TrainEvent:
-    """What the trainer reports after a step (small: safe to send to a GUI thread).
-
-    ``step`` and ``total`` count the steps of the current stage (``stage``, number ``stage_index`` of
-    ``stage_count``); the restoring network's steps continue across resumed runs.
-    """
-
-    step: int
-    total: int
-    loss: float
-    lr: float
-    elapsed: float
-    val_psnr: float | None = None
-    cubic_psnr: float | None = None
-    preview: np.ndarray | None = None
-    done: bool = False
-    stage: str = RESTORE_STAGE
-    stage_index: int = 0
-    stage_count: int = 1
-
-    @property
-    def gain(self) -> float | None:
-        """PSNR gain of the network over interpolation on held-out planes (dB)."""
-        if self.val_psnr is None or self.cubic_psnr is None:
-            return None
-        return self.val_psnr - self.cubic_psnr
-
-
-def _check_numbers(c: TrainConfig) -> None:
-    """Refuse budgets and sizes that cannot work, naming the command-line option (None means the default)."""
-    def bad(flag: str, value: Any, what: str) -> InputError:
-        return InputError(f"--{flag} {value!r} cannot work: give {what}")
-
-    ints = {"steps": (c.steps, 1), "patch": (c.patch, 16), "batch": (c.batch, 1), "val-every": (c.val_every, 1),
-            "checkpoint-every": (c.checkpoint_every, 1), "preview-every": (c.preview_every, 0),
-            "threads": (c.threads, 1)}
-    for flag, (value, low) in ints.items():
-        if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
-            raise bad(flag, value, f"a whole number of at least {low}")
-    for flag, value in (("minutes", c.minutes), ("lr", c.lr)):
-        if value is not None and not (math.isfinite(float(value)) and float(value) > 0):
-            raise bad(flag, value, "a positive number")
-    if c.lr is not None and float(c.lr) > MAX_LR:
-        raise bad("lr", c.lr, f"a learning rate of at most {MAX_LR:g} (Adam's usual ones are 1e-4 to 1e-2)")
-    seed = c.seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-        raise bad("seed", seed, f"a whole number from 0 to {MAX_SEED}")
-
-
 def _resumed_options(method, rc: dict) -> dict:
     """The options a saved model was trained with (older files kept profile and noise at the top level)."""
     if isinstance(rc.get("options"), dict):
@@ -496,7 +391,7 @@ class Trainer:
     def run(self) -> Iterator[TrainEvent]:
         """Train; yields a TrainEvent after each step of each stage. Returns (StopIteration.value) the model."""
         torch = self._torch
-        from .losses import LOSSES
+        from .losses import get_loss
         from .model import autocast
 
         c = self.config
@@ -516,7 +411,7 @@ class Trainer:
             yield TrainEvent(self.step, total, float("nan"), 0.0, time.perf_counter() - t0, done=True,
                              stage=RESTORE_STAGE, stage_index=n_stages - 1, stage_count=n_stages)
             return self.model
-        loss_fn = LOSSES[self.method.loss or "l1"]
+        loss_fn = get_loss(self.method.loss or "l1")
         loss_kwargs = {arg: c.options[opt] for arg, opt in self.method.loss_args.items()}
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         if self.optimizer_state:
@@ -595,83 +490,6 @@ class Trainer:
         yield TrainEvent(self.step, max(total, self.step), loss_val, 0.0, time.perf_counter() - t0,
                          h["val_psnr"], h["cubic_psnr"], None, True, **stage)
         return self.model
-
-
-def _state_bytes(obj: Any) -> int:
-    """Bytes of the tensors in a (nested) state."""
-    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
-        return int(obj.numel()) * int(obj.element_size())
-    if isinstance(obj, Mapping):
-        return sum(_state_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_state_bytes(v) for v in obj)
-    return 0
-
-
-def _bytes_per_patch(torch, net, patch: int) -> int | None:
-    """Bytes one training patch of ``patch`` x ``patch`` takes in a training step: every layer's output is kept
-    for the backward pass and gets a gradient of its size (x 2), and autograd needs about as much again (x 3
-    in all). Measured with one forward pass of one patch in eval mode (no state of the network or of the
-    random generators changes); None when the network does not take such an input."""
-    sizes: list[int] = []
-
-    def hook(_module, _inputs, output):
-        if isinstance(output, torch.Tensor):
-            sizes.append(int(output.numel()) * output.element_size())
-
-    leaves = [m for m in net.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = net.training
-    rng = torch.random.get_rng_state()
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros((1, 1, patch, patch), device=next(net.parameters()).device))
-    except Exception:  # NOTE: an estimate only: a network that wants other inputs is not estimated
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-        torch.random.set_rng_state(rng)
-        if was_training:
-            net.train()
-    return 3 * (sum(sizes) + 2 * patch * patch * 4)
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory this process can still use: the machine's available memory, or the container's
-    (cgroup) limit less its use where that is smaller; None when neither can be asked."""
-    free = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        try:  # elsewhere: free physical pages (less than what could be made available, so on the safe side)
-            free = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-        except (AttributeError, ValueError, OSError):
-            pass
-    try:  # a limit on this process's address space (ulimit -v)
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            with open("/proc/self/statm") as fh:
-                used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            left = max(0, soft - used)
-            free = left if free is None else min(free, left)
-    except (ImportError, OSError, ValueError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-        if limit.isdigit() and used.isdigit():
-            left = max(0, int(limit) - int(used))
-            free = left if free is None else min(free, left)
-    except OSError:
-        pass
-    return free
 
 
 def _schedule(frac: float, warmup: float = 0.03, floor: float = 0.02) -> float:

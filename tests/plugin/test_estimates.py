@@ -22,7 +22,7 @@ def _notifications():
 
 def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_path):
     from napari_emsr.plugin import estimate
-    from napari_emsr.reconstruct import _export_chunks
+    from napari_emsr.reconstruct import export_chunks
 
     viewer = panel.viewer
     panel.start_training()
@@ -43,7 +43,7 @@ def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_
     assert "timed forward pass" in label.toolTip() and "with its uncertainty" in label.toolTip()
     assert text in panel.reconstruct.button.toolTip()
     volume = panel.current_volume()
-    work, blocks = estimate.volume_work(volume.data.shape, 4.0, "fuse", _export_chunks(volume, "fuse"))
+    work, blocks = estimate.volume_work(volume.data.shape, 4.0, "fuse", export_chunks(volume, "fuse"))
     export_text = panel.export.estimate_text
     assert re.fullmatch(rf"≈ \d+:\d\d here, {blocks} blocks?", export_text), export_text
     assert panel.export.progress_bar.text() == export_text  # in the bar until an export starts

@@ -16,7 +16,7 @@ Y0, X0 = 20, 10  # where the HR crop starts (HR pixels): LR (10, 5) at factor 2
 @pytest.fixture(scope="module")
 def pair():
     """An LR stack (its own noise, 20 nm pixels) of the sample's medulla crop and an HR crop inside it (10 nm)."""
-    from napari_emsr.registration import downsample
+    from napari_emsr.methods.paired.registration import downsample
     from napari_emsr.sample import _ground_truth
 
     planes = np.asarray(_ground_truth()[:6, :144, :144])
@@ -46,7 +46,7 @@ def _pick_paired(panel):
 
 def test_paired_pair_overlay_train_reconstruct_export(panel, qtbot, pair, tmp_path):
     from napari_emsr.io import open_volume
-    from napari_emsr.lateral_apply import export_lateral, lateral
+    from napari_emsr.methods.paired.apply import export_lateral, lateral
     from napari_emsr.model import EMSRModel
     from napari_emsr.plugin.flows.paired import layer_volume
 
@@ -220,7 +220,7 @@ def test_models_of_the_other_kind_are_refused_clearly(panel, qtbot, pair, tmp_pa
 def test_training_with_another_lr_layer_lets_the_old_one_go(panel, pair):
     """The panel keeps one in-memory LR image for the trainer: the same layer again reuses it, another layer's
     data replaces it (a removed or replaced LR stack is not kept alive by the plugin)."""
-    from napari_emsr.methods import paired
+    from napari_emsr.methods.paired import pairs as paired
 
     viewer = panel.viewer
     lr_data, hr_data = pair

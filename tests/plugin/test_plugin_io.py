@@ -153,8 +153,8 @@ def test_sample_data_scales():
 def test_sample_pair_is_a_registered_pair():
     """The paired method's sample: the HR crop lies where the sample says in the LR stack, factor 2 from the scales."""
     from napari_emsr.methods.paired import as_stack, check_pair, pair_factor
+    from napari_emsr.methods.paired.registration import register
     from napari_emsr.plugin._sample_data import PAIR_CROP, make_sample_pair
-    from napari_emsr.registration import register
 
     (lr, lkw, _), (hr, hkw, _) = make_sample_pair()
     assert lr.dtype == hr.dtype == np.uint8 and lr.shape[0] == hr.shape[0]

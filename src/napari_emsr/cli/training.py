@@ -118,38 +118,22 @@ def save_or_rescue(model, path: Path) -> Path:
                           "written") from None
 
 
-def paired_inputs(args, lr_path: str | None):
-    """The paired method's HR (the trainer's volume) and LR (the ``lr_image`` option), checked; sets the factor."""
-    from ..methods.paired import check_pair, open_image, pair_factor
-
-    if args.hr and args.input:
-        raise InputError(f"give the HR image once: as --hr or as INPUT (got {args.input} and {args.hr})")
-    hr_src = args.hr or args.input
-    if not hr_src:
-        raise InputError("--method paired needs the HR image (--hr HR) and, for real pairs, the LR image (--lr LR)")
-    lr_src = lr_path or getattr(args, "lr_image", None)
-    hr = open_image(hr_src)
-    if lr_src:
-        lr = open_image(lr_src)
-        check_pair(lr, hr)
-        args.factor = pair_factor(lr, hr, args.factor)
-        if not lr_src.startswith("memory:"):
-            args.lr_image = str(Path(lr_src).expanduser().absolute())
-    elif args.factor is None:
-        raise InputError("without an LR image (--lr) give the factor to learn from the HR alone: --factor S (HR "
-                         "pixels per LR pixel, e.g. 2 or 3.33)")
-    args.input = hr_src
-    return hr
-
-
 def train_volume(args):
-    """The volume the trainer learns from (the HR image for the paired method); refuses paired-only flags
-    elsewhere."""
+    """The volume the trainer learns from: the method's own inputs (:attr:`napari_emsr.methods.Method.inputs`, e.g.
+    the HR of an LR/HR pair), else the input stack; refuses the pair's flags for a method that takes one stack."""
+    from ..methods import METHODS, get_method
+
     lr_path = learning_rate(args)
-    if args.method == "paired":
-        return paired_inputs(args, lr_path)
+    meth = get_method(args.method)
+    if meth.inputs is not None:
+        vol, settings = meth.inputs(input=args.input, hr=args.hr, lr=lr_path or getattr(args, "lr_image", None),
+                                    factor=args.factor)
+        for key, value in settings.items():
+            setattr(args, key, value)
+        return vol
     if lr_path or getattr(args, "hr", None):
-        raise InputError("--lr LR (an image) and --hr HR are the inputs of --method paired; a learning rate is a "
+        pairs = " or ".join(m.name for m in METHODS.values() if m.inputs is not None)
+        raise InputError(f"--lr LR (an image) and --hr HR are the inputs of --method {pairs}; a learning rate is a "
                          "number (--lr 1e-3)")
     if not args.input:
         raise InputError("give the input stack (INPUT)")

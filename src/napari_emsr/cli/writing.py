@@ -24,17 +24,13 @@ def model_exists(args, role: str = "model file"):
     return refusal
 
 
-def already_written(args, out: Path, vol, model, fingerprint=None) -> bool:
-    """Whether ``out`` is the finished export of this very command (:func:`napari_emsr.outputs.finished_export`).
-    ``fingerprint(vol, model)`` gives the export's fingerprint (default: the isotropic export's)."""
-    from ..reconstruct import export_fingerprint
+def already_written(args, out: Path, vol, model, options: dict) -> bool:
+    """Whether ``out`` is the finished export of this very command (:func:`napari_emsr.outputs.finished_export`),
+    by the fingerprint of the model's application with ``options``."""
+    from ..methods import application_of
 
-    def now():
-        if fingerprint is not None:
-            return fingerprint(vol, model)
-        return export_fingerprint(vol, model, planes(args), args.factor, deband=getattr(args, "deband", True))
-
-    return outputs.finished_export(out, now, overwrite=args.overwrite)
+    app = application_of(model)
+    return outputs.finished_export(out, lambda: app.fingerprint(vol, model, **options), overwrite=args.overwrite)
 
 
 def nothing_to_do(args, out: Path) -> int:
@@ -67,26 +63,42 @@ def _interrupted(out: Path, bar: Progress) -> None:
     os._exit(130)
 
 
-def write(args, vol, model, out: Path, axis: int | None = None) -> dict:
-    """Export the isotropic volume (and, with --uncertainty, the disagreement map) with progress."""
-    from ..reconstruct import export, output_spacing
+def apply_options(args, app, *, axis: int | None = None) -> dict:
+    """The application's options (:attr:`napari_emsr.methods.Application.options`) from the command's flags; a flag
+    given for an application that does not take it is refused, naming the methods whose models take it."""
+    from ..methods import METHODS
 
+    given = {"planes": ("--fuse", getattr(args, "fuse", None)), "factor": ("--factor", getattr(args, "factor", None)),
+             "enhance": ("--enhance", getattr(args, "enhance", False) or None)}
+    for name, (flag, value) in given.items():
+        if value is not None and name not in app.options:
+            takers = [m.name for m in METHODS.values() if m.application and name in m.application.options]
+            raise InputError(f"{flag} does not apply to this model ({app.kind} application): it is for models of "
+                             f"method {' or '.join(takers)}; leave {flag} out")
+    values = {"planes": planes(args) if "planes" in app.options else None, "factor": getattr(args, "factor", None),
+              "axis": axis, "deband": getattr(args, "deband", True), "enhance": bool(getattr(args, "enhance", False))}
+    return {k: v for k, v in values.items() if k in app.options}
+
+
+def write(args, vol, model, out: Path, options: dict) -> dict:
+    """Export the result of ``model`` (or an interpolation method's name) with its method's application, with
+    progress (and, with --uncertainty, the disagreement map). Returns the ``--json`` payload; its ``"what"`` entry
+    is a few words for the summary line ("" for none)."""
+    from ..methods import application_of
+
+    app = application_of(model)
     bar = _write_progress(args, "write", out)
     t0 = time.perf_counter()
     try:
         with bar:
-            path = export(
-                vol, model, out, planes=planes(args), factor=args.factor, device=args.device,
-                overwrite=args.overwrite, progress=bar, axis=axis, deband=getattr(args, "deband", True),
-            )
+            path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar, **options)
     except KeyboardInterrupt:
         _interrupted(out, bar)
-    written_axis = axis if axis is not None else getattr(model, "axis", 0)
-    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2),
-            "spacing": output_spacing(vol, written_axis)}
+    extra, what = app.summary(vol, model, **options)
+    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
     if getattr(args, "uncertainty", None):
-        info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), axis)
-    return info
+        info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), options.get("axis"))
+    return info, what
 
 
 def check_uncertainty(args, out: Path, model_path=None) -> None:
@@ -99,8 +111,11 @@ def check_uncertainty(args, out: Path, model_path=None) -> None:
         raise InputError(f"cannot write {args.uncertainty}: --uncertainty must end in .tif/.tiff or .zarr/.ome.zarr")
     outputs.check_output(args.uncertainty, args.overwrite,
                          not_={"input": args.input, "output": out, "model": model_path})
+    from ..methods import METHODS
+
     method = getattr(args, "model", None) or getattr(args, "method", None)
-    if method in ("cubic", "linear"):
+    meth = METHODS.get(str(method))
+    if meth is not None and not meth.trains:
         raise InputError(f"--uncertainty compares the xz and yz restorations of a trained model; {method} "
                          "interpolation gives the same volume both ways: train a model, or leave --uncertainty out")
     claim(args, args.uncertainty, "uncertainty map")  # before the main output is written, not after
@@ -118,30 +133,3 @@ def write_uncertainty(args, vol, model, path: Path, axis: int | None) -> str:
     except KeyboardInterrupt:
         _interrupted(path, bar)
     return str(written)
-
-
-def apply_lateral(args, model, out: Path) -> int:
-    """``emsr apply`` with a paired model: every xy plane super-resolved (or enhanced), lazily, chunk by chunk."""
-    import functools
-
-    from ..lateral_apply import check_lateral_model, export_lateral, lateral_fingerprint, lateral_spacing
-    from ..methods.paired import as_stack, open_image
-
-    if args.scheduler:
-        raise InputError("--scheduler is not supported for paired models yet: run without it")
-    check_lateral_model(model)
-    vol = open_image(args.input)
-    if already_written(args, out, as_stack(vol), model,
-                       fingerprint=functools.partial(lateral_fingerprint, enhance=args.enhance)):
-        return nothing_to_do(args, out)
-    bar = _write_progress(args, "write", out)
-    t0 = time.perf_counter()
-    with bar:
-        path = export_lateral(vol, model, out, enhance=args.enhance, device=args.device, overwrite=args.overwrite,
-                              progress=bar)
-    f = 1.0 if args.enhance else model.factor
-    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), "factor": f,
-            "spacing": lateral_spacing(vol, f), "mode": "enhance" if args.enhance else "lateral"}
-    what = "enhanced" if args.enhance else f"xy planes x{f:g}"
-    emit(args, info, f"wrote {info['output']} ({what}) in {info['seconds']:.1f} s")
-    return 0

@@ -18,7 +18,8 @@ from ..errors import EMSRError, InputError
 from .formats import NOT_A_VOLUME, ZARR_MARKERS, is_tiff_name, is_url, is_zarr_name, looks_like_zarr
 from .omezarr import INCOMPLETE_MARKER, check_fingerprint, open_zarr, write_zarr
 from .safety import PARTIAL_TAG, check_output_path, is_partial_name
-from .tiff import open_tiff, write_tiff
+from .tiff import open_tiff
+from .tiff_write import write_tiff
 from .units import to_nm
 from .volume import Volume, check_volume
 

@@ -47,3 +47,11 @@ class LazyArray:
         state = self.__dict__.copy()
         state["_arr"] = None
         return state
+
+
+def compute(a: Any, scheduler: str | None = None) -> np.ndarray:
+    """``a`` in memory as a numpy array: a dask array computed (with ``scheduler``, default dask's), anything else
+    through :func:`numpy.asarray`."""
+    if hasattr(a, "compute"):
+        return a.compute(scheduler=scheduler) if scheduler else a.compute()
+    return np.asarray(a)

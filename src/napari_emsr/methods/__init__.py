@@ -2,8 +2,11 @@
 
 A method is not a class hierarchy. The trainer (:mod:`napari_emsr.train`) asks the method's *pair-maker* for
 training batches, held-out validation pairs and a preview plane, and knows nothing of how pairs are made; the
-command line's options and the panel's pickers are read from this registry. Adding a method means writing its
-module (a pair-maker, maybe earlier training stages) and calling :func:`register_method`; nothing else changes.
+command line's options and the panel's pickers are read from this registry. How a trained model is applied
+(its inputs, the lazy result, the export and its fingerprint) is the method's :class:`Application`: the command line
+and the panel ask it, and never compare method names. Adding a method means writing its folder
+(``methods/<name>/``: a pair-maker, maybe earlier training stages, its application) that calls
+:func:`register_method`, and naming the folder in :data:`BUILTIN`; nothing else changes.
 
 The pair-maker protocol
 -----------------------
@@ -34,11 +37,14 @@ codebook ...). Each is built with the context, stepped ``steps`` times (``step()
 Its weights (``state_dict()``) are saved in the same model file; a resumed run loads them
 (``load_state_dict``) and skips finished stages.
 
-Importing this package does not import torch.
+Importing this package does not import torch. The built-in methods' folders are imported by name
+(:data:`BUILTIN`), as the networks are (:mod:`napari_emsr.nets`): they use the trainer and the reconstruction
+engine, which ask this registry, so this module does not import them by statement.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -129,6 +135,58 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Application:
+    """How a model of a method (or, for interpolation, the method itself) is applied to a volume.
+
+    Attributes
+    ----------
+    kind : str
+        What the result is: ``"axial"`` (the stack made isotropic along its anisotropic axis) or ``"lateral"``
+        (every xy plane made finer). The panel shows the flow of this kind.
+    lazy : callable
+        ``lazy(volume, model, **options)``: the result as a lazy dask array in the input dtype.
+    export : callable
+        ``export(volume, model, path, *, device, overwrite, progress, stop, **options) -> Path``: the result
+        written chunk by chunk (resumable zarr); ``stop()`` is checked between blocks.
+    fingerprint : callable
+        ``fingerprint(volume, model, **options) -> dict``: what produces an export (a resume compares it).
+    check : callable
+        ``check(model, volume=None)``: InputError when the model cannot be applied so (another method's model,
+        another pixel type).
+    summary : callable
+        ``summary(volume, model, **options) -> (dict, str)``: what the written result is (its voxel size ...) for
+        ``--json``, and a few words for the summary line ("" for nothing).
+    open : callable or None
+        ``open(source)``: the input as a Volume; None: the front end's own opener (with its voxel-size and channel
+        choices).
+    options : tuple of str
+        The application's keyword options (``emsr apply`` flags of the same names); a flag given for an
+        application that does not take it is refused.
+    uncertainty : callable or None
+        ``uncertainty(volume, model, path, **kwargs)``: the map of where the result is unsure, written as an
+        export is; None when the application has none.
+    cluster : bool
+        Whether the export runs on a ``dask.distributed`` cluster.
+    """
+
+    kind: str
+    lazy: Callable[..., Any]
+    export: Callable[..., Any]
+    fingerprint: Callable[..., dict]
+    check: Callable[..., None]
+    summary: Callable[..., tuple[dict, str]]
+    open: Callable[[Any], Any] | None = None
+    options: tuple[str, ...] = ()
+    uncertainty: Callable[..., Any] | None = None
+    cluster: bool = True
+
+    @property
+    def lateral(self) -> bool:
+        """Whether the result makes xy planes finer (the stack's z is unchanged)."""
+        return self.kind == "lateral"
+
+
+@dataclass(frozen=True)
 class Method:
     """One reconstruction method.
 
@@ -155,6 +213,13 @@ class Method:
         Training stages before the restoring network.
     loss_args : mapping
         Keyword arguments of the loss taken from options: loss argument -> option name.
+    application : Application or None
+        How its model is applied (see :class:`Application`); None: as an isotropic model (the lazy
+        reconstruction of :mod:`napari_emsr.reconstruct`, :func:`application_of` gives it).
+    inputs : callable or None
+        ``inputs(input=, hr=, lr=, factor=) -> (volume, settings)``: the training volume of a method that learns
+        from a pair of images (an LR and an HR), checked, and the settings it decided (``"input"``,
+        ``"factor"``, ``"lr_image"``); None: it learns from the one stack it is given.
     """
 
     name: str
@@ -168,6 +233,8 @@ class Method:
     options: tuple[Option, ...] = ()
     stages: tuple[Stage, ...] = ()
     loss_args: Mapping[str, str] = field(default_factory=dict)
+    application: Application | None = None
+    inputs: Callable[..., tuple[Any, dict]] | None = None
 
     @property
     def trains(self) -> bool:
@@ -255,14 +322,29 @@ def all_options() -> dict[str, Option]:
     return out
 
 
-def _register_builtin() -> None:
-    from .gpemsr import GPEMSR
-    from .interpolation import CUBIC, LINEAR
-    from .lateral import ISOTROPIC
-    from .paired import PAIRED
+def method_of(model: Any) -> Method:
+    """The method of a model (its config's ``method``) or of a method name (interpolation)."""
+    if isinstance(model, str):
+        return get_method(model)
+    return get_method(str(model.config.get("method")))
 
-    for m in (ISOTROPIC, CUBIC, LINEAR, GPEMSR, PAIRED):
-        register_method(m, replace=True)
+
+def application_of(model: Any) -> Application:
+    """How ``model`` (or the method called so) is applied."""
+    meth = method_of(model)
+    if meth.application is None:  # NOTE: by name, as the built-in folders are (see the module docstring)
+        return importlib.import_module("napari_emsr.methods.isotropic.apply").AXIAL
+    return meth.application
+
+
+#: The built-in methods' folders, in menu order (the default first); importing one registers its methods.
+BUILTIN = ("napari_emsr.methods.isotropic", "napari_emsr.methods.interpolation", "napari_emsr.methods.gpemsr",
+           "napari_emsr.methods.paired")
+
+
+def _register_builtin() -> None:
+    for module in BUILTIN:
+        importlib.import_module(module)
 
 
 _register_builtin()

@@ -18,13 +18,10 @@ import numpy as np
 from ..degrade import interpolate_axis
 from ..errors import InputError
 from ..geometry import output_positions
+from ..io.lazy import compute as _compute
 from ..model import Normalisation
 
 log = logging.getLogger(__name__)
-
-
-def _compute(a: Any) -> np.ndarray:
-    return a.compute() if hasattr(a, "compute") else np.asarray(a)
 
 
 @dataclass

@@ -10,6 +10,10 @@ built by name with :func:`build_net`, which imports its module on first use::
 Every network maps ``(B, C, H, W)`` to ``(B, C, H, W)`` for any ``H, W >= 1`` and, with
 ``residual=True`` (the default), returns ``x + body(x)`` with ``body`` initialised to zero, so an
 untrained network is exactly the identity.
+
+The general-purpose networks are listed here; a method's own networks register themselves from its folder
+(:func:`register_net`, e.g. the large-factor prior's restorer from ``napari_emsr.methods.gpemsr``), which the
+registry imports (by name) before it answers.
 """
 
 from __future__ import annotations
@@ -22,15 +26,12 @@ from napari_emsr.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["NETS", "DESCRIPTIONS", "build_net", "net_names", "net_sizes"]
+__all__ = ["NETS", "DESCRIPTIONS", "build_net", "net_names", "net_sizes", "register_net"]
 
 #: name -> (module, class name). The modules are imported only by :func:`build_net`.
 NETS: dict[str, tuple[str, str]] = {
     "uformer": ("napari_emsr.nets.uformer_arch", "UFormer"),
     "rescnn": ("napari_emsr.nets.rescnn_arch", "ResCNN"),
-    "gpemsr": ("napari_emsr.nets.vqgan_arch", "GPRestorer"),
-    "emsr": ("napari_emsr.nets.emsr_arch", "EMSR"),
-    "aeanet": ("napari_emsr.nets.aeanet_arch", "AEANet"),
 }
 
 #: name -> one line that says what the network is.
@@ -43,28 +44,31 @@ DESCRIPTIONS: dict[str, str] = {
         "Small residual CNN working mostly at half resolution for a large receptive field; "
         "fast enough to train and run on a CPU."
     ),
-    "gpemsr": (
-        "Paper 003's restorer: carries a frozen codebook prior (indexer, codebook, decoder) and fuses the "
-        "decoded reference into its features at every scale through a learned similarity mask (method gpemsr)."
-    ),
-    "emsr": (
-        "EMSR (Khateri et al.): residual blocks with a-trous wavelet edge attention and a window-attention "
-        "ViT block; pixel-shuffle output (scale 1 on interpolated inputs)."
-    ),
-    "aeanet": (
-        "AEANet (Xie et al.): U-Net of depth 3 whose bottleneck attention has learnable shared references "
-        "(batch-aware in training); linear in the number of pixels."
-    ),
 }
+
+
+def register_net(name: str, module: str, class_name: str, description: str = "") -> None:
+    """Add network ``name``: class ``class_name`` of ``module`` (imported by :func:`build_net` only)."""
+    NETS[name] = (module, class_name)
+    if description:
+        DESCRIPTIONS[name] = description
+
+
+def _with_methods() -> None:
+    """Import the method registry, whose folders register their own networks."""
+    importlib.import_module("napari_emsr.methods")
 
 
 def net_names() -> list[str]:
     """The names :func:`build_net` knows, in registry order."""
+    _with_methods()
     return list(NETS)
 
 
 def _module(name: str):
     key = str(name).strip().lower()
+    if key not in NETS:
+        _with_methods()
     if key not in NETS:
         raise InputError(
             f"Unknown network {name!r}. Known networks: {', '.join(net_names())}."

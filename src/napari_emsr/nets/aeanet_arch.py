@@ -1,6 +1,6 @@
 """AEANet: a U-Net whose bottleneck is an augmented, spatially permutation-equivariant attention block.
 
-Xie, Y. et al., "Augmented Equivariant Attention Networks for Microscopy Image Super-Resolution" (paper 004):
+Xie, Y. et al., "Augmented Equivariant Attention Networks for Microscopy Image Super-Resolution" (AEANet):
 
 - attention with shared references (section 3.3, eq. 6): a learnable matrix ``R`` (r x c) is stacked on the
   tokens ``X`` of the feature map, ``X~ = [R; X]``, and
@@ -102,7 +102,7 @@ def _conv_block(cin: int, cout: int, n: int) -> nn.Sequential:
 
 
 class AEANet(nn.Module):
-    """Augmented Equivariant Attention Network (paper 004): U-Net of depth 3, attention block at the bottom.
+    """Augmented Equivariant Attention Network (Xie et al.): U-Net of depth 3, attention block at the bottom.
 
     Args:
         in_channels (int): channels of the input and output image.

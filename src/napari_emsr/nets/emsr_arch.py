@@ -163,7 +163,7 @@ class BasicBlock(nn.Module):
 
 
 class EMSR(nn.Module):
-    """EMSR network (Khateri et al., paper 002): edge attention, window self-attention, pixel-shuffle output.
+    """EMSR network (Khateri et al., 2024): edge attention, window self-attention, pixel-shuffle output.
 
     Args:
         in_channels (int): channels of the input and output image.

@@ -1,4 +1,4 @@
-"""Paper 003's generative texture prior (Shou et al., "Learning Large-Factor EM Image Super-Resolution with
+"""GPEMSR's generative texture prior (Shou et al., "Learning Large-Factor EM Image Super-Resolution with
 Generative Priors"): a VQGAN of lateral planes, a latent indexer, and the restorer that fuses the prior.
 
 Stage I, :class:`VQGAN`: an encoder (residual blocks and strided convolutions, ``log2(p)`` halvings, self-attention

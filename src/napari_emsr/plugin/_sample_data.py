@@ -63,7 +63,8 @@ def make_sample_pair() -> list[LayerData]:
     """An LR / HR pair of the medulla crop for the paired method: an LR stack of the whole field at 20 nm and an
     HR crop at 10 nm, each with its own noise (two acquisitions), 16 planes 80 nm apart, uint8.
 
-    The LR is the crop down-sampled by 2 (anti-aliased bicubic, :func:`napari_emsr.registration.downsample`); the
+    The LR is the crop down-sampled by 2 (anti-aliased bicubic,
+    :func:`napari_emsr.methods.paired.registration.downsample`); the
     HR field (100 x 100 px) lies at LR (20, 30) px. The pixel sizes (``scale``) give the factor s = 2.
 
     Returns
@@ -71,7 +72,7 @@ def make_sample_pair() -> list[LayerData]:
     list of tuple
         Two image layer data tuples: LR, then HR.
     """
-    from napari_emsr.registration import downsample
+    from napari_emsr.methods.paired.registration import downsample
     from napari_emsr.sample import SPACING_NM, _ground_truth
 
     rng = np.random.default_rng(0)

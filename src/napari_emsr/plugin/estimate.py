@@ -108,9 +108,9 @@ def volume_work(shape: tuple[int, int, int], factor: float, planes: str, chunks:
 
 def export_chunks(volume: Any, planes: str) -> tuple[int, int]:
     """The chunks an export writes in (:func:`napari_emsr.reconstruct.export` picks them the same way)."""
-    from napari_emsr.reconstruct import _export_chunks
+    from napari_emsr.reconstruct import export_chunks
 
-    return _export_chunks(volume, planes)
+    return export_chunks(volume, planes)
 
 
 def block_work(data: Any, block: tuple[int, ...], factor: float, kind: str = "network") -> int:
@@ -164,7 +164,9 @@ def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float
         nz, ny, nx = (int(s) for s in shape)
         rows = min(ny, 16)
         src = np.asarray(volume.data[:, :rows, :] if volume is not None else np.zeros((nz, rows, nx)), np.float32)
-        order = 1 if model == "linear" else 3
+        from napari_emsr.methods import get_method
+
+        order = get_method(model).order
         interpolate_axis(src[:, :1], output_positions(nz, factor), order, axis=0)
         t0 = time.perf_counter()
         out = interpolate_axis(src, output_positions(nz, factor), order, axis=0)

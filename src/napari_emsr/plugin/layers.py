@@ -380,7 +380,7 @@ def lateral_layer_kwargs(layer: Any, factor: float, *, name: str, metadata: dict
     """Layer keyword arguments for a paired model's result of ``layer``, ``factor`` times finer in y and x.
 
     The result overlays its input: its pixel size is the input's divided by ``factor`` and HR pixel ``j``'s centre
-    lies at LR ``(j + 0.5) / s - 0.5`` (:func:`napari_emsr.lateral_apply.lateral_translation`), so the first
+    lies at LR ``(j + 0.5) / s - 0.5`` (:func:`napari_emsr.methods.paired.apply.lateral_translation`), so the first
     pixel's centre moves by ``(0.5 / s - 0.5)`` input pixels. The result is always 3D (z, y, x); a 2D input
     gives one plane.
 
@@ -431,7 +431,7 @@ def hr_field_rectangle(layer: Any, offset: Sequence[float], size: Sequence[float
         The LR layer.
     offset : (float, float)
         LR coordinates (y, x) of the HR field's top-left corner, pixel edges
-        (:attr:`napari_emsr.registration.Registration.offset`).
+        (:attr:`napari_emsr.methods.paired.registration.Registration.offset`).
     size : (float, float)
         The field's size in LR pixels (HR pixels / s).
 

@@ -388,8 +388,9 @@ def cubic_region(source: Any, factor: float, order: int = 3) -> Callable:
 def lateral_cubic_region(source: Any, factor: float) -> Callable:
     """A function giving the lateral cubic B-spline interpolation of an output region of a paired model's result.
 
-    The stand-in of an xy-restored layer (:func:`napari_emsr.lateral_apply.lateral`) while its planes are
-    computed: HR pixel ``j`` lies at LR ``(j + 0.5) / s - 0.5`` (:func:`napari_emsr.registration.hr_positions`),
+    The stand-in of an xy-restored layer (:func:`napari_emsr.methods.paired.apply.lateral`) while its planes are
+    computed: HR pixel ``j`` lies at LR ``(j + 0.5) / s - 0.5``
+    (:func:`napari_emsr.methods.paired.registration.hr_positions`),
     the grid the model is applied on.
 
     Parameters
@@ -406,7 +407,7 @@ def lateral_cubic_region(source: Any, factor: float) -> Callable:
         are read.
     """
     from napari_emsr.degrade import interpolate_axis
-    from napari_emsr.registration import hr_positions
+    from napari_emsr.methods.paired.registration import hr_positions
 
     _, ny, nx = (int(n) for n in source.shape)
     ho, wo = max(1, int(math.floor(ny * factor + 0.5))), max(1, int(math.floor(nx * factor + 0.5)))

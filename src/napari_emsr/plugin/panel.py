@@ -40,7 +40,6 @@ from napari_emsr.plugin.controllers.quality import QualityController
 from napari_emsr.plugin.controllers.tasks import NEXT_STEP, TaskRunner, alive, error_message
 from napari_emsr.plugin.controllers.training import TrainingController
 from napari_emsr.plugin.flows.isotropic import IsotropicFlow
-from napari_emsr.plugin.flows.paired import METHOD as PAIRED_METHOD
 from napari_emsr.plugin.flows.paired import PairedFlow
 from napari_emsr.plugin.host import Flow
 from napari_emsr.plugin.layers import layer_to_volume
@@ -173,8 +172,8 @@ class EMSRWidget(QWidget):
                                        self.exporter)
         self.paired = PairedFlow(self, self.paired_params, self.paired_box, self.blocks, self.exporter,
                                  self.reconstruct.button)
-        #: The flows by method name; any other method is isotropic.
-        self.flows: dict[str, Flow] = {PAIRED_METHOD: self.paired}
+        #: The flows by the kind of the method's application (:attr:`napari_emsr.methods.Application.kind`).
+        self.flows: dict[str, Flow] = {"axial": self.isotropic, "lateral": self.paired}
 
     def _layout(self) -> None:
         self.train.layout().addWidget(self.plot)
@@ -273,7 +272,8 @@ class EMSRWidget(QWidget):
     @property
     def flow(self) -> Flow:
         """The flow of the picked method."""
-        return self.flows.get(self.params.method, self.isotropic)
+        app = method_of(self.params.method).application
+        return self.flows.get(app.kind if app is not None else "axial", self.isotropic)
 
     def start(self, func: Callable, *args: Any, connect: dict, progress: Any = None, **kwargs: Any) -> Any:
         """Start a task in a worker and keep it until it finishes (:class:`TaskRunner`)."""
@@ -331,9 +331,13 @@ class EMSRWidget(QWidget):
             raise InputError(
                 "no model yet: press Train (or Load model...), or pick the cubic method to interpolate only"
             )
-        if model.config.get("apply") == "lateral":
+        from napari_emsr.methods import METHODS
+
+        app = getattr(METHODS.get(str(model.config.get("method"))), "application", None)
+        if app is not None and app.lateral:
+            name = model.config.get("method")
             raise InputError(
-                "the current model super-resolves xy planes (method paired): pick the method paired to apply it to "
+                f"the current model super-resolves xy planes (method {name}): pick the method {name} to apply it to "
                 "an LR layer (Reconstruct, Export), or train (or load) a model of this method"
             )
         return model

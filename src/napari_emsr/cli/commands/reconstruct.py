@@ -9,7 +9,7 @@ from ... import outputs
 from ...errors import InputError
 from ..common import check_volume_output, claim, emit, learning_rate, method_options, open_input, planes, say
 from ..training import heldout, run_training
-from ..writing import already_written, check_uncertainty, model_exists, nothing_to_do, write
+from ..writing import already_written, apply_options, check_uncertainty, model_exists, nothing_to_do, write
 
 #: The options a model trained by ``emsr reconstruct`` is the result of (besides the method's own options).
 TRAIN_KEYS = ("method", "net", "size", "steps", "minutes", "patch", "batch", "lr", "seed", "factor", "axis",
@@ -19,7 +19,7 @@ TRAIN_KEYS = ("method", "net", "size", "steps", "minutes", "patch", "batch", "lr
 def made_by(args, vol, method, out: Path) -> dict:
     """What this command's model is the result of (:func:`napari_emsr.outputs.made_by`): the input, the output
     and every training option."""
-    from ...reconstruct import export_fingerprint
+    from ...outputs import export_fingerprint
 
     train = {k: getattr(args, k, None) for k in TRAIN_KEYS}
     train["options"] = method_options(args, method)
@@ -29,17 +29,17 @@ def made_by(args, vol, method, out: Path) -> dict:
 
 def run(args) -> int:
     from ...cluster import check_spec, open_client
-    from ...methods import get_method
+    from ...methods import application_of, get_method
 
     meth = get_method(args.method)
     out = outputs.check_output(args.output, args.overwrite, not_={"input": args.input},
                                finished=not meth.trains and not args.uncertainty)
     check_volume_output(args)
     check_spec(args.scheduler)
-    if meth.name == "paired":
-        raise InputError("the paired method trains from an LR and an HR image, then applies to another volume: run "
-                         "`emsr train --method paired --lr LR --hr HR -o MODEL`, then `emsr apply INPUT --model MODEL "
-                         "-o OUTPUT`")
+    if meth.inputs is not None:  # it learns from a pair of images, not from the stack it is applied to
+        raise InputError(f"the {meth.name} method trains from an LR and an HR image, then applies to another volume: "
+                         f"run `emsr train --method {meth.name} --lr LR --hr HR -o MODEL`, then `emsr apply INPUT "
+                         "--model MODEL -o OUTPUT`")
     if learning_rate(args) or getattr(args, "hr", None):
         raise InputError("--lr LR (an image) and --hr HR are the inputs of `emsr train --method paired`; a learning "
                          "rate is a number (--lr 1e-3)")
@@ -76,12 +76,13 @@ def run(args) -> int:
         payload.update({"model": str(model_path), "steps": model.step, "profile": model.config.get("profile"),
                         "profile_fit": model.config.get("profile_fit"),
                         "profile_judged": model.config.get("profile_judged"), "retrained": not reuse})
-    else:
+    options = apply_options(args, application_of(meth.name), axis=None if meth.trains else args.axis)
+    if not meth.trains:
         model = meth.name
-        if already_written(args, out, vol, model):
+        if already_written(args, out, vol, model, options):
             return nothing_to_do(args, out)
     with open_client(args.scheduler):  # training ran here; the write goes to the cluster when one is named
-        info = write(args, vol, model, out, axis=args.axis if isinstance(model, str) else None)
+        info, _ = write(args, vol, model, out, options)
     payload.update(info)
     human = f"wrote {info['output']} in {info['seconds']:.1f} s"
     if meth.trains:

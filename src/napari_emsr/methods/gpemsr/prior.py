@@ -1,4 +1,4 @@
-"""Large factors with a generative texture prior (paper 003, Shou et al.): method ``gpemsr``, three stages.
+"""Large factors with a generative texture prior (GPEMSR, Shou et al., CVPR 2024): method ``gpemsr``, three stages.
 
 Stage ``vqgan`` (I): a VQGAN learns the stack's own lateral planes: encoder, vector quantiser (codebook of ``v``
 vectors of ``d`` numbers, compression patch ``p``), decoder; loss ``L1 + lambda_c (codebook + beta commitment)
@@ -29,11 +29,12 @@ import logging
 
 import numpy as np
 
-from ..errors import InputError
-from . import Method, Option, Stage
-from .degradation import DEFAULT_STEPS as DEGRADATION_STEPS
-from .degradation import DegradationLearner, learned_active
-from .lateral import ISOTROPIC, isotropic_pairs
+from ...errors import InputError
+from .. import Method, Option, Stage
+from ..isotropic import ISOTROPIC, isotropic_pairs
+from ..isotropic.apply import AXIAL
+from ..isotropic.degradation import DEFAULT_STEPS as DEGRADATION_STEPS
+from ..isotropic.degradation import DegradationLearner, learned_active
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class VQGANStage:
     def __init__(self, ctx) -> None:
         import torch
 
-        from ..nets.vqgan_arch import VQGAN, PatchDiscriminator
+        from ...nets.vqgan_arch import VQGAN, PatchDiscriminator
 
         self._torch, self.ctx = torch, ctx
         self.prior = _prior_name(ctx)
@@ -147,7 +148,7 @@ class IndexerStage:
     def __init__(self, ctx) -> None:
         import torch
 
-        from ..nets.vqgan_arch import Indexer
+        from ...nets.vqgan_arch import Indexer
 
         self._torch, self.ctx = torch, ctx
         self.vqgan: VQGANStage = ctx.stages["vqgan"]
@@ -228,7 +229,8 @@ class PriorPairs:
 
 GPEMSR = Method(
     name="gpemsr",
-    description="large factors with a generative texture prior (paper 003): a VQGAN codebook of the stack's lateral "
+    description="large factors with a generative texture prior (GPEMSR, Shou et al.): a VQGAN codebook of the "
+    "stack's lateral "
     "texture, an indexer from degraded planes to codes, and a restorer that fuses the decoded reference",
     pairs=PriorPairs,
     net="gpemsr",
@@ -237,6 +239,7 @@ GPEMSR = Method(
     order=3,
     defaults={"batch_cuda": 32},
     loss_args={"alpha": "pdl_weight"},
+    application=AXIAL,
     stages=(
         Stage("degradation", DEGRADATION_STEPS, DegradationLearner, when=learned_active),
         Stage("vqgan", VQGAN_STEPS, VQGANStage),
@@ -245,7 +248,8 @@ GPEMSR = Method(
     options=(
         *ISOTROPIC.options,
         Option("prior", "small", choices=("tiny", "small", "large"), label="Codebook prior",
-               help="size of the VQGAN codebook prior: tiny and small fit a CPU; large is paper 003's (1024 codes "
+               help="size of the VQGAN codebook prior: tiny and small fit a CPU; large is GPEMSR's "
+               "(Shou et al.: 1024 codes "
                "of 512 numbers, 16 x 16 px patches), for a GPU"),
         Option("vqgan_steps", VQGAN_STEPS, type=int, label="Codebook steps",
                help="training steps of stage I, the VQGAN that learns the stack's lateral texture"),

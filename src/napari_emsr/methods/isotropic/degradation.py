@@ -1,4 +1,4 @@
-"""Learned axial degradation (paper 001, Deng et al. 2020): a CycleGAN between the stack's own lateral and axial planes.
+"""Learned axial degradation (Deng et al., MICCAI 2020): a CycleGAN between the stack's own lateral and axial planes.
 
 The restorer of the isotropic method learns from lateral planes degraded "like z". Instead of assuming how z was cut
 (point, slab, Gaussian, or a fitted kernel), this stage *learns* it, unpaired, from the same volume:
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ..degrade import _mirror, interpolation_matrix, noise_sigma
-from ..errors import InputError
-from ..geometry import training_phases
+from ...degrade import _mirror, interpolation_matrix, noise_sigma
+from ...errors import InputError
+from ...geometry import training_phases
 
 log = logging.getLogger(__name__)
 

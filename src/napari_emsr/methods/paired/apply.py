@@ -1,12 +1,13 @@
-"""Lateral super-resolution of a whole LR volume, plane by plane, lazily (the paired method's application).
+"""How a paired model is applied: lateral super-resolution of a whole LR volume, plane by plane, lazily.
 
 ``lateral(volume, model)`` computes nothing: it returns a dask array (z, s*y, s*x) in the input dtype whose
 chunks are bands of rows of single xy planes. A chunk reads the LR rows it needs (with a margin for the
 interpolation's prefilter and the network's context), interpolates them onto the HR pixel grid (cubic
 B-spline, the interpolation the model was trained with: HR pixel ``j``'s centre at LR ``(j + 0.5) / s - 0.5``),
-restores them through the model's one predict path (tiles, blending, out-of-memory retries: the engine of
-:mod:`napari_emsr.reconstruct`) and casts to the input dtype. ``enhance=True`` applies the model at the same
-resolution (denoising and sharpening HR data, paper 002's enhancer). :func:`export_lateral` writes it chunk by
+restores them through the model's one predict path (tiles, blending, out-of-memory retries, stopping: the
+engine of :mod:`napari_emsr.engine`) and casts to the input dtype. ``enhance=True`` applies the model at the same
+resolution (denoising and sharpening HR data, EMSR's enhancer, Khateri et al.). :func:`export_lateral` writes it
+chunk by
 chunk (TIFF or OME-Zarr, bounded memory, resumable zarr) with the voxel size divided by ``s`` laterally.
 """
 
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .degrade import interpolate_axis
-from .errors import InputError
-from .reconstruct import _Engine, export_fingerprint
+from ...degrade import interpolate_axis
+from ...engine import Engine
+from ...errors import InputError
+from ...outputs import export_fingerprint
+from .. import Application
 from .registration import hr_positions
 
 #: Output pixels per chunk (a band of rows of one plane) at most.
@@ -52,16 +55,18 @@ def check_lateral_model(model, volume=None) -> None:
         )
 
 
-class _LateralEngine(_Engine):
+class _LateralEngine(Engine):
     """A chunk of the lateral output: a band of rows of one or more xy planes."""
 
-    def __init__(self, source, model, factor, device, tile, overlap, batch, margin, out_dtype, name=None):
-        super().__init__(source, model, factor, 3, "xy", device, tile, overlap, batch, margin, out_dtype, name=name)
+    def __init__(self, source, model, factor, device, tile, overlap, batch, margin, out_dtype, name=None, stop=None):
+        super().__init__(source, model, factor, 3, "xy", device, tile, overlap, batch, margin, out_dtype, name=name,
+                         stop=stop)
         _, ny, nx = source.shape
         self.out_shape = (_out_size(ny, factor), _out_size(nx, factor))
 
     def block(self, z0: int, z1: int, y0: int, y1: int) -> np.ndarray:
         """Output planes ``z0:z1``, rows ``y0:y1``, every column."""
+        self.check_stop()
         s = self.factor
         _, ny, nx = self.source.shape
         ho, wo = self.out_shape
@@ -84,7 +89,8 @@ def _chunk(engine: _LateralEngine, block_info=None) -> np.ndarray:
 
 
 def lateral(volume, model, *, enhance: bool = False, device: str = "auto", rows: int | None = None,
-            tile: int | None = None, overlap: int | None = None, batch: int | None = None, margin: int = MARGIN):
+            tile: int | None = None, overlap: int | None = None, batch: int | None = None, margin: int = MARGIN,
+            stop: Callable[[], bool] | None = None):
     """The volume's xy planes super-resolved by a paired model, as a lazy dask array in the input dtype.
 
     Parameters
@@ -101,14 +107,17 @@ def lateral(volume, model, *, enhance: bool = False, device: str = "auto", rows:
         As for :func:`napari_emsr.reconstruct.reconstruct`.
     margin : int
         Output rows of context restored above and below each band.
+    stop : callable, optional
+        Called before each band and each batch of planes; a true answer stops with
+        :class:`napari_emsr.engine.Stopped`.
     """
     import dask
     import dask.array as da
     from dask.base import tokenize
 
-    from .io import finite_check
-    from .methods.paired import as_stack
-    from .model import TILE, TILE_OVERLAP, EMSRModel
+    from ...io import finite_check
+    from ...model import TILE, TILE_OVERLAP, EMSRModel
+    from .pairs import as_stack
 
     vol = as_stack(volume)
     if isinstance(model, (str, Path)):
@@ -122,7 +131,7 @@ def lateral(volume, model, *, enhance: bool = False, device: str = "auto", rows:
     cy = int(rows) if rows else (ho if ho * wo <= CHUNK_PIXELS else max(16, CHUNK_PIXELS // wo))
     cy = max(1, min(ho, cy))
     eng = _LateralEngine(src, model, f, device, int(tile or TILE), int(TILE_OVERLAP if overlap is None else overlap),
-                         int(batch or 0), int(margin), src.dtype, name=getattr(vol, "source", None))
+                         int(batch or 0), int(margin), src.dtype, name=getattr(vol, "source", None), stop=stop)
     token = tokenize(id(eng), str(getattr(src, "name", id(src))), f, cy)
     engine = dask.delayed(eng, name=f"emsr-engine-{token}", traverse=False)
     return da.map_blocks(
@@ -150,23 +159,24 @@ def lateral_translation(volume, factor: float):
     return (float(tr[0]), float(tr[1]) + d * float(sp[1]), float(tr[2]) + d * float(sp[2]))
 
 
-def lateral_fingerprint(volume, model, enhance: bool = False) -> dict[str, str]:
-    """What produces a lateral export (:func:`~napari_emsr.reconstruct.export_fingerprint` with the planes named
+def lateral_fingerprint(volume, model, enhance: bool = False, **_) -> dict[str, str]:
+    """What produces a lateral export (:func:`~napari_emsr.outputs.export_fingerprint` with the planes named
     ``lateral xF``), stored with it: a resume, or the CLI's "nothing to do", compares against it."""
     f = 1.0 if enhance else float(model.factor)
     return export_fingerprint(volume, model, f"lateral x{f:g}")
 
 
 def export_lateral(volume, model, path, *, enhance: bool = False, device: str = "auto", overwrite: bool = False,
-                   progress: Callable[[int, int], None] | None = None, **kwargs) -> Path:
+                   progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
+                   **kwargs) -> Path:
     """Write :func:`lateral` to ``path`` (.tif/.tiff or .zarr/.ome.zarr) chunk by chunk, bounded memory.
 
     The voxel size is divided by the factor along y and x; a zarr output resumes when run again (a different
-    input or model is refused).
+    input or model is refused). ``stop()`` is checked before each band and each batch of planes.
     """
-    from .io import same_place, write_volume
-    from .methods.paired import as_stack
-    from .model import EMSRModel
+    from ...io import same_place, write_volume
+    from ...model import EMSRModel
+    from .pairs import as_stack
 
     source = getattr(volume, "source", None)
     if source and Path(str(source)).exists() and same_place(path, str(source)):
@@ -174,10 +184,34 @@ def export_lateral(volume, model, path, *, enhance: bool = False, device: str = 
     if isinstance(model, (str, Path)):
         model = EMSRModel.load(model)
     vol = as_stack(volume)
-    arr = lateral(vol, model, enhance=enhance, device=device, **kwargs)
+    arr = lateral(vol, model, enhance=enhance, device=device, stop=stop, **kwargs)
     f = 1.0 if enhance else float(model.factor)
     fingerprint = lateral_fingerprint(vol, model, enhance)
     write = functools.partial(write_volume, spacing=lateral_spacing(vol, f), unit=getattr(vol, "unit", "nm"),
                               overwrite=overwrite, progress=progress, translation=lateral_translation(vol, f),
                               fingerprint=fingerprint)
     return write(path, arr)
+
+
+def _open(source):
+    from .pairs import open_image
+
+    return open_image(source)
+
+
+def _summary(volume, model, *, enhance: bool = False, **_) -> tuple[dict, str]:
+    f = 1.0 if enhance else float(model.factor)
+    what = "enhanced" if enhance else f"xy planes x{f:g}"
+    return {"factor": f, "spacing": lateral_spacing(volume, f), "mode": "enhance" if enhance else "lateral"}, what
+
+
+def _check(model, volume=None) -> None:
+    if isinstance(model, str):
+        raise InputError(f"{model} is not a model: lateral super-resolution needs a model of method paired "
+                         "(emsr train --method paired)")
+    check_lateral_model(model, volume)
+
+
+#: The paired method's application: every xy plane of an LR volume made finer (or enhanced), z unchanged.
+LATERAL = Application(kind="lateral", lazy=lateral, export=export_lateral, fingerprint=lateral_fingerprint,
+                      check=_check, summary=_summary, open=_open, options=("enhance",), cluster=False)

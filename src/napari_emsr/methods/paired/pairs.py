@@ -1,7 +1,8 @@
-"""Paired LR/HR super-resolution of lateral planes (papers 002, EMSR, and 004, AEANet).
+"""The paired method's pair-maker: LR/HR super-resolution of lateral planes (EMSR, Khateri et al. 2024; AEANet,
+Xie et al.).
 
 A lab images a small field at high resolution (HR) and a large field, or a whole series, at low resolution
-(LR), both noisy (paper 002), or the same area at two magnifications (paper 004), and wants the large field at
+(LR), both noisy (Khateri et al.), or the same area at two magnifications (Xie et al.), and wants the large field at
 high resolution. The trainer's volume is the HR image or stack (its normalisation is the model's); the LR image
 of the same region is the option ``lr_image`` (a file, or an in-memory image from :func:`lr_source`). The
 lateral factor ``s`` (HR pixels per LR pixel, any number >= 1, e.g. 3.33) is the training factor.
@@ -9,22 +10,23 @@ lateral factor ``s`` (HR pixels per LR pixel, any number >= 1, e.g. 3.33) is the
 Pairs
 -----
 - real pairs (an LR image is given): the HR field is registered in the LR field
-  (:func:`napari_emsr.registration.register`: refused with its residual when it fails); the LR is interpolated
+  (:func:`napari_emsr.methods.paired.registration.register`: refused with its residual when it fails); the LR is
+  interpolated
   (cubic B-spline) onto the HR pixel grid, as it is when the model is applied, and the network learns the HR
-  from it. The HR reference may be noisy (paper 002 shows training with no clean reference works).
-- recipe I (paper 002's synthetic I): LR made from the HR by bicubic down-sampling (anti-aliased, as image
+  from it. The HR reference may be noisy (Khateri et al. show that training with no clean reference works).
+- recipe I (EMSR's synthetic I): LR made from the HR by bicubic down-sampling (anti-aliased, as image
   resizing does); recipe II (synthetic II): a random isotropic Gaussian blur (sigma in [0, 3] HR px) and random
   Gaussian noise (sigma in [20, 40] / 255) before the bicubic down-sampling, noise (sigma in [5, 15] / 255)
   after it. Noise levels are in units of the normalised range (the 0.5-99.5 % intensity percentiles at 0 and
   1), i.e. the paper's 8-bit levels over 255.
-- the noisier copy (paper 002, Fig. 2, option ``noisier``): each input ``y`` comes with ``y' = y + n``, ``n``
+- the noisier copy (EMSR, Fig. 2, option ``noisier``): each input ``y`` comes with ``y' = y + n``, ``n``
   zero-mean white Gaussian noise of sigma in [0, 5] / 255 added to the LR image, and the shared network is
   trained with ``l1(f(y), x) + l1(f(y'), x) + l1(f(y), f(y'))`` (:func:`noisier_copy_loss`, eq. 16 with
   lambda = 1).
 
 Held-out validation pairs come from z planes never used for training (the trainer's held-out planes), or for a
-single image from its right quarter. The model is applied by :mod:`napari_emsr.lateral_apply` (every xy plane of
-an LR volume, ``s`` times finer), or at the same resolution as an enhancer (paper 002, Fig. 10).
+single image from its right quarter. The model is applied by :mod:`napari_emsr.methods.paired.apply` (every xy plane of
+an LR volume, ``s`` times finer), or at the same resolution as an enhancer (EMSR, Fig. 10).
 Importing this module does not import torch.
 """
 
@@ -38,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ..degrade import interpolate_axis, interpolation_matrix
-from ..errors import InputError
-from ..registration import Registration, bicubic_down_matrix, hr_positions, register
-from . import Method, Option
+from ...degrade import interpolate_axis, interpolation_matrix
+from ...errors import InputError
+from ...io.lazy import compute as _compute
+from .registration import Registration, bicubic_down_matrix, hr_positions, register
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,9 @@ N_VALIDATION = 16
 MAX_PLANES = 64
 #: Pixels (per plane, times planes) read into memory at most.
 MAX_PIXELS = 64_000_000
-#: Recipe II's ranges (paper 002, section III-B): blur sigma (HR px), noise before and after (8-bit levels).
+#: Recipe II's ranges (EMSR, section III-B): blur sigma (HR px), noise before and after (8-bit levels).
 RECIPE_II = {"blur": (0.0, 3.0), "noise_before": (20.0, 40.0), "noise_after": (5.0, 15.0)}
-#: The noisier copy's extra noise (8-bit levels, paper 002 section III-B).
+#: The noisier copy's extra noise (8-bit levels, EMSR section III-B).
 NOISIER_SIGMA = (0.0, 5.0)
 #: Name of the method's loss in :data:`napari_emsr.losses.LOSSES`.
 LOSS = "noisier_l1"
@@ -82,7 +84,7 @@ def as_stack(image: Any):
     """A 2D image (y, x) or 3D stack (z, y, x), array or Volume, as a Volume (z, y, x) (a 2D image: one plane)."""
     import dask.array as da
 
-    from ..io import Volume, as_volume
+    from ...io import Volume, as_volume
 
     if isinstance(image, Volume):
         return image
@@ -103,7 +105,7 @@ def as_stack(image: Any):
 def open_image(source: Any):
     """Open an LR or HR image or stack: a path (TIFF, OME-Zarr; a 2D TIFF is one plane), an in-memory key from
     :func:`lr_source`, an array or a Volume. Returns a Volume (z, y, x)."""
-    from ..io import open_volume
+    from ...io import open_volume
 
     if isinstance(source, str) and source.startswith("memory:"):
         if source not in _IN_MEMORY:
@@ -127,6 +129,35 @@ def open_image(source: Any):
     return open_volume(path)
 
 
+def training_inputs(*, input: str | None = None, hr: str | None = None, lr: str | None = None,
+                    factor: float | None = None) -> tuple[Any, dict]:
+    """The HR image (the trainer's volume) and the settings the pair decides: ``input`` (the HR's source),
+    ``factor`` (from the pair, or as given) and ``lr_image`` (the LR's absolute path; an in-memory key as it is).
+
+    ``input`` and ``hr`` both name the HR (give one); ``lr`` the LR image (None: learn from the HR alone, with
+    the factor given).
+    """
+    from pathlib import Path
+
+    if hr and input:
+        raise InputError(f"give the HR image once: as --hr or as INPUT (got {input} and {hr})")
+    hr_src = hr or input
+    if not hr_src:
+        raise InputError("--method paired needs the HR image (--hr HR) and, for real pairs, the LR image (--lr LR)")
+    hr_vol = open_image(hr_src)
+    settings: dict = {"input": hr_src, "factor": factor}
+    if lr:
+        lr_vol = open_image(lr)
+        check_pair(lr_vol, hr_vol)
+        settings["factor"] = pair_factor(lr_vol, hr_vol, factor)
+        if not str(lr).startswith("memory:"):
+            settings["lr_image"] = str(Path(lr).expanduser().absolute())
+    elif factor is None:
+        raise InputError("without an LR image (--lr) give the factor to learn from the HR alone: --factor S (HR "
+                         "pixels per LR pixel, e.g. 2 or 3.33)")
+    return hr_vol, settings
+
+
 def check_pair(lr, hr) -> None:
     """LR and HR must have the same pixel type and the same number of planes (InputError otherwise)."""
     if np.dtype(lr.dtype) != np.dtype(hr.dtype):
@@ -145,7 +176,7 @@ def check_pair(lr, hr) -> None:
 def pair_factor(lr, hr, factor: float | None = None) -> float:
     """The lateral factor s (HR pixels per LR pixel): ``factor`` if given, else from the lateral voxel sizes,
     else from the sizes of an LR and HR of the same field. InputError when it cannot be told or does not fit."""
-    from ..geometry import check_factor
+    from ...geometry import check_factor
 
     if factor is not None:
         return check_factor(factor)
@@ -180,7 +211,7 @@ def upsample(lr: np.ndarray, shape: tuple[int, int], factor: float, offset: tupl
 
 
 def degrade(hr: np.ndarray, factor: float, recipe: str, rng: np.random.Generator) -> np.ndarray:
-    """Paper 002's synthetic LR of HR planes (n, h, w) (normalised): recipe ``"I"`` or ``"II"``; (n, h / s, w / s)."""
+    """EMSR's synthetic LR of HR planes (n, h, w) (normalised): recipe ``"I"`` or ``"II"``; (n, h / s, w / s)."""
     from scipy import ndimage
 
     n, py, px = hr.shape
@@ -218,7 +249,8 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndar
 
 # --------------------------------------------------------------------------------------------------- loss
 def noisier_copy_loss(pred, target):
-    """Paper 002's loss (eq. 16, lambda = 1, l1): with ``pred`` holding f(y) and f(y') interleaved (2n items for
+    """EMSR's loss (Khateri et al., eq. 16, lambda = 1, l1): with ``pred`` holding f(y) and f(y') interleaved (2n
+    items for
     n targets), ``l1(f(y), x) + l1(f(y'), x) + l1(f(y), f(y'))``; plain l1 when there is no noisier copy."""
     import torch.nn.functional as F
 
@@ -230,19 +262,12 @@ def noisier_copy_loss(pred, target):
 
 
 # --------------------------------------------------------------------------------------------- pair-maker
-def _compute(a: Any) -> np.ndarray:
-    return a.compute() if hasattr(a, "compute") else np.asarray(a)
-
-
 class PairedPairs:
     """The paired method's pair-maker (see the module docstring)."""
 
     def __init__(self, ctx) -> None:
         import torch
 
-        from ..losses import LOSSES
-
-        LOSSES.setdefault(LOSS, noisier_copy_loss)
         self._torch = torch
         self.ctx = ctx
         opts = dict(ctx.options)
@@ -393,34 +418,3 @@ class PairedPairs:
 def paired_pairs(ctx):
     """The paired method's pair-maker factory."""
     return PairedPairs(ctx)
-
-
-PAIRED = Method(
-    name="paired",
-    description="paired LR/HR super-resolution of xy planes (EMSR, paper 002; AEANet, paper 004): learn from an LR "
-    "and an HR image of the same region (or the HR alone, degraded by recipe I or II), then make every xy plane "
-    "of an LR volume s times finer, or enhance images at the same resolution",
-    pairs=paired_pairs,
-    # NOTE: the residual CNN matched EMSR's held-out gain over bicubic at equal steps in a quarter of the CPU time
-    # (benchmarks/bench_paired.py, README), so it is the default on the CPU; --net emsr is paper 002's network.
-    net="rescnn",
-    size="small",
-    loss=LOSS,
-    order=3,
-    defaults={"batch_cuda": 32},
-    options=(
-        Option("lr_image", "", label="LR image",
-               help="the LR image or stack of the HR's region (a file; the trainer's input is the HR). Not given: "
-               "LR patches are made from the HR by --recipe"),
-        Option("recipe", "auto", choices=("auto", "I", "II"), label="Recipe",
-               help="how LR training inputs are made: auto (the LR image when given, else II), I (bicubic "
-               "down-sampling of the HR), II (random blur and noise before and after bicubic down-sampling, "
-               "paper 002)",
-               descriptions={"auto": "the registered LR image when one is given, else recipe II",
-                             "I": "bicubic down-sampling of the HR (paper 002's synthetic I)",
-                             "II": "random Gaussian blur and noise, bicubic down-sampling, noise (synthetic II)"}),
-        Option("noisier", "on", choices=("on", "off"), label="Noisier copy",
-               help="train the shared network on the LR input and a noisier copy of it, with the loss "
-               "l1(f(y), x) + l1(f(y'), x) + l1(f(y), f(y')) (paper 002); off: l1(f(y), x)"),
-    ),
-)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ...errors import InputError
 
 #: Registrations with a larger residual (RMS difference of the standardised images) are refused.
 MAX_RESIDUAL = 0.6

@@ -14,7 +14,9 @@ from napari_emsr.plugin.state import PLANE_LABELS
 from napari_emsr.plugin.workers.tasks import compare_task
 
 #: What the canvas calls the three cells of a comparison, left to right (short: a cell is a third of the canvas).
-CELL_LABELS = ("input", "cubic", "restored")
+#: The baseline the comparison shows beside the result: cubic interpolation (a method of the registry).
+BASELINE = "cubic"
+CELL_LABELS = ("input", BASELINE, "restored")
 
 
 def canvas_text(viewer: Any) -> Any:
@@ -78,7 +80,7 @@ class CompareController:
         if restored is None:
             jobs.append((model, planes, PLANE_LABELS[planes]))
         if self.cubic_for(layer) is None:
-            jobs.append(("cubic", "xz", "cubic"))
+            jobs.append((BASELINE, "xz", BASELINE))
         if not jobs:
             self.arrange(layer, planes)
             return None
@@ -104,8 +106,8 @@ class CompareController:
                 unit=host.input_params.unit, metadata={"planes": made_for, "input": layer.name},
             )
             data = RestoredPlanes(array, made_for, interpolate, label)
-            added = self.blocks.add(name, data, kwargs, tell=label != "cubic")
-            if label != "cubic":
+            added = self.blocks.add(name, data, kwargs, tell=label != BASELINE)
+            if label != BASELINE:
                 host.runtime.reconstructed_layers = [*host.runtime.reconstructed_layers, added]
         self.arrange(layer, planes)
 

@@ -11,8 +11,11 @@ from napari_emsr.plugin.workers.tasks import load_model_task, save_model_task
 
 def describe(model: Any) -> str:
     """One line about a model: method, network, factor and step."""
+    from napari_emsr.methods import METHODS
+
     cfg = model.config
-    if cfg.get("apply") == "lateral":
+    app = getattr(METHODS.get(str(cfg.get("method"))), "application", None)
+    if app is not None and app.lateral:
         return (f"{cfg.get('method')} / {cfg.get('net')} ({cfg.get('size')}), s = {model.factor:.3g} (xy planes), "
                 f"step {model.step}")
     return (f"{cfg.get('method')} / {cfg.get('net')} ({cfg.get('size')}), F = {model.factor:.3g}, axis {model.axis}, "

@@ -10,14 +10,15 @@ activity dock, the block worker that restores the planes you look at) is the pan
   (:func:`napari_emsr.methods.paired.pair_factor`); the pair is checked by
   :func:`~napari_emsr.methods.paired.check_pair`; their messages are shown as the library words them, with the
   command line's flags named as the panel's fields;
-- the registration (:func:`napari_emsr.registration.register`) runs in a worker once both layers are picked (or
+- the registration (:func:`napari_emsr.methods.paired.registration.register`) runs in a worker once both layers
+  are picked (or
   on Register) and is drawn as a rectangle on the LR layer (a Shapes layer ``"<LR> HR field"``), with its
   residual in the status line;
 - Train passes the HR layer as the trainer's volume and the LR layer as the method's ``lr_image`` option
   (:func:`~napari_emsr.methods.paired.lr_source`), as ``emsr train --method paired --lr LR --hr HR`` does;
-- Reconstruct adds the lazy lateral result of the LR layer (:func:`napari_emsr.lateral_apply.lateral`, restored
+- Reconstruct adds the lazy lateral result of the LR layer (:func:`napari_emsr.methods.paired.apply.lateral`, restored
   plane by plane in the background, cubic interpolation meanwhile), ``s`` times finer (or enhanced at the same
-  resolution), placed over the LR layer; Export writes it with :func:`napari_emsr.lateral_apply.export_lateral`.
+  resolution), placed over the LR layer; Export writes it with :func:`napari_emsr.methods.paired.apply.export_lateral`.
 
 Importing this module imports neither torch nor napari.
 """
@@ -36,7 +37,6 @@ from napari_emsr.plugin.state import PairedParameters
 
 logger = logging.getLogger(__name__)
 
-METHOD = "paired"
 #: Suffix of the Shapes layer that outlines the registered HR field on the LR layer.
 FIELD_SUFFIX = "HR field"
 #: Seconds after the last pick before the pair is registered (picking both layers starts one registration).
@@ -121,7 +121,7 @@ class PairedFlow:
     ----------
     params : PairedParameters
         The LR and HR layers and the factor.
-    registration : napari_emsr.registration.Registration or None
+    registration : napari_emsr.methods.paired.registration.Registration or None
         The last registration of the picked pair (None before one, or after the pair changed).
     """
 
@@ -350,18 +350,19 @@ class PairedFlow:
     # ------------------------------------------------------------------------------------ applying
     def lateral_model(self, volume: Any = None) -> Any:
         """The panel's model, checked for lateral application (a paired model, trained on this pixel type)."""
-        from napari_emsr.lateral_apply import check_lateral_model
+        from napari_emsr.methods import METHODS
 
         model = self.host.runtime.model
         if model is None:
             raise InputError("no model yet: press Train (HR and LR layers picked) or Load model... (a paired model)")
         method = model.config.get("method")
-        if method != METHOD:
+        app = getattr(METHODS.get(str(method)), "application", None)
+        if app is None or not app.lateral:
             raise InputError(
                 f"the current model was trained by method {method!r}: it reconstructs along z and cannot make xy "
                 f"planes finer. Pick method {method} to reconstruct with it, or train (or load) a paired model"
             )
-        check_lateral_model(model, volume)
+        app.check(model, volume)
         return model
 
     def apply_inputs(self, what: str) -> tuple[Any, Any, Any]:

@@ -76,7 +76,7 @@ class PairedWidget(QGroupBox):
         self.register_button = QPushButton("Register")
         self.register_button.setToolTip(
             "Find the HR field in the LR field (normalised cross-correlation, then phase correlation; "
-            "napari_emsr.registration) and outline it on the LR layer"
+            "napari_emsr.methods.paired.registration) and outline it on the LR layer"
         )
         self.registration_label = QLabel("")
         self.registration_label.setWordWrap(True)

@@ -39,6 +39,13 @@ class ExportJob:
         """Whether :meth:`cancel` was called (or the worker was quit)."""
         return self._cancel.is_set() or self.is_aborted()
 
+    def check(self) -> bool:
+        """The core's ``stop`` hook (checked before each block and each batch of planes): raises
+        :class:`ExportCancelled` if cancelled, else False."""
+        if self.cancelled:
+            raise ExportCancelled("export cancelled; run it again with the same path to resume")
+        return False
+
     def progress(self, done: int, total: int) -> None:
         """The core's progress callback: report, then raise :class:`ExportCancelled` if cancelled."""
         if self._report is not None:
@@ -66,25 +73,6 @@ def stop_between_tasks(job: ExportJob) -> Iterator[None]:
         yield
 
 
-def stopping_copy(model: Any, device: str, job: ExportJob) -> Any:
-    """A copy of ``model`` whose network checks ``job``'s cancel flag before each batch of planes, so that a cancel
-    stops the export within one batch (a block of a fused export is one long task). The panel's own model (its
-    layers restore blocks with it meanwhile) is left as it is. An interpolation method's name is returned as is.
-    """
-    if isinstance(model, str) or not hasattr(model, "network"):
-        return model
-    from napari_emsr.device import resolve_device
-
-    own = model.copy()
-
-    def check(_module: Any, _inputs: Any) -> None:
-        if job.cancelled:
-            raise ExportCancelled("export cancelled; run it again with the same path to resume")
-
-    own.network(resolve_device(device)).register_forward_pre_hook(check)
-    return own
-
-
 def export_task(
     job: ExportJob, volume: Any, model: Any, path: str, planes: str, device: str, scheduler: str = "",
     deband: bool = True,
@@ -99,21 +87,19 @@ def export_task(
 
     spec = scheduler.strip() or None
     check_spec(spec)
-    if spec is None:  # NOTE: on a cluster the model is sent to the workers: no hook of this process goes with it
-        model = stopping_copy(model, device, job)
-    # NOTE: while the client is open it is dask's default scheduler in this whole process.
+    # NOTE: while the client is open it is dask's default scheduler in this whole process. On a cluster the
+    # engine goes to the workers without the stop hook: the export stops between the tasks of this process.
     with open_client(spec), stop_between_tasks(job):
         out = export(volume, model, path, planes=planes, device=device, overwrite=False, progress=job.progress,
-                     deband=deband)
+                     deband=deband, stop=job.check)
     return str(out)
 
 
 def export_lateral_task(job: ExportJob, volume: Any, model: Any, path: str, enhance: bool, device: str) -> str:
     """Write a paired model's lateral result of ``volume`` to ``path``
-    (:func:`napari_emsr.lateral_apply.export_lateral`); returns the path written."""
-    from napari_emsr.lateral_apply import export_lateral
+    (:func:`napari_emsr.methods.paired.apply.export_lateral`); returns the path written."""
+    from napari_emsr.methods.paired.apply import export_lateral
 
-    model = stopping_copy(model, device, job)
     with stop_between_tasks(job):
         return str(export_lateral(volume, model, path, enhance=enhance, device=device, overwrite=False,
-                                  progress=job.progress))
+                                  progress=job.progress, stop=job.check))

@@ -173,7 +173,7 @@ REGISTRATION_PLANES = 8
 
 
 def register_task(lr: Any, hr: Any, factor: float) -> Any:
-    """Where the HR field lies in the LR field (:func:`napari_emsr.registration.register`).
+    """Where the HR field lies in the LR field (:func:`napari_emsr.methods.paired.registration.register`).
 
     Parameters
     ----------
@@ -184,7 +184,7 @@ def register_task(lr: Any, hr: Any, factor: float) -> Any:
 
     Returns
     -------
-    napari_emsr.registration.Registration
+    napari_emsr.methods.paired.registration.Registration
 
     Raises
     ------
@@ -194,7 +194,7 @@ def register_task(lr: Any, hr: Any, factor: float) -> Any:
     import numpy as np
 
     from napari_emsr.methods.paired import check_pair
-    from napari_emsr.registration import register
+    from napari_emsr.methods.paired.registration import register
 
     check_pair(lr, hr)
     n = int(lr.data.shape[0])
@@ -209,8 +209,8 @@ def register_task(lr: Any, hr: Any, factor: float) -> Any:
 
 def lateral_task(volume: Any, model: Any, enhance: bool, device: str) -> Any:
     """Build (without computing) a paired model's lateral result of ``volume``
-    (:func:`napari_emsr.lateral_apply.lateral`: the xy planes ``s`` times finer, or enhanced at the same
+    (:func:`napari_emsr.methods.paired.apply.lateral`: the xy planes ``s`` times finer, or enhanced at the same
     resolution), chunked plane by plane."""
-    from napari_emsr.lateral_apply import lateral
+    from napari_emsr.methods.paired.apply import lateral
 
     return lateral(volume, model, enhance=enhance, device=device)

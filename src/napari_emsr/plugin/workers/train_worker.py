@@ -113,7 +113,8 @@ def preview_input(trainer: Any) -> np.ndarray:
     """The plane the preview restores, as its network input, in input intensity units: the interpolated xz plane,
     or for a lateral method (paired) the held-out LR plane interpolated onto the HR grid."""
     pairs = getattr(trainer, "pairs", None)
-    if trainer.info.get("apply") == "lateral" and hasattr(pairs, "preview"):
+    app = getattr(getattr(trainer, "method", None), "application", None)
+    if app is not None and app.lateral and hasattr(pairs, "preview"):
         return trainer.norm.invert(np.asarray(pairs.preview(), np.float32))
     return trainer.preview_input()
 
