@@ -331,8 +331,10 @@ def method_of(model: Any) -> Method:
 
 def application_of(model: Any) -> Application:
     """How ``model`` (or the method called so) is applied."""
-    meth = method_of(model)
-    if meth.application is None:  # NOTE: by name, as the built-in folders are (see the module docstring)
+    # NOTE: a model whose config names no registered method is applied as an isotropic one, whose checks
+    # (EMSRModel.validate) then say what is wrong with it; a method name typed by the user must be known.
+    meth = get_method(model) if isinstance(model, str) else METHODS.get(str(model.config.get("method")))
+    if meth is None or meth.application is None:  # by name, as the built-in folders are (module docstring)
         return importlib.import_module("napari_emsr.methods.isotropic.apply").AXIAL
     return meth.application
 
