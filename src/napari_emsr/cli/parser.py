@@ -91,8 +91,8 @@ def _add_train(p, demo=False):
     g.add_argument("--heldout", action="store_true",
                    help="after training, estimate its gain over cubic on this stack without ground truth: every "
                    "other section is held out, a short training with the same settings restores them from the rest "
-                   "(at twice the spacing) and is scored on the real held-out sections and on lateral planes; how "
-                   "far lateral planes overstate the real sections is taken off the model's own lateral gain. "
+                   "(at twice the spacing) and is scored on the real held-out sections; with the model's own gain on "
+                   "lateral planes degraded like z, that gives the estimate (a calibrated blend of the two). "
                    "Printed in the summary (JSON: quality.heldout_sections). Costs --heldout-steps more steps")
     g.add_argument("--heldout-steps", type=int, default=None, metavar="N",
                    help="steps of the --heldout judge (default: the model's steps, at most 400)")
