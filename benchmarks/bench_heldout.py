@@ -1,0 +1,110 @@
+"""How well the quality estimate (``napari_emsr.heldout.estimate``, what ``emsr ... --heldout`` prints) tracks the
+true gain over cubic, and the calibration behind it.
+
+For each stack (cut from a volume with isotropic ground truth, as ``bench_degradation.py`` cuts them) the default
+method is trained, the estimate is computed from the stack alone (a judge trained at 2F on every other section and
+scored on the real held-out ones; the model's gain on lateral planes degraded like z), and the true gain over
+cubic is measured against the ground truth. One JSON file per run; ``--calibrate`` fits the estimate's two weights
+by least squares on such files (from the development volume only) and prints the residuals.
+
+    python benchmarks/bench_heldout.py --gt ../shared/data/medulla_fibsem_iso10nm_ts1_250.tif --half dev \\
+        --stack slab --factor 4 --steps 600 --json ts1_slab_F4.json
+    python benchmarks/bench_heldout.py --calibrate ts1_*.json
+    python benchmarks/bench_heldout.py --gt ../shared/data/medulla_fibsem_iso10nm_ts2_250.tif --half report \\
+        --stack slab --factor 8 --steps 1400 --json ts2_slab_F8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def calibrate(files: list[str]) -> None:
+    rows = [json.loads(Path(f).read_text()) for f in files]
+    a = np.array([[r["sections_db"], r["lateral_db"]] for r in rows])
+    y = np.array([r["true_db"] for r in rows])
+    w, *_ = np.linalg.lstsq(a, y, rcond=None)
+    print(f"SECTIONS_WEIGHT = {w[0]:.2f}, LATERAL_WEIGHT = {w[1]:.2f} (least squares on {len(rows)} runs)")
+    print("| volume | half | F | stack | steps | sections | lateral | estimate (fit) | true | error |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r, est in zip(rows, a @ w):
+        print(f"| {r['volume']} | {r['half']} | {r['factor']} | {r['stack']} | {r['steps']} | "
+              f"{r['sections_db']:+.2f} | {r['lateral_db']:+.2f} | {est:+.2f} | {r['true_db']:+.2f} | "
+              f"{est - r['true_db']:+.2f} |")
+
+
+def main() -> None:
+    from bench_degradation import DEFAULT_GT, cut, device_name, score
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gt", default=str(DEFAULT_GT))
+    ap.add_argument("--half", choices=("dev", "report"), default="report")
+    ap.add_argument("--stack", default="point")
+    ap.add_argument("--factor", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=600, help="steps of the model being judged")
+    ap.add_argument("--judge-steps", type=int, default=None, help="steps of the judge (default: the library's)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--score-crop", type=int, default=128)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--calibrate", nargs="+", default=None, metavar="JSON",
+                    help="fit the estimate's weights on these runs' files and print the residuals")
+    a = ap.parse_args()
+    if a.calibrate:
+        calibrate(a.calibrate)
+        return
+
+    import tifffile
+    import torch
+
+    from napari_emsr.heldout import LATERAL_WEIGHT, SECTIONS_WEIGHT, estimate
+    from napari_emsr.io import as_volume
+    from napari_emsr.reconstruct import reconstruct
+    from napari_emsr.train import TrainConfig, Trainer
+
+    torch.set_num_threads(a.threads)
+    gt = tifffile.imread(a.gt)
+    h = gt.shape[0] // 2
+    vol_gt = gt[:h] if a.half == "dev" else gt[h:]
+    f = a.factor
+    lr = cut(vol_gt, a.stack, f, 0)
+    zmax = (lr.shape[0] - 1) * f + 1
+    ny, nx = lr.shape[1:]
+    c = a.score_crop
+    ys, xs = slice((ny - c) // 2, (ny + c) // 2), slice((nx - c) // 2, (nx + c) // 2)
+    ref = vol_gt[:zmax, ys, xs]
+    vol = as_volume(lr, spacing=(10.0 * f, 10.0, 10.0))
+    scored = as_volume(np.ascontiguousarray(lr[:, ys, xs]), spacing=(10.0 * f, 10.0, 10.0))
+    cubic = score(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, f)
+    t0 = time.perf_counter()
+    trainer = Trainer(vol, TrainConfig(factor=f, steps=a.steps, seed=0, preview_every=0))
+    for _ in trainer.run():
+        pass
+    model = trainer.model
+    train_s = time.perf_counter() - t0
+    rec = score(reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax], ref, f)
+    t1 = time.perf_counter()
+    q = estimate(vol, model, steps=a.judge_steps, device="cpu", threads=a.threads)
+    out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
+           "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
+           "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
+           "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
+           "banding": rec["banding"], "train_s": round(train_s, 1), "estimate_s": round(time.perf_counter() - t1, 1),
+           "device": device_name(), "date": str(date.today()), "command": "python " + " ".join(sys.argv)}
+    print(f"| {out['volume']} {a.half} | {f} | {a.stack} | {model.step} | true {out['true_db']:+.2f} | estimate "
+          f"{out['estimate_db']:+.2f} (sections {out['sections_db']:+.2f}, lateral {out['lateral_db']:+.2f}) | "
+          f"error {out['estimate_db'] - out['true_db']:+.2f} |", flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
