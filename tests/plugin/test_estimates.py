@@ -73,7 +73,8 @@ def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_
     # the block restored here measured the speed again: the estimates follow it
     block_seconds = (fused.data.seconds + panel.reconstructed_layers[1].data.seconds)[-1]
     if block_seconds >= 1.0:
-        assert panel.restore_speed.how.startswith("the last block restored here")
+        assert "fuse" in panel.estimates()["timed"] and panel.restore_speed.how == speed.how  # the probe stays
+        assert "the last fused block restored here (64 planes" in panel.reconstruct.estimate_label.toolTip()
         assert panel.estimates()["blocks"]["fuse"][0] == pytest.approx(block_seconds, rel=0.6)
     found = panel.estimates()
 

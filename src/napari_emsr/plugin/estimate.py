@@ -16,7 +16,10 @@ way :mod:`napari_emsr.reconstruct` does it: every chunk restores its xz planes (
 extent by the chunk's columns plus a margin each side) and/or its yz planes (its columns by its rows plus
 margins); a fused chunk does both. Reading, interpolation and writing are not counted (the network dominates
 on a CPU): the estimate is a lower bound there, and while a job runs the time left comes from its own measured
-rate instead.
+rate instead. Once the viewer has restored blocks of a pipeline (xz, yz or fused), the panel times that
+pipeline by its own blocks in output voxels per second (:class:`napari_emsr.plugin.controllers.estimates.
+EstimatesController`): a block times only its own pipeline, and an export only when the block held many planes
+(a one-plane block pays a whole call's fixed costs for a few voxels).
 
 Importing this module is cheap: torch is imported only by the measuring functions (run them in a worker).
 """

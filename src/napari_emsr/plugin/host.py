@@ -89,7 +89,8 @@ class Flow(Protocol):
     measures_speed : bool
         Whether the speed probes and the estimates apply.
     preview_text : str
-        What the canvas says about the training preview's planes.
+        What the canvas says about the training preview's planes, left to right, in a few words (a cell is a
+        third of the canvas); ``{y}`` becomes the previewed row.
     """
 
     box: Any

@@ -206,7 +206,24 @@ class EMSRWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.scroll, 1)
         layout.addWidget(self.status_label)
-        self.setMinimumWidth(440)
+        self.fit_rows()
+
+    def rows_width(self) -> int:
+        """The width the panel needs to show its widest row unscrolled (with a vertical scroll bar beside it)."""
+        body = self.scroll.widget()
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        return int(body.minimumSizeHint().width() + bar + 2 * self.scroll.frameWidth())
+
+    def fit_rows(self) -> None:
+        """Never narrower than the rows: a dock narrower than its rows scrolls sideways and cuts buttons off."""
+        self.setMinimumWidth(self.rows_width())
+        self.updateGeometry()
+
+    def minimumSizeHint(self) -> Any:  # Qt's name
+        from qtpy.QtCore import QSize
+
+        hint = super().minimumSizeHint()
+        return QSize(max(hint.width(), self.rows_width()), hint.height())
 
     def _wire(self, viewer: Any) -> None:
         ip, p, rp, rt = self.input_params, self.params, self.reconstruct_params, self.runtime
@@ -448,6 +465,7 @@ class EMSRWidget(QWidget):
 
     def _on_method_changed(self, *_: Any) -> None:
         self.params.use_method_defaults()
+        self.exporter.reset()  # the last export was of another method's result
         if self.interpolation_only():
             self.estimator.restore_key = None
         self._update_buttons()
@@ -465,8 +483,10 @@ class EMSRWidget(QWidget):
         if not flow.measures_speed:
             self.estimator.clear()
             self.quality_ctl.clear()
+        self.fit_rows()  # another flow shows other rows
 
     def _on_model(self, *_: Any) -> None:
+        self.exporter.reset()  # the last export was of another model's result
         self._update_buttons()
         self.estimator.schedule()  # how fast this model restores here
 

@@ -181,8 +181,8 @@ class ReconstructParameters:
         Where Export computes: ``""`` (this process), a dask scheduler address (``tcp://host:8786``) or
         ``local:N`` (:func:`napari_emsr.cluster.open_client`).
     enhance : bool
-        With a paired model: apply it at the same resolution (an enhancer, paper 002) instead of making the xy
-        planes ``s`` times finer.
+        With a paired model: apply it at the same resolution (an enhancer, as in EMSR by Khateri et al.)
+        instead of making the xy planes ``s`` times finer.
     deband : bool
         With an isotropic model: the planes between sections filtered to the sections' detail
         (:mod:`napari_emsr.deband`), for the layers and the export.

@@ -38,6 +38,16 @@ class CompareController:
     def __init__(self, host: Host, blocks: Any):
         self.host = host
         self.blocks = blocks
+        #: True while the comparison itself moves, shows or hides layers (its own changes end nothing).
+        self.arranging = False
+        self.watched: list = []
+        viewer = host.viewer
+        # NOTE: the canvas label names the grid's cells: once the grid or the layers change it names the wrong
+        # ones (and covers the layers' own names), so it goes.
+        grid = getattr(getattr(viewer, "canvas", None), "grid", None) or viewer.grid  # napari >= 0.9: the canvas's
+        for event in (grid.events.enabled, grid.events.shape, grid.events.stride,
+                      viewer.layers.events.inserted, viewer.layers.events.removed, viewer.layers.events.moved):
+            event.connect(self.end)
 
     def restored_for(self, layer: Any, planes: str) -> Any:
         """The restored layer of ``layer`` made for ``planes`` (or the fused one), or None."""
@@ -112,10 +122,23 @@ class CompareController:
         self.arrange(layer, planes)
 
     def arrange(self, layer: Any, planes: str) -> None:
-        host, viewer = self.host, self.host.viewer
+        host = self.host
         cubic, restored = self.cubic_for(layer), self.restored_for(layer, planes)
         if cubic is None or restored is None:
             return
+        self.arranging = True
+        try:
+            self._arrange(layer, cubic, restored, planes)
+        finally:
+            self.arranging = False
+        self.watch((layer, cubic, restored))
+        host.set_status(
+            f"Side by side: {layer.name} | cubic | {restored.name}, same {planes} plane and zoom; page through "
+            f"{'y' if planes == 'xz' else 'x'} with the slider. Flip cubic / restored compares them in one view."
+        )
+
+    def _arrange(self, layer: Any, cubic: Any, restored: Any, planes: str) -> None:
+        host, viewer = self.host, self.host.viewer
         trio = (layer, cubic, restored)
         viewer.dims.ndisplay = 2
         viewer.dims.order = paging_order(viewer.dims.ndim, planes)
@@ -137,11 +160,32 @@ class CompareController:
         viewer.canvas.overlays["current_slice"].visible = True
         viewer.fit_to_view(layers=[layer])
         host.runtime.comparing = trio
-        paged = "y" if planes == "xz" else "x"
-        host.set_status(
-            f"Side by side: {layer.name} | cubic | {restored.name}, same {planes} plane and zoom; page through "
-            f"{paged} with the slider. Flip cubic / restored compares them in one view."
-        )
+
+    def watch(self, trio: tuple) -> None:
+        """End the comparison when one of its layers is shown or hidden by anything but the comparison."""
+        self.unwatch()
+        for member in trio:
+            member.events.visible.connect(self.end)
+        self.watched = list(trio)
+
+    def unwatch(self) -> None:
+        for member in self.watched:
+            try:
+                member.events.visible.disconnect(self.end)
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        self.watched = []
+
+    def end(self, *_: Any) -> None:
+        """The grid or the layers changed: the canvas label (which names the cells) goes, the comparison ends."""
+        if self.arranging or self.host.runtime.comparing is None:
+            return
+        self.unwatch()
+        overlay = canvas_text(self.host.viewer)
+        if overlay.text in (" | ".join(CELL_LABELS), *CELL_LABELS):
+            overlay.visible = False
+            overlay.text = ""
+        self.host.runtime.comparing = None
 
     def say_cells(self, text: str) -> None:
         """Write which cell (or view) is which at the top of the canvas."""
@@ -158,6 +202,15 @@ class CompareController:
 
     def flip(self) -> None:
         """Swap cubic and restored in one view (napari's grid off), at the same plane."""
+        self.arranging = True
+        try:
+            trio = self._flip()
+        finally:
+            self.arranging = False
+        if trio is not None:
+            self.watch(trio)
+
+    def _flip(self) -> tuple | None:
         host, viewer = self.host, self.host.viewer
         trio = host.runtime.comparing
         if trio is None or any(member not in viewer.layers for member in trio):
@@ -168,7 +221,7 @@ class CompareController:
                 restored = self.restored_for(layer, "xz") or self.restored_for(layer, "yz")
             if cubic is None or restored is None:
                 host.report_error(InputError("nothing to flip yet: press Side by side first"), "comparing")
-                return
+                return None
             trio = (layer, cubic, restored)
             host.runtime.comparing = trio
         layer, cubic, restored = trio
@@ -182,3 +235,4 @@ class CompareController:
         self.say_cells(CELL_LABELS[1] if show_cubic else CELL_LABELS[2])
         viewer.fit_to_view(layers=[shown])
         host.set_status(f"Showing {shown.name} (Flip again for {(restored if show_cubic else cubic).name}).")
+        return trio

@@ -18,6 +18,11 @@ from napari_emsr.plugin.state import PLANE_LABELS, clock
 
 logger = logging.getLogger(__name__)
 
+#: A layer's first block (it builds the network's buffers) times its pipeline only when it took this long (s).
+WARMED_UP_SECONDS = 5.0
+#: A block of at least this many planes times an export of its pipeline (fewer: a call's fixed costs dominate).
+MIN_TIMED_PLANES = 8
+
 
 def duration(seconds: float) -> str:
     """``0.4 s`` below a minute, else ``m:ss``."""
@@ -62,6 +67,9 @@ class EstimatesController:
         self.restore_key: tuple | None = None
         self.train_key: tuple | None = None
         self.requests = {"restore": 0, "train": 0}
+        #: Per pipeline ("xz", "yz", "fuse"): (output voxels per second, planes in the block) of the last block of
+        #: that pipeline restored here (forgotten when the model, device or stack changes).
+        self.learned: dict[str, tuple[estimate.Speed, int]] = {}
         self.stopped = False
         self._hint = ""
         # NOTE: measured after the user stops changing things (each measure costs a few seconds of CPU).
@@ -224,6 +232,7 @@ class EstimatesController:
         if key == self.restore_key:
             return None
         self.restore_key = key
+        self.learned = {}
         self.runtime.restore_speed = None
         self.requests["restore"] += 1
         request = self.requests["restore"]
@@ -253,10 +262,15 @@ class EstimatesController:
     def estimates(self) -> dict:
         """Seconds Reconstruct's blocks and Export should take here (empty before the speed is measured).
 
+        A pipeline (xz, yz or fused) restored here is timed by its own blocks (output voxels per second); the
+        others, and an export from blocks of a few planes, come from the probe's network speed and the work
+        they count (:mod:`napari_emsr.plugin.estimate`).
+
         Returns
         -------
         dict
-            ``{"blocks": {planes: (seconds, planes per block)}, "export": (seconds, blocks), "how": str}``.
+            ``{"blocks": {planes: (seconds, planes per block)}, "export": (seconds, blocks), "how": str,
+            "export_how": str, "timed": set of the pipelines timed by their own blocks}``.
         """
         host = self.host
         speed = self.runtime.restore_speed
@@ -274,15 +288,29 @@ class EstimatesController:
         blocks = {}
         lazy_chunks = {"xz": (1, min(nx, 1024)), "yz": (min(ny, 1024), 1), "fuse": (min(ny, 64), min(nx, 1024))}
         for planes, (cy, cx) in lazy_chunks.items():
-            work = estimate.chunk_work(zo, ny, nx, planes, (0, cy), (0, cx)) if kind == "network" else zo * cy * cx
-            blocks[planes] = (speed.seconds(work), cy if planes != "yz" else cx)
+            learned = self.learned.get(planes)
+            if learned is not None:
+                seconds = learned[0].seconds(zo * cy * cx)
+            elif kind == "network":
+                seconds = speed.seconds(estimate.chunk_work(zo, ny, nx, planes, (0, cy), (0, cx)))
+            else:
+                seconds = speed.seconds(zo * cy * cx)
+            blocks[planes] = (seconds, cy if planes != "yz" else cx)
         export_planes = host.reconstruct_params.export_planes
-        work, count = estimate.volume_work(shape, factor, export_planes, estimate.export_chunks(volume, export_planes),
-                                           kind)
+        chunks = estimate.export_chunks(volume, export_planes)
+        work, count = estimate.volume_work(shape, factor, export_planes, chunks, kind)
         how = (f"{speed.how}: {speed.rate / 1e6:.3g} M {'px' if kind == 'network' else 'voxels'}/s; the work "
                "counted is what the network restores (each chunk's planes with their margins), not reading, "
                "interpolating or writing")
-        return {"blocks": blocks, "export": (speed.seconds(work), count), "how": how}
+        seconds, export_how = speed.seconds(work), how
+        learned = self.learned.get(export_planes)
+        # NOTE: only a block of many planes says how fast an export's chunks go: a one-plane block pays a whole
+        # call's fixed costs for a few voxels (and another direction's speed says nothing of this pipeline's).
+        if learned is not None and learned[1] >= MIN_TIMED_PLANES:
+            seconds = learned[0].seconds(zo * ny * nx)
+            export_how = f"{learned[0].how}: {learned[0].rate / 1e6:.3g} M output voxels/s"
+        return {"blocks": blocks, "export": (seconds, count), "how": how, "export_how": export_how,
+                "timed": set(self.learned)}
 
     def show(self, *_: Any) -> None:
         """The Reconstruct box and the Export box say how long things take here."""
@@ -296,38 +324,51 @@ class EstimatesController:
                 self.export.show_estimate("")
             return
         rp = host.reconstruct_params
-        blocks = found["blocks"]
+        blocks, timed = found["blocks"], found["timed"]
         parts = []
-        for planes in rp.planes or ("xz",):
+        shown = list(rp.planes or ("xz",))
+        shown += [planes for planes in ("xz", "yz", "fuse") if planes in timed and planes not in shown]
+        for planes in shown:
             seconds, n = blocks[planes]
             what = {"xz": "xz plane", "yz": "yz plane"}.get(planes, f"fused block ({n})")
-            parts.append(f"{what} {duration(seconds)}")
+            parts.append(f"{what} {duration(seconds)}{' (timed)' if planes in timed else ''}")
         fused = "fuse" in rp.planes and not host.interpolation_only()
-        self.reconstruct.show_estimate(
-            "here: " + " · ".join(parts),
-            f"Each new plane or block is restored in the background as you view it"
-            f"{' (a fused block with its uncertainty)' if fused else ''}. Estimated from {found['how']}.",
-        )
+        tip = (f"Each new plane or block is restored in the background as you view it"
+               f"{' (a fused block with its uncertainty)' if fused else ''}. Estimated from {found['how']}.")
+        for planes in shown:
+            if planes in timed:
+                tip += f" {PLANE_LABELS[planes]} (timed): {self.learned[planes][0].how}."
+        self.reconstruct.show_estimate("here: " + " · ".join(parts), tip)
         seconds, count = found["export"]
         where = rp.scheduler.strip()
         text = f"≈ {clock(seconds)} here, {count} block{'s' if count != 1 else ''}"
-        tip = f"Export of {PLANE_LABELS[rp.export_planes]}: estimated from {found['how']}."
+        tip = f"Export of {PLANE_LABELS[rp.export_planes]}: estimated from {found['export_how']}."
         if where:
             tip += f" On {where}, the time left comes from the blocks as they arrive."
         self.export.show_estimate(text, tip)
 
     def learn_speed(self, planes: Any, note: Any) -> None:
-        """A block restored here is a better measure of this device's speed than the probe: the estimates
-        follow it (blocks under a second say too little; the comparison's cubic layer says nothing of the
+        """A block restored here times its own pipeline (xz, yz or fused) better than the probe: the estimates
+        of that pipeline follow it, in output voxels per second (the comparison's cubic layer says nothing of the
         network)."""
         speed = self.runtime.restore_speed
-        if speed is None or speed.kind != "network" or note.seconds < 1.0 or planes.on_view is None:
+        if speed is None or speed.kind != "network" or planes.on_view is None:
             return
-        work = estimate.block_work(planes, note.block, self.factor())
-        self.runtime.restore_speed = estimate.Speed(
-            work / note.seconds, "network", speed.device,
-            f"the last block restored here ({work / 1e6:.3g} M network px in {note.seconds:.1f} s)",
-        )
+        # NOTE: a layer's first block also builds the network's buffers for its shape (a one-plane block can take
+        # many times what the next one takes): it times its pipeline only when that cost is small beside it.
+        first = len(planes.seconds) < 2
+        if note.seconds < (WARMED_UP_SECONDS if first else 0.01):
+            return
+        pipeline = "fuse" if planes.planes in ("fuse", "uncertainty") else planes.planes
+        voxels = estimate.block_work(planes, note.block, self.factor(), "voxels")
+        first, last = planes.block_span(note.block)
+        count = last - first + 1
+        what = {"xz": "xz", "yz": "yz", "fuse": "fused"}.get(pipeline, pipeline)
+        self.learned = {**self.learned, pipeline: (estimate.Speed(
+            voxels / note.seconds, "voxels", speed.device,
+            f"the last {what} block restored here ({count} plane{'s' if count != 1 else ''}, {voxels / 1e6:.3g} M "
+            f"voxels in {note.seconds:.1f} s)",
+        ), count)}
         self.show()
 
     def block_seconds(self, planes: Any, block: tuple[int, ...]) -> float | None:
@@ -335,6 +376,9 @@ class EstimatesController:
         measured = [t for data in (planes, *planes.partners) for t in data.seconds]
         if measured:
             return float(np.mean(measured[-3:]))
+        learned = self.learned.get("fuse" if planes.planes in ("fuse", "uncertainty") else planes.planes)
+        if learned is not None:
+            return learned[0].seconds(estimate.block_work(planes, block, self.factor(), "voxels"))
         speed = self.runtime.restore_speed
         if speed is None:
             return None

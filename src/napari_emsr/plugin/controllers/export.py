@@ -85,6 +85,16 @@ class ExportController:
             job.is_aborted = lambda: bool(getattr(worker, "abort_requested", False))
         return worker
 
+    def reset(self) -> None:
+        """Forget the last export's outcome (another method or model would write something else); the bar shows
+        the estimate again. Nothing changes while an export runs."""
+        status = self.status
+        if status.busy:
+            return
+        status.total, status.path, status.message = 0, "", ""
+        status.elapsed, status.estimate, status.first_done, status.first_count = 0.0, 0.0, 0.0, 0
+        status.done = 0
+
     def cancel(self) -> None:
         """Stop the export at the next task it computes (a zarr export can be resumed later)."""
         if self.job is not None:

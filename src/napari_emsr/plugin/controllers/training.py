@@ -99,8 +99,8 @@ class TrainingController:
         self.say("Preparing training (reading the volume, building the network)...")
         index = int(volume.data.shape[1]) // 2  # the previewed xz plane: the middle one
         flow = host.flow
-        self.preview.begin(flow.preview_anchor(), flow.preview_input(volume, config, index), flow.preview_text,
-                           index)
+        self.preview.begin(flow.preview_anchor(), flow.preview_input(volume, config, index),
+                           flow.preview_text.format(y=index), index)
         self.worker = host.start(
             train_task, self.session, volume, config, resume_model, index,
             connect={"yielded": self.on_update, "errored": lambda err: host.report_error(err, what="training"),

@@ -46,8 +46,7 @@ class IsotropicFlow:
     lateral = False
     compares = True
     measures_speed = True
-    preview_text = ("right of the stack: input · cubic · restored, the same xz plane (live preview; removed when "
-                    "training ends)")
+    preview_text = "xz plane y={y}: sections | cubic | restored"
 
     def __init__(self, host: Host, box: Any, blocks: Any, estimates: Any, quality: Any, export: Any):
         self.host = host

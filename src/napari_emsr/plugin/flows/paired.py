@@ -128,7 +128,7 @@ class PairedFlow:
     lateral = True
     compares = False
     measures_speed = False  # NOTE: the probes time isotropic training and restoration
-    preview_text = "left: input · middle: LR of a held-out HR plane (cubic) · right: restored (live preview)"
+    preview_text = "held-out HR plane: input | LR cubic | restored"
 
     def __init__(self, host: Host, params: PairedParameters, box: Any, blocks: Any, export: Any,
                  reconstruct_button: Any) -> None:

@@ -58,8 +58,9 @@ class PairedWidget(QGroupBox):
         )
         self.hr_combo = QComboBox()
         self.hr_combo.setToolTip(
-            "The high-resolution (HR) layer: a small field of the LR's region at s times finer pixels (noise is fine, "
-            "paper 002); the training target. Same pixel type and number of planes as the LR"
+            "The high-resolution (HR) layer: a small field of the LR's region at s times finer pixels (noise is fine: "
+            "EMSR, Khateri et al., needs no clean reference); the training target. Same pixel type and number of "
+            "planes as the LR"
         )
         self.factor_box = QDoubleSpinBox()
         self.factor_box.setDecimals(3)

@@ -39,8 +39,8 @@ class ReconstructWidget(QGroupBox):
         )
         self.enhance_check = QCheckBox("enhance (same resolution)")
         self.enhance_check.setToolTip(
-            "Paired model: apply it at the LR layer's own resolution (denoise and sharpen, paper 002's enhancer) "
-            "instead of making its xy planes s times finer"
+            "Paired model: apply it at the LR layer's own resolution (denoise and sharpen: the enhancer of EMSR, "
+            "Khateri et al.) instead of making its xy planes s times finer"
         )
         self.enhance_check.setVisible(False)
         self.deband_check = QCheckBox("deband")
