@@ -61,7 +61,7 @@ class Progress:
                  total: Callable[[], tuple[int, int] | None] | None = None, tty: bool | None = None,
                  every: float = LOG_EVERY) -> None:
         self.desc, self.unit, self.quiet, self.every = desc, unit, quiet, every
-        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)()) if tty is None else tty
         self._peek = total
         self.done = 0
         self.total: int | None = None

@@ -63,9 +63,10 @@ def _interrupted(out: Path, bar: Progress) -> None:
     os._exit(130)
 
 
-def apply_options(args, app, *, axis: int | None = None) -> dict:
+def apply_options(args, app, *, axis: int | None = None, method: str | None = None) -> dict:
     """The application's options (:attr:`napari_emsr.methods.Application.options`) from the command's flags; a flag
-    given for an application that does not take it is refused, naming the methods whose models take it."""
+    given for an application that does not take it is refused, naming the model's method (``method``) and the methods
+    whose models take it."""
     from ..methods import METHODS
 
     given = {"planes": ("--fuse", getattr(args, "fuse", None)), "factor": ("--factor", getattr(args, "factor", None)),
@@ -73,8 +74,10 @@ def apply_options(args, app, *, axis: int | None = None) -> dict:
     for name, (flag, value) in given.items():
         if value is not None and name not in app.options:
             takers = [m.name for m in METHODS.values() if m.application and name in m.application.options]
-            raise InputError(f"{flag} does not apply to this model ({app.kind} application): it is for models of "
-                             f"method {' or '.join(takers)}; leave {flag} out")
+            this = f"a model of method {method}" if method else "this model"
+            result = "its result is xy planes made finer" if app.lateral else "it makes the stack isotropic"
+            raise InputError(f"{flag} does not apply to {this} ({result}): it is for models of method "
+                             f"{' or '.join(takers)}; leave {flag} out")
     values = {"planes": planes(args) if "planes" in app.options else None, "factor": getattr(args, "factor", None),
               "axis": axis, "deband": getattr(args, "deband", True), "enhance": bool(getattr(args, "enhance", False))}
     return {k: v for k, v in values.items() if k in app.options}

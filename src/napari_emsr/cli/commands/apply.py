@@ -23,7 +23,7 @@ def run(args) -> int:
     if args.uncertainty and app.uncertainty is None:
         raise InputError(f"--uncertainty compares the xz and yz restorations of an isotropic model; this model's "
                          f"result is {app.kind}: leave --uncertainty out")
-    options = apply_options(args, app)
+    options = apply_options(args, app, method=None if isinstance(model, str) else model.config.get("method"))
     if args.scheduler and not app.cluster:
         raise InputError(f"--scheduler is not supported for models of method {model.config.get('method')} yet: "
                          "run without it")
