@@ -198,3 +198,9 @@ def panel(make_napari_viewer, qtbot, request):
     widget.cleanup()
     qtbot.waitUntil(lambda: not widget.status.busy and not widget.export_status.busy, timeout=timeout)
     qtbot.waitUntil(lambda: not widget.workers, timeout=timeout)
+    # NOTE: a worker's thread outlives the slot that forgets it by a few instructions (it still emits
+    # ``finished``); closing the viewer before the thread pool is idle deletes the signals it emits from, and
+    # aborts the interpreter
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(timeout)

@@ -190,7 +190,7 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     _train(panel, qtbot)
     qtbot.waitUntil(lambda: panel.heldout is not None, timeout=TIMEOUT)
     score = panel.heldout
-    line = f"held-out sections: {score.gain_db:+.2f} dB over cubic ({score.sections} sections)"
+    line = f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
     assert score.sections >= 3 and line in panel.reconstruct.quality_label.text()
     assert panel.reconstruct.quality_label.isVisibleTo(panel)
     assert panel.plot.heldout == (6.0, pytest.approx(score.gain_db))  # a point in the gain plot at the model's step

@@ -69,6 +69,10 @@ class TaskRunner:
 
     def start(self, func: Callable, *args: Any, connect: dict, progress: Any = None, **kwargs: Any) -> Any:
         """Start ``func`` in a worker (:func:`napari_emsr.plugin.workers.runner.start_task`); the worker or None."""
+        if getattr(self.owner, "_cleaned", False) or not alive(self.owner):
+            # NOTE: closing the viewer removes its layers, which would start measuring the next one: a worker
+            # started then outlives the Qt objects it reports to
+            return None
         holder: dict = {}
 
         def forget() -> None:
