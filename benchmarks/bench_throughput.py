@@ -243,12 +243,14 @@ def main() -> None:
         out = work / "output.ome.zarr"
         kwargs = {"batch": a.batch} if a.batch else {}
         local = threading.local()
-        compute, block = rec._compute, rec._Engine.block
+        from napari_emsr import engine as eng
 
-        def read(a):  # the chunks' reads only (not the fingerprint's sample of the input)
+        compute, block = eng.compute, eng.Engine.block
+
+        def read(a, **kw):  # the chunks' reads only (not the fingerprint's sample of the input)
             t = time.perf_counter()
             try:
-                return compute(a)
+                return compute(a, **kw)
             finally:
                 timers.add("read" if getattr(local, "in_block", False) else "fingerprint", time.perf_counter() - t)
 
@@ -259,10 +261,10 @@ def main() -> None:
             finally:
                 local.in_block = False
 
-        with patched(rec, "_compute", read), \
-                patched(rec, "interpolate_axis", timers.wrap("interpolation", rec.interpolate_axis)), \
-                patched(rec._Engine, "restore", timers.wrap("restore", rec._Engine.restore)), \
-                patched(rec._Engine, "block", timers.wrap("block", in_block)), \
+        with patched(eng, "compute", read), \
+                patched(eng, "interpolate_axis", timers.wrap("interpolation", eng.interpolate_axis)), \
+                patched(eng.Engine, "restore", timers.wrap("restore", eng.Engine.restore)), \
+                patched(eng.Engine, "block", timers.wrap("block", in_block)), \
                 patched(omezarr, "downsample", downsample), \
                 patched(zarr.Array, "__setitem__", timers.wrap("write", zarr.Array.__setitem__)):
             t0 = time.perf_counter()
