@@ -103,7 +103,7 @@ def _our_errors() -> list[type]:
 
 def quiet_our_errors() -> None:
     """In a worker process: our errors are not logged with a traceback (see :class:`_OurErrorsQuiet`); called when
-    an engine arrives in a process (:meth:`napari_emsr.reconstruct._Engine.__setstate__`), so a restarted worker
+    an engine arrives in a process (:meth:`napari_emsr.engine.Engine.__setstate__`), so a restarted worker
     gets it too. Nothing happens in a process without ``distributed``."""
     if "distributed" not in sys.modules:
         return

@@ -51,7 +51,7 @@ def simulate(planes: np.ndarray, factor: float, profile, *, noise: float = 0.0, 
     if learned is not None:
         import torch
 
-        from .methods.degradation import load_degradation
+        from .methods.isotropic.degradation import load_degradation
 
         run, _ = load_degradation(learned, planes.shape[1], factor)
         lr = run(torch.from_numpy(np.ascontiguousarray(planes))[:, None], torch.Generator().manual_seed(seed))
