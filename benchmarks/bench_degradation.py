@@ -14,7 +14,7 @@ section profiles the fixed models do not assume, at F = 4 and 8:
 
 and reconstructed (xz + yz fused, the default network) by: cubic; the matched fixed kernel (the ideal, where the
 profile is in the family); a mismatched fixed kernel (point for thick stacks, slab for point); ``auto`` before
-issue 9 (the three-way estimate, :func:`napari_emsr.degrade.estimate_profile`); ``learned`` (paper 001's CycleGAN,
+issue 9 (the three-way estimate, ``old_profile.estimate_profile``); ``learned`` (paper 001's CycleGAN,
 its steps inside the same budget); the new default (``auto``: the fitted profile); and the supervised ceiling: the
 same network for the same budget, trained on real axial planes of the *other* half (input: the other half's stack
 cut the same way, interpolated; target: its ground truth). Scored on the reported half against its ground truth:
@@ -42,9 +42,11 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from old_profile import estimate_profile
 
-from napari_emsr.degrade import estimate_profile, interpolate_axis, section_blur
+from napari_emsr.degrade import section_blur
 from napari_emsr.geometry import output_positions
+from napari_emsr.interpolation import interpolate_axis
 from napari_emsr.io import as_volume
 from napari_emsr.methods import Method, get_method, register_method
 from napari_emsr.metrics import psnr, section_banding, ssim

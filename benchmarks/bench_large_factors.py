@@ -92,8 +92,8 @@ def reconstruct_context(volume, model, factor: int, stride: int | None = None) -
     import torch
     from context_pairs import context_stacks
 
-    from napari_emsr.degrade import interpolate_axis
     from napari_emsr.geometry import output_positions
+    from napari_emsr.interpolation import interpolate_axis
 
     net = model.network("cpu")
     stride = int(round(factor)) if stride is None else int(stride)

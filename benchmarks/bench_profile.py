@@ -4,7 +4,7 @@
 
 Cuts the isotropic medulla FIB-SEM volume in z at F = 4 and 8 with each profile (point, slab, Gaussian), with and
 without Gaussian noise of 8 grey levels added after cutting (as a detector adds it), and prints what
-:func:`napari_emsr.degrade.estimate_profile` picks, its spectral distances and its time; then what it picks on
+``old_profile.estimate_profile`` picks, its spectral distances and its time; then what it picks on
 the real serial-section TEM stacks of ../shared/data (no ground truth: for information).
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from old_profile import estimate_profile
 
-from napari_emsr.degrade import PROFILES, estimate_profile, make_anisotropic
+from napari_emsr.degrade import PROFILES, make_anisotropic
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = (("isbi2012_sstem_train_30x512x512.tif", 12.5), ("cremi_crop_isovem_train_32x320x320.tif", 10.0))

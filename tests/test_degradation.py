@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_emsr.degrade import fit_profile, profile_kernel, section_blur, section_kernel
+from napari_emsr.degrade import profile_kernel, section_blur, section_kernel
 from napari_emsr.errors import InputError
 from napari_emsr.model import EMSRModel
+from napari_emsr.profile_fit import fit_profile
 from napari_emsr.train import TrainConfig, Trainer
 
 TINY = dict(net="rescnn", size="tiny", patch=32, batch=2, device="cpu", val_every=2, preview_every=0, lr=2e-3)

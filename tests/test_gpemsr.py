@@ -128,8 +128,8 @@ def test_three_stages_save_reload_and_apply_from_the_command_line(stack, tmp_pat
 
 
 def test_measures_of_bands_and_texture_see_interpolation_and_truth_apart():
-    from napari_emsr.degrade import interpolate_axis
     from napari_emsr.geometry import output_positions
+    from napari_emsr.interpolation import interpolate_axis
     from napari_emsr.metrics import plane_frc, spectral_match
 
     gt = _ground_truth()[:65, :64, :64].astype(np.float32)

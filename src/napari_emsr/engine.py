@@ -35,9 +35,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .degrade import interpolate_axis
 from .errors import EMSRError, InputError
 from .geometry import output_positions
+from .interpolation import interpolate_axis
 from .io.lazy import compute
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .degrade import interpolate_axis, profile_kernel
+from .degrade import profile_kernel
 from .errors import InputError
+from .interpolation import interpolate_axis
 
 #: At most this many pixels per lateral side are used (a central crop): the measure costs seconds, not minutes.
 CROP = 192

@@ -5,7 +5,7 @@ planes of the stack by each candidate (point, slab, Gaussian, the fitted profile
 exactly as training does, and compares them with real axial planes of the same stack: the power spectrum along the
 low-resolution axis (the log-spectral distance of :mod:`napari_emsr.degrade`; lower is closer) and the noise level.
 For the fixed and fitted profiles the distance allows for the projection thick sections already carry in the lateral
-planes (``degrade._projection_gain``), as the profile fit does; the learned degradation learned that itself.
+planes (``profile_fit._projection_gain``), as the profile fit does; the learned degradation learned that itself.
 :func:`write_report` writes the planes (a TIFF and a PNG panel) and the figures (JSON). ``emsr info --degradation``
 and the panel use them. Importing this module does not import torch (only the learned candidate does).
 """
@@ -19,18 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .degrade import (
-    BLUR_ORDER,
-    _SpectrumMatch,
-    as_float32,
-    fit_profile,
-    interpolate_axis,
-    noise_sigma,
-    profile_kernel,
-    section_blur,
-)
+from .degrade import profile_kernel, section_blur
 from .errors import InputError
 from .geometry import check_factor, to_front
+from .interpolation import interpolate_axis
+from .profile_fit import BLUR_ORDER, _SpectrumMatch, as_float32, fit_profile, noise_sigma
 
 #: Planes of each kind shown and measured.
 N_PLANES = 4

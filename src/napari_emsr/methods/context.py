@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..degrade import interpolate_axis
 from ..errors import InputError
 from ..geometry import output_positions
+from ..interpolation import interpolate_axis
 from ..io.lazy import compute as _compute
 from ..model import Normalisation
 

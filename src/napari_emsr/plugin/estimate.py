@@ -161,8 +161,8 @@ def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float
 
     dev = resolve_device(device)
     if isinstance(model, str):
-        from napari_emsr.degrade import interpolate_axis
         from napari_emsr.geometry import output_positions
+        from napari_emsr.interpolation import interpolate_axis
 
         nz, ny, nx = (int(s) for s in shape)
         rows = min(ny, 16)

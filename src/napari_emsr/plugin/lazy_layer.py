@@ -370,7 +370,7 @@ def cubic_region(source: Any, factor: float, order: int = 3) -> Callable:
         input slices near the output ones are read (a window of a few slices; the whole z column when the region
         spans it, where it equals the cubic method).
     """
-    from napari_emsr.degrade import interpolate_axis
+    from napari_emsr.interpolation import interpolate_axis
 
     nz = int(source.shape[0])
 
@@ -406,7 +406,7 @@ def lateral_cubic_region(source: Any, factor: float) -> Callable:
         ``f(z0, z1, zstep, yslice, xslice)`` -> float32 array; only the LR rows and columns near the region
         are read.
     """
-    from napari_emsr.degrade import interpolate_axis
+    from napari_emsr.interpolation import interpolate_axis
     from napari_emsr.methods.paired.registration import hr_positions
 
     _, ny, nx = (int(n) for n in source.shape)

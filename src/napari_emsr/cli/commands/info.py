@@ -32,7 +32,7 @@ def run(args) -> int:
         an = anisotropy(vol.data, axis=args.axis, spacing=info_spacing(vol, args.factor, args.axis))
     prof = None
     if not args.fast and f and f > 1.0:
-        from ...degrade import fit_profile
+        from ...profile_fit import fit_profile
 
         try:
             prof = fit_profile(vol.data, f).as_dict()

@@ -52,8 +52,8 @@ ISOTROPIC = Method(
     application=AXIAL,
     stages=(Stage("degradation", DEGRADATION_STEPS, DegradationLearner, when=learned_active),),
     options=(
-        # NOTE: profile "auto" fits the section profile to the stack (degrade.fit_profile); the old three-way
-        # estimate (degrade.estimate_profile) named the wrong profile on held-out slab stacks. A wrong
+        # NOTE: profile "auto" fits the section profile to the stack (profile_fit.fit_profile); the old three-way
+        # estimate (benchmarks/old_profile.py) named the wrong profile on held-out slab stacks. A wrong
         # guess is costly and assuming more blur than the stack has costs most, so the estimate leans to the less
         # blurred profile when it is unsure (benchmarks/bench_profile.py, bench_quality.py --train-profile).
         Option("profile", "auto", choices=SECTION_CHOICES, label="Sections",

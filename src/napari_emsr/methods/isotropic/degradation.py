@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from ...degrade import _mirror, interpolation_matrix, noise_sigma
 from ...errors import InputError
 from ...geometry import training_phases
+from ...interpolation import _mirror, interpolation_matrix
+from ...profile_fit import noise_sigma
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,10 @@ import math
 
 import numpy as np
 
-from ...degrade import (
-    PROFILES,
-    fit_profile,
-    interpolation_matrix,
-    noise_sigma,
-    profile_kernel,
-    section_blur,
-)
+from ...degrade import PROFILES, profile_kernel, section_blur
 from ...geometry import training_phases
+from ...interpolation import interpolation_matrix
+from ...profile_fit import fit_profile, noise_sigma
 from .degradation import LearnedPairs
 
 log = logging.getLogger(__name__)
@@ -141,7 +136,7 @@ def _judge_sections(ctx, opts: dict, info: dict, notes: list[str]) -> tuple:
 class LateralPairs:
     """The A2I-3DEM pair-maker (Khateri et al.): a lateral patch and the same patch degraded along its rows like z.
 
-    Resolves the ``auto`` options on the stack (section profile fitted by :func:`~napari_emsr.degrade.fit_profile`,
+    Resolves the ``auto`` options on the stack (section profile fitted by :func:`~napari_emsr.profile_fit.fit_profile`,
     noise by :func:`matched_noise`), precomputes the degradation operators on the training device and fixes
     the held-out validation pairs.
     """

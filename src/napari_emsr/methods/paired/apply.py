@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...degrade import interpolate_axis
 from ...engine import Engine
 from ...errors import InputError
+from ...interpolation import interpolate_axis
 from ...outputs import export_fingerprint
 from .. import Application
 from .registration import hr_positions

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from ...degrade import interpolate_axis, interpolation_matrix
 from ...errors import InputError
+from ...interpolation import interpolate_axis, interpolation_matrix
 from ...io.lazy import compute as _compute
 from .registration import Registration, bicubic_down_matrix, hr_positions, register
 

@@ -24,10 +24,10 @@ def net_sizes_task() -> dict[str, tuple[str, ...]]:
 
 def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
     """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`) and, given the factor,
-    the section profile fitted to it under ``"profile"`` (:meth:`napari_emsr.degrade.ProfileFit.as_dict`, with a
+    the section profile fitted to it under ``"profile"`` (:meth:`napari_emsr.profile_fit.ProfileFit.as_dict`, with a
     short ``"label"``: what ``auto`` trains with)."""
-    from napari_emsr.degrade import fit_profile
     from napari_emsr.metrics import anisotropy
+    from napari_emsr.profile_fit import fit_profile
 
     result = dict(anisotropy(volume, spacing=volume.spacing))
     if factor is not None and factor > 1.0:
