@@ -16,10 +16,8 @@ of its neighbours.
 
 Where the probe does not band (ratio at least :data:`BANDED`) nothing is filtered.
 
-Settings chosen on the medulla's z 0:121 and the ISBI stack (one round: banding 0.90 and 0.76; three rounds: 0.91
-and 0.98). Reported on z 125:250 (``benchmarks/bench_deband.py --half 1 --steps 400``), fused: F = 8 point sections,
-PSNR +1.00 -> +0.88 dB over cubic, banding 0.66 -> 0.96; F = 12, +0.84 -> +0.66 dB, 0.63 -> 0.95. At F = 4 the
-output bands no more than cubic (0.90) and is left alone (filtered it would lose 0.05-0.08 dB).
+Settings chosen on one development volume and the ISBI stack, reported on held-out data by
+``benchmarks/bench_deband.py`` (figures in ``docs/benchmarks.md``, section Debanding).
 """
 
 from __future__ import annotations
@@ -37,8 +35,8 @@ RADIUS = 8
 MAX_GAIN = 2.0
 #: Banding ratio (:func:`napari_emsr.metrics.section_banding`) of the probe from which the filters are left out:
 #: above it the planes between sections are about as detailed as the sections (cubic interpolation gives
-#: 0.87-0.90, an isotropic volume 0.98-0.99) and filtering would only trade PSNR for nothing visible (medulla,
-#: F = 4 point sections: 0.90 before, -0.05 to -0.08 dB with the filters).
+#: about as much as an isotropic volume) and filtering would only trade PSNR for nothing visible
+#: (``benchmarks/bench_deband.py``).
 BANDED = 0.85
 #: Rounds of the fit, each measured on the probe as the previous round's filters leave it (see :func:`fit`).
 PASSES = 3

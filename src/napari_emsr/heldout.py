@@ -11,9 +11,11 @@ positions is scored against the real held-out sections:
   or too thin predicts the held-out sections worse, which lateral validation (that shares the training's profile)
   cannot see.
 
-The gain in dB over cubic on the held-out sections is the figure (:class:`HeldoutScore`). It is measured at the
-coarser spacing 2F, where every method has less to work with than at F; it tracks the true gain at F, and ranks
-section profiles, without any ground truth.
+The gain in dB over cubic on the held-out sections (:class:`HeldoutScore`) is measured at the coarser spacing 2F
+and cannot see how much a thick section is sharpened (the prediction is blurred before it is compared), so alone
+it under-reads thick-section stacks. :func:`estimate` blends it with the model's gain on lateral planes degraded
+like z (which sees the sharpening but over-reads) into a calibrated estimate of the gain at F
+(:class:`QualityEstimate`; ``benchmarks/bench_heldout.py`` fits and checks the calibration).
 
 Nothing here imports torch until a network is trained or applied.
 """

@@ -370,7 +370,7 @@ def preview_layer_kwargs(layer: Any, lateral_spacing: float, width: int, slot: i
     }
 
 
-# ------------------------------------------------------------------------------------- paired LR / HR (issue 10)
+# ------------------------------------------------------------------------------------- paired LR / HR
 def _lateral_geometry(layer: Any) -> tuple[np.ndarray, np.ndarray]:
     """(y, x) scale and translate of an image layer (2D or 3D)."""
     return (np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float))

@@ -1,6 +1,6 @@
 """The *Inspect sections* dock widget: how was z cut? Real axial planes next to simulated ones, as layers.
 
-Self-supervised training is only as good as its picture of how the sections were cut (issue 9). This widget runs
+Self-supervised training is only as good as its picture of how the sections were cut. This widget runs
 :func:`napari_emsr.sections.compare_sections` on a picked image layer (and, optionally, a saved model: its learned
 degradation or the profile it was trained with) in a thread worker and adds one layer: real xz planes of the
 stack, then lateral planes degraded by each candidate profile (point, slab, Gaussian, the fitted profile, the

@@ -167,7 +167,7 @@ def quality_task(volume: Any, restored: Any, axis: int, planes: slice, factor: f
     return out
 
 
-# ------------------------------------------------------------------------------------- paired LR / HR (issue 10)
+# ------------------------------------------------------------------------------------- paired LR / HR
 #: Planes of a stack the registration looks at (evenly spread; one offset for all, as training finds it).
 REGISTRATION_PLANES = 8
 
