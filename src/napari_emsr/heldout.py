@@ -261,8 +261,8 @@ LATERAL_PLANES = 8
 #: The calibration of :func:`estimate`: ``gain = SECTIONS_WEIGHT * sections + LATERAL_WEIGHT * lateral``, fitted by
 #: least squares on the development volume only (``benchmarks/bench_heldout.py --calibrate``, which prints the fit
 #: and its residuals); the report volume checks it.
-SECTIONS_WEIGHT = 0.52
-LATERAL_WEIGHT = 0.57
+SECTIONS_WEIGHT = 0.49
+LATERAL_WEIGHT = 0.58
 
 
 @dataclass(frozen=True)
