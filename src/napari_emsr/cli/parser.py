@@ -117,6 +117,13 @@ UNCERTAINTY_HELP = (
     "directions again: about the cost of a fused write. Needs a trained model"
 )
 
+NGFF_HELP = (
+    "OME-Zarr version of a .zarr/.ome.zarr output (and of a zarr --uncertainty map): 0.4 (default; zarr format 2, "
+    "one file per chunk) or 0.5 (zarr format 3 with sharding: the chunks of every level packed into shards of up "
+    "to 128 MB, so a terabyte is thousands of files, not millions). 0.4 stays the default until the common readers "
+    "of napari and Fiji take 0.5. An unfinished export resumes only with the version it was begun with"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "({jobqueue: slurm, cores: 8, memory: 32GB, jobs: 4, ...}; needs pip install dask-jobqueue). "
                    "Workers read the input and write a zarr output: both must be on a file system they see")
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
+    s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
     _add_common(s)
 
@@ -182,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None, metavar="SPEC",
                    help="train here, then write on a dask.distributed cluster (see `emsr apply --help`)")
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
+    s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
     _add_train(s)
     _add_common(s)

@@ -26,11 +26,28 @@ def model_exists(args, role: str = "model file"):
 
 def already_written(args, out: Path, vol, model, options: dict) -> bool:
     """Whether ``out`` is the finished export of this very command (:func:`napari_emsr.outputs.finished_export`),
-    by the fingerprint of the model's application with ``options``."""
+    by the fingerprint of the model's application with ``options``, in the NGFF version asked for (--ngff)."""
+    from ..io.zarr_resume import store_ngff
     from ..methods import application_of
 
     app = application_of(model)
-    return outputs.finished_export(out, lambda: app.fingerprint(vol, model, **options), overwrite=args.overwrite)
+    done = outputs.finished_export(out, lambda: app.fingerprint(vol, model, **options), overwrite=args.overwrite)
+    wanted = getattr(args, "ngff", None) or "0.4"
+    if done and outputs.is_zarr_path(out) and store_ngff(out) not in (None, wanted):
+        raise OutputExistsError(
+            f"{out} is the finished export of this input with these settings, but in NGFF {store_ngff(out)}, "
+            f"not {wanted}: pass --overwrite to write it again as NGFF {wanted}, or choose another output path"
+        )
+    return done
+
+
+def check_ngff(args, out: Path) -> None:
+    """--ngff names the OME-Zarr version of zarr outputs: refused when every output is a TIFF, before any work."""
+    version = getattr(args, "ngff", None)
+    zarrs = [p for p in (out, getattr(args, "uncertainty", None)) if p and outputs.is_zarr_path(p)]
+    if version is not None and not zarrs:
+        raise InputError(f"--ngff {version} is the OME-Zarr version of a .zarr/.ome.zarr output; {out} is a TIFF "
+                         "stack: leave --ngff out, or write a .ome.zarr")
 
 
 def nothing_to_do(args, out: Path) -> int:
@@ -87,20 +104,27 @@ def write(args, vol, model, out: Path, options: dict) -> dict:
     """Export the result of ``model`` (or an interpolation method's name) with its method's application, with
     progress (and, with --uncertainty, the disagreement map). Returns the ``--json`` payload; its ``"what"`` entry
     is a few words for the summary line ("" for none)."""
+    from ..io.omezarr import ngff_version
     from ..methods import application_of
 
     app = application_of(model)
     bar = _write_progress(args, "write", out)
     t0 = time.perf_counter()
-    try:
-        with bar:
-            path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar, **options)
-    except KeyboardInterrupt:
-        _interrupted(out, bar)
-    extra, what = app.summary(vol, model, **options)
-    info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
-    if getattr(args, "uncertainty", None):
-        info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), options.get("axis"))
+    # NOTE: the method's export reaches the zarr writer through the registry; the version travels as the
+    # writer's default for this thread (ngff_version) rather than through every export function.
+    with ngff_version(getattr(args, "ngff", None)):
+        try:
+            with bar:
+                path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar,
+                                  **options)
+        except KeyboardInterrupt:
+            _interrupted(out, bar)
+        extra, what = app.summary(vol, model, **options)
+        info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
+        if getattr(args, "ngff", None) and outputs.is_zarr_path(out):
+            info["ngff"] = args.ngff
+        if getattr(args, "uncertainty", None):
+            info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), options.get("axis"))
     return info, what
 
 

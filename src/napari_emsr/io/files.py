@@ -209,6 +209,7 @@ def write_volume(
     translation: Any = None,
     pyramid: bool | int = True,
     fingerprint: Mapping[str, str] | None = None,
+    ngff: str | None = None,
 ) -> Path:
     """Write a (z, y, x) volume to a TIFF or OME-Zarr, block by block with bounded memory.
 
@@ -275,6 +276,11 @@ def write_volume(
         Zarr only. What produces the data, e.g. ``{"input": "/data/stack.tif", "method": "cubic",
         "model": "<sha256>", "planes": "fuse"}``: an unfinished export resumes only with the same
         fingerprint (so that two different results are never mixed in one volume).
+    ngff : {"0.4", "0.5"}, optional
+        Zarr only. ``"0.4"``: NGFF 0.4 on zarr format 2, one file per chunk; ``"0.5"``: NGFF 0.5 on zarr
+        format 3, the chunks of every level packed into shards of up to 128 MB
+        (:func:`napari_emsr.io.omezarr.shard_shape`). None: 0.4, or the version of an enclosing
+        :func:`napari_emsr.io.omezarr.ngff_version`.
 
     Returns
     -------
@@ -306,6 +312,9 @@ def write_volume(
     if translation is not None and spacing is None:
         log.warning("ignoring the translation %s: without a voxel size it cannot be placed", translation)
         translation = None
+    if is_tiff_name(p) and ngff is not None:
+        raise InputError(f"cannot write {p} as NGFF {ngff}: a TIFF is no OME-Zarr; leave ngff out, or write a "
+                         ".ome.zarr")
     if is_tiff_name(p):
         if translation is not None:
             log.info("%s: a TIFF stack holds no translation; %s is not written", p, translation)
@@ -315,7 +324,7 @@ def write_volume(
         check_output_path(p, folder=not _a_file(p))
         return write_zarr(
             p, arr, spacing, unit, overwrite=overwrite, progress=progress, chunks=chunks, translation=translation,
-            pyramid=pyramid, fingerprint=fingerprint,
+            pyramid=pyramid, fingerprint=fingerprint, ngff=ngff,
         )
     raise InputError(
         f"cannot write {p}: the name must end in .tif/.tiff (TIFF stack) or .zarr/.ome.zarr (OME-Zarr)"

@@ -7,7 +7,8 @@ in. Files in the wild often deviate slightly; a few known deviations (NGFF 0.1-0
 ``type``, a translation listed before the scale) are repaired with a warning, and anything the model still
 rejects raises :class:`~napari_emsr.errors.InputError` that says what is wrong.
 
-Writing builds the NGFF 0.4 model of our own exports and serialises it.
+Writing builds the NGFF 0.4 (zarr v2: the attributes are the document) or 0.5 (zarr v3: the document goes
+under ``"ome"``) model of our own exports and serialises it.
 """
 
 from __future__ import annotations
@@ -303,8 +304,9 @@ def image_attrs(
     *,
     downscaling: str = "mean",
     metadata: Mapping[str, Any] | None = None,
+    version: str = "0.4",
 ) -> dict[str, Any]:
-    """The NGFF 0.4 group attributes of a (z, y, x) image pyramid, built and serialised by the model.
+    """The NGFF group attributes of a (z, y, x) image pyramid, built and serialised by the model.
 
     Parameters
     ----------
@@ -318,29 +320,36 @@ def image_attrs(
         The multiscale's ``type``: how the coarser levels were made.
     metadata : mapping, optional
         The multiscale's free-form ``metadata``.
+    version : str
+        ``"0.4"`` (zarr v2 group attributes) or ``"0.5"`` (zarr v3 group attributes).
 
     Returns
     -------
     dict
-        JSON-ready attributes (``{"multiscales": [...]}``).
+        JSON-ready attributes: ``{"multiscales": [...]}`` for 0.4, ``{"ome": {"version": "0.5",
+        "multiscales": [...]}}`` for 0.5.
     """
-    from yaozarrs import v04
+    if version not in ("0.4", "0.5"):
+        raise ValueError(f"NGFF version {version!r}: napari-emsr writes 0.4 or 0.5")
+    from yaozarrs import v04, v05
 
+    spec = v05 if version == "0.5" else v04
     datasets = []
     for path, scale, translation in levels:
-        cts: list[Any] = [v04.ScaleTransformation(scale=[float(v) for v in scale])]
+        cts: list[Any] = [spec.ScaleTransformation(scale=[float(v) for v in scale])]
         if translation is not None:
-            cts.append(v04.TranslationTransformation(translation=[float(v) for v in translation]))
-        datasets.append(v04.Dataset(path=path, coordinateTransformations=cts))
-    image = v04.Image(
+            cts.append(spec.TranslationTransformation(translation=[float(v) for v in translation]))
+        datasets.append(spec.Dataset(path=path, coordinateTransformations=cts))
+    image = spec.Image(
         multiscales=[
-            v04.Multiscale(
+            spec.Multiscale(
                 name=name,
-                axes=[v04.SpaceAxis(name=ax, type="space", unit=unit) for ax in "zyx"],
+                axes=[spec.SpaceAxis(name=ax, type="space", unit=unit) for ax in "zyx"],
                 datasets=datasets,
                 type=downscaling,
                 metadata=dict(metadata or {}),
             )
         ]
     )
-    return image.model_dump(mode="json", exclude_none=True)
+    doc = image.model_dump(mode="json", exclude_none=True)
+    return {"ome": {"version": "0.5", **doc}} if version == "0.5" else doc

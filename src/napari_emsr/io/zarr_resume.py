@@ -91,9 +91,24 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
     if (
         marker is not None
         and not overwrite
+        and "levels" in marker
+        and not marker.get("removing")
+        and _marker_ngff(marker) != state.get("ngff", "0.4")
+    ):
+        # NOTE: a marker without "ngff" was written before 0.5 could be chosen: it is NGFF 0.4.
+        before, now = _marker_ngff(marker), state.get("ngff", "0.4")
+        raise OutputExistsError(
+            f"{p} holds an unfinished NGFF {before} export; this call writes NGFF {now}, and one store cannot "
+            f"hold both: finish it as it was begun (CLI: --ngff {before}; Python: ngff='{before}'), or pass "
+            "overwrite=True (CLI: --overwrite) to start again as " + now
+        )
+    if (
+        marker is not None
+        and not overwrite
         and all(marker.get(k) == state[k] for k in keys)
         and marker.get("axis", 0) == state["axis"]
         and marker.get("levels", []) == state["levels"]
+        and marker.get("shards") == state.get("shards")
     ):
         differs = fingerprint_differences(marker.get("fingerprint"), state["fingerprint"])
         if differs is not None:
@@ -126,7 +141,7 @@ def _resume_or_prepare(p: Path, state: dict, *, overwrite: bool) -> list[Any] | 
         )
     if unfinished and not overwrite:
         raise OutputExistsError(
-            f"{p} holds an unfinished export of a different volume (shape, dtype, chunks or pyramid differ); "
+            f"{p} holds an unfinished export of a different volume (shape, dtype, chunks, shards or pyramid differ); "
             "pass overwrite=True (CLI: --overwrite) to start again, or choose another path"
         )
     if not overwrite:
@@ -307,12 +322,42 @@ def finished_fingerprint(p: Path) -> dict[str, str] | None:
     p = Path(p)
     if not p.is_dir() or (p / INCOMPLETE_MARKER).exists():
         return None
+    attrs = _group_attrs(p)
+    fp = attrs.get(PROVENANCE_KEY, {}).get("fingerprint") if isinstance(attrs, dict) else None
+    return dict(fp) if isinstance(fp, dict) else None
+
+
+def store_ngff(p: Path) -> str | None:
+    """The NGFF version of the OME-Zarr image in folder ``p`` (``"0.4"``: ``multiscales`` in a zarr v2 group,
+    ``"0.5"``: under ``"ome"`` in a zarr v3 group), None for anything else. Only the group metadata is read."""
+    attrs = _group_attrs(Path(p))
+    if not isinstance(attrs, dict):
+        return None
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return str(ome.get("version", "0.5"))
+    return "0.4" if "multiscales" in attrs else None
+
+
+def _group_attrs(p: Path) -> dict | None:
+    """The attributes of the zarr group in folder ``p`` (v3 ``zarr.json``, else v2 ``.zattrs``); None when they
+    cannot be read."""
+    try:
+        meta = json.loads((p / "zarr.json").read_text())
+        return meta.get("attributes", {}) if isinstance(meta, dict) else None
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return None
     try:
         attrs = json.loads((p / ".zattrs").read_text())
     except (OSError, ValueError):
         return None
-    fp = attrs.get(PROVENANCE_KEY, {}).get("fingerprint") if isinstance(attrs, dict) else None
-    return dict(fp) if isinstance(fp, dict) else None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _marker_ngff(marker: dict) -> str:
+    return str(marker.get("ngff", "0.4"))
 
 
 def _write_marker(folder: Path, state: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ... import outputs
 from ...errors import InputError
 from ..common import check_volume_output, claim, emit, open_input
-from ..writing import already_written, apply_options, check_uncertainty, nothing_to_do, write
+from ..writing import already_written, apply_options, check_ngff, check_uncertainty, nothing_to_do, write
 
 
 def run(args) -> int:
@@ -17,6 +17,7 @@ def run(args) -> int:
     check_volume_output(args)
     claim(args, out, "output")
     check_uncertainty(args, out, args.model)
+    check_ngff(args, out)
     # NOTE: how the model is applied is its method's (the registry's Application), never a method name here
     model = as_model(args.model)
     app = application_of(model)

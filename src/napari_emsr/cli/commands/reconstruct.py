@@ -9,7 +9,7 @@ from ... import outputs
 from ...errors import InputError
 from ..common import check_volume_output, claim, emit, learning_rate, method_options, open_input, planes, say
 from ..training import heldout, run_training
-from ..writing import already_written, apply_options, check_uncertainty, model_exists, nothing_to_do, write
+from ..writing import already_written, apply_options, check_ngff, check_uncertainty, model_exists, nothing_to_do, write
 
 #: The options a model trained by ``emsr reconstruct`` is the result of (besides the method's own options).
 TRAIN_KEYS = ("method", "net", "size", "steps", "minutes", "patch", "batch", "lr", "seed", "factor", "axis",
@@ -58,6 +58,7 @@ def run(args) -> int:
                                      exists=model_exists(args, "checkpoint"))
             claim(args, args.checkpoint, "checkpoint", folder=False)
     check_uncertainty(args, out, model_path)
+    check_ngff(args, out)
     vol = open_input(args)
     payload: dict = {"method": meth.name}
     if meth.trains:
