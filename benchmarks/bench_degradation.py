@@ -93,7 +93,11 @@ class AxialPairs:
     def __init__(self, ctx, lr: np.ndarray, gt: np.ndarray, factor: int) -> None:
         import torch
 
+        from napari_emsr.nets import grid_of
+
         self._torch, self.ctx = torch, ctx
+        self.factor = int(factor)
+        self.first_row = self.section_grid = grid_of(ctx.train.get("net") or "rescnn") == "sections"
         pos = output_positions(lr.shape[0], factor)
         up = interpolate_axis(lr.astype(np.float32), pos, order=3, axis=0)
         n = min(len(up), len(gt))
@@ -109,6 +113,8 @@ class AxialPairs:
         p = self.ctx.patch
         k = rng.integers(0, len(self.x), n)
         zs = rng.integers(0, self.x.shape[1] - p + 1, n)
+        if self.first_row:  # a section-grid network: every crop starts with a section
+            zs = (zs // self.factor) * self.factor
         cs = rng.integers(0, self.x.shape[2] - p + 1, n)
         xs = np.stack([self.x[a, b : b + p, c : c + p] for a, b, c in zip(k, zs, cs)])
         ys = np.stack([self.y[a, b : b + p, c : c + p] for a, b, c in zip(k, zs, cs)])

@@ -43,7 +43,7 @@ def _randomise(net: torch.nn.Module, seed: int = 0) -> None:
 
 
 def test_registry():
-    assert net_names()[: len(NAMES)] == NAMES  # more networks register after these (tests/test_paired_nets.py)
+    assert set(NAMES) <= set(net_names())  # more register from their folders (tests/test_paired_nets.py)
     assert set(NETS) == set(DESCRIPTIONS) >= set(NAMES)
     for name in NAMES:
         sizes = net_sizes(name)

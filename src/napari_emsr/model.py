@@ -104,11 +104,13 @@ def predict(
     n, h, w = planes.shape
     cuda = str(device).startswith("cuda")
     bs = int(batch or (32 if cuda else 8))
-    if h <= tile and w <= tile:
+    # NOTE: a section-grid network needs a section at row 0 of what it sees: its planes are cut along x only
+    th = h if getattr(net, "section_grid", False) else tile
+    if h <= th and w <= tile:
         tiles = [(0, h, 0, w)]
     else:
-        tiles = [(y0, min(y0 + tile, h), x0, min(x0 + tile, w))
-                 for y0 in _starts(h, tile, overlap) for x0 in _starts(w, tile, overlap)]
+        tiles = [(y0, min(y0 + th, h), x0, min(x0 + tile, w))
+                 for y0 in _starts(h, th, overlap) for x0 in _starts(w, tile, overlap)]
     blend = len(tiles) > 1
     out = np.empty_like(planes) if not blend else np.zeros_like(planes)
     wsum = np.zeros((h, w), np.float32) if blend else None

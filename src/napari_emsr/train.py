@@ -69,7 +69,7 @@ class Trainer:
         from .device import resolve_device
         from .io import as_volume
         from .model import EMSRModel, robust_range
-        from .nets import build_net, net_sizes
+        from .nets import build_net, grid_of, net_sizes
 
         self._torch = torch
         config = config or TrainConfig()
@@ -101,6 +101,8 @@ class Trainer:
                 raise InputError(f"unknown size {config.size!r} for network {config.net!r}: choose {', '.join(sizes)}")
             kwargs = dict(sizes.get(config.size, {})) if config.size else {}
             kwargs.update(config.net_kwargs)
+            if grid_of(config.net) == "sections":  # the section spacing is part of such a network
+                kwargs["factor"] = factor
             fixed["net_kwargs"] = kwargs
         self.config = config = config.resolved(device, **fixed)
         from .io import same_place
@@ -135,6 +137,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.norm = resume.norm if resume is not None else robust_range(data, seed=config.seed)
 
+        if grid_of(config.net) == "sections" and self.stages:
+            raise InputError(self._no_section_grid())
         self.net = build_net(config.net, **config.net_kwargs)
         self.start_step = 0
         self.history: list[dict] = []
@@ -175,9 +179,18 @@ class Trainer:
             self._make_pairs()
 
     # ---------------------------------------------------------------- pairs
+    def _no_section_grid(self) -> str:
+        return (f"network {self.config.net!r} restores from the section grid, which these training pairs do not keep "
+                "(only the isotropic method with a fixed or fitted section profile does): choose another network "
+                "(--net rescnn or uformer)")
+
     def _make_pairs(self) -> None:
         """Build the method's pair-maker (after its earlier stages) and fix the validation pairs."""
+        from .nets import grid_of
+
         self.pairs = self.method.pairs(self.ctx)
+        if grid_of(self.config.net) == "sections" and not getattr(self.pairs, "section_grid", False):
+            raise InputError(self._no_section_grid())
         attach = getattr(self.pairs, "attach", None)
         if attach is not None:  # the restorer carries what earlier stages learned (e.g. gpemsr's frozen prior)
             attach(self.net)

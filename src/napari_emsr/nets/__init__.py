@@ -26,12 +26,14 @@ from napari_emsr.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["NETS", "DESCRIPTIONS", "build_net", "net_names", "net_sizes", "register_net"]
+__all__ = ["NETS", "DESCRIPTIONS", "build_net", "grid_of", "net_names", "net_sizes", "register_net"]
 
 #: name -> (module, class name). The modules are imported only by :func:`build_net`.
 NETS: dict[str, tuple[str, str]] = {
     "uformer": ("napari_emsr.nets.uformer_arch", "UFormer"),
     "rescnn": ("napari_emsr.nets.rescnn_arch", "ResCNN"),
+    "rescnn-sections": ("napari_emsr.nets.section_grid", "ResCNNSections"),
+    "uformer-sections": ("napari_emsr.nets.section_grid", "UFormerSections"),
 }
 
 #: name -> one line that says what the network is.
@@ -43,6 +45,13 @@ DESCRIPTIONS: dict[str, str] = {
     "rescnn": (
         "Small residual CNN working mostly at half resolution for a large receptive field; "
         "fast enough to train and run on a CPU."
+    ),
+    "rescnn-sections": (
+        "The residual CNN on the section grid: it restores from the sections themselves and upsamples along z "
+        "itself (sub-pixel), F times less work per output voxel."
+    ),
+    "uformer-sections": (
+        "The U-shaped attention network on the section grid: F times less work per output voxel than uformer."
     ),
 }
 
@@ -84,6 +93,13 @@ def net_sizes(name: str) -> dict[str, dict[str, Any]]:
     """
     module, _ = _module(name)
     return {size: dict(kwargs) for size, kwargs in module.SIZES.items()}
+
+
+def grid_of(name: str) -> str:
+    """The grid network ``name``'s body runs on: ``"output"`` (the interpolated plane's rows) or ``"sections"``
+    (the section rows; such a network is built with the stack's ``factor``)."""
+    module, _ = _module(name)
+    return str(getattr(module, "GRID", "output"))
 
 
 def build_net(name: str, size: str | None = None, **kwargs: Any) -> torch.nn.Module:

@@ -82,9 +82,11 @@ class ResCNN(nn.Module):
             zero, so the untrained network is the identity.
         scale_levels (int): pixel-unshuffle(2) stages before the residual blocks (0 = all at
             full resolution).
+        out_channels (int, optional): channels of the output (default ``in_channels``); only
+            without ``residual`` may they differ (the section-grid networks use it).
 
     Shapes:
-        ``(B, in_channels, H, W) -> (B, in_channels, H, W)`` for any ``H, W >= 1`` (padded
+        ``(B, in_channels, H, W) -> (B, out_channels, H, W)`` for any ``H, W >= 1`` (padded
         internally to a multiple of ``2**scale_levels`` and cropped back).
     """
 
@@ -95,13 +97,18 @@ class ResCNN(nn.Module):
         blocks: int = 6,
         residual: bool = True,
         scale_levels: int = 1,
+        out_channels: int | None = None,
     ):
         super().__init__()
         if in_channels < 1 or channels < 1 or blocks < 0 or scale_levels < 0:
             raise InputError(
                 "in_channels and channels must be positive, blocks and scale_levels >= 0"
             )
+        out_channels = in_channels if out_channels is None else int(out_channels)
+        if residual and out_channels != in_channels:
+            raise InputError("a residual network has as many output channels as input channels")
         self.in_channels = in_channels
+        self.out_channels = out_channels
         self.channels = channels
         self.blocks = blocks
         self.residual = residual
@@ -114,8 +121,8 @@ class ResCNN(nn.Module):
         self.body_out = nn.Conv2d(low_ch, low_ch, 3, padding=1)
         self.ups = nn.ModuleList(Up(channels * 2**i) for i in reversed(range(scale_levels)))
         self.fuse = nn.Conv2d(channels, channels, 3, padding=1)
-        self.tail = nn.Conv2d(channels, in_channels, 3, padding=1)
-        if residual:
+        self.tail = nn.Conv2d(channels, out_channels, 3, padding=1)
+        if residual or out_channels != in_channels:
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 

@@ -226,6 +226,8 @@ class UFormer(nn.Module):
             the untrained network is the identity.
         shift_windows (bool): every second block of a stage attends in windows shifted by
             ``M // 2`` (Swin). The paper uses plain W-MSA (False).
+        out_channels (int, optional): channels of the output (default ``in_channels``); only
+            without ``residual`` may they differ (the section-grid networks use it).
 
     Shapes:
         ``(B, in_channels, H, W) -> (B, in_channels, H, W)`` for any ``H, W >= 1``; the input is
@@ -242,6 +244,7 @@ class UFormer(nn.Module):
         mlp_ratio: float = 2.0,
         residual: bool = True,
         shift_windows: bool = False,
+        out_channels: int | None = None,
     ):
         super().__init__()
         depths = tuple(int(d) for d in depths)
@@ -252,7 +255,11 @@ class UFormer(nn.Module):
             )
         if window_size < 1 or embed_dim < 1 or in_channels < 1:
             raise InputError("in_channels, embed_dim and window_size must be positive")
+        out_channels = in_channels if out_channels is None else int(out_channels)
+        if residual and out_channels != in_channels:
+            raise InputError("a residual network has as many output channels as input channels")
         self.in_channels = in_channels
+        self.out_channels = out_channels
         self.embed_dim = embed_dim
         self.depths = depths
         self.num_heads = num_heads
@@ -284,10 +291,10 @@ class UFormer(nn.Module):
             self.decoders.append(
                 Stage(dims[i], depths[i], num_heads[i], window_size, mlp_ratio, shift_windows)
             )
-        self.projection = nn.Conv2d(embed_dim, in_channels, 3, padding=1)
+        self.projection = nn.Conv2d(embed_dim, out_channels, 3, padding=1)
 
         self.apply(self._init_weights)
-        if residual:
+        if residual or out_channels != in_channels:
             nn.init.zeros_(self.projection.weight)
             nn.init.zeros_(self.projection.bias)
 

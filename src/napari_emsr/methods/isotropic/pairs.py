@@ -57,19 +57,23 @@ def matched_noise(planes: np.ndarray, profile, factor: float) -> dict:
     return {"level": round(level, 6), "sigma": round(sigma, 6), "note": note}
 
 
-def degradation_ops(patch: int, factor: float, profile, order: int) -> tuple[np.ndarray, np.ndarray]:
+def degradation_ops(patch: int, factor: float, profile, order: int,
+                    first_row: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-phase matrices (D: samples x patch, U: patch x samples), zero-padded to a common sample count.
 
     ``profile`` is a name of :data:`~napari_emsr.degrade.PROFILES`, ``"mixed"``, or a ``(thickness, softness)``
     pair of the continuous family (:func:`~napari_emsr.degrade.section_kernel`).
+
+    ``first_row``: every patch starts with a section (the section-grid networks' geometry).
 
     ``profile="mixed"`` stacks the operators of every section profile (point, gaussian, slab), so each
     training pair draws its profile at random: a network that does not depend on knowing the profile.
     """
     profiles = list(PROFILES) if profile == "mixed" else [profile]
     # NOTE: phases are those real data has ((-o) mod F), not spread over [0, F): a fractional phase makes each
-    # training sample a blend of two rows, a blur that real point-sampled sections do not have.
-    phases = training_phases(factor, N_PHASES)
+    # training sample a blend of two rows, a blur that real point-sampled sections do not have. A section-grid
+    # network sees whole planes, whose row 0 is a section: phase 0 only (first_row).
+    phases = np.zeros(N_PHASES) if first_row else training_phases(factor, N_PHASES)
     counts = [int(math.floor((patch - 1 - p) / factor + 1e-9)) + 1 for p in phases]
     cmax = max(counts)
     n = N_PHASES * len(profiles)
@@ -141,6 +145,9 @@ class LateralPairs:
     the held-out validation pairs.
     """
 
+    #: It makes pairs for section-grid networks too (every patch then starts with a section).
+    section_grid = True
+
     def __init__(self, ctx) -> None:
         import torch
 
@@ -160,7 +167,11 @@ class LateralPairs:
         self.noise, self.noise_level = opts["noise"], float(opts["noise_level"])
         info.update(profile=opts["profile"], noise=self.noise, noise_level=self.noise_level, options=opts, notes=notes)
         self.info = info
-        D, U = degradation_ops(ctx.patch, ctx.factor, profile, ctx.order)
+        from ...nets import grid_of
+
+        net = ctx.train.get("net")
+        D, U = degradation_ops(ctx.patch, ctx.factor, profile, ctx.order,
+                               first_row=bool(net) and grid_of(net) == "sections")
         self.D = torch.from_numpy(D).to(ctx.device)
         self.U = torch.from_numpy(U).to(ctx.device)
         self._validation = self._make_validation()
