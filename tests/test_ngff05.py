@@ -227,3 +227,13 @@ def test_overwrite_replaces_a_04_store_with_05(tmp_path, vol):
     assert not (out / ".zattrs").exists() and _meta(out)["zarr_format"] == 3
     assert not [n for n in os.listdir(out / "0") if n not in ("zarr.json", "c")]
     assert_valid_ngff(out)
+
+
+def test_a_damaged_shard_is_named_when_read(tmp_path, vol):
+    out = write_volume(tmp_path / "d.ome.zarr", vol, ngff="0.5", pyramid=False, **KW)
+    shard = out / "0" / "c" / "3" / "0" / "0"  # z 12..16, the whole plane
+    shard.write_bytes(shard.read_bytes()[:-40])  # cut short: the shard index is gone
+    v = open_volume(out)
+    np.testing.assert_array_equal(v.data[:12].compute(), vol[:12])  # the other shards read as before
+    with pytest.raises(InputError, match=r"'c/3/0/0'.*damaged"):
+        v.data[13, 100:, 200:].compute()  # its first chunk (3, 3, 6) lies in shard (3, 0, 0)

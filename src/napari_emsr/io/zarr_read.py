@@ -1,6 +1,9 @@
 """OME-Zarr and plain zarr reading: a plain zarr array as it is (no voxel size), or an OME-Zarr image (NGFF 0.4
 on zarr v2, 0.5 on zarr v3) through :mod:`napari_emsr.io.ngff`: the voxel size and translation of the chosen level
 in nm, and every level from it down to the coarsest as lazy dask arrays. Writing is :mod:`napari_emsr.io.omezarr`.
+
+A sharded array (zarr v3) is read chunk by chunk, as any other: a dask chunk is one chunk inside a shard, never
+the whole shard, so a napari plane stays cheap.
 """
 
 from __future__ import annotations
@@ -208,6 +211,10 @@ class _LazyZarr(LazyArray):
                 try:
                     arr[sel]
                 except Exception:
+                    # NOTE: in a sharded array (zarr v3) the file is the shard that holds the chunk.
+                    shards = getattr(arr, "shards", None)
+                    if shards:
+                        coords = tuple(j * c // s for j, c, s in zip(coords, self.chunks, shards))
                     try:
                         return str(arr.metadata.encode_chunk_key(coords))
                     except Exception:
