@@ -229,8 +229,9 @@ def write_volume(
     (e.g. a reconstruction computed in xz planes): then they follow that axis, so that every dask
     chunk is computed once.
 
-    ``.zarr`` (including ``.ome.zarr``): an OME-Zarr (NGFF 0.4, zarr format 2), axes z, y, x in
-    nanometer, Blosc-zstd compressed: level ``"0"`` is the data; with ``pyramid`` the levels ``"1"``,
+    ``.zarr`` (including ``.ome.zarr``): an OME-Zarr (NGFF 0.4, zarr format 2; or with ``ngff="0.5"``
+    NGFF 0.5, zarr format 3 with the chunks packed in shards), axes z, y, x in nanometer, Blosc-zstd
+    compressed: level ``"0"`` is the data; with ``pyramid`` the levels ``"1"``,
     ``"2"`` ... follow, each 2x smaller (mean of 2 voxels, integers rounded) along the axes whose voxel
     size is within 2x of the finest one, computed chunk by chunk from the level before once that is
     written. Every level carries its scale, and a translation: ``translation`` for level 0 when given,
