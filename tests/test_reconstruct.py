@@ -236,14 +236,42 @@ def test_fusedexport_chunks_keep_the_network_margin_small(wide_model):
 
     vol, model = wide_model
     voxels = 33 * 96 * 96
-    cy, cx = export_chunks(vol, "fuse", target=40_000)
-    assert cy == cx == 64  # never narrower than two margins
+    assert export_chunks(vol, "fuse", target=40_000) == (96, 96)  # eight margins of 32 px: the volume
+    cy, cx = export_chunks(vol, "fuse", target=40_000, margin=8)
+    assert cy == cx == 64  # never narrower than eight margins: at most 25 % more work
     assert export_chunks(vol, "fuse") == (96, 96)  # a small volume is one chunk
     work = {}
     for name, chunks in {"square": (cy, cx), "rows": (12, 96)}.items():
-        arr = reconstruct(vol, model, planes="fuse", chunks=chunks, deband=False)
+        arr = reconstruct(vol, model, planes="fuse", chunks=chunks, deband=False, margin=8)
         calls = _record_restores(arr)
         out = arr.compute(scheduler="synchronous")
         work[name] = (sum(n * h * w for n, h, w in calls) / (2 * voxels), out)
-    assert work["square"][0] < 1.7 and work["rows"][0] > 3.0, work
-    assert np.array_equal(work["square"][1], work["rows"][1])  # the chunking changes the work, not the result
+    assert work["square"][0] <= 1.25 and work["rows"][0] > 1.5, work
+    # the chunking changes the work; the result only where the network reaches past an 8-px margin (tiny net: 11)
+    diff = np.abs(work["square"][1].astype(int) - work["rows"][1].astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def test_fused_chunks_read_and_interpolate_once(tiny_model):
+    """A fused chunk takes its xz and its yz planes from one interpolated block: one read per chunk, and the
+    result is the mean of the two directions computed on their own (float input: within float rounding)."""
+    vol, model = tiny_model
+    data = np.asarray(vol.data).astype(np.float32)
+    fvol = as_volume(data, spacing=vol.spacing)
+    kw = dict(chunks=(16, 24), deband=False, device="cpu")
+    fu = reconstruct(fvol, model, planes="fuse", **kw)
+    node = next(v for k, v in fu.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    eng = getattr(node, "value", node)
+    reads = []
+    orig = eng.read
+
+    def counting(region, z0=0):
+        reads.append(region.shape)
+        return orig(region, z0)
+
+    eng.read = counting
+    out = fu.compute(scheduler="synchronous")
+    assert len(reads) == fu.numblocks[1] * fu.numblocks[2]  # one read per chunk, both directions
+    xz = reconstruct(fvol, model, planes="xz", **kw).compute()
+    yz = reconstruct(fvol, model, planes="yz", **kw).compute()
+    np.testing.assert_allclose(out, 0.5 * (xz + yz), atol=1e-4)

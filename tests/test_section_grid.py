@@ -128,3 +128,32 @@ def test_refused_where_the_pairs_do_not_keep_the_sections(tiny_stack):
     with pytest.raises(InputError, match="section grid"):
         Trainer(vol, TrainConfig(net="rescnn-sections", size="tiny", steps=1, patch=24, batch=2, device="cpu",
                                  preview_every=0, options={"profile": "learned", "degradation_steps": 1}))
+
+
+def test_cli_train_info_and_apply(tiny_stack, tmp_path, capsys):
+    """``emsr train --net rescnn-sections``, ``emsr info --model`` (the grid and the work per voxel, counted by
+    torch) and a fused ``emsr apply`` with it."""
+    import json
+
+    import tifffile
+
+    from napari_emsr.cli import main
+    from napari_emsr.io import open_volume
+
+    vol, _ = tiny_stack
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.asarray(vol.data), imagej=True, resolution=(0.1, 0.1),
+                     metadata={"spacing": 40.0, "unit": "nm"})
+    model = tmp_path / "m.emsr.pt"
+    tiny = ["--size", "tiny", "--patch", "24", "--batch", "2", "--device", "cpu", "-q"]
+    assert main(["train", str(stack), "-o", str(model), "--steps", "3", "--net", "rescnn-sections", *tiny]) == 0
+    capsys.readouterr()
+    assert main(["info", str(stack), "--model", str(model), "--fast", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["model"]
+    assert info["net"] == "rescnn-sections" and info["grid"] == "sections" and info["factor"] == 4.0
+    assert abs(info["flops_per_voxel_fused"] - 2 * info["flops_per_pixel"]) <= 1 and info["flops_per_pixel"] > 0
+    assert main(["info", str(stack), "--model", str(model), "--fast"]) == 0
+    assert "on the sections grid" in capsys.readouterr().out
+    out = tmp_path / "iso.tif"
+    assert main(["apply", str(stack), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
+    assert open_volume(out).shape == (33, 48, 48)

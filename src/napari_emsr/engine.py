@@ -215,15 +215,20 @@ class Engine:
         src = self.source
         nz, ny, nx = src.shape
         m = self.margin
+        ex0, ex1 = max(0, x0 - m), min(nx, x1 + m)
+        ey0, ey1 = max(0, y0 - m), min(ny, y1 + m)
+        both = self.planes in ("fuse", PAIR)
+        # NOTE: both directions take their planes from one interpolated block (the chunk with its margins on all
+        # sides): one read and one interpolation instead of two; interpolation along z is column by column, so
+        # every plane is the same as read on its own.
+        block = self._interp(src[:, ey0:ey1, ex0:ex1]) if both else None  # (Z, yc, xc)
         results = []
         if self.planes in ("xz", "fuse", PAIR):
-            ex0, ex1 = max(0, x0 - m), min(nx, x1 + m)
-            a = self._interp(src[:, y0:y1, ex0:ex1])  # (Z, yc, xc)
+            a = block[:, y0 - ey0 : y1 - ey0, :] if both else self._interp(src[:, y0:y1, ex0:ex1])
             r = self.restore(np.ascontiguousarray(a.transpose(1, 0, 2)))  # planes along y: (yc, Z, xc)
             results.append(r.transpose(1, 0, 2)[:, :, x0 - ex0 : x0 - ex0 + (x1 - x0)])
         if self.planes in ("yz", "fuse", PAIR):
-            ey0, ey1 = max(0, y0 - m), min(ny, y1 + m)
-            a = self._interp(src[:, ey0:ey1, x0:x1])  # (Z, yc, xc)
+            a = block[:, :, x0 - ex0 : x1 - ex0] if both else self._interp(src[:, ey0:ey1, x0:x1])
             r = self.restore(np.ascontiguousarray(a.transpose(2, 0, 1)))  # planes along x: (xc, Z, yc)
             results.append(r.transpose(1, 2, 0)[:, y0 - ey0 : y0 - ey0 + (y1 - y0), :])
         out = results[0] if len(results) == 1 else 0.5 * (results[0] + results[1])

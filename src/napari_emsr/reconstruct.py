@@ -309,13 +309,19 @@ def debander_of(array: Any) -> Any:
     return None
 
 
+#: Output voxels of a fused chunk above which its side shrinks below eight margins (memory per chunk).
+MAX_FUSED_VOXELS = 64_000_000
+
+
 def export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -> tuple[int, int]:
     """Chunks for writing: about ``target`` output voxels each, long along the axis the network needs.
 
     xz (yz) planes: whole rows (columns) up to 1024 px, so the network's lateral margin costs nothing. Fused:
-    square columns of at least ``2 * margin`` px (at most 1024): each direction then restores its chunk plus
-    a margin on two sides only (1.5x the chunk for 128 px), where rows of a few px (a deep stack) would cost the
-    yz direction ``(rows + 2 * margin) / rows`` times the chunk (10x for 7 rows). About ``2 * target`` voxels.
+    square columns (at most 1024 px): each direction restores its chunk plus a margin on two sides only, so a
+    side of at least ``8 * margin`` keeps the margins' extra work within 25 % (``(side + 2 * margin) / side``),
+    where rows of a few px (a deep stack) would cost the yz direction ``(rows + 2 * margin) / rows`` times the
+    chunk (10x for 7 rows). A chunk of a very deep output keeps to :data:`MAX_FUSED_VOXELS` (memory) and then
+    pays more margin, never below ``2 * margin`` px.
     """
     nz, ny, nx = vol.data.shape
     f = getattr(vol, "factor", None) or 1.0
@@ -323,7 +329,9 @@ def export_chunks(vol, planes: str, target: int = 8_000_000, margin: int = 32) -
         f = 1.0
     zo = max(1, int(nz * f))
     if planes == "fuse":
-        side = min(1024, max(2 * margin, 16 * round(math.sqrt(2 * target / zo) / 16)))
+        side = min(1024, max(8 * margin, 16 * round(math.sqrt(2 * target / zo) / 16)))
+        if zo * side * side > MAX_FUSED_VOXELS:
+            side = max(2 * margin, 16 * int(math.sqrt(MAX_FUSED_VOXELS / zo) / 16))
         return min(ny, side), min(nx, side)
     if planes == "yz":
         cy = min(ny, 1024)

@@ -244,6 +244,7 @@ class Trainer:
     def model(self):
         """The current weights (of every stage) as a usable EMSRModel (a CPU copy)."""
         from .model import EMSRModel
+        from .nets import grid_of
 
         c = self.config
         info = {k: v for k, v in self.info.items() if k not in ("options", "notes")}
@@ -253,6 +254,7 @@ class Trainer:
             "net": c.net,
             "size": c.size,
             "net_kwargs": dict(c.net_kwargs),
+            "grid": grid_of(c.net),  # where the network's body runs: the output rows or the section rows
             "factor": c.factor,
             "axis": c.axis,
             "order": self.method.order,

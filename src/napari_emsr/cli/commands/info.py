@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ... import outputs
-from ...errors import InputError
+from ...errors import EMSRError, InputError
 from ..common import claim, emit, factor_of, open_input
 
 
@@ -66,6 +66,8 @@ def run(args) -> int:
         lines.append(f"  section profile (what --profile auto trains with): {prof['note']}")
     if args.degradation:
         lines += degradation_report(args, vol, f, payload)
+    elif getattr(args, "model", None):
+        lines += model_report(args.model, payload)
     emit(args, payload, "\n".join(lines))
     return 0
 
@@ -98,3 +100,28 @@ def degradation_report(args, vol, factor: float | None, payload: dict) -> list[s
         lines.append(f"    {name:<16} {dist}noise {st['noise']:.4f}")
     lines.append(f"  closest: {res['closest']}; planes written to {paths['tiff']} and {paths['png']}")
     return lines
+
+
+def model_report(path, payload: dict) -> list[str]:
+    """``info --model M``: the model's network, the grid its body runs on and its work per output voxel (FLOPs
+    counted by torch, a multiply-add being 2), per plane and fused (xz and yz: twice)."""
+    from ...model import EMSRModel
+    from ...nets import build_net, grid_of
+    from ...nets.flops import flops_per_pixel
+
+    model = EMSRModel.load(path)
+    cfg = model.config
+    name = str(cfg.get("net"))
+    try:
+        grid = grid_of(name)
+        per_pixel = flops_per_pixel(build_net(name, **cfg.get("net_kwargs", {})), model.factor)
+    except EMSRError as err:  # a method's own network this count cannot build alone
+        payload["model"] = {"path": str(path), "net": name, "flops_per_pixel": None, "note": str(err)}
+        return [f"  model {path}: network {name} (work per voxel not counted: {err})"]
+    payload["model"] = {"path": str(path), "method": cfg.get("method"), "net": name, "size": cfg.get("size"),
+                        "grid": grid, "factor": model.factor, "flops_per_pixel": round(per_pixel),
+                        "flops_per_voxel_fused": round(2 * per_pixel)}
+    size = f"/{cfg['size']}" if cfg.get("size") else ""
+    return [f"  model {path}: {cfg.get('method')}, network {name}{size} on the {grid} grid, F = {model.factor:g}",
+            f"  work per output voxel: {per_pixel / 1e3:.1f} kFLOP per plane, {2 * per_pixel / 1e3:.1f} kFLOP fused "
+            "(xz and yz)"]
