@@ -32,8 +32,8 @@ __all__ = ["NETS", "DESCRIPTIONS", "build_net", "grid_of", "net_names", "net_siz
 NETS: dict[str, tuple[str, str]] = {
     "uformer": ("napari_emsr.nets.uformer_arch", "UFormer"),
     "rescnn": ("napari_emsr.nets.rescnn_arch", "ResCNN"),
-    "rescnn-sections": ("napari_emsr.nets.section_grid", "ResCNNSections"),
-    "uformer-sections": ("napari_emsr.nets.section_grid", "UFormerSections"),
+    "rescnn-sections": ("napari_emsr.nets.rescnn_sections", "ResCNNSections"),
+    "uformer-sections": ("napari_emsr.nets.uformer_sections", "UFormerSections"),
 }
 
 #: name -> one line that says what the network is.

@@ -27,10 +27,9 @@ import torch
 import torch.nn as nn
 
 from napari_emsr.errors import InputError
-from napari_emsr.nets import rescnn_arch, uformer_arch
 from napari_emsr.nets._common import check_input
 
-__all__ = ["GRID", "SIZES", "ResCNNSections", "SectionGrid", "UFormerSections"]
+__all__ = ["GRID", "SectionGrid", "sub_rows", "trunk_kwargs"]
 
 #: The grid the body of these networks runs on (the model file records it).
 GRID = "sections"
@@ -57,7 +56,7 @@ class SectionGrid(nn.Module):
             raise InputError(f"a section-grid network needs a factor above 1, got {factor}")
         self.trunk = trunk
         self.factor = factor
-        self.sub_rows = int(math.ceil(factor - 1e-9))
+        self.sub_rows = sub_rows(factor)
 
     def _integer(self) -> int | None:
         f = self.factor
@@ -98,49 +97,15 @@ def _sample_rows(a: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return a.index_select(-2, i0) * (1 - t) + a.index_select(-2, i1) * t
 
 
-#: Named sizes. The trunk sizes are those of the output-grid networks; on the section grid the same trunk costs
-#: ``F`` times less per output pixel.
-SIZES: dict[str, dict] = {
-    "tiny": {"trunk_size": "tiny"},
-    "small": {"trunk_size": "small"},
-    "base": {"trunk_size": "base"},
-}
-
-
-def _trunk_kwargs(sizes: dict, trunk_size: str, overrides: dict) -> dict:
-    if trunk_size not in sizes:
-        raise InputError(f"unknown trunk size {trunk_size!r}: choose {', '.join(sizes)}")
-    kwargs = dict(sizes[trunk_size])
+def trunk_kwargs(sizes: dict, size: str, overrides: dict) -> dict:
+    """The trunk's constructor arguments: those of ``size`` in ``sizes``, then ``overrides``."""
+    if size not in sizes:
+        raise InputError(f"unknown trunk size {size!r}: choose {', '.join(sizes)}")
+    kwargs = dict(sizes[size])
     kwargs.update(overrides)
     return kwargs
 
 
-class ResCNNSections(SectionGrid):
-    """The residual CNN (:class:`~napari_emsr.nets.rescnn_arch.ResCNN`) as a section-grid network.
-
-    Args:
-        factor (float): the section spacing F in output rows.
-        trunk_size (str): the ResCNN size of the trunk (tiny, small, base).
-        **trunk: ResCNN arguments that override those of ``trunk_size`` (channels, blocks, scale_levels).
-    """
-
-    def __init__(self, factor: float, trunk_size: str = "small", **trunk):
-        kwargs = _trunk_kwargs(rescnn_arch.SIZES, trunk_size, trunk)
-        r = int(math.ceil(float(factor) - 1e-9))
-        super().__init__(rescnn_arch.ResCNN(in_channels=1, out_channels=r, residual=False, **kwargs), factor)
-
-
-class UFormerSections(SectionGrid):
-    """The U-shaped window-attention network (:class:`~napari_emsr.nets.uformer_arch.UFormer`, A2I-3DEM) as a
-    section-grid network.
-
-    Args:
-        factor (float): the section spacing F in output rows.
-        trunk_size (str): the UFormer size of the trunk (tiny, small, base).
-        **trunk: UFormer arguments that override those of ``trunk_size``.
-    """
-
-    def __init__(self, factor: float, trunk_size: str = "small", **trunk):
-        kwargs = _trunk_kwargs(uformer_arch.SIZES, trunk_size, trunk)
-        r = int(math.ceil(float(factor) - 1e-9))
-        super().__init__(uformer_arch.UFormer(in_channels=1, out_channels=r, residual=False, **kwargs), factor)
+def sub_rows(factor: float) -> int:
+    """The sub-rows each section's correction has: ``ceil(F)``."""
+    return int(math.ceil(float(factor) - 1e-9))
