@@ -137,3 +137,27 @@ def test_the_filters_of_a_lazy_reconstruction_can_be_asked_for(tiny_model, monke
     assert got.active and got.filters.keys() == own.filters.keys() == {2}
     np.testing.assert_allclose(got.filters[2], own.filters[2], atol=0.02)  # own: from the uint8 output
     assert debander_of(arr) is got  # fitted once per reconstruction
+
+
+def test_the_panels_layers_come_with_their_filters_fitted(tiny_stack):
+    """The panel's reconstruction task (run in a worker) fits the deband filters itself, so the first plane napari
+    shows computes that plane's chunk only, not the probe as well."""
+    from napari_emsr.plugin.workers.tasks import reconstruct_task
+    from napari_emsr.train import TrainConfig, train
+
+    vol, _ = tiny_stack
+    model = train(vol, TrainConfig(net="rescnn", size="tiny", steps=2, patch=24, batch=2, device="cpu"))
+    (name, arr, _, _), = reconstruct_task(vol, model, ["xz"], "cpu", deband=True)
+    node = next(v for k, v in arr.dask.items() if isinstance(k, str) and k.startswith("emsr-engine"))
+    eng = getattr(node, "value", node)
+    assert eng._debander is not None  # fitted in the task
+    calls = []
+    orig = eng.restore
+
+    def recording(planes):
+        calls.append(planes.shape)
+        return orig(planes)
+
+    eng.restore = recording
+    arr[:, 20, :].compute()
+    assert len(calls) == 1 and calls[0][0] == 1, calls  # one xz plane, no probe

@@ -54,7 +54,8 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str,
                      deband: bool = True) -> list[tuple[str, Any, Any, Any]]:
     """Build (without computing) the lazy reconstructions of ``volume``.
 
-    A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz restorations
+    Debanding's filters are fitted here (on the restored probe), so that the first plane napari shows does not
+    wait for them. A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz restorations
     disagree, :func:`napari_emsr.reconstruct.reconstruct_pair`): both are parts of one stacked array, so a block
     computed for one fills the other.
 
@@ -77,17 +78,20 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str,
         ``(planes, dask array, output spacing, joint)`` per reconstruction (``"uncertainty"`` after ``"fuse"``
         with a model); ``joint`` is ``(stacked array, part)`` or None.
     """
-    from napari_emsr.reconstruct import PAIR, output_spacing, reconstruct
+    from napari_emsr.reconstruct import PAIR, debander_of, output_spacing, reconstruct
 
     out = []
     for p in planes:
         spacing = output_spacing(volume)
         if p == "fuse" and not isinstance(model, str):
             stack = reconstruct(volume, model, planes=PAIR, device=device, deband=deband)
+            debander_of(stack)  # NOTE: the filters are fitted here, in the worker, not by the first plane shown
             out.append(("fuse", stack[0], spacing, (stack, 0)))
             out.append(("uncertainty", stack[1], spacing, (stack, 1)))
         else:
-            out.append((p, reconstruct(volume, model, planes=p, device=device, deband=deband), spacing, None))
+            arr = reconstruct(volume, model, planes=p, device=device, deband=deband)
+            debander_of(arr)
+            out.append((p, arr, spacing, None))
     return out
 
 
