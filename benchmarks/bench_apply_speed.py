@@ -27,7 +27,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
