@@ -55,9 +55,9 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str,
     """Build (without computing) the lazy reconstructions of ``volume``.
 
     Debanding's filters are fitted here (on the restored probe), so that the first plane napari shows does not
-    wait for them. A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz restorations
-    disagree, :func:`napari_emsr.reconstruct.reconstruct_pair`): both are parts of one stacked array, so a block
-    computed for one fills the other.
+    wait for them. A fused reconstruction with a trained model comes with its uncertainty (where the xz and yz
+    restorations disagree, :func:`napari_emsr.reconstruct.reconstruct_pair`): both are parts of one stacked array,
+    so a block computed for one fills the other.
 
     Parameters
     ----------
