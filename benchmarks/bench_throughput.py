@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--size", default=None)
     ap.add_argument("--planes", default="fuse", choices=("xz", "yz", "fuse"))
     ap.add_argument("--batch", type=int, default=None, help="planes per network call (default: predict's)")
+    ap.add_argument("--compile", action="store_true", help="the network through torch.compile (emsr apply --compile)")
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--cpu-ghz", type=float, default=None)
     ap.add_argument("--dir", default=None, help="working folder (default: a temporary one, removed at the end)")
@@ -242,6 +243,8 @@ def main() -> None:
 
         out = work / "output.ome.zarr"
         kwargs = {"batch": a.batch} if a.batch else {}
+        if a.compile:
+            kwargs["compiled"] = True
         local = threading.local()
         from napari_emsr import engine as eng
 

@@ -180,7 +180,7 @@ def wide_model():
 
 def _failing(monkeypatch, model, limit, error=None):
     net = _OutOfMemoryAbove(model.network("cpu"), limit, error)
-    monkeypatch.setattr(model, "network", lambda device="cpu": net)
+    monkeypatch.setattr(model, "network", lambda device="cpu", compiled=False: net)
     return net
 
 

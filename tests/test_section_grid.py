@@ -157,3 +157,18 @@ def test_cli_train_info_and_apply(tiny_stack, tmp_path, capsys):
     out = tmp_path / "iso.tif"
     assert main(["apply", str(stack), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
     assert open_volume(out).shape == (33, 48, 48)
+
+
+@pytest.mark.slow
+def test_compiled_network_gives_the_same_planes(tiny_stack):
+    """``compiled=True`` runs the network through torch.compile (slow to compile on a CPU: EMSR_SLOW=1)."""
+    from napari_emsr.reconstruct import reconstruct
+    from napari_emsr.train import TrainConfig, train
+
+    vol, _ = tiny_stack
+    model = train(vol, TrainConfig(net="rescnn-sections", size="tiny", steps=3, patch=24, batch=2, device="cpu"))
+    plain = reconstruct(vol, model, planes="xz", deband=False, device="cpu").compute()
+    fast = reconstruct(vol, model, planes="xz", deband=False, device="cpu", compiled=True).compute()
+    assert np.abs(plain.astype(int) - fast.astype(int)).max() <= 1
+    assert ("cpu", True) in model._nets
+

@@ -58,8 +58,9 @@ class Engine:
 
     def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype,
                  deband: bool = False, *, name: str | None = None, axis: int = 0,
-                 stop: Callable[[], bool] | None = None):
+                 stop: Callable[[], bool] | None = None, compiled: bool = False):
         self.source = source
+        self.compiled = bool(compiled)  # the network through torch.compile (EMSRModel.network)
         self.stop = stop  # checked before each chunk and each batch of planes; never sent to other processes
         self.name = name  # the input's file (for messages), None for an array
         self.axis = int(axis)  # the input axis that source's first axis is (planes are named by it)
@@ -119,7 +120,7 @@ class Engine:
 
         dev = self._device()
         _use_threads(self.threads)
-        net = self.model.network(dev)
+        net = self.model.network(dev, compiled=self.compiled)
         with self._lock:
             # NOTE: predict's own default batch (8 on a CPU, 32 on CUDA), made explicit so that it can be halved.
             tile, batch = self._fit or (self.tile, self.batch or (32 if dev.startswith("cuda") else 8))

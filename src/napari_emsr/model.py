@@ -205,8 +205,8 @@ class EMSRModel:
         self.config.setdefault("history", [])
         self.state_dict = state_dict
         self.stages = dict(stages or {})
-        self._nets: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._nets: dict[tuple[str, bool], Any] = {}
+        self._lock = threading.RLock()
 
     # pickling (dask workers): send config + weights, not built networks
     def __getstate__(self):
@@ -248,10 +248,20 @@ class EMSRModel:
         """Training steps done so far."""
         return int(self.config.get("step", 0))
 
-    def network(self, device: str = "cpu"):
-        """The network on ``device`` in eval mode, built once per device and cached."""
+    def network(self, device: str = "cpu", compiled: bool = False):
+        """The network on ``device`` in eval mode, built once per device and cached; channels-last on CUDA.
+
+        ``compiled``: the network through ``torch.compile`` (shapes dynamic), cached beside the plain one. The first
+        calls of each new plane shape pay the compilation (seconds to minutes); what follows may run faster on a
+        GPU (``benchmarks/bench_throughput.py --compile`` measures it). Needs a C++ compiler on a CPU.
+        """
+        key = (str(device), bool(compiled))
         with self._lock:
-            net = self._nets.get(device)
+            net = self._nets.get(key)
+            if net is None and compiled:
+                import torch
+
+                net = self._nets[key] = torch.compile(self.network(device), dynamic=True)  # (a re-entrant lock)
             if net is None:
                 from .nets import build_net
 
@@ -267,7 +277,11 @@ class EMSRModel:
                         f"({type(exc).__name__}): the file is damaged or was edited; train a new model"
                     ) from None
                 net.eval().to(device)
-                self._nets[device] = net
+                if str(device).startswith("cuda"):
+                    import torch
+
+                    net = net.to(memory_format=torch.channels_last)
+                self._nets[key] = net
             return net
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -78,6 +78,7 @@ def reconstruct(
     margin: int = 32,
     deband: bool = True,
     stop: Callable[[], bool] | None = None,
+    compiled: bool = False,
 ):
     """The isotropic volume as a lazy dask array in the input dtype.
 
@@ -108,6 +109,8 @@ def reconstruct(
     stop : callable, optional
         Called before each chunk and each batch of planes; a true answer stops with
         :class:`napari_emsr.engine.Stopped` (it may raise its own exception instead).
+    compiled : bool
+        Run the network through ``torch.compile`` (:meth:`napari_emsr.model.EMSRModel.network`).
     """
     import dask
     import dask.array as da
@@ -161,7 +164,7 @@ def reconstruct(
     out_dtype = src.dtype
     eng = Engine(src, net_model, f, order, planes, device, int(tile or TILE),
                   int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
-                  deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop)
+                  deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop, compiled=compiled)
     token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
                      eng.deband)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk

@@ -108,6 +108,8 @@ def _number_or_path(text: str):
         return text
 
 
+COMPILE_HELP = ("run the network through torch.compile: a slower start (compiling), then possibly faster, mostly on a "
+                "GPU (benchmarks/bench_throughput.py --compile measures it)")
 DEBAND_HELP = ("a trained model: filter each output plane laterally by its place between sections so that the "
                "planes between sections are as detailed as the sections (no bands with the section period; "
                "default on); --no-deband gives the network's output as it is")
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
+    s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_common(s)
 
     s = sub.add_parser("reconstruct", help="train on the stack, then apply: the one-command path")
@@ -192,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
+    s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_train(s)
     _add_common(s)
 

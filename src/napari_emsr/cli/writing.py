@@ -96,7 +96,8 @@ def apply_options(args, app, *, axis: int | None = None, method: str | None = No
             raise InputError(f"{flag} does not apply to {this} ({result}): it is for models of method "
                              f"{' or '.join(takers)}; leave {flag} out")
     values = {"planes": planes(args) if "planes" in app.options else None, "factor": getattr(args, "factor", None),
-              "axis": axis, "deband": getattr(args, "deband", True), "enhance": bool(getattr(args, "enhance", False))}
+              "axis": axis, "deband": getattr(args, "deband", True), "enhance": bool(getattr(args, "enhance", False)),
+              "compiled": bool(getattr(args, "compile", False))}
     return {k: v for k, v in values.items() if k in app.options}
 
 

@@ -58,4 +58,4 @@ def uncertainty(volume, model, path, **kwargs) -> Any:
 
 #: The application of the methods that make a stack isotropic along its anisotropic axis.
 AXIAL = Application(kind="axial", lazy=lazy, export=export, fingerprint=fingerprint, check=check, summary=summary,
-                    options=("planes", "factor", "axis", "deband"), uncertainty=uncertainty)
+                    options=("planes", "factor", "axis", "deband", "compiled"), uncertainty=uncertainty)
