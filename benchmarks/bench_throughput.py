@@ -80,13 +80,13 @@ def patched(obj, name, value):
         setattr(obj, name, old)
 
 
-def synthetic_tiff(path: Path, shape: tuple[int, int, int]):
+def synthetic_tiff(path: Path, shape: tuple[int, int, int], factor: float = SPACING[0] / SPACING[2]):
     from _synthetic import tiled_sample
 
     from napari_emsr.io import write_volume
 
     arr = tiled_sample(shape, (16, shape[1], shape[2]))
-    write_volume(path, arr, spacing=SPACING)
+    write_volume(path, arr, spacing=(factor * SPACING[2], SPACING[1], SPACING[2]))
 
 
 def cpu_peak(ghz: float | None) -> tuple[float, str]:
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--size", default=None)
     ap.add_argument("--planes", default="fuse", choices=("xz", "yz", "fuse"))
     ap.add_argument("--batch", type=int, default=None, help="planes per network call (default: predict's)")
+    ap.add_argument("--factor", type=float, default=SPACING[0] / SPACING[2], help="F of the synthetic stack (3.3)")
     ap.add_argument("--compile", action="store_true", help="the network through torch.compile (emsr apply --compile)")
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--cpu-ghz", type=float, default=None)
@@ -202,7 +203,7 @@ def main() -> None:
     try:
         src = work / "input.tif"
         t = time.perf_counter()
-        synthetic_tiff(src, shape)
+        synthetic_tiff(src, shape, a.factor)
         made = time.perf_counter() - t
         vol = open_volume(src)
         crop = as_volume(np.asarray(vol.data[:, :192, :192]), spacing=vol.spacing)
