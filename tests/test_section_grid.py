@@ -122,12 +122,44 @@ def test_train_and_reconstruct(tiny_stack, tmp_path):
 
 
 def test_refused_where_the_pairs_do_not_keep_the_sections(tiny_stack):
+    """A method whose pairs do not start with a section (here: real planes cut anywhere) refuses the network."""
+    from napari_emsr.methods import METHODS, Method, register_method
+    from napari_emsr.train import TrainConfig, Trainer
+
+    class AnyRows:
+        def __init__(self, ctx):
+            self.ctx, self.info = ctx, {}
+
+        def batch(self, n):
+            x = torch.rand(n, 1, self.ctx.patch, self.ctx.patch)
+            return x, x
+
+        def validation(self):
+            x = np.zeros((2, self.ctx.patch, self.ctx.patch), np.float32)
+            return x, x
+
+    register_method(Method(name="test-any-rows", description="pairs cut at any row", pairs=AnyRows, net="rescnn",
+                           size="tiny", loss="l1", order=3, options=()), replace=True)
+    try:
+        vol, _ = tiny_stack
+        with pytest.raises(InputError, match="section grid"):
+            Trainer(vol, TrainConfig(method="test-any-rows", net="rescnn-sections", size="tiny", steps=1, patch=24,
+                                     batch=2, device="cpu", preview_every=0))
+    finally:
+        METHODS.pop("test-any-rows", None)
+
+
+def test_learned_degradation_pairs_start_with_a_section(tiny_stack):
+    """``--profile learned`` trains a section-grid network too: its pairs are drawn at sampling phase 0."""
     from napari_emsr.train import TrainConfig, Trainer
 
     vol, _ = tiny_stack
-    with pytest.raises(InputError, match="section grid"):
-        Trainer(vol, TrainConfig(net="rescnn-sections", size="tiny", steps=1, patch=24, batch=2, device="cpu",
-                                 preview_every=0, options={"profile": "learned", "degradation_steps": 1}))
+    t = Trainer(vol, TrainConfig(net="rescnn-sections", size="tiny", steps=2, patch=16, batch=2, device="cpu",
+                                 preview_every=0, options={"profile": "learned", "degradation_steps": 2,
+                                                           "degradation_size": "tiny"}))
+    for _ in t.run():
+        pass
+    assert t.pairs.section_grid and t.model.step == 2
 
 
 def test_cli_train_info_and_apply(tiny_stack, tmp_path, capsys):

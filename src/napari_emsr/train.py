@@ -137,8 +137,6 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.norm = resume.norm if resume is not None else robust_range(data, seed=config.seed)
 
-        if grid_of(config.net) == "sections" and self.stages:
-            raise InputError(self._no_section_grid())
         self.net = build_net(config.net, **config.net_kwargs)
         self.start_step = 0
         self.history: list[dict] = []
@@ -180,9 +178,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- pairs
     def _no_section_grid(self) -> str:
-        return (f"network {self.config.net!r} restores from the section grid, which these training pairs do not keep "
-                "(only the isotropic method with a fixed or fitted section profile does): choose another network "
-                "(--net rescnn or uformer)")
+        return (f"network {self.config.net!r} restores from the section grid, which the training pairs of method "
+                f"{self.config.method!r} do not keep (the isotropic method's do): choose another network (--net "
+                "rescnn or uformer)")
 
     def _make_pairs(self) -> None:
         """Build the method's pair-maker (after its earlier stages) and fix the validation pairs."""

@@ -351,8 +351,13 @@ class LearnedPairs:
     def __init__(self, ctx, info: dict | None = None) -> None:
         import torch
 
+        from ...nets import grid_of
+
         self._torch = torch
         self.ctx = ctx
+        net = ctx.train.get("net")
+        # a section-grid network: every pair at sampling phase 0 (its row 0 a section)
+        self.section_grid = bool(net) and grid_of(net) == "sections"
         self.learner: DegradationLearner = ctx.stages["degradation"]
         summary = self.learner.summary()
         note = (f"learned degradation: section kernel FWHM {summary['fwhm']:.2f} F, spread {summary['spread']:.2f} F, "
@@ -367,7 +372,8 @@ class LearnedPairs:
         dev = self.ctx.device
         p = self.ctx.patch
         hr_t = torch.from_numpy(np.ascontiguousarray(hr)).to(dev)[:, None]
-        phases = torch.from_numpy(rng.integers(0, self.learner.n_phases, len(hr))).to(dev)
+        drawn = np.zeros(len(hr), np.int64) if self.section_grid else rng.integers(0, self.learner.n_phases, len(hr))
+        phases = torch.from_numpy(drawn).to(dev)
         with torch.no_grad():
             lr = self.learner.degrade(hr_t, phases, generator)
             x = self.learner.upsample(lr, phases)
