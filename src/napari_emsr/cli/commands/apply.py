@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ... import outputs
 from ...errors import InputError
-from ..common import check_volume_output, claim, emit, open_input
+from ..common import check_volume_output, claim, emit, open_input, say
 from ..writing import already_written, apply_options, check_ngff, check_uncertainty, nothing_to_do, write
 
 
@@ -34,7 +34,23 @@ def run(args) -> int:
         return nothing_to_do(args, out)
     from ...cluster import open_client
 
+    if not app.lateral and not args.scheduler:
+        say_estimate(args, out, vol, model, options)
     with open_client(args.scheduler):
         info, what = write(args, vol, model, out, options)
     emit(args, info, f"wrote {info['output']}{f' ({what})' if what else ''} in {info['seconds']:.1f} s")
     return 0
+
+
+def say_estimate(args, out, vol, model, options: dict) -> None:
+    """One line before a long write on this machine: how long it should take, from one timed chunk of its pipeline
+    (:func:`napari_emsr.estimates.estimate_line`); nothing for a quick one, a resumed one, or with ``-q``."""
+    from pathlib import Path
+
+    if getattr(args, "quiet", False) or Path(out).exists():
+        return
+    from ...estimates import estimate_line
+
+    line = estimate_line(vol, model, device=args.device, **options)
+    if line:
+        say(args, line)

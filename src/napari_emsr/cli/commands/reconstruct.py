@@ -10,6 +10,7 @@ from ...errors import InputError
 from ..common import check_volume_output, claim, emit, learning_rate, method_options, open_input, planes, say
 from ..training import heldout, run_training
 from ..writing import already_written, apply_options, check_ngff, check_uncertainty, model_exists, nothing_to_do, write
+from .apply import say_estimate
 
 #: The options a model trained by ``emsr reconstruct`` is the result of (besides the method's own options).
 TRAIN_KEYS = ("method", "net", "size", "steps", "minutes", "patch", "batch", "lr", "seed", "factor", "axis",
@@ -82,6 +83,8 @@ def run(args) -> int:
         model = meth.name
         if already_written(args, out, vol, model, options):
             return nothing_to_do(args, out)
+    if not application_of(meth.name).lateral and not args.scheduler:
+        say_estimate(args, out, vol, model, options)
     with open_client(args.scheduler):  # training ran here; the write goes to the cluster when one is named
         info, _ = write(args, vol, model, out, options)
     payload.update(info)
