@@ -43,18 +43,23 @@ def test_reconstruct_and_export_say_how_long_before_and_while(panel, qtbot, tmp_
     assert "timed forward pass" in label.toolTip() and "with its uncertainty" in label.toolTip()
     assert text in panel.reconstruct.button.toolTip()
     volume = panel.current_volume()
-    work, blocks = estimate.volume_work(volume.data.shape, 4.0, "fuse", export_chunks(volume, "fuse"))
+    _, blocks = estimate.volume_work(volume.data.shape, 4.0, "fuse", export_chunks(volume, "fuse"))
+    # the export's estimate: a chunk of the export's own pipeline (fused, debanded, its chunks) timed here
+    qtbot.waitUntil(lambda: panel.estimates().get("export_timed"), timeout=TIMEOUT)
+    timed = panel.estimator.timed_export[1]
+    assert timed.chunks == blocks and timed.seconds > timed.once > 0 and timed.scale >= 1
     export_text = panel.export.estimate_text
     assert re.fullmatch(rf"≈ \d+:\d\d here, {blocks} blocks?", export_text), export_text
     assert panel.export.progress_bar.text() == export_text  # in the bar until an export starts
-    assert "timed forward pass" in panel.export.progress_bar.toolTip()
+    assert "a fused chunk of" in panel.export.progress_bar.toolTip() and "timed here" in \
+        panel.export.progress_bar.toolTip()
     # the fused block costs what its network pixels cost at the measured speed
     found = panel.estimates()
     nz, ny, nx = volume.data.shape
     zo = estimate.output_depth(nz, 4.0)
     fused_work = 64 * zo * nx + nx * zo * min(ny, 64 + 32)
     assert found["blocks"]["fuse"][0] == pytest.approx(fused_work / speed.rate)
-    assert found["export"][0] == pytest.approx(work / speed.rate)
+    assert found["export"] == (pytest.approx(timed.seconds), blocks)
 
     # Reconstruct: the status line says the block's cost before it starts, the time left while it runs
     panel.reconstruct_params.planes = ("fuse",)

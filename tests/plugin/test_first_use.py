@@ -50,6 +50,9 @@ def test_after_a_yz_comparison_the_estimates_follow_the_pipeline_chosen(panel, q
         assert "yz plane" in text and "(timed)" in text.split("yz plane")[1]
         assert "xz plane" not in text.split("·")[0] or "(timed)" not in text.split("·")[0]
     panel.reconstruct_params.export_planes = "xz"
+    # the export's estimate: a chunk of its pipeline (xz planes now) timed here, not the yz blocks
+    qtbot.waitUntil(lambda: panel.estimates().get("export_timed"), timeout=TIMEOUT)
+    assert "a chunk of xz planes" in panel.estimates()["export_how"]
     guess = panel.estimates()["export"][0]
     out = tmp_path / "iso.ome.zarr"
     t0 = time.perf_counter()

@@ -2,6 +2,9 @@
 
 Nothing here is a constant from another machine: the panel measures, in a worker,
 
+- the **export's time** from one timed chunk of the export's own pipeline (its planes, deband setting, chunks
+  and margins, reading and interpolating included: :func:`napari_emsr.estimates.estimate_export`, which the
+  command line uses too), scaled to the export's chunk grid; until it is timed, the network speed below stands in;
 - the **restoring speed** (:func:`measure_restore_speed`): a timed forward pass of the model's network
   (:func:`napari_emsr.model.predict`, the path reconstruction uses) on 2 to 8 planes (a CPU's batch) of the
   size a reconstruction restores (the output's z extent by a chunk's width with its margins), the best of two
@@ -11,15 +14,15 @@ Nothing here is a constant from another machine: the panel measures, in a worker
   network, patch and device on the picked stack (after the trainer is built and two steps have run), then the
   speed of the user's own training run, once there is one.
 
-An estimate is then the work a job needs divided by that speed. The work of a reconstruction is counted the
-way :mod:`napari_emsr.reconstruct` does it: every chunk restores its xz planes (its rows, each the output's z
-extent by the chunk's columns plus a margin each side) and/or its yz planes (its columns by its rows plus
-margins); a fused chunk does both. Reading, interpolation and writing are not counted (the network dominates
-on a CPU): the estimate is a lower bound there, and while a job runs the time left comes from its own measured
-rate instead. Once the viewer has restored blocks of a pipeline (xz, yz or fused), the panel times that
-pipeline by its own blocks in output voxels per second (:class:`napari_emsr.plugin.controllers.estimates.
-EstimatesController`): a block times only its own pipeline, and an export only when the block held many planes
-(a one-plane block pays a whole call's fixed costs for a few voxels).
+A Reconstruct block's estimate is then the work it needs divided by the network's speed. The work is counted
+the way :mod:`napari_emsr.reconstruct` does it (:func:`napari_emsr.estimates.chunk_work`): every chunk restores
+its xz planes (its rows, each the output's z extent by the chunk's columns plus a margin each side) and/or its
+yz planes (its columns by its rows plus margins); a fused chunk does both. Reading, interpolation and filtering
+are not counted there; while a job runs the time left comes from its own measured rate instead. Once the
+viewer has restored blocks of a pipeline (xz, yz or fused), the panel times that pipeline by its own blocks in
+output voxels per second (:class:`napari_emsr.plugin.controllers.estimates.EstimatesController`): a block times
+only its own pipeline, and an export (until a chunk of it is timed) only when the block held many planes (a
+one-plane block pays a whole call's fixed costs for a few voxels).
 
 Importing this module is cheap: torch is imported only by the measuring functions (run them in a worker).
 """
@@ -32,6 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from napari_emsr.estimates import ExportEstimate, estimate_export
+from napari_emsr.estimates import chunk_work as core_chunk_work
+
+__all__ = ["ExportEstimate", "Speed", "chunk_work", "estimate_export", "measure_restore_speed",
+           "measure_training_speed", "recommend_budget", "volume_work"]
 
 #: Lateral context (px) each chunk reads around itself (:func:`napari_emsr.reconstruct.reconstruct`'s margin).
 MARGIN = 32
@@ -81,14 +90,8 @@ def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
 
 def chunk_work(zo: int, ny: int, nx: int, planes: str, y: tuple[int, int], x: tuple[int, int],
                margin: int = MARGIN) -> int:
-    """Network pixels of one output chunk (rows ``y``, columns ``x``): see the module docstring."""
-    (y0, y1), (x0, x1) = y, x
-    work = 0
-    if planes in ("xz", "fuse", "pair"):
-        work += (y1 - y0) * zo * (min(nx, x1 + margin) - max(0, x0 - margin))
-    if planes in ("yz", "fuse", "pair"):
-        work += (x1 - x0) * zo * (min(ny, y1 + margin) - max(0, y0 - margin))
-    return int(work)
+    """Network pixels of one output chunk (rows ``y``, columns ``x``): :func:`napari_emsr.estimates.chunk_work`."""
+    return core_chunk_work(zo, ny, nx, planes, y, x, margin)
 
 
 def volume_work(shape: tuple[int, int, int], factor: float, planes: str, chunks: tuple[int, int],
@@ -203,24 +206,33 @@ def measure_restore_speed(model: Any, shape: tuple[int, int, int], factor: float
 
 
 def measure_training_speed(volume: Any, config: Any, steps: int = 4, warmup: int = 2) -> Speed:
-    """Time ``steps`` real training steps of ``config`` on ``volume`` (after the trainer is built and ``warmup``
-    steps have run: the first ones allocate); see the module docstring."""
-    from napari_emsr.train import Trainer
+    """Time ``steps`` real training steps of ``config`` on ``volume``; see the module docstring.
 
-    probe = config.resolved(None, steps=int(steps) + warmup, minutes=None, val_every=10**9, preview_every=0)
+    The ``warmup`` steps before them are not timed (the first ones allocate, build the CPU library's kernels and
+    fill the pair maker's caches), nor anything before the restoring network's first step (building the trainer,
+    earlier stages), nor the last step (a run's last step also validates): the run is ``warmup + steps + 1``
+    steps long and the clock runs from the end of step ``warmup`` to the end of step ``warmup + steps``.
+    """
+    from napari_emsr.train import Trainer
+    from napari_emsr.train_config import RESTORE_STAGE
+
+    steps, warmup = max(1, int(steps)), max(1, int(warmup))
+    probe = config.resolved(None, steps=steps + warmup + 1, minutes=None, val_every=10**9, preview_every=0)
     trainer = Trainer(volume, probe)
-    times = []
-    for _event in trainer.run():
-        times.append(time.perf_counter())
-        if len(times) > steps + warmup - 1:
+    ends = []  # when each step of the restoring network ended
+    for event in trainer.run():
+        if event.stage != RESTORE_STAGE or event.done:
+            continue
+        ends.append(time.perf_counter())
+        if len(ends) >= warmup + steps:
             break
-    times = times[warmup - 1 :]
     trainer.stop()
-    spent = max(times[-1] - times[0], 1e-6) if len(times) > 1 else math.inf
-    rate = (len(times) - 1) / spent if len(times) > 1 else 0.0
+    timed = ends[warmup - 1 :]
+    spent = timed[-1] - timed[0] if len(timed) > 1 else 0.0
+    rate = (len(timed) - 1) / spent if spent > 0 else 0.0
     cfg = trainer.config
-    how = (f"{len(times) - 1} training steps of {cfg.net} ({cfg.size}), patch {cfg.patch}, batch {cfg.batch} on "
-           f"{trainer.device} timed on this stack")
+    how = (f"{len(timed) - 1} training steps of {cfg.net} ({cfg.size}), patch {cfg.patch}, batch {cfg.batch} on "
+           f"{trainer.device} timed on this stack after {warmup} untimed ones")
     return Speed(rate, "training", str(trainer.device), how)
 
 

@@ -1,5 +1,6 @@
 """How long things take here: the training and restoring speeds of this device, the recommended budget, and the
-estimates shown by Reconstruct and Export (:mod:`napari_emsr.plugin.estimate` measures them)."""
+estimates shown by Reconstruct and Export (:mod:`napari_emsr.plugin.estimate` measures the speeds; the export's
+estimate comes from a timed chunk of the export's own pipeline, :func:`napari_emsr.estimates.estimate_export`)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,10 @@ class EstimatesController:
         self.busy = busy
         self.restore_key: tuple | None = None
         self.train_key: tuple | None = None
-        self.requests = {"restore": 0, "train": 0}
+        self.requests = {"restore": 0, "train": 0, "export": 0}
+        #: The export's estimate from a timed chunk of its pipeline, and what it was timed for (:meth:`export_key`).
+        self.timed_export: tuple[tuple, Any] | None = None
+        self.export_key_timed: tuple | None = None
         #: Per pipeline ("xz", "yz", "fuse"): (output voxels per second, planes in the block) of the last block of
         #: that pipeline restored here (forgotten when the model, device or stack changes).
         self.learned: dict[str, tuple[estimate.Speed, int]] = {}
@@ -79,6 +83,9 @@ class EstimatesController:
         self.timer.timeout.connect(self.measure_speeds)
         budget_hint.linkActivated.connect(lambda _: self.use_recommended_budget())
         host.viewer.events.theme.connect(lambda *_: self._show_hint(self._hint))
+        rp = host.reconstruct_params
+        for event in (rp.events.export_planes, rp.events.deband):
+            event.connect(self.schedule)  # another pipeline to time
 
     @property
     def runtime(self) -> Any:
@@ -102,7 +109,8 @@ class EstimatesController:
             self.timer.start()
             return
         self.measure_training_speed()
-        self.measure_restore_speed()
+        if self.measure_restore_speed() is None:
+            self.measure_export()  # else once the restoring speed is measured (timed alone, not beside it)
 
     def stop(self) -> None:
         """Measure nothing more (the panel closes)."""
@@ -205,6 +213,8 @@ class EstimatesController:
         if which == "train":
             self.train_key = None
             self._show_hint(f"Recommended budget not measured: {err}")
+        elif which == "export":
+            self.export_key_timed = None
         else:
             self.restore_key = None
 
@@ -246,6 +256,47 @@ class EstimatesController:
     def _on_restore_speed(self, request: int, speed: estimate.Speed) -> None:
         if request == self.requests["restore"]:
             self.runtime.restore_speed = speed
+            self.show()
+            self.measure_export()
+
+    # ------------------------------------------------------------------------------------ export estimate
+    def export_key(self) -> tuple | None:
+        """What the export's timed estimate depends on (None without a usable layer and model)."""
+        host = self.host
+        try:
+            volume = host.current_volume()
+            model = host.model_or_method()
+        except EMSRError:
+            return None
+        rp = host.reconstruct_params
+        factor = None if not isinstance(model, str) else round(float(host.input_params.factor), 4)
+        return (host.input_params.layer, model if isinstance(model, str) else id(model), host.params.device,
+                tuple(int(n) for n in volume.data.shape), factor, rp.export_planes, bool(rp.deband))
+
+    def measure_export(self) -> Any:
+        """Time one chunk of the export's own pipeline (its planes, deband setting and chunks) in a worker: the
+        export's estimate (:func:`napari_emsr.estimates.estimate_export`)."""
+        host = self.host
+        key = self.export_key()
+        if key is None or key == self.export_key_timed or self.stopped:
+            return None
+        if self.busy():
+            self.timer.start()
+            return None
+        volume, model = host.current_volume(), host.model_or_method()
+        rp = host.reconstruct_params
+        factor = float(host.input_params.factor) if isinstance(model, str) else None
+        self.export_key_timed = key
+        self.requests["export"] += 1
+        request = self.requests["export"]
+        task = partial(estimate.estimate_export, volume, model, planes=rp.export_planes, factor=factor,
+                       device=host.params.device, deband=bool(rp.deband))
+        return host.start(task, connect={"returned": partial(self._on_timed_export, request, key),
+                                         "errored": partial(self._on_speed_error, "export", request)})
+
+    def _on_timed_export(self, request: int, key: tuple, found: Any) -> None:
+        if request == self.requests["export"]:
+            self.timed_export = (key, found)
             self.show()
 
     def factor(self) -> float:
@@ -302,15 +353,20 @@ class EstimatesController:
         how = (f"{speed.how}: {speed.rate / 1e6:.3g} M {'px' if kind == 'network' else 'voxels'}/s; the work "
                "counted is what the network restores (each chunk's planes with their margins), not reading, "
                "interpolating or writing")
-        seconds, export_how = speed.seconds(work), how
+        seconds, export_how = speed.seconds(work), how + " (a chunk of the export is being timed)"
         learned = self.learned.get(export_planes)
-        # NOTE: only a block of many planes says how fast an export's chunks go: a one-plane block pays a whole
-        # call's fixed costs for a few voxels (and another direction's speed says nothing of this pipeline's).
-        if learned is not None and learned[1] >= MIN_TIMED_PLANES:
+        timed = self.timed_export
+        if timed is not None and timed[0] == self.export_key():
+            # NOTE: a chunk of the export's own pipeline, timed here, knows what the network's speed does not:
+            # reading, interpolating, the chunks' margins, the deband probe and filters
+            seconds, count, export_how = timed[1].seconds, timed[1].chunks, timed[1].how
+        elif learned is not None and learned[1] >= MIN_TIMED_PLANES:
+            # NOTE: only a block of many planes says how fast an export's chunks go: a one-plane block pays a whole
+            # call's fixed costs for a few voxels (and another direction's speed says nothing of this pipeline's).
             seconds = learned[0].seconds(zo * ny * nx)
             export_how = f"{learned[0].how}: {learned[0].rate / 1e6:.3g} M output voxels/s"
         return {"blocks": blocks, "export": (seconds, count), "how": how, "export_how": export_how,
-                "timed": set(self.learned)}
+                "timed": set(self.learned), "export_timed": timed is not None and timed[0] == self.export_key()}
 
     def show(self, *_: Any) -> None:
         """The Reconstruct box and the Export box say how long things take here."""
