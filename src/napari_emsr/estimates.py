@@ -65,6 +65,9 @@ class ExportEstimate:
         The timed chunk's shape (z, y, x in the output's axis order).
     how : str
         One line for people: what was timed.
+    debander : napari_emsr.deband.Debander or None
+        The deband filters fitted for the estimate: the export may take them instead of fitting them again
+        (``reconstruct(..., debander=...)``).
     """
 
     seconds: float
@@ -74,6 +77,7 @@ class ExportEstimate:
     chunks: int
     chunk_shape: tuple[int, ...]
     how: str
+    debander: Any = None
 
 
 def default_margin() -> int:
@@ -239,7 +243,7 @@ def estimate_export(volume: Any, model: Any, *, planes: str = "fuse", factor: fl
     how = (f"{what} of {' x '.join(str(s) for s in shape)} voxels timed here ({steady:.2g} s; the export is "
            f"{scale:.3g} such chunks of work in {count} chunk{'s' if count != 1 else ''}) plus {once:.2g} s paid "
            "once" + (" (the deband probe's fit)" if fitted else " (the network's first call)" if network else ""))
-    return ExportEstimate(once + steady * scale, once, steady, scale, count, shape, how)
+    return ExportEstimate(once + steady * scale, once, steady, scale, count, shape, how, deb)
 
 
 def _block_index(arr: Any, axis: int, i: int, j: int) -> tuple[int, ...]:
@@ -267,7 +271,11 @@ def estimate_line(volume: Any, model: Any, *, device: str = "auto", above: float
     ``options``: the export's (``planes``, ``factor``, ``axis``, ``deband``, ...), as :func:`estimate_export`
     takes them.
     """
-    found = estimate_export(volume, model, device=device, **options)
+    return said(estimate_export(volume, model, device=device, **options), above)
+
+
+def said(found: ExportEstimate, above: float = 60.0) -> str | None:
+    """:func:`estimate_line`'s line for an estimate already made."""
     if found.seconds <= above:
         return None
     return f"estimated time: ~{clock(found.seconds)} from one timed chunk"

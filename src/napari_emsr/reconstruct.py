@@ -79,6 +79,7 @@ def reconstruct(
     deband: bool = True,
     stop: Callable[[], bool] | None = None,
     compiled: bool = False,
+    debander: Any = None,
 ):
     """The isotropic volume as a lazy dask array in the input dtype.
 
@@ -111,6 +112,9 @@ def reconstruct(
         :class:`napari_emsr.engine.Stopped` (it may raise its own exception instead).
     compiled : bool
         Run the network through ``torch.compile`` (:meth:`napari_emsr.model.EMSRModel.network`).
+    debander : napari_emsr.deband.Debander, optional
+        Deband filters already fitted for this volume, model and planes (:func:`debander_of` of another
+        reconstruction of them): used instead of fitting them again.
     """
     import dask
     import dask.array as da
@@ -165,6 +169,8 @@ def reconstruct(
     eng = Engine(src, net_model, f, order, planes, device, int(tile or TILE),
                   int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
                   deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop, compiled=compiled)
+    if debander is not None and eng.deband:
+        eng._debander = debander
     token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
                      eng.deband)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk

@@ -44,13 +44,17 @@ def run(args) -> int:
 
 def say_estimate(args, out, vol, model, options: dict) -> None:
     """One line before a long write on this machine: how long it should take, from one timed chunk of its pipeline
-    (:func:`napari_emsr.estimates.estimate_line`); nothing for a quick one, a resumed one, or with ``-q``."""
+    (:func:`napari_emsr.estimates.estimate_line`); nothing for a quick one, a resumed one, or with ``-q``. The
+    deband filters it fitted go into ``options`` for the export."""
     from pathlib import Path
 
     if getattr(args, "quiet", False) or Path(out).exists():
         return
-    from ...estimates import estimate_line
+    from ...estimates import estimate_export, said
 
-    line = estimate_line(vol, model, device=args.device, **options)
+    found = estimate_export(vol, model, device=args.device, **options)
+    if found.debander is not None:  # the export takes the filters the estimate fitted (a probe restored once)
+        options["debander"] = found.debander
+    line = said(found)
     if line:
         say(args, line)

@@ -126,3 +126,17 @@ def test_the_cli_says_the_estimate_only_for_a_long_write(tiny, tmp_path):
                           str(tmp_path / "out.tif"), "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "estimated time" not in run.stderr + run.stdout
+
+
+def test_the_export_takes_the_filters_the_estimate_fitted(tiny):
+    """The estimate fits the deband filters on the restored probe; the export given them does not fit them again."""
+    from napari_emsr.estimates import estimate_export
+    from napari_emsr.reconstruct import debander_of, reconstruct
+
+    vol, model = tiny
+    found = estimate_export(vol, model, device="cpu", planes="fuse", deband=True)
+    assert found.debander is not None
+    arr = reconstruct(vol, model, planes="fuse", device="cpu", deband=True, debander=found.debander)
+    assert debander_of(arr) is found.debander
+    fresh = reconstruct(vol, model, planes="fuse", device="cpu", deband=True)
+    assert debander_of(fresh) is not found.debander  # (the check can fail: another engine fits its own)
