@@ -118,7 +118,7 @@ def test_recommended_budget_for_this_device(panel, qtbot):
     params = panel.params
     qtbot.waitUntil(lambda: panel.train_speed is not None, timeout=TIMEOUT)
     speed = panel.train_speed
-    assert speed.kind == "training" and speed.rate > 0 and "rescnn (tiny), patch 32" in speed.how
+    assert speed.kind == "training" and speed.rate > 0 and f"{params.net} (tiny), patch 32" in speed.how
     hint = panel.budget_hint
     assert hint.isVisibleTo(panel) and hint.text().startswith("Recommended: ")
     assert f"({speed.rate:.2g} steps/s)" in hint.text() and "on cpu" in hint.toolTip()
@@ -137,7 +137,8 @@ def test_recommended_budget_for_this_device(panel, qtbot):
     assert panel.method.budget_value.value() == value
     # a new network size is timed again
     params.size = "small"
-    qtbot.waitUntil(lambda: "rescnn (small)" in (panel.train_speed.how if panel.train_speed else ""), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: f"{params.net} (small)" in (panel.train_speed.how if panel.train_speed else ""),
+                    timeout=TIMEOUT)
     # the rule: the method's steps when they take at most an hour here, else an hour
     assert recommend_budget(Speed(10.0, "training", "cpu", ""), 3000)[:3] == ("steps", 3000, "3000 steps ≈ 5:00 "
                                                                                "here (10 steps/s)")

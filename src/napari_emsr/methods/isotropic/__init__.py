@@ -41,7 +41,7 @@ ISOTROPIC = Method(
     description="self-supervised isotropic reconstruction (A2I-3DEM, Khateri et al.): learn from the stack's own "
     "xy planes degraded like z, restore every xz/yz plane",
     pairs=isotropic_pairs,
-    net="rescnn",
+    net="rescnn-sections",
     size="small",
     loss="l1_pdl",
     order=3,
