@@ -58,3 +58,31 @@ def test_reconstruct_with_cubic_refuses_uncertainty_before_training(stack_and_mo
     assert main(["reconstruct", str(stack), "--method", "cubic", "-o", str(d / "c.ome.zarr"),
                  "--uncertainty", str(d / "cu.ome.zarr"), "-q"]) == 2
     assert "train a model" in capsys.readouterr().err
+
+
+def test_the_uncertainty_costs_no_second_restoration(stack_and_model, monkeypatch):
+    """``emsr apply --uncertainty``: the export leaves each chunk's uncertainty for the map, so the planes restored
+    are those of the fused export alone; the map is the one computed on its own, and no spill folder is left."""
+    from napari_emsr.engine import Engine
+
+    d, stack, model = stack_and_model
+    restored = []
+    orig = Engine.restore
+
+    def counting(self, planes):
+        restored.append(int(np.prod(planes.shape)))
+        return orig(self, planes)
+
+    monkeypatch.setattr(Engine, "restore", counting)
+    assert main(["apply", str(stack), "--model", str(model), "-o", str(d / "alone.tif"), "--device", "cpu",
+                 "-q"]) == 0
+    alone = sum(restored)
+    restored.clear()
+    out, unc = d / "both.tif", d / "both.uncertainty.ome.zarr"
+    assert main(["apply", str(stack), "--model", str(model), "-o", str(out), "--uncertainty", str(unc),
+                 "--device", "cpu", "-q"]) == 0
+    assert sum(restored) == alone  # (two passes would restore twice as many)
+    expected = uncertainty(open_volume(stack), str(model), device="cpu").compute()
+    np.testing.assert_array_equal(np.asarray(open_volume(unc).data), expected)
+    np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(d / "alone.tif").data))
+    assert not list(d.glob(".emsr-spill-*"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,18 @@ def export(
         if same_place(path, str(source)):
             raise InputError(f"{path} is the input volume ({source}): write the result elsewhere (nothing was written)")
     model = as_model(model)
-    arr = reconstruct(volume, model, planes=planes, factor=factor, device=device,
-                      chunks=chunks or export_chunks(volume, planes), stop=stop, **kwargs)
+    spill = kwargs.pop("spill", None)
+    chunks = chunks or export_chunks(volume, planes)
+    if spill is not None and planes == "fuse" and not isinstance(model, str):
+        # NOTE: the fused chunks computed with their uncertainty (the same bits), which each chunk task leaves in
+        # `spill` for export_uncertainty(spilled=...): the uncertainty costs no second restoration.
+        stack = reconstruct(volume, model, planes=PAIR, factor=factor, device=device, chunks=chunks, stop=stop,
+                            **kwargs)
+        arr = stack.map_blocks(_keep_uncertainty, Path(spill), drop_axis=0, dtype=stack.dtype,
+                               chunks=stack.chunks[1:], name=f"emsr-spilling-{stack.name}")
+    else:
+        arr = reconstruct(volume, model, planes=planes, factor=factor, device=device, chunks=chunks, stop=stop,
+                          **kwargs)
     axis = kwargs.get("axis")
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
     # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
@@ -413,8 +424,9 @@ def export_uncertainty(
     """Write the uncertainty of the fused reconstruction (:func:`uncertainty`) to ``path``, as :func:`export`
     writes a result: same grid, voxel size and translation as the fused volume, chunk by chunk, resumable.
 
-    It restores both directions again (the cost of a fused export): write it beside a result when you want to
-    see which structures to trust.
+    It restores both directions again (the cost of a fused export), unless ``spilled`` names the folder where
+    :func:`export` with ``spill=`` left the uncertainty of the chunks it computed: those are read back, the
+    others (an export that was resumed) restored.
     """
     from .io import same_place, write_volume
 
@@ -423,8 +435,11 @@ def export_uncertainty(
     if source and Path(str(source)).exists() and same_place(path, str(source)):
         raise InputError(f"{path} is the input volume ({source}): write the uncertainty elsewhere (nothing written)")
     model = as_model(model)
+    spilled = kwargs.pop("spilled", None)
     arr = uncertainty(volume, model, factor=factor, device=device, chunks=chunks or export_chunks(volume, "fuse"),
                       **kwargs)
+    if spilled is not None:
+        arr = da_from_spill(arr, Path(spilled))
     axis = kwargs.get("axis")
     sp = output_spacing(volume, model.axis if axis is None else axis)
     write = functools.partial(write_volume, spacing=sp, unit=getattr(volume, "unit", "nm"), overwrite=overwrite,
@@ -436,3 +451,32 @@ def export_uncertainty(
     if client is None:
         return write(path, arr)
     return _export_on_cluster(client, arr, Path(path).expanduser().absolute(), write)
+
+
+def _spill_name(loc) -> str:
+    return "_".join(str(int(i)) for i in loc[-3:]) + ".npy"
+
+
+def _keep_uncertainty(block: np.ndarray, spill: Path, block_info=None) -> np.ndarray:
+    """One stacked (fused, uncertainty) chunk: the uncertainty saved in ``spill``, the fused part returned."""
+    name = _spill_name(block_info[0]["chunk-location"])
+    tmp = spill / f".{name}.part.npy"
+    np.save(tmp, np.ascontiguousarray(block[1]))
+    os.replace(tmp, spill / name)  # whole or absent
+    return block[0]
+
+
+def da_from_spill(arr, spill: Path):
+    """The lazy uncertainty ``arr`` whose chunks are read from ``spill`` where :func:`export` left them (else
+    computed)."""
+    import dask.array as da
+
+    def chunk(block_info=None):
+        info = block_info[None]
+        path = spill / _spill_name(info["chunk-location"])
+        if path.exists():
+            return np.load(path)
+        return np.asarray(arr.blocks[tuple(info["chunk-location"])].compute(scheduler="synchronous"))
+
+    return da.map_blocks(chunk, chunks=arr.chunks, dtype=arr.dtype, name=f"emsr-spilled-{arr.name}",
+                         meta=np.empty((0,) * arr.ndim, arr.dtype))

@@ -3,6 +3,7 @@ the uncertainty map, and the checks of what an output may be (:mod:`napari_emsr.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,10 +64,13 @@ def _write_progress(args, desc: str, out) -> Progress:
     return Progress(desc, unit, quiet=args.quiet, total=peek)
 
 
-def _interrupted(out: Path, bar: Progress) -> None:
-    """Ctrl-C during a write: say what is left and leave at once."""
+def _interrupted(out: Path, bar: Progress, spill: Path | None = None) -> None:
+    """Ctrl-C during a write: say what is left and leave at once (removing the uncertainty's spill folder)."""
     import os
     import signal
+
+    if spill is not None:
+        shutil.rmtree(spill, ignore_errors=True)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit below
     bar.close(finished=False)
@@ -113,20 +117,42 @@ def write(args, vol, model, out: Path, options: dict) -> dict:
     t0 = time.perf_counter()
     # NOTE: the method's export reaches the zarr writer through the registry; the version travels as the
     # writer's default for this thread (ngff_version) rather than through every export function.
-    with ngff_version(getattr(args, "ngff", None)):
-        try:
-            with bar:
-                path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar,
-                                  **options)
-        except KeyboardInterrupt:
-            _interrupted(out, bar)
-        extra, what = app.summary(vol, model, **options)
-        info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
-        if getattr(args, "ngff", None) and outputs.is_zarr_path(out):
-            info["ngff"] = args.ngff
-        if getattr(args, "uncertainty", None):
-            info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), options.get("axis"))
+    spill = _spill_folder(args, app, options)
+    try:
+        with ngff_version(getattr(args, "ngff", None)):
+            try:
+                with bar:
+                    path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar,
+                                      **options, **({"spill": spill} if spill else {}))
+            except KeyboardInterrupt:
+                _interrupted(out, bar, spill)
+            extra, what = app.summary(vol, model, **options)
+            info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
+            if getattr(args, "ngff", None) and outputs.is_zarr_path(out):
+                info["ngff"] = args.ngff
+            if getattr(args, "uncertainty", None):
+                info["uncertainty"] = write_uncertainty(args, vol, model, Path(args.uncertainty), options.get("axis"),
+                                                        spill)
+    finally:
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
     return info, what
+
+
+def _spill_folder(args, app, options: dict) -> Path | None:
+    """With --uncertainty on this machine (no --scheduler) and fused planes: a new hidden folder beside the
+    uncertainty map where the export leaves each chunk's uncertainty (read back instead of restoring both
+    directions again); None otherwise, or when it cannot be made (the uncertainty is then restored again)."""
+    if not getattr(args, "uncertainty", None) or getattr(args, "scheduler", None) or app.uncertainty is None:
+        return None
+    if options.get("planes", "fuse") != "fuse":
+        return None
+    import tempfile
+
+    try:
+        return Path(tempfile.mkdtemp(prefix=".emsr-spill-", dir=Path(args.uncertainty).expanduser().absolute().parent))
+    except OSError:
+        return None
 
 
 def check_uncertainty(args, out: Path, model_path=None) -> None:
@@ -149,15 +175,16 @@ def check_uncertainty(args, out: Path, model_path=None) -> None:
     claim(args, args.uncertainty, "uncertainty map")  # before the main output is written, not after
 
 
-def write_uncertainty(args, vol, model, path: Path, axis: int | None) -> str:
-    """Write where the xz and yz restorations disagree (:func:`napari_emsr.reconstruct.export_uncertainty`)."""
+def write_uncertainty(args, vol, model, path: Path, axis: int | None, spilled: Path | None = None) -> str:
+    """Write where the xz and yz restorations disagree (:func:`napari_emsr.reconstruct.export_uncertainty`), from
+    what the export left in ``spilled`` where it can."""
     from ..reconstruct import export_uncertainty
 
     bar = _write_progress(args, "uncertainty", path)
     try:
         with bar:
             written = export_uncertainty(vol, model, path, factor=args.factor, device=args.device,
-                                         overwrite=args.overwrite, progress=bar, axis=axis)
+                                         overwrite=args.overwrite, progress=bar, axis=axis, spilled=spilled)
     except KeyboardInterrupt:
-        _interrupted(path, bar)
+        _interrupted(path, bar, spilled)
     return str(written)
