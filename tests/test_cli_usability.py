@@ -48,7 +48,7 @@ def stack(tmp_path):
 
 # ---- 1 and 2: Ctrl-C during the export, the same command again; progress lines in a log ---------------------
 def test_ctrl_c_during_the_export_then_the_same_command_finishes_with_the_saved_model(tmp_path):
-    data = np.random.default_rng(1).integers(0, 255, (16, 128, 384), dtype=np.uint8)
+    data = np.random.default_rng(1).integers(0, 255, (16, 256, 768), dtype=np.uint8)
     tif = write_tif(tmp_path / "big.tif", data)
     out = tmp_path / "iso.ome.zarr"
     model = tmp_path / "iso.emsr.pt"
@@ -81,7 +81,7 @@ def test_ctrl_c_during_the_export_then_the_same_command_finishes_with_the_saved_
     done = [ln for ln in again.stderr.splitlines() if re.fullmatch(r"write: (\d+)/\1 chunks in \d+ s", ln)]
     assert done, again.stderr[-2000:]
     assert not (out / INCOMPLETE_MARKER).exists()
-    assert open_volume(out).shape == (61, 128, 384)
+    assert open_volume(out).shape == (61, 256, 768)
     # complete and right: equal to the same model applied in one go
     whole = tmp_path / "whole.ome.zarr"
     assert main(["apply", str(tif), "--model", str(model), "-o", str(whole), "-q", "--device", "cpu"]) == 0

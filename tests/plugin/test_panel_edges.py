@@ -93,6 +93,7 @@ def test_long_work_is_asked_about_first(panel, qtbot, monkeypatch):
 
 def test_cancel_ends_an_export_within_two_seconds_and_clears_the_time_left(panel, qtbot, tmp_path):
     panel.params.steps = 2
+    panel.params.size = "small"  # (a tiny section-grid network exports the sample in about a second)
     _train(panel, qtbot)
     panel.reconstruct_params.export_planes = "fuse"  # one block here: the network runs on every plane, twice
     started = time.perf_counter()
