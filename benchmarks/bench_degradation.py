@@ -176,6 +176,16 @@ def aligned_psnr(rec: np.ndarray, ref: np.ndarray, factor: int) -> tuple[float, 
     return round(float(fvals[i]), 3), round(float(fine[i]), 3)
 
 
+def _save(folder: str, name: str, method: str, rec, lr, ref, options: dict) -> None:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{name}_{method}.npy", np.asarray(rec, np.float32))
+    (out / f"{name}_{method}.json").write_text(json.dumps({"options": options}, default=str))
+    if not (out / f"{name}_lr.npy").exists():
+        np.save(out / f"{name}_lr.npy", np.asarray(lr))
+        np.save(out / f"{name}_ref.npy", np.asarray(ref))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", default=str(DEFAULT_GT))
@@ -201,6 +211,9 @@ def main() -> None:
                     help="also print each trained row's held-out-section figure (napari_emsr.heldout.estimate: a "
                     "judge at 2F on every other section of the stack, scored on the real sections between)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--save", default=None,
+                    help="also save each row's restored crop, the scored stack crop and its reference here (.npy), "
+                    "for checks on the outputs without training again")
     a = ap.parse_args()
 
     import torch
@@ -290,6 +303,8 @@ def main() -> None:
                     from napari_emsr.heldout import estimate
 
                     held = estimate(vol, model, device="cpu").gain_db
+                if a.save:
+                    _save(a.save, f"F{factor}_{stack}", m, rec, lr[:, ys, xs], ref, o)
                 rows[m] = {**score(rec, ref, factor, a.align), "as": trained_as, "steps": model.step,
                            "heldout_db": held,
                            "stage_steps": {s["name"]: s.get("trained_steps") for s in model.config.get("stages", [])},
