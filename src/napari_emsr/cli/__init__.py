@@ -8,7 +8,7 @@ Layout: :mod:`.parser` (the options), :mod:`.main` (the entry point), :mod:`.com
 refused is :mod:`napari_emsr.outputs`'s policy.
 """
 
-from .main import main
+from .main import entry, main
 from .parser import build_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]

@@ -33,3 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """The ``emsr`` executable: :func:`main`, and once the command has returned, Ctrl-C ignored for the rest of
+    the process (the interpreter's shutdown joins worker threads: an interrupt there would end a finished command
+    with a traceback and a killed-by-signal status instead of its own exit code)."""
+    import signal
+
+    code = main(argv)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to do
+        pass
+    return code
