@@ -11,6 +11,8 @@ not depend on the weights; debanding then decides on the restored probe as it do
 STACK --model M -o OUT.ome.zarr`` runs as a new process and is timed from start to exit (imports, reading, the
 deband probe, every chunk, the pyramid). Printed: a markdown row per factor and network (output voxels, seconds,
 output voxels/s, FLOPs per output voxel fused) and the ratio of each network's voxels/s to the first network's.
+``--precision fp32 bf16`` times each network both ways (``NAPARI_EMSR_CPU_BF16=0`` / ``1`` for the training and the
+export; ``auto``, the default, is what the machine does by itself: bf16 where the CPU has bf16 matrix units).
 Timing needs the CPU to itself: run nothing else.
 """
 
@@ -33,10 +35,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GT = ROOT.parent / "shared" / "data" / "medulla_fibsem_iso10nm_ts2_250.tif"
 
 
-def emsr(*args: str) -> float:
+PRECISION_ENV = {"auto": "auto", "fp32": "0", "bf16": "1"}
+
+
+def emsr(*args: str, precision: str = "auto") -> float:
     """Run ``emsr`` with ``args``; the wall time in seconds (raises when it fails)."""
+    from napari_emsr.device import CPU_BF16_ENV
+
+    env = {**os.environ, CPU_BF16_ENV: PRECISION_ENV[precision]}
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "napari_emsr.cli", *args], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "napari_emsr.cli", *args], capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"emsr {' '.join(args)} failed:\n{res.stderr[-2000:]}")
@@ -61,9 +69,11 @@ def main() -> None:
     ap.add_argument("--size", default="small")
     ap.add_argument("--lateral", type=int, default=256, help="side of the square lateral crop (px)")
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=sorted(PRECISION_ENV),
+                    help="the networks' precision on the CPU, each timed in turn (auto: the machine's default)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-
+    from napari_emsr.device import cpu_bf16
     from napari_emsr.model import EMSRModel
     from napari_emsr.nets import build_net
     from napari_emsr.nets.flops import flops_per_pixel
@@ -72,9 +82,10 @@ def main() -> None:
     c = min(a.lateral, gt.shape[1], gt.shape[2])
     gt = gt[:, :c, :c]
     rows = []
-    print(f"device: {cpu_name()}, {os.cpu_count()} cores; torch threads: default; {date.today()}")
-    print("| F | network | output voxels | seconds | M voxels/s | kFLOP/voxel (fused) | x first |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"device: {cpu_name()}, {os.cpu_count()} cores; torch threads: default; bf16 by default here: "
+          f"{cpu_bf16()}; {date.today()}")
+    print("| F | network | precision | output voxels | seconds | M voxels/s | kFLOP/voxel (fused) | x first |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for f in a.factors:
@@ -83,22 +94,24 @@ def main() -> None:
             tifffile.imwrite(src, stack, imagej=True, resolution=(0.1, 0.1),
                              metadata={"spacing": 10.0 * f, "unit": "nm"})
             first = None
-            for net in a.nets:
+            for net, prec in [(n, p) for n in a.nets for p in a.precision]:
                 model = tmp / f"{net}_f{f}.emsr.pt"
-                emsr("train", str(src), "-o", str(model), "--net", net, "--size", a.size, "--steps", str(a.steps),
-                     "-q", "--device", "cpu")
-                out = tmp / f"{net}_f{f}.ome.zarr"
-                seconds = emsr("apply", str(src), "--model", str(model), "-o", str(out), "-q", "--device", "cpu")
+                if not model.exists():
+                    emsr("train", str(src), "-o", str(model), "--net", net, "--size", a.size, "--steps",
+                         str(a.steps), "-q", "--device", "cpu")
+                out = tmp / f"{net}_{prec}_f{f}.ome.zarr"
+                seconds = emsr("apply", str(src), "--model", str(model), "-o", str(out), "-q", "--device", "cpu",
+                               precision=prec)
                 m = EMSRModel.load(model)
                 voxels = int(round((stack.shape[0] - 1) * f)) + 1
                 voxels *= stack.shape[1] * stack.shape[2]
                 flops = 2 * flops_per_pixel(build_net(m.config["net"], **m.config.get("net_kwargs", {})), f)
                 speed = voxels / seconds
                 first = first or speed
-                rows.append({"factor": f, "net": net, "size": a.size, "output_voxels": voxels,
+                rows.append({"factor": f, "net": net, "size": a.size, "precision": prec, "output_voxels": voxels,
                              "seconds": round(seconds, 2), "voxels_per_s": round(speed),
                              "flops_per_voxel_fused": round(flops), "ratio": round(speed / first, 2)})
-                print(f"| {f} | {net}/{a.size} | {voxels / 1e6:.1f} M | {seconds:.1f} | {speed / 1e6:.3f} | "
+                print(f"| {f} | {net}/{a.size} | {prec} | {voxels / 1e6:.1f} M | {seconds:.1f} | {speed / 1e6:.3f} | "
                       f"{flops / 1e3:.0f} | {speed / first:.2f} |", flush=True)
     cmd = "python benchmarks/bench_apply_speed.py " + " ".join(sys.argv[1:])
     print(f"\ncommand: {cmd}")

@@ -67,10 +67,13 @@ def test_work_per_output_pixel_falls_with_the_factor():
         assert 0.8 * f < ratio < 1.2 * f, (f, ratio)
 
 
-def test_predict_keeps_whole_planes_along_z():
+def test_predict_keeps_whole_planes_along_z(monkeypatch):
     """predict cuts planes taller than a tile into tiles along z for an output-grid network; a section-grid
     network gets them whole (a tile's row 0 would not be a section): the result is the network on the plane."""
+    from napari_emsr.device import CPU_BF16_ENV
     from napari_emsr.model import predict
+
+    monkeypatch.setenv(CPU_BF16_ENV, "0")  # fp32, to compare with the network called directly
 
     net = build_net("rescnn-sections", size="tiny", factor=4)
     _randomise(net, seed=2)

@@ -46,3 +46,50 @@ def free_memory(device: str | None = None) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+#: ``NAPARI_EMSR_CPU_BF16``: ``auto`` (the default: on where the CPU multiplies bf16 natively), ``0`` (never: full
+#: fp32 everywhere, e.g. to compare with results made elsewhere) or ``1`` (always, even where it is emulated).
+CPU_BF16_ENV = "NAPARI_EMSR_CPU_BF16"
+
+
+def cpu_bf16() -> bool:
+    """Whether the networks run in bf16 (autocast, weights in channels-last layout) on the CPU.
+
+    On by default where the CPU has bf16 matrix instructions (Intel AMX or AVX-512 BF16: Sapphire Rapids and later
+    Xeons, AMD Zen 4 and later), which oneDNN uses: the restoring networks train about twice as fast and restore
+    three to four times as fast there, within bf16's rounding (``benchmarks/bench_apply_speed.py --precision``).
+    Elsewhere bf16 is emulated and slower, so it stays off. :data:`CPU_BF16_ENV` overrides it.
+    """
+    import os
+
+    choice = os.environ.get(CPU_BF16_ENV, "auto").strip().lower()
+    if choice in ("0", "off", "false", "no", "fp32"):
+        return False
+    if choice in ("1", "on", "true", "yes", "bf16"):
+        return True
+    return _native_bf16()
+
+
+_NATIVE: list[bool] = []
+
+
+def _native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions that torch's oneDNN backend uses (read once)."""
+    if not _NATIVE:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+                flags = set(f.read().split())
+        except OSError:  # not Linux: no way to tell here; fp32
+            flags = set()
+        import torch
+
+        _NATIVE.append(bool(flags & {"amx_bf16", "avx512_bf16"}) and torch.backends.mkldnn.is_available())
+    return _NATIVE[0]
+
+
+def fast_precision(device: str) -> bool:
+    """Whether the networks run with bf16 autocast and channels-last weights on ``device`` (CUDA always; the
+    CPU where :func:`cpu_bf16` says so)."""
+    device = str(device)
+    return device.startswith("cuda") or (device == "cpu" and cpu_bf16())

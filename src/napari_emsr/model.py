@@ -72,11 +72,14 @@ def robust_range(data: Any, planes: int = 16, low: float = 0.5, high: float = 99
 
 # ------------------------------------------------------------------------------------------------ predict
 def autocast(device: str):
-    """bf16 autocast on CUDA, nothing elsewhere (the training step and :func:`predict` share it)."""
-    if str(device).startswith("cuda"):
+    """bf16 autocast on CUDA, and on a CPU with bf16 matrix instructions (:func:`napari_emsr.device.cpu_bf16`);
+    nothing elsewhere (the training step and :func:`predict` share it)."""
+    from .device import fast_precision
+
+    if fast_precision(device):
         import torch
 
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -102,7 +105,10 @@ def predict(
 
     planes = np.asarray(planes, np.float32)
     n, h, w = planes.shape
+    from .device import fast_precision
+
     cuda = str(device).startswith("cuda")
+    fast = fast_precision(device)
     bs = int(batch or (32 if cuda else 8))
     # NOTE: a section-grid network needs a section at row 0 of what it sees: its planes are cut along x only
     th = h if getattr(net, "section_grid", False) else tile
@@ -124,7 +130,7 @@ def predict(
                     if stop is not None:
                         stop()
                     x = torch.from_numpy(np.ascontiguousarray(planes[b0 : b0 + bs, y0:y1, x0:x1]))[:, None].to(device)
-                    if cuda:
+                    if fast:
                         x = x.contiguous(memory_format=torch.channels_last)
                     with autocast(device):
                         y = net(x)
@@ -277,7 +283,9 @@ class EMSRModel:
                         f"({type(exc).__name__}): the file is damaged or was edited; train a new model"
                     ) from None
                 net.eval().to(device)
-                if str(device).startswith("cuda"):
+                from .device import fast_precision
+
+                if fast_precision(device):
                     import torch
 
                     net = net.to(memory_format=torch.channels_last)

@@ -152,7 +152,10 @@ class Trainer:
             self.stage_log = {s["name"]: {k: v for k, v in s.items() if k not in ("name", "steps", "done")}
                               for s in resume.config.get("stages", [])}
         self.net.to(self.device)
-        if self.device.startswith("cuda"):
+        from .device import fast_precision
+
+        self._fast = fast_precision(self.device)  # bf16 autocast and channels-last (CUDA; a CPU with bf16 units)
+        if self._fast:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.step = self.start_step
         self._stop = False
@@ -451,7 +454,7 @@ class Trainer:
                 g["lr"] = lr
             try:
                 x, y = self.pairs.batch(int(c.batch))
-                if cuda:
+                if self._fast:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(self.device):
                     out = self.net(x)
