@@ -121,6 +121,7 @@ def predict(
     out = np.empty_like(planes) if not blend else np.zeros_like(planes)
     wsum = np.zeros((h, w), np.float32) if blend else None
     was_training = net.training
+    staging: dict = {}  # CUDA: page-locked input buffers, one per batch shape, reused batch after batch
     net.eval()
     try:
         with torch.inference_mode():
@@ -129,7 +130,8 @@ def predict(
                 for b0 in range(0, n, bs):
                     if stop is not None:
                         stop()
-                    x = torch.from_numpy(np.ascontiguousarray(planes[b0 : b0 + bs, y0:y1, x0:x1]))[:, None].to(device)
+                    x = torch.from_numpy(np.ascontiguousarray(planes[b0 : b0 + bs, y0:y1, x0:x1]))[:, None]
+                    x = _pinned(x, staging).to(device, non_blocking=True) if cuda else x
                     if fast:
                         x = x.contiguous(memory_format=torch.channels_last)
                     with autocast(device):
@@ -145,6 +147,18 @@ def predict(
         if was_training:
             net.train()
     return out / wsum if blend else out
+
+
+def _pinned(x, staging: dict):
+    """``x`` copied into a page-locked host buffer of its shape (made once per shape and call), so that the copy to
+    the GPU is a DMA transfer that does not wait for the host. Reusing the buffer for the next batch is safe: each
+    batch's result is copied back synchronously before the next batch is staged."""
+    import torch
+
+    buf = staging.get(tuple(x.shape))
+    if buf is None:
+        buf = staging[tuple(x.shape)] = torch.empty(tuple(x.shape), dtype=x.dtype, pin_memory=True)
+    return buf.copy_(x)
 
 
 def _starts(n: int, t: int, ov: int) -> list[int]:
