@@ -58,7 +58,7 @@ class Engine:
 
     def __init__(self, source, model, factor, order, planes, device, tile, overlap, batch, margin, out_dtype,
                  deband: bool = False, *, name: str | None = None, axis: int = 0,
-                 stop: Callable[[], bool] | None = None, compiled: bool = False):
+                 stop: Callable[[], bool] | None = None, compiled: bool = False, consistent: bool = False):
         self.source = source
         self.compiled = bool(compiled)  # the network through torch.compile (EMSRModel.network)
         self.stop = stop  # checked before each chunk and each batch of planes; never sent to other processes
@@ -79,6 +79,9 @@ class Engine:
         self.out_dtype = np.dtype(out_dtype)
         self.deband = bool(deband) and model is not None
         self._debander = None  # the section-phase filters (napari_emsr.deband), fitted on first use
+        # section consistency (napari_emsr.consistency): built on first use; False once found not to apply
+        self.consistent = bool(consistent) and model is not None
+        self._consistency = None
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()  # one thread fits the deband filters; the others wait for them
         self._resolved = None
@@ -92,6 +95,7 @@ class Engine:
         d.pop("_lock")
         d.pop("_fit_lock")
         d["_resolved"] = None
+        d["_consistency"] = None  # a factorised matrix (not picklable): each process builds its own
         d["_fit"] = None  # another process has another device and memory
         d["stop"] = None  # a callable of this process (the panel's cancel flag) means nothing elsewhere
         return d
@@ -187,6 +191,21 @@ class Engine:
                          else "left as it is")
             return self._debander
 
+    def consistency(self):
+        """The projection onto volumes that agree with the stack's sections (:mod:`napari_emsr.consistency`), for
+        the profile the model was trained with; None when off or when the profile is too thin for it."""
+        if not self.consistent:
+            return None
+        with self._fit_lock:
+            if self._consistency is None:
+                from .consistency import Consistency, applies, kernel_of
+
+                k = kernel_of(dict(self.model.config.get("options") or {}), self.factor)
+                self._consistency = Consistency(self.source.shape[0], self.factor, k) if applies(k) else False
+                if not self._consistency:
+                    log.info("section consistency: the model's section profile is point-like; left as it is")
+            return self._consistency or None
+
     def block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The output chunk (Z_out, y1 - y0, x1 - x0)."""
         self.check_stop()
@@ -206,6 +225,9 @@ class Engine:
             crop = (slice(None), slice(y0 - ey0, y0 - ey0 + (y1 - y0)), slice(x0 - ex0, x0 - ex0 + (x1 - x0)))
             out = filt.apply(out)[crop]
             gap = None if gap is None else gap[crop]
+        cons = self.consistency()
+        if cons is not None:  # column by column along z: the chunk's own columns are all it needs
+            out = cons.apply(out, self.model.norm.apply(self.read(src[:, y0:y1, x0:x1])))
         if self.planes == PAIR:  # the fused chunk and where its two directions disagree, in input intensities
             return np.stack([self._cast(self.model.norm.invert(out)), self._cast(gap)])
         return self._cast(self.model.norm.invert(out))

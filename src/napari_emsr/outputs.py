@@ -284,7 +284,7 @@ def export_progress(path: PathLike) -> ExportProgress | None:
 
 # ---------------------------------------------------------------------------------------------- fingerprint
 def export_fingerprint(volume, model, planes: str, factor: float | None = None,
-                       deband: bool | None = None) -> dict[str, str]:
+                       deband: bool | None = None, consistent: bool = False) -> dict[str, str]:
     """What produces an export's data, as strings stored with an unfinished zarr export: a resume with another
     input, method, model or planes is refused instead of mixing two results in one volume.
 
@@ -326,6 +326,8 @@ def export_fingerprint(volume, model, planes: str, factor: float | None = None,
         fp["model"] = model.fingerprint()
         if deband is not None:
             fp["deband"] = "on" if deband else "off"
+        if consistent:  # only when on: the fingerprints of exports made before it existed stay the same
+            fp["consistency"] = "on"
     return fp
 
 

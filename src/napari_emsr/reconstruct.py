@@ -81,6 +81,7 @@ def reconstruct(
     stop: Callable[[], bool] | None = None,
     compiled: bool = False,
     debander: Any = None,
+    consistent: bool = False,
 ):
     """The isotropic volume as a lazy dask array in the input dtype.
 
@@ -169,11 +170,12 @@ def reconstruct(
     out_dtype = src.dtype
     eng = Engine(src, net_model, f, order, planes, device, int(tile or TILE),
                   int(TILE_OVERLAP if overlap is None else overlap), int(batch or 0), int(margin), out_dtype,
-                  deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop, compiled=compiled)
+                  deband=deband, name=getattr(vol, "source", None), axis=ax, stop=stop, compiled=compiled,
+                  consistent=consistent)
     if debander is not None and eng.deband:
         eng._debander = debander
     token = tokenize(id(eng), str(src.name) if hasattr(src, "name") else id(src), f, order, planes, chunks,
-                     eng.deband)
+                     eng.deband, eng.consistent)
     # NOTE: the engine is one key of the graph (a named Delayed whose contents are not traversed): every chunk
     # task refers to it, so a distributed scheduler sends the model to each worker once, not with every task.
     engine = dask.delayed(eng, name=f"emsr-engine-{token}", traverse=False)
@@ -239,7 +241,8 @@ def export(
     sp = output_spacing(volume, getattr(model, "axis", 0) if axis is None else axis)
     # NOTE: output slice 0 coincides with input slice 0, so the output keeps the input's translation. The
     # fingerprint makes a resumed zarr export refuse another input, method, model or planes (no mixed volumes).
-    fingerprint = export_fingerprint(volume, model, planes, factor, deband=kwargs.get("deband", True))
+    fingerprint = export_fingerprint(volume, model, planes, factor, deband=kwargs.get("deband", True),
+                                     consistent=kwargs.get("consistent", False))
     write = functools.partial(write_volume, spacing=sp, unit=getattr(volume, "unit", "nm"), overwrite=overwrite,
                               progress=progress, translation=getattr(volume, "translation", None),
                               fingerprint=fingerprint)

@@ -113,6 +113,9 @@ COMPILE_HELP = ("run the network through torch.compile: a slower start (compilin
 DEBAND_HELP = ("a trained model: filter each output plane laterally by its place between sections so that the "
                "planes between sections are as detailed as the sections (no bands with the section period; "
                "default on); --no-deband gives the network's output as it is")
+CONSISTENT_HELP = ("a trained model of thick sections (slab, Gaussian, a fitted profile at least half a section "
+                   "thick): move the restored volume, column by column along z, by the least change that makes each "
+                   "section equal to the profile's average of it (point-like profiles are left as they are)")
 UNCERTAINTY_HELP = (
     "also write, to PATH (.tif/.tiff or .zarr/.ome.zarr), where the xz and yz restorations disagree: |xz - yz| in "
     "the input's intensities on the output's grid (0 = they agree; trust bright places less). It restores both "
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
+    s.add_argument("--consistent", action="store_true", help=CONSISTENT_HELP)
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_common(s)
 
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertainty", default=None, metavar="PATH", help=UNCERTAINTY_HELP)
     s.add_argument("--ngff", default=None, choices=("0.4", "0.5"), help=NGFF_HELP)
     s.add_argument("--deband", action=argparse.BooleanOptionalAction, default=True, help=DEBAND_HELP)
+    s.add_argument("--consistent", action="store_true", help=CONSISTENT_HELP)
     s.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     _add_train(s)
     _add_common(s)

@@ -91,7 +91,8 @@ def apply_options(args, app, *, axis: int | None = None, method: str | None = No
     from ..methods import METHODS
 
     given = {"planes": ("--fuse", getattr(args, "fuse", None)), "factor": ("--factor", getattr(args, "factor", None)),
-             "enhance": ("--enhance", getattr(args, "enhance", False) or None)}
+             "enhance": ("--enhance", getattr(args, "enhance", False) or None),
+             "consistent": ("--consistent", getattr(args, "consistent", False) or None)}
     for name, (flag, value) in given.items():
         if value is not None and name not in app.options:
             takers = [m.name for m in METHODS.values() if m.application and name in m.application.options]
@@ -101,7 +102,8 @@ def apply_options(args, app, *, axis: int | None = None, method: str | None = No
                              f"{' or '.join(takers)}; leave {flag} out")
     values = {"planes": planes(args) if "planes" in app.options else None, "factor": getattr(args, "factor", None),
               "axis": axis, "deband": getattr(args, "deband", True), "enhance": bool(getattr(args, "enhance", False)),
-              "compiled": bool(getattr(args, "compile", False))}
+              "compiled": bool(getattr(args, "compile", False)),
+              "consistent": bool(getattr(args, "consistent", False))}
     return {k: v for k, v in values.items() if k in app.options}
 
 

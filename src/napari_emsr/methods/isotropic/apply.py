@@ -28,11 +28,11 @@ def export(volume, model, path, **kwargs) -> Any:
 
 
 def fingerprint(volume, model, *, planes: str = "fuse", factor: float | None = None, deband: bool = True,
-                **_: Any) -> dict[str, str]:
+                consistent: bool = False, **_: Any) -> dict[str, str]:
     """What produces the export (:func:`napari_emsr.outputs.export_fingerprint`)."""
     from ...outputs import export_fingerprint
 
-    return export_fingerprint(volume, model, planes, factor, deband=deband)
+    return export_fingerprint(volume, model, planes, factor, deband=deband, consistent=consistent)
 
 
 def check(model, volume=None) -> None:
@@ -58,4 +58,5 @@ def uncertainty(volume, model, path, **kwargs) -> Any:
 
 #: The application of the methods that make a stack isotropic along its anisotropic axis.
 AXIAL = Application(kind="axial", lazy=lazy, export=export, fingerprint=fingerprint, check=check, summary=summary,
-                    options=("planes", "factor", "axis", "deband", "compiled"), uncertainty=uncertainty)
+                    options=("planes", "factor", "axis", "deband", "compiled", "consistent"),
+                    uncertainty=uncertainty)
