@@ -58,7 +58,8 @@ def applies(kernel: np.ndarray | None) -> bool:
 
 def _operator(n_sections: int, factor: float, kernel: np.ndarray | None) -> sparse.csr_matrix:
     """``D`` (sections x output rows): each output row blurred by ``kernel`` (mirror boundary, as
-    :func:`~napari_emsr.degrade.section_blur`), sampled at ``i * F`` (linearly between rows for a fractional F)."""
+    :func:`~napari_emsr.degrade.section_blur`), sampled at ``i * F`` (linearly between rows for a fractional F).
+    :func:`inner_sections` says which rows of it describe the stack (the others reach past the output's ends)."""
     n = output_length(n_sections, factor)
     k = np.ones(1) if kernel is None else np.asarray(kernel, np.float64)
     r = len(k) // 2
@@ -84,6 +85,16 @@ def _operator(n_sections: int, factor: float, kernel: np.ndarray | None) -> spar
     return sparse.csr_matrix((vals, (rows, cols)), shape=(n_sections, n))
 
 
+def inner_sections(n_sections: int, factor: float, kernel: np.ndarray | None) -> np.ndarray:
+    """The sections whose profile lies within the output rows. A section at either end integrates tissue beyond
+    the volume (the profile's half width past its first or last row), which the output does not hold: the mirror
+    the operator assumes there is not the tissue, so those sections are not constraints."""
+    n = output_length(n_sections, factor)
+    r = 0 if kernel is None else len(kernel) // 2
+    pos = np.arange(n_sections) * float(factor)
+    return np.flatnonzero((np.floor(pos + 1e-9) - r >= 0) & (np.ceil(pos - 1e-9) + r <= n - 1))
+
+
 class Consistency:
     """The projection of restored volumes of a stack of ``n_sections`` onto those that agree with it (see the module
     docstring); built once per stack and profile, applied to any number of chunks of whole z columns."""
@@ -92,7 +103,8 @@ class Consistency:
         self.n_sections = int(n_sections)
         self.factor = float(factor)
         self.n_out = output_length(self.n_sections, self.factor)
-        self.D = _operator(self.n_sections, self.factor, kernel)
+        self.inner = inner_sections(self.n_sections, self.factor, kernel)
+        self.D = _operator(self.n_sections, self.factor, kernel)[self.inner]
         self.Dt = self.D.T.tocsr()
         self._lu = splu((self.D @ self.Dt).tocsc())
 
@@ -106,12 +118,13 @@ class Consistency:
                              f"shape expected, got {y.shape} and {s.shape}")
         cols = int(np.prod(y.shape[1:], dtype=np.int64))
         flat = y.reshape(self.n_out, cols)
-        residual = s.reshape(self.n_sections, cols).astype(np.float64) - self.D @ flat
+        residual = s.reshape(self.n_sections, cols)[self.inner].astype(np.float64) - self.D @ flat
         correction = self.Dt @ self._lu.solve(residual)
         return (flat + correction.astype(np.float32)).reshape(y.shape)
 
     def disagreement(self, restored: np.ndarray, sections: np.ndarray) -> float:
-        """Root mean square of ``sections - D restored`` (0 after :meth:`apply`, up to rounding)."""
+        """Root mean square of ``sections - D restored`` over the inner sections (0 after :meth:`apply`, up to
+        rounding)."""
         y = np.asarray(restored, np.float64).reshape(self.n_out, -1)
-        s = np.asarray(sections, np.float64).reshape(self.n_sections, -1)
+        s = np.asarray(sections, np.float64).reshape(self.n_sections, -1)[self.inner]
         return float(np.sqrt(np.mean((s - self.D @ y) ** 2)))
