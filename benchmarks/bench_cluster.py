@@ -81,14 +81,34 @@ def synthetic(path: Path, gb: float, slices: int):
     return open_volume(path)
 
 
-def network(vol, net: str, size: str | None):
+def network(vol, net: str, size: str | None, keep: Path | None = None):
+    """The network to export with (2 training steps); with ``keep``, saved there and loaded from there by a later
+    run, so that a resumed export (same model) can finish what an interrupted one began."""
     from napari_emsr.io import as_volume
+    from napari_emsr.model import EMSRModel
     from napari_emsr.train import TrainConfig, train
 
+    if keep is not None and keep.exists():
+        return EMSRModel.load(keep)
     crop = as_volume(np.asarray(vol.data[:, :192, :192]), spacing=vol.spacing)
     cfg = TrainConfig(net=net, size=size, steps=2, patch=32, batch=2, device="cpu", val_every=10**9,
                       preview_every=0, seed=0)
-    return train(crop, cfg)
+    model = train(crop, cfg)
+    if keep is not None:
+        model.save(keep)
+    return model
+
+
+def _timing(out: Path) -> Path:
+    return out.with_name(out.name + ".timing.json")
+
+
+def _spent(out: Path) -> dict:
+    """Seconds earlier runs spent exporting to ``out`` (interrupted, then resumed: see --dir)."""
+    try:
+        return json.loads(_timing(out).read_text())
+    except (OSError, ValueError):
+        return {"seconds": 0.0, "runs": 0}
 
 
 def run_case(vol, model, out: Path, workers: int, planes: str, chunks: tuple[int, int] | None = None) -> dict:
@@ -96,19 +116,28 @@ def run_case(vol, model, out: Path, workers: int, planes: str, chunks: tuple[int
     from napari_emsr.reconstruct import export
 
     t0 = time.perf_counter()
+    before = _spent(out)
     with open_client(f"local:{workers}") as client:
         client.wait_for_workers(workers, timeout=120)
         started = time.perf_counter() - t0
         t1 = time.perf_counter()
-        export(vol, model, out, planes=planes, device="cpu", chunks=chunks)
-        dt = time.perf_counter() - t1
+        try:
+            export(vol, model, out, planes=planes, device="cpu", chunks=chunks)
+        except KeyboardInterrupt:  # kept for a later run with the same --dir, which resumes the export
+            spent = {"seconds": before["seconds"] + time.perf_counter() - t1, "runs": before["runs"] + 1}
+            _timing(out).write_text(json.dumps(spent))
+            print(f"  interrupted after {spent['seconds']:.0f} s in {spent['runs']} run(s); run the same command "
+                  "again to resume", flush=True)
+            raise
+        dt = time.perf_counter() - t1 + before["seconds"]
         peaks = sorted(client.run(_peak_rss).values())
+    _timing(out).unlink(missing_ok=True)
     from napari_emsr.io import open_volume
 
     shape = open_volume(out).shape
     voxels = int(np.prod(shape, dtype=np.int64))
     return {"workers": workers, "output_shape": list(shape), "output_voxels": voxels, "seconds": dt,
-            "voxels_per_s": voxels / dt, "cluster_start_s": started,
+            "voxels_per_s": voxels / dt, "cluster_start_s": started, "runs": before["runs"] + 1,
             "peak_rss_per_worker_mib": [p / 2**20 for p in peaks]}
 
 
@@ -163,8 +192,14 @@ def main() -> None:
     ap.add_argument("--net-blocks", type=int, default=0,
                     help="network cases: restore only this many output chunks spread over the volume and extrapolate "
                     "(0: the whole export)")
-    ap.add_argument("--dir", default=None, help="working folder (default: a temporary one, removed at the end)")
+    ap.add_argument("--dir", default=None,
+                    help="working folder (default: a temporary one, removed at the end); with it, an interrupted "
+                    "run (Ctrl-C, SIGTERM) keeps its output, model and seconds spent, and the same command resumes "
+                    "the export and reports the time of all runs together")
     a = ap.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill is an interruption that keeps the timing
 
     import torch
 
@@ -187,7 +222,7 @@ def main() -> None:
             if what == "cubic":
                 model, v = "cubic", vol
             else:
-                model = network(vol, net, size)
+                model = network(vol, net, size, work / f"{net}-{size}.emsr.pt" if a.dir else None)
                 gb = a.gb if a.net_gb is None else a.net_gb
                 side = max(16, min(vol.shape[1], int(math.sqrt(gb * 1e9 / vol.shape[0]))))
                 v = vol if side == vol.shape[1] else as_volume(vol.data[:, :side, :side], spacing=vol.spacing)
@@ -206,7 +241,8 @@ def main() -> None:
                 rows.append(r)
                 how = (f"EXTRAPOLATED from {r['measured_chunks']} of {r['total_chunks']} chunks "
                        f"{tuple(r['chunk_shape'])} restored in {r['measured_seconds']:.1f} s: whole volume "
-                       f"{r['seconds']:.0f} s, write excluded" if r.get("extrapolated") else f"{r['seconds']:.1f} s")
+                       f"{r['seconds']:.0f} s, write excluded" if r.get("extrapolated")
+                       else f"{r['seconds']:.1f} s" + (f" over {r['runs']} runs (resumed)" if r["runs"] > 1 else ""))
                 print(f"  {label:<22} local:{n}  in {tuple(v.shape)} -> out {tuple(r['output_shape'])}: "
                       f"{r['voxels_per_s'] / 1e6:8.3f} Mvoxel/s ({how}; cluster start "
                       f"{r['cluster_start_s']:.1f} s); peak RSS per worker "
