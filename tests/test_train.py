@@ -185,3 +185,27 @@ def test_divergence_rolls_back_and_halves_the_learning_rate(tiny_stack):
     assert events[-1].val_psnr >= best - 0.05 and np.isfinite(events[-1].val_psnr)
     # the model in hand scores what the history says
     assert t.validate() == pytest.approx(events[-1].val_psnr, abs=1e-3)
+
+
+def test_a_time_budget_alone_is_not_cut_short_by_the_default_step_count(tiny_stack):
+    """``--minutes`` without ``--steps`` trains for the minutes: the default 3,000 steps used to end a fast
+    machine's 10-minute run after about 4 (bf16 CPU); with both given, the first to run out ends it."""
+    from napari_emsr.methods import TRAINING_DEFAULTS
+    from napari_emsr.train_config import UNCAPPED_STEPS
+
+    alone = TrainConfig(minutes=10).resolved()
+    assert alone.steps == UNCAPPED_STEPS
+    both = TrainConfig(minutes=10, steps=500).resolved()
+    assert both.steps == 500
+    assert TrainConfig().resolved().steps == TRAINING_DEFAULTS["steps"]
+    # a real run: a short time budget with a tiny network runs past a handful of steps and stops on time
+    import time
+
+    t0 = time.perf_counter()
+    vol, _ = tiny_stack
+    trainer = Trainer(vol, TrainConfig(size="tiny", patch=24, batch=2, minutes=0.05, device="cpu",
+                                       preview_every=0, val_every=10**6))
+    for _ in trainer.run():
+        pass
+    assert time.perf_counter() - t0 < 60
+    assert trainer.model.step > 5

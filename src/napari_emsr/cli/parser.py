@@ -71,7 +71,8 @@ def _add_train(p, demo=False):
     g.add_argument("--size", default=None, help="network size: tiny, small or base (default: the method's)")
     g.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
     g.add_argument("--minutes", type=float, default=None,
-                   help="training time budget in minutes (stops at the first of steps/minutes)")
+                   help="training time budget in minutes (alone: trains for the minutes; with --steps: stops at the "
+                   "first of the two)")
     g.add_argument("--patch", type=int, default=None, help="training patch size in pixels (default: the method's)")
     g.add_argument("--batch", type=int, default=None, help="patches per step (default: the method's)")
     g.add_argument("--lr", type=_number_or_path, default=None, metavar="RATE|LR",
