@@ -12,25 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_nets import _one_thread, _randomise  # noqa: F401  (the one-thread fixture applies here too)
 
 from napari_emsr.device import CPU_BF16_ENV, _native_bf16, cpu_bf16, fast_precision
 from napari_emsr.model import autocast, predict
 from napari_emsr.nets import build_net
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise(net: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def test_the_choice_follows_the_cpu_and_the_environment(monkeypatch):
