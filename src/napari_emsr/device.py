@@ -57,8 +57,9 @@ def cpu_bf16() -> bool:
     """Whether the networks run in bf16 (autocast, weights in channels-last layout) on the CPU.
 
     On by default where the CPU has bf16 matrix instructions (Intel AMX or AVX-512 BF16: Sapphire Rapids and later
-    Xeons, AMD Zen 4 and later), which oneDNN uses: the restoring networks train about twice as fast and restore
-    three to four times as fast there, within bf16's rounding (``benchmarks/bench_apply_speed.py --precision``).
+    Xeons, AMD Zen 4 and later), which oneDNN uses: the restoring networks train about twice as fast, the network
+    alone restores three to four times as fast and `emsr apply` 1.5-2.3 times, within bf16's rounding
+    (``benchmarks/bench_apply_speed.py --precision``).
     Elsewhere bf16 is emulated and slower, so it stays off. :data:`CPU_BF16_ENV` overrides it.
     """
     import os
