@@ -298,15 +298,16 @@ def main() -> None:
                     trained_as = f"learned (FWHM {d.get('fwhm')}, spread {d.get('spread')})"
                 if "profile_judged" in model.config:
                     trained_as += " (judged)"
-                held = None
+                held, held_parts = None, None
                 if a.heldout and opts is not None:
                     from napari_emsr.heldout import estimate
 
-                    held = estimate(vol, model, device="cpu").gain_db
+                    q = estimate(vol, model, device="cpu")
+                    held, held_parts = q.gain_db, q.as_dict()
                 if a.save:
                     _save(a.save, f"F{factor}_{stack}", m, rec, lr[:, ys, xs], ref, o)
                 rows[m] = {**score(rec, ref, factor, a.align), "as": trained_as, "steps": model.step,
-                           "heldout_db": held,
+                           "heldout_db": held, "heldout": held_parts,
                            "stage_steps": {s["name"]: s.get("trained_steps") for s in model.config.get("stages", [])},
                            "train_s": round(train_s, 1)}
             cub = rows["cubic"]

@@ -28,18 +28,46 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def calibrate(files: list[str]) -> None:
+def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Candidate estimators as linear least-squares problems: name -> (design matrix, coefficient names)."""
+    s = np.array([r["sections_db"] for r in rows])
+    lat = np.array([r["lateral_db"] for r in rows])
+    forms = {"blend": (np.stack([s, lat], 1), ["sections", "lateral"])}
+    if all("judge_lateral_db" in r for r in rows):
+        j = np.array([r["judge_lateral_db"] for r in rows])
+        # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
+        forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "-(judge lateral - sections)"])
+        forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
+    if all("validation_db" in r and "judge_lateral_db" in r for r in rows):
+        v = np.array([r["validation_db"] for r in rows])
+        j = np.array([r["judge_lateral_db"] for r in rows])
+        # the same with the training's own held-out lateral planes (planes it never trained on)
+        forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "-(judge lateral - sections)"])
+        forms["blend-validation"] = (np.stack([s, v], 1), ["sections", "validation"])
+    return forms
+
+
+def calibrate(files: list[str], check: list[str] | None = None) -> None:
+    """Fit each candidate form on ``files`` (development volume) and print its residuals there and on ``check``."""
     rows = [json.loads(Path(f).read_text()) for f in files]
-    a = np.array([[r["sections_db"], r["lateral_db"]] for r in rows])
+    held = [json.loads(Path(f).read_text()) for f in (check or [])]
     y = np.array([r["true_db"] for r in rows])
-    w, *_ = np.linalg.lstsq(a, y, rcond=None)
-    print(f"SECTIONS_WEIGHT = {w[0]:.2f}, LATERAL_WEIGHT = {w[1]:.2f} (least squares on {len(rows)} runs)")
-    print("| volume | half | F | stack | steps | sections | lateral | estimate (fit) | true | error |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r, est in zip(rows, a @ w):
-        print(f"| {r['volume']} | {r['half']} | {r['factor']} | {r['stack']} | {r['steps']} | "
-              f"{r['sections_db']:+.2f} | {r['lateral_db']:+.2f} | {est:+.2f} | {r['true_db']:+.2f} | "
-              f"{est - r['true_db']:+.2f} |")
+    for name, (a, coef) in _forms(rows).items():
+        w, *_ = np.linalg.lstsq(a, y, rcond=None)
+        print(f"\n{name}: " + ", ".join(f"{c} x {v:.2f}" for c, v in zip(coef, w))
+              + f" (least squares on {len(rows)} runs)")
+        print("| volume | half | F | stack | steps | sections | lateral | judge lateral | estimate | true | error |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for group in (rows, held):
+            if not group:
+                continue
+            ga = _forms(group)[name][0]
+            for r, est in zip(group, ga @ w):
+                jl = r.get("judge_lateral_db")
+                print(f"| {r['volume']} | {r['half']} | {r['factor']} | {r['stack']} | {r['steps']} | "
+                      f"{r['sections_db']:+.2f} | {r['lateral_db']:+.2f} | "
+                      f"{'-' if jl is None else format(jl, '+.2f')} | {est:+.2f} | {r['true_db']:+.2f} | "
+                      f"{est - r['true_db']:+.2f} |")
 
 
 def main() -> None:
@@ -57,9 +85,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--calibrate", nargs="+", default=None, metavar="JSON",
                     help="fit the estimate's weights on these runs' files and print the residuals")
+    ap.add_argument("--check", nargs="+", default=None, metavar="JSON",
+                    help="with --calibrate: runs on the report volume, scored with the weights fitted on the others")
     a = ap.parse_args()
     if a.calibrate:
-        calibrate(a.calibrate)
+        calibrate(a.calibrate, a.check)
         return
 
     import tifffile
@@ -96,6 +126,8 @@ def main() -> None:
     out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
            "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
+           "judge_lateral_db": round(q.judge_lateral_db, 3),
+           "validation_db": round(model.history[-1]["val_psnr"] - model.history[-1]["cubic_psnr"], 3),
            "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
            "banding": rec["banding"], "train_s": round(train_s, 1), "estimate_s": round(time.perf_counter() - t1, 1),
            "device": device_name(), "date": str(date.today()), "command": "python " + " ".join(sys.argv)}

@@ -265,6 +265,11 @@ SECTIONS_WEIGHT = 0.49
 LATERAL_WEIGHT = 0.58
 
 
+def combine(sections_db: float, lateral_db: float, judge_lateral_db: float) -> float:
+    """The estimated gain over cubic at F from the three measured gains (see :class:`QualityEstimate`)."""
+    return SECTIONS_WEIGHT * sections_db + LATERAL_WEIGHT * lateral_db
+
+
 @dataclass(frozen=True)
 class QualityEstimate:
     """The gain over cubic interpolation a trained model reaches on the user's stack, estimated without ground
@@ -289,6 +294,10 @@ class QualityEstimate:
         Number of real held-out sections scored.
     factor : float
         The stack's factor F (the judge works at 2F).
+    judge_lateral_db : float
+        The judge's gain on the same lateral planes degraded like z at 2F and scored as the held-out sections are
+        (its restoration blurred by the profile): what ``sections_db`` would be if the real sections were cut the
+        way the model assumes.
     """
 
     gain_db: float
@@ -296,11 +305,13 @@ class QualityEstimate:
     lateral_db: float
     sections: int
     factor: float
+    judge_lateral_db: float = float("nan")
 
     def as_dict(self) -> dict[str, float | int]:
         """For ``--json`` (dB rounded to 0.01)."""
         return {"gain_db": round(self.gain_db, 2), "sections_gain_db": round(self.sections_db, 2),
-                "lateral_gain_db": round(self.lateral_db, 2), "sections": self.sections,
+                "lateral_gain_db": round(self.lateral_db, 2),
+                "judge_lateral_gain_db": round(self.judge_lateral_db, 2), "sections": self.sections,
                 "factor": round(self.factor, 3), "judged_at": round(2 * self.factor, 3)}
 
 
@@ -335,5 +346,6 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
     on_sections = heldout_score(kept, held, factor, judge, profile, device=device)
     planes = kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
     lateral, _ = lateral_gains(model, planes, factor, factor, profile, device=device)
-    gain = SECTIONS_WEIGHT * on_sections.gain_db + LATERAL_WEIGHT * lateral
-    return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor)
+    _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device)
+    gain = combine(on_sections.gain_db, lateral, judge_lateral)
+    return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral)
