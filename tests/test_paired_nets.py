@@ -7,27 +7,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_nets import _one_thread, _randomise  # noqa: E402, F401  (the one-thread fixture applies here too)
+
 from napari_emsr.nets import build_net, net_names, net_sizes  # noqa: E402
 from napari_emsr.nets.aeanet_arch import AugmentedAttention  # noqa: E402
 from napari_emsr.nets.emsr_arch import atrous_wavelet  # noqa: E402
 
 NAMES = ["emsr", "aeanet"]
 ODD_SIZES = [(5, 7), (17, 23), (1, 1), (32, 32)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomise(net, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def test_registered_with_sizes():

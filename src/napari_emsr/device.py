@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from .errors import InputError
 
 
@@ -72,21 +74,17 @@ def cpu_bf16() -> bool:
     return _native_bf16()
 
 
-_NATIVE: list[bool] = []
-
-
+@functools.lru_cache(maxsize=1)
 def _native_bf16() -> bool:
     """Whether this CPU has bf16 matrix instructions that torch's oneDNN backend uses (read once)."""
-    if not _NATIVE:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-                flags = set(f.read().split())
-        except OSError:  # not Linux: no way to tell here; fp32
-            flags = set()
-        import torch
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = set(f.read().split())
+    except OSError:  # not Linux: no way to tell here; fp32
+        flags = set()
+    import torch
 
-        _NATIVE.append(bool(flags & {"amx_bf16", "avx512_bf16"}) and torch.backends.mkldnn.is_available())
-    return _NATIVE[0]
+    return bool(flags & {"amx_bf16", "avx512_bf16"}) and torch.backends.mkldnn.is_available()
 
 
 def fast_precision(device: str) -> bool:
