@@ -33,14 +33,14 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     s = np.array([r["sections_db"] for r in rows])
     lat = np.array([r["lateral_db"] for r in rows])
     forms = {"blend": (np.stack([s, lat], 1), ["sections", "lateral"])}
-    if all("judge_lateral_db" in r for r in rows):
-        j = np.array([r["judge_lateral_db"] for r in rows])
-        # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
-        forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "-(judge lateral - sections)"])
-        forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
-    if all("validation_db" in r and "judge_lateral_db" in r for r in rows):
+    if not all("judge_lateral_db" in r for r in rows):
+        return forms
+    j = np.array([r["judge_lateral_db"] for r in rows])
+    # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
+    forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "-(judge lateral - sections)"])
+    forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
+    if all("validation_db" in r for r in rows):
         v = np.array([r["validation_db"] for r in rows])
-        j = np.array([r["judge_lateral_db"] for r in rows])
         # the same with the training's own held-out lateral planes (planes it never trained on)
         forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "-(judge lateral - sections)"])
         forms["blend-validation"] = (np.stack([s, v], 1), ["sections", "validation"])

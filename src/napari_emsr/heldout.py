@@ -265,8 +265,10 @@ SECTIONS_WEIGHT = 0.49
 LATERAL_WEIGHT = 0.58
 
 
-def combine(sections_db: float, lateral_db: float, judge_lateral_db: float) -> float:
-    """The estimated gain over cubic at F from the three measured gains (see :class:`QualityEstimate`)."""
+def combine(sections_db: float, lateral_db: float) -> float:
+    """The estimated gain over cubic at F from the held-out sections' and the lateral planes' gains (see
+    :class:`QualityEstimate`; the judge's lateral gain is reported beside it, not used: it did not help on the
+    report volume, docs/benchmarks.md)."""
     return SECTIONS_WEIGHT * sections_db + LATERAL_WEIGHT * lateral_db
 
 
@@ -347,5 +349,5 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
     planes = kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
     lateral, _ = lateral_gains(model, planes, factor, factor, profile, device=device)
     _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device)
-    gain = combine(on_sections.gain_db, lateral, judge_lateral)
+    gain = combine(on_sections.gain_db, lateral)
     return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral)
