@@ -194,7 +194,9 @@ def main() -> None:
     ap.add_argument("--factor", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
     ap.add_argument("--methods", nargs="+",
-                    default=["matched", "mismatched", "old-auto", "learned", "auto", "ceiling"])
+                    default=["matched", "mismatched", "old-auto", "learned", "auto", "ceiling"],
+                    help="also judged, and fitted:T/S (a fixed profile of the continuous family: slab T F with "
+                    "Gaussian edges S F, e.g. fitted:0.75/0.2)")
     ap.add_argument("--minutes", type=float, default=None, help="time budget of each training, all stages")
     ap.add_argument("--steps", type=int, default=300, help="restorer steps when --minutes is not given")
     ap.add_argument("--degradation-steps", type=int, default=None, help="steps of the learned degradation")
@@ -267,6 +269,11 @@ def main() -> None:
                     plan[m] = {"profile": "judged"}
                 elif m == "ceiling":
                     plan[m] = None
+                elif m.startswith("fitted:"):  # a fixed profile of the continuous family, e.g. fitted:0.75/0.2
+                    t, sft = (float(v) for v in m.split(":", 1)[1].split("/"))
+                    plan[m] = {"profile": "fitted", "thickness": t, "softness": sft}
+                else:
+                    raise SystemExit(f"unknown method {m!r}")
             for m, opts in plan.items():
                 cfg = dict(factor=factor, seed=a.seed, net=a.net, size=a.size, preview_every=0)
                 cfg.update({"minutes": a.minutes, "steps": 10**6} if a.minutes else {"steps": a.steps})
