@@ -60,6 +60,16 @@ def test_fit_profile_measures_how_thick_the_sections_are(gt):
     assert "not fitted" in tiny.note
 
 
+def test_fit_profile_works_on_the_eleven_sections_left_at_f12(gt):
+    """F = 12 on 125 slices leaves 11 sections: the fit still tells point sampling from a wide Gaussian there (it
+    used to give up below 12 and train point sampling on every stack, below cubic on a Gaussian one)."""
+    point = fit_profile(_cut(gt, "point", 12, lat=192), 12.0)
+    wide = fit_profile(_cut(gt, (0.0, 0.64), 12, lat=192), 12.0)
+    assert point.reliable and wide.reliable
+    assert point.fwhm < 0.5
+    assert wide.fwhm == pytest.approx(1.5, abs=0.35)
+
+
 def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):
     """The default (auto) is the fitted profile, recorded as numbers in the model; a resumed run trains on with
     the same numbers instead of fitting again."""
