@@ -131,6 +131,27 @@ class AxialPairs:
         return self._val
 
 
+METHODS = ("matched", "mismatched", "old-auto", "learned", "auto", "judged", "ceiling")
+
+
+def fixed_profile(method: str) -> tuple[float, float] | None:
+    """``(T, S)`` of a ``fitted:T/S`` method (a fixed profile of the continuous family), else None."""
+    if not method.startswith("fitted:"):
+        return None
+    t, s = (float(v) for v in method.split(":", 1)[1].split("/"))
+    return t, s
+
+
+def _method(text: str) -> str:
+    """An argparse type: a name of :data:`METHODS` or ``fitted:T/S``."""
+    try:
+        if text in METHODS or fixed_profile(text) is not None:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"unknown method {text!r}: choose {', '.join(METHODS)} or fitted:T/S")
+
+
 def device_name() -> str:
     import torch
 
@@ -193,7 +214,7 @@ def main() -> None:
                     help="report: stacks from z 125:250, ceiling trained on z 0:125; dev: the reverse")
     ap.add_argument("--factor", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
-    ap.add_argument("--methods", nargs="+",
+    ap.add_argument("--methods", nargs="+", type=_method,
                     default=["matched", "mismatched", "old-auto", "learned", "auto", "ceiling"],
                     help="also judged, and fitted:T/S (a fixed profile of the continuous family: slab T F with "
                     "Gaussian edges S F, e.g. fitted:0.75/0.2)")
@@ -269,11 +290,9 @@ def main() -> None:
                     plan[m] = {"profile": "judged"}
                 elif m == "ceiling":
                     plan[m] = None
-                elif m.startswith("fitted:"):  # a fixed profile of the continuous family, e.g. fitted:0.75/0.2
-                    t, sft = (float(v) for v in m.split(":", 1)[1].split("/"))
+                else:  # fitted:T/S, a fixed profile of the continuous family (checked by _method)
+                    t, sft = fixed_profile(m)
                     plan[m] = {"profile": "fitted", "thickness": t, "softness": sft}
-                else:
-                    raise SystemExit(f"unknown method {m!r}")
             for m, opts in plan.items():
                 cfg = dict(factor=factor, seed=a.seed, net=a.net, size=a.size, preview_every=0)
                 cfg.update({"minutes": a.minutes, "steps": 10**6} if a.minutes else {"steps": a.steps})
