@@ -32,7 +32,12 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Candidate estimators as linear least-squares problems: name -> (design matrix, coefficient names)."""
     s = np.array([r["sections_db"] for r in rows])
     lat = np.array([r["lateral_db"] for r in rows])
-    forms = {"blend": (np.stack([s, lat], 1), ["sections", "lateral"])}
+    forms = {"blend": (np.stack([s, lat], 1), ["sections", "lateral"]), "lateral": (lat[:, None], ["lateral"])}
+    if all("sections_raw_db" in r for r in rows):
+        # the same scored against the noisy sections and planes as they are (no noise taken off)
+        sr = np.array([r["sections_raw_db"] for r in rows])
+        lr = np.array([r["lateral_raw_db"] for r in rows])
+        forms["blend-raw"] = (np.stack([sr, lr], 1), ["sections (raw)", "lateral (raw)"])
     if not all("judge_lateral_db" in r for r in rows):
         return forms
     j = np.array([r["judge_lateral_db"] for r in rows])
@@ -83,6 +88,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score-crop", type=int, default=128)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save-model", default=None, metavar="PATH", help="save the trained model here")
+    ap.add_argument("--model", default=None, metavar="PATH",
+                    help="judge this saved model (trained on the same stack) instead of training one")
     ap.add_argument("--calibrate", nargs="+", default=None, metavar="JSON",
                     help="fit the estimate's weights on these runs' files and print the residuals")
     ap.add_argument("--check", nargs="+", default=None, metavar="JSON",
@@ -95,8 +103,17 @@ def main() -> None:
     import tifffile
     import torch
 
-    from napari_emsr.heldout import LATERAL_WEIGHT, SECTIONS_WEIGHT, estimate
+    from napari_emsr.heldout import (
+        LATERAL_PLANES,
+        LATERAL_WEIGHT,
+        SECTIONS_WEIGHT,
+        estimate,
+        lateral_gains,
+        model_profile,
+        split_sections,
+    )
     from napari_emsr.io import as_volume
+    from napari_emsr.model import load_model
     from napari_emsr.reconstruct import reconstruct
     from napari_emsr.train import TrainConfig, Trainer
 
@@ -115,21 +132,32 @@ def main() -> None:
     scored = as_volume(np.ascontiguousarray(lr[:, ys, xs]), spacing=(10.0 * f, 10.0, 10.0))
     cubic = score(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, f)
     t0 = time.perf_counter()
-    trainer = Trainer(vol, TrainConfig(factor=f, steps=a.steps, seed=0, preview_every=0))
-    for _ in trainer.run():
-        pass
-    model = trainer.model
+    if a.model:
+        model = load_model(a.model)
+    else:
+        trainer = Trainer(vol, TrainConfig(factor=f, steps=a.steps, seed=0, preview_every=0))
+        for _ in trainer.run():
+            pass
+        model = trainer.model
+        if a.save_model:
+            model.save(a.save_model)
     train_s = time.perf_counter() - t0
     rec = score(reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax], ref, f)
     t1 = time.perf_counter()
     q = estimate(vol, model, steps=a.judge_steps, device="cpu", threads=a.threads)
+    # the model's lateral gain without the noise correction (for calibrating either form)
+    kept, _ = split_sections(lr)
+    planes = kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
+    lateral_raw, _ = lateral_gains(model, planes, f, f, model_profile(model.config), device="cpu", noise_var=0.0)
     out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
            "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
-           "judge_lateral_db": round(q.judge_lateral_db, 3),
+           "judge_lateral_db": round(q.judge_lateral_db, 3), "noise_sigma": round(q.noise_sigma, 3),
+           "sections_raw_db": round(q.sections_raw_db, 3), "lateral_raw_db": round(lateral_raw, 3),
            "validation_db": round(model.history[-1]["val_psnr"] - model.history[-1]["cubic_psnr"], 3),
            "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
-           "banding": rec["banding"], "train_s": round(train_s, 1), "estimate_s": round(time.perf_counter() - t1, 1),
+           "banding": rec["banding"], "train_s": None if a.model else round(train_s, 1),
+           "estimate_s": round(time.perf_counter() - t1, 1),
            "device": device_name(), "date": str(date.today()), "command": "python " + " ".join(sys.argv)}
     print(f"| {out['volume']} {a.half} | {f} | {a.stack} | {model.step} | true {out['true_db']:+.2f} | estimate "
           f"{out['estimate_db']:+.2f} (sections {out['sections_db']:+.2f}, lateral {out['lateral_db']:+.2f}) | "

@@ -11,6 +11,12 @@ positions is scored against the real held-out sections:
   or too thin predicts the held-out sections worse, which lateral validation (that shares the training's profile)
   cannot see.
 
+The real sections carry the stack's noise, which no restorer can predict: scored against them, a restorer that
+removes noise would look no better than cubic interpolation that passes it on. Both errors are therefore measured
+against the noise-free sections, estimated: the held-out sections' own white-noise variance (Immerkaer's
+estimator) is subtracted from each mean squared error. That is exact in expectation, because a held-out section's
+noise is independent of the kept sections the prediction is made from.
+
 The gain in dB over cubic on the held-out sections (:class:`HeldoutScore`) is measured at the coarser spacing 2F
 and cannot see how much a thick section is sharpened (the prediction is blurred before it is compared), so alone
 it under-reads thick-section stacks. :func:`estimate` blends it with the model's gain on lateral planes degraded
@@ -36,6 +42,9 @@ from .interpolation import interpolate_axis
 CROP = 192
 #: Fewest sections a stack needs for the measure: 3 held out between 4 kept.
 MIN_SECTIONS = 7
+#: A noise-corrected squared error is kept at least this share of the measured one: the noise estimate reads fine
+#: texture as noise too, and without a floor a near-perfect prediction would score an unbounded gain.
+MSE_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,15 @@ class HeldoutScore:
         PSNR of the restorer's prediction minus PSNR of cubic interpolation's (dB): > 0 means better than cubic.
     psnr, cubic_psnr : float
         PSNR (dB) of each prediction against the real held-out sections.
+        Both against the noise-free held-out sections (their estimated noise variance taken off each error).
     sections : int
         Number of held-out sections scored.
     factor : float
         The spacing they were restored at (twice the stack's factor).
+    noise_sigma : float
+        The held-out sections' estimated white-noise standard deviation (intensity units), taken off the errors.
+    raw_gain_db : float
+        The gain measured against the noisy sections as they are (no correction).
     """
 
     gain_db: float
@@ -59,12 +73,16 @@ class HeldoutScore:
     cubic_psnr: float
     sections: int
     factor: float
+    noise_sigma: float = 0.0
+    raw_gain_db: float = float("nan")
 
     def as_dict(self) -> dict[str, float | int]:
-        """For ``--json``: ``{"gain_db", "psnr", "cubic_psnr", "sections", "factor"}``, dB rounded to 0.01."""
+        """For ``--json``: ``{"gain_db", "psnr", "cubic_psnr", "sections", "factor", "noise_sigma",
+        "raw_gain_db"}``, dB rounded to 0.01."""
         return {"gain_db": round(self.gain_db, 2), "psnr": round(self.psnr, 2),
                 "cubic_psnr": round(self.cubic_psnr, 2), "sections": self.sections,
-                "factor": round(self.factor, 3)}
+                "factor": round(self.factor, 3), "noise_sigma": round(self.noise_sigma, 3),
+                "raw_gain_db": round(self.raw_gain_db, 2)}
 
 
 def coarse_profile(profile: Any) -> Any:
@@ -111,23 +129,39 @@ def split_sections(data: Any, axis: int = 0, crop: int | None = CROP) -> tuple[n
     return kept, held
 
 
-def _psnr(ref: np.ndarray, test: np.ndarray, data_range: float) -> float:
+def _psnr(ref: np.ndarray, test: np.ndarray, data_range: float, noise_var: float = 0.0) -> float:
+    """PSNR of ``test`` against ``ref``; ``noise_var`` (the variance of ``ref``'s own noise, independent of
+    ``test``) is taken off the squared error, down to :data:`MSE_FLOOR` of it."""
     mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
+    mse = max(mse - float(noise_var), MSE_FLOOR * mse)
     return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def score_prediction(held: np.ndarray, prediction: np.ndarray, kept: np.ndarray) -> HeldoutScore:
+def noise_variance(planes: np.ndarray) -> float:
+    """Mean white-noise variance of 2D planes stacked along the first axis (Immerkaer's estimator, plane by plane)."""
+    from .profile_fit import noise_sigma
+
+    return float(np.mean([noise_sigma(p) ** 2 for p in np.asarray(planes)]))
+
+
+def score_prediction(held: np.ndarray, prediction: np.ndarray, kept: np.ndarray,
+                     noise_var: float | None = None) -> HeldoutScore:
     """Score ``prediction`` of the held-out sections against them, beside cubic interpolation of ``kept``.
 
     ``held`` and ``prediction`` are (m, y, x) with ``m = len(kept) - 1``: held-out section ``j`` lies halfway
-    between kept sections ``j`` and ``j + 1``.
+    between kept sections ``j`` and ``j + 1``. ``noise_var`` is the held-out sections' noise variance, taken off
+    both errors (default: estimated from them, :func:`noise_variance`; 0 scores against the noisy sections as they
+    are).
     """
     m = len(held)
     cubic = interpolate_axis(kept, np.arange(m) + 0.5, order=3, axis=0)
     lo, hi = np.percentile(held, [0.1, 99.9])
     dr = float(max(hi - lo, 1e-6))
-    p, c = _psnr(held, prediction, dr), _psnr(held, cubic, dr)
-    return HeldoutScore(gain_db=p - c, psnr=p, cubic_psnr=c, sections=m, factor=float("nan"))
+    nv = noise_variance(held) if noise_var is None else float(noise_var)
+    p, c = _psnr(held, prediction, dr, nv), _psnr(held, cubic, dr, nv)
+    raw = _psnr(held, prediction, dr) - _psnr(held, cubic, dr)
+    return HeldoutScore(gain_db=p - c, psnr=p, cubic_psnr=c, sections=m, factor=float("nan"),
+                        noise_sigma=math.sqrt(nv), raw_gain_db=raw)
 
 
 def predict_from_restored(restored: np.ndarray, m: int, factor: float, profile: Any) -> np.ndarray:
@@ -171,7 +205,8 @@ def heldout_score(kept: np.ndarray, held: np.ndarray, factor: float, model: Any 
                               dtype=np.float32)
         pred = predict_from_restored(restored, m, factor, profile)
     s = score_prediction(held, pred, kept)
-    return HeldoutScore(s.gain_db, s.psnr, s.cubic_psnr, s.sections, 2.0 * float(factor))
+    return HeldoutScore(s.gain_db, s.psnr, s.cubic_psnr, s.sections, 2.0 * float(factor), s.noise_sigma,
+                        s.raw_gain_db)
 
 
 def train_judge(kept: np.ndarray, factor: float, profile: Any, *, steps: int, options: dict | None = None,
@@ -224,7 +259,7 @@ def model_profile(config: dict) -> Any:
 
 
 def lateral_gains(model: Any, planes: np.ndarray, spacing: float, factor: float, profile: Any,
-                  *, device: str = "auto") -> tuple[float, float]:
+                  *, device: str = "auto", noise_var: float | None = None) -> tuple[float, float]:
     """A restorer's gain over cubic on lateral planes degraded the way z was cut, scored two ways.
 
     Each lateral plane's y axis stands in for z: it is blurred by the section ``profile`` (given in units of the
@@ -232,6 +267,13 @@ def lateral_gains(model: Any, planes: np.ndarray, spacing: float, factor: float,
     for a judge) and restored by ``model`` (its xz path). Returns ``(unblurred, blurred)``: the gain in dB against
     the planes themselves (what the restoration is for), and the gain with the restoration blurred by the profile
     against the blurred planes (how :func:`heldout_score` scores real sections; cubic is scored as it is).
+
+    The planes carry the stack's noise (variance ``noise_var``, default :func:`noise_variance` of ``planes``), and
+    so do the real sections; the profile's blur averages some of it away, so the sampled rows get that share back
+    as fresh white noise (what the training's ``noise auto`` does), or the restorer and cubic would be judged on
+    inputs cleaner than the stack's. The unblurred gain is scored on the rows between the sampled ones, against
+    the noise-free planes (the noise variance taken off each error): a sampled row shares its noise with the
+    input, a row between does not. The blurred gain is scored on every row as it is.
     """
     from scipy import ndimage
 
@@ -242,7 +284,12 @@ def lateral_gains(model: Any, planes: np.ndarray, spacing: float, factor: float,
     v = np.ascontiguousarray(np.moveaxis(np.asarray(planes, np.float32), 1, 0))  # (y as z, plane, x)
     k = profile_kernel(profile, factor)
     blurred = ndimage.convolve1d(v, k, axis=0, mode="mirror") if k is not None else v
+    nv = noise_variance(planes) if noise_var is None else float(noise_var)
     sampled = blurred[::step]
+    averaged = 1.0 - float(np.sum(np.square(k))) if k is not None else 0.0
+    if nv > 0 and averaged > 0:
+        rng = np.random.default_rng(0)
+        sampled = sampled + rng.normal(0.0, math.sqrt(nv * averaged), sampled.shape).astype(np.float32)
     nz = (len(sampled) - 1) * step + 1
     vol = as_volume(sampled, spacing=(float(step), 1.0, 1.0))
     restored = np.asarray(reconstruct(vol, model, planes="xz", deband=False, device=device).compute(),
@@ -252,7 +299,10 @@ def lateral_gains(model: Any, planes: np.ndarray, spacing: float, factor: float,
     lo, hi = np.percentile(v, [0.1, 99.9])
     dr = float(max(hi - lo, 1e-6))
     truth, truth_b = v[:nz], blurred[:nz]
-    return (_psnr(truth, restored, dr) - _psnr(truth, cubic, dr),
+    between = np.arange(nz) % step != 0 if step > 1 else np.ones(nz, bool)
+    t, r, c = truth[between], restored[between], cubic[between]
+    off = nv if step > 1 else 0.0
+    return (_psnr(t, r, dr, off) - _psnr(t, c, dr, off),
             _psnr(truth_b, reblurred, dr) - _psnr(truth_b, cubic, dr))
 
 
@@ -261,8 +311,8 @@ LATERAL_PLANES = 8
 #: The calibration of :func:`estimate`: ``gain = SECTIONS_WEIGHT * sections + LATERAL_WEIGHT * lateral``, fitted by
 #: least squares on the development volume only (``benchmarks/bench_heldout.py --calibrate``, which prints the fit
 #: and its residuals); the report volume checks it.
-SECTIONS_WEIGHT = 0.49
-LATERAL_WEIGHT = 0.58
+SECTIONS_WEIGHT = 0.06
+LATERAL_WEIGHT = 0.62
 
 
 def combine(sections_db: float, lateral_db: float) -> float:
@@ -300,6 +350,11 @@ class QualityEstimate:
         The judge's gain on the same lateral planes degraded like z at 2F and scored as the held-out sections are
         (its restoration blurred by the profile): what ``sections_db`` would be if the real sections were cut the
         way the model assumes.
+    noise_sigma : float
+        The held-out sections' estimated white-noise standard deviation (intensity units): ``sections_db`` and
+        ``lateral_db`` are scored against the noise-free sections and planes, this much noise taken off.
+    sections_raw_db : float
+        ``sections_db`` scored against the noisy sections as they are.
     """
 
     gain_db: float
@@ -308,13 +363,16 @@ class QualityEstimate:
     sections: int
     factor: float
     judge_lateral_db: float = float("nan")
+    noise_sigma: float = 0.0
+    sections_raw_db: float = float("nan")
 
     def as_dict(self) -> dict[str, float | int]:
         """For ``--json`` (dB rounded to 0.01)."""
         return {"gain_db": round(self.gain_db, 2), "sections_gain_db": round(self.sections_db, 2),
                 "lateral_gain_db": round(self.lateral_db, 2),
                 "judge_lateral_gain_db": round(self.judge_lateral_db, 2), "sections": self.sections,
-                "factor": round(self.factor, 3), "judged_at": round(2 * self.factor, 3)}
+                "factor": round(self.factor, 3), "judged_at": round(2 * self.factor, 3),
+                "noise_sigma": round(self.noise_sigma, 3), "sections_raw_gain_db": round(self.sections_raw_db, 2)}
 
 
 def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str = "auto",
@@ -350,4 +408,5 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
     lateral, _ = lateral_gains(model, planes, factor, factor, profile, device=device)
     _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device)
     gain = combine(on_sections.gain_db, lateral)
-    return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral)
+    return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral,
+                           on_sections.noise_sigma, on_sections.raw_gain_db)
