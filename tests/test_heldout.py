@@ -101,7 +101,9 @@ def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, caps
                      "--json"]) == 0
     q = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quality"]["heldout_sections"]
     assert q["sections"] == (len(stack) - 1) // 2 and q["factor"] == 4.0 and q["judged_at"] == 8.0
-    assert all(np.isfinite(q[k]) for k in ("gain_db", "sections_gain_db", "lateral_gain_db", "judge_lateral_gain_db"))
+    assert all(np.isfinite(q[k]) for k in ("gain_db", "sections_gain_db", "lateral_gain_db", "judge_lateral_gain_db",
+                                           "noise_sigma", "sections_raw_gain_db"))
+    assert q["noise_sigma"] >= 0
     # the estimate is the calibrated combination of the real held-out sections and the lateral planes
     want = heldout.combine(q["sections_gain_db"], q["lateral_gain_db"])
     assert q["gain_db"] == pytest.approx(want, abs=0.03)
