@@ -104,11 +104,11 @@ def main() -> None:
     import torch
 
     from napari_emsr.heldout import (
-        LATERAL_PLANES,
         LATERAL_WEIGHT,
         SECTIONS_WEIGHT,
         estimate,
         lateral_gains,
+        lateral_planes,
         model_profile,
         split_sections,
     )
@@ -147,8 +147,8 @@ def main() -> None:
     q = estimate(vol, model, steps=a.judge_steps, device="cpu", threads=a.threads)
     # the model's lateral gain without the noise correction (for calibrating either form)
     kept, _ = split_sections(lr)
-    planes = kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
-    lateral_raw, _ = lateral_gains(model, planes, f, f, model_profile(model.config), device="cpu", noise_var=0.0)
+    lateral_raw, _ = lateral_gains(model, lateral_planes(kept), f, f, model_profile(model.config), device="cpu",
+                                   noise_var=0.0)
     out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
            "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),

@@ -315,6 +315,11 @@ SECTIONS_WEIGHT = 0.06
 LATERAL_WEIGHT = 0.62
 
 
+def lateral_planes(kept: np.ndarray) -> np.ndarray:
+    """The :data:`LATERAL_PLANES` kept sections, evenly spread, that :func:`estimate` degrades for its lateral term."""
+    return kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
+
+
 def combine(sections_db: float, lateral_db: float) -> float:
     """The estimated gain over cubic at F from the held-out sections' and the lateral planes' gains (see
     :class:`QualityEstimate`; the judge's lateral gain is reported beside it, not used: it did not help on the
@@ -404,9 +409,10 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
                         patch=train.get("patch"), batch=train.get("batch"), lr=train.get("lr"),
                         seed=int(train.get("seed") or 0), device=device, threads=threads)
     on_sections = heldout_score(kept, held, factor, judge, profile, device=device)
-    planes = kept[np.unique(np.linspace(0, len(kept) - 1, LATERAL_PLANES).round().astype(int))]
-    lateral, _ = lateral_gains(model, planes, factor, factor, profile, device=device)
-    _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device)
+    planes = lateral_planes(kept)
+    nv = noise_variance(planes)
+    lateral, _ = lateral_gains(model, planes, factor, factor, profile, device=device, noise_var=nv)
+    _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device, noise_var=nv)
     gain = combine(on_sections.gain_db, lateral)
     return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral,
                            on_sections.noise_sigma, on_sections.raw_gain_db)
