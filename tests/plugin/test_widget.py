@@ -215,6 +215,8 @@ def _left():
 
 
 def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
+    import sys
+
     import dask.array as da
 
     viewer = panel.viewer
@@ -224,13 +226,24 @@ def test_reconstruct_is_lazy_and_one_plane_computes_one_chunk(panel, qtbot):
     reads = []
 
     def read(block, block_info=None):
-        reads.append(tuple(block_info[0]["chunk-location"]))
+        # Counted: the reads the reconstruction makes (its code is on the stack: it computes in the calling
+        # thread). Not counted: napari showing the input layer (with these chunks one xy plane of the input
+        # reads every block, and napari slices it again, in its own threads, whenever the restored layers change
+        # the dims) and the input's own measures (profile fit, anisotropy).
+        frame, ours = sys._getframe(1), False
+        while frame is not None and not ours:
+            name = frame.f_code.co_filename.replace("\\", "/")
+            ours = "napari_emsr/" in name and not name.endswith(("profile_fit.py", "metrics.py"))
+            frame = frame.f_back
+        if ours:
+            reads.append(tuple(block_info[0]["chunk-location"]))
         return block
 
     nz, ny_in, nx_in = source.data.shape
     source.data = da.from_array(np.asarray(source.data), chunks=(nz, 16, nx_in)).map_blocks(
         read, dtype=source.data.dtype
     )
+    qtbot.waitUntil(lambda: not panel.inputs.running, timeout=TIMEOUT)
     qtbot.wait(50)
     reads.clear()
     panel.reconstruct_params.planes = ("xz", "yz")
