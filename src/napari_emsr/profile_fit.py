@@ -271,8 +271,8 @@ class ProfileFit:
     note : str
         One line for people.
     noise_correlation : float
-        Correlation of neighbouring sections' fine residuals: the share of the noise the profile averaged
-        (:class:`_SpectrumMatch`); NaN when not fitted.
+        Correlation of neighbouring sections' fine residuals; over what a candidate profile gives averaged noise,
+        the share of the noise that profile averaged (:class:`_SpectrumMatch`). NaN when not fitted.
     """
 
     thickness: float
