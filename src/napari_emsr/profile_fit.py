@@ -27,11 +27,15 @@ MIN_SHORT_SPECTRUM_LENGTH = 8
 SHORT_SPECTRUM_LINES = 128 * 128
 
 
+def _fine_residual(plane: np.ndarray) -> np.ndarray:
+    """A 2D image's Laplacian-difference residual (Immerkaer 1996's mask), borders cut: mostly its white noise."""
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    return ndimage.convolve(np.asarray(plane, np.float32), mask, mode="mirror")[1:-1, 1:-1]
+
+
 def noise_sigma(plane: np.ndarray) -> float:
     """White-noise standard deviation of a 2D image (Immerkaer 1996: a Laplacian-difference mask)."""
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = ndimage.convolve(np.asarray(plane, np.float32), mask, mode="mirror")[1:-1, 1:-1]
-    return float(math.sqrt(math.pi / 2.0) * np.abs(r).mean() / 6.0)
+    return float(math.sqrt(math.pi / 2.0) * np.abs(_fine_residual(plane)).mean() / 6.0)
 
 
 def _line_spectrum(lines: np.ndarray, length: int) -> np.ndarray:
@@ -96,8 +100,7 @@ def section_correlation(sections: np.ndarray) -> float:
     at F = 4: 0.00); noise averaged by a profile wider than the spacing does."""
     if len(sections) < 2:
         return 0.0
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = np.stack([ndimage.convolve(np.asarray(p, np.float32), mask, mode="mirror")[1:-1, 1:-1] for p in sections])
+    r = np.stack([_fine_residual(p) for p in sections])
     r -= r.mean(axis=(1, 2), keepdims=True)
     den = math.sqrt(float((r[1:] ** 2).sum()) * float((r[:-1] ** 2).sum()))
     return float((r[1:] * r[:-1]).sum() / den) if den > 0 else 0.0
