@@ -23,10 +23,16 @@ def stack_tif(tmp_path, tiny_stack):
 
 def test_info_json(stack_tif, capsys):
     assert main(["info", str(stack_tif), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out, parse_constant=_not_json)
     assert out["shape"] == [9, 48, 48] and out["factor"] == 4.0 and out["anisotropy"]["ratio"] > 1
     # 9 sections are too few to fit the section profile: point sampling, said to be a fallback
     assert out["profile"]["thickness"] == out["profile"]["softness"] == 0.0 and not out["profile"]["reliable"]
+    # what was not measured is null (strict JSON), not NaN
+    assert out["profile"]["distance"] is None and out["profile"]["noise_correlation"] is None
+
+
+def _not_json(word):
+    raise ValueError(f"{word} is not JSON (strict readers such as jq refuse it)")
 
 
 def test_train_apply_reconstruct(stack_tif, tmp_path, capsys):

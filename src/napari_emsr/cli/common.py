@@ -14,7 +14,9 @@ from ..errors import InputError
 def emit(args, payload: dict, human: str) -> None:
     """The command's result on stdout: one JSON object with ``--json``, else the lines for people."""
     if getattr(args, "json", False):
-        print(json.dumps(payload, default=jsonable))
+        # strict JSON: a float NaN or infinity (a figure not measured) is written as null, not as NaN, which
+        # json.dumps would write without asking ``default`` and strict readers (jq, JavaScript) refuse
+        print(json.dumps(finite(payload), default=jsonable, allow_nan=False))
     else:
         print(human)
 
@@ -25,13 +27,24 @@ def say(args, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def finite(o):
+    """``o`` with every non-finite float in its dicts, lists and tuples replaced by None."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite(v) for v in o]
+    return o
+
+
 def jsonable(o):
     """What :func:`json.dumps` cannot write itself: numpy scalars, non-finite floats (null), the rest as text."""
     try:
         import numpy as np
 
         if isinstance(o, np.generic):
-            return o.item()
+            return finite(o.item())
     except ImportError:  # pragma: no cover
         pass
     if isinstance(o, float) and not math.isfinite(o):
