@@ -203,6 +203,10 @@ class _SpectrumMatch:
 
     def simulated(self, profile) -> np.ndarray:
         """Power spectrum of lateral lines degraded with ``profile`` (a name or a (thickness, softness) pair)."""
+        return self.simulated_axes(profile).mean(axis=0)
+
+    def simulated_axes(self, profile) -> np.ndarray:
+        """:meth:`simulated` for lines along y and along x apart (2, length): their mean is :meth:`simulated`."""
         factor = self.factor
         kern = profile_kernel(profile, factor)
         kept = 1.0 if kern is None else float((kern**2).sum())
@@ -210,8 +214,9 @@ class _SpectrumMatch:
         # NOTE: a floor under the expected correlation, so that profiles narrower than F (none expected) take the
         # split the measured correlation shows instead of jumping to all imaged noise
         imaged = float(np.clip(self.correlation / max(expected, NOISE_CORRELATION_FLOOR), 0.0, 1.0))
-        spectra = []
+        per_axis = []
         for ft, n, noise in zip(self.lateral_ft, self.sizes, self.noise_share):
+            spectra = []
             projection = _projection_gain(n, profile, factor)
             gain = (1.0 - noise * imaged) * projection + noise * imaged / kept
             filt = (_transfer(np.fft.rfftfreq(n), profile, factor) * np.sqrt(gain)).astype(np.float32)
@@ -225,11 +230,19 @@ class _SpectrumMatch:
                 fr = (pos - i0).astype(np.float32)
                 i1 = np.minimum(i0 + 1, n - 1)
                 spectra.append(_line_spectrum(lines[..., i0] * (1 - fr) + lines[..., i1] * fr, self.length))
-        return np.mean(spectra, axis=0) + (1.0 - imaged) * self.sigma**2 * (1.0 - kept)
+            per_axis.append(np.mean(spectra, axis=0))
+        return np.stack(per_axis) + (1.0 - imaged) * self.sigma**2 * (1.0 - kept)
 
     def distance(self, profile) -> float:
         """Log-spectral distance between the stack's z axis and lateral lines degraded with ``profile``."""
         return self._distance(self.simulated(profile))
+
+    def distances(self, profile) -> dict[str, float]:
+        """:meth:`distance` with each choice of lateral lines as the model of z (:data:`LATERAL_LINES`): lines along
+        y and x together, along y only, along x only."""
+        per_axis = self.simulated_axes(profile)
+        return {"yx": self._distance(per_axis.mean(axis=0)), "y": self._distance(per_axis[0]),
+                "x": self._distance(per_axis[1])}
 
     def distance_of(self, lr: np.ndarray) -> float:
         """Log-spectral distance between the stack's z axis and given LR planes (K, m, W), rows every F (as a
@@ -251,6 +264,15 @@ FIT_SOFTNESS = (0.0, 0.1, 0.2, 0.35, 0.55, 0.8)
 #: sampling relative to a 0.25 F slab moves by -9 % to +15 %, typically 4-5 %; a thick profile's lead over point
 #: (20-40 %) is far outside it.
 FIT_TOLERANCE = 0.05
+#: The lateral lines :func:`fit_profile` may take as the model of z: along y and x together, along y only, along x
+#: only. Tissue is isotropic, its image need not be: the two lateral axes of a FIB-SEM volume can differ in
+#: sharpness (scan direction, astigmatism), and z (milling) may resemble one of them more than their mean.
+LATERAL_LINES = ("yx", "y", "x")
+#: One lateral axis is taken alone only when its best fit is closer than the best with both axes by this fraction:
+#: the largest change of a distance measured between independent lateral halves of one stack (see
+#: :data:`FIT_TOLERANCE`: -9 % to +15 %, at F = 4 and 8 on 125 slices), so that chance does not pick an axis. Spectra
+#: shorter than :data:`MIN_SPECTRUM_LENGTH` bins are rougher than that: they keep both axes.
+LINES_MARGIN = 0.15
 #: Lateral planes the fit reads (half the three-way estimate's: the fit evaluates some 80 candidates).
 FIT_PLANES = 8
 
@@ -276,6 +298,8 @@ class ProfileFit:
     noise_correlation : float
         Correlation of neighbouring sections' fine residuals; over what a candidate profile gives averaged noise,
         the share of the noise that profile averaged (:class:`_SpectrumMatch`). NaN when not fitted.
+    lateral_lines : str
+        The lateral lines z was matched to (:data:`LATERAL_LINES`): ``"yx"`` both, ``"y"`` or ``"x"`` one axis.
     """
 
     thickness: float
@@ -287,6 +311,7 @@ class ProfileFit:
     reliable: bool
     note: str
     noise_correlation: float = float("nan")
+    lateral_lines: str = "yx"
 
     @property
     def profile(self) -> tuple[float, float]:
@@ -295,7 +320,8 @@ class ProfileFit:
     def as_dict(self) -> dict:
         return {"profile": "fitted", "thickness": self.thickness, "softness": self.softness, "distance": self.distance,
                 "named": dict(self.named), "fwhm": self.fwhm, "noise_sigma": self.noise_sigma,
-                "reliable": self.reliable, "note": self.note, "noise_correlation": self.noise_correlation}
+                "reliable": self.reliable, "note": self.note, "noise_correlation": self.noise_correlation,
+                "lateral_lines": self.lateral_lines}
 
 
 def kernel_fwhm(thickness: float, softness: float) -> float:
@@ -318,31 +344,50 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     distance is within :data:`FIT_TOLERANCE` of the best (the spectra cannot tell it apart from a thin section);
     otherwise, among fits within 1 % of the best, the one with the least blur (smallest second moment), since
     assuming more blur than the stack has costs more than assuming less.
+
+    The degraded lines are those along y and x together, unless lines along one axis alone fit the z spectrum
+    better by more than :data:`LINES_MARGIN` (:data:`LATERAL_LINES`; ``lateral_lines`` says which).
     """
     m = _SpectrumMatch.of(data, factor, axis, crop=crop, planes=planes)
     factor = m.factor
     if not m.length:
         return ProfileFit(0.0, 0.0, float("nan"), {}, 0.0, m.sigma, False, f"point sampling (not fitted: {m.why_not})")
-    named = {p: round(m.distance(p), 4) for p in BLUR_ORDER}
-    cache: dict[tuple[float, float], float] = {}
+    cache: dict[tuple[float, float], dict[str, float]] = {}
 
-    def dist(t: float, s: float) -> float:
+    def dists(t: float, s: float) -> dict[str, float]:
         key = (round(max(t, 0.0), 3), round(max(s, 0.0), 3))
         if key not in cache:
-            cache[key] = m.distance(key)
+            cache[key] = m.distances(key)
         return cache[key]
 
     for t in FIT_THICKNESS:
         for s in FIT_SOFTNESS:
-            dist(t, s)
-    # refine around the best grid point
-    t0, s0 = min(cache, key=cache.get)
-    for dt, ds in ((0.1, 0.05), (0.1, 0.05), (0.05, 0.025)):
-        t0, s0 = min(cache, key=cache.get)
-        for t in (t0 - dt, t0, t0 + dt):
-            for s in (s0 - ds, s0, s0 + ds):
-                dist(float(t), float(s))
-    best = min(cache.values())
+            dists(t, s)
+    # refine around the best grid point, for each choice of lateral lines (each searches the grid and its own
+    # refinement, so that with lines along y and x the fit is the one it was before the choice existed)
+    grid = list(cache)
+    searched = {}
+    for lines in LATERAL_LINES:
+        keys = dict.fromkeys(grid)
+        for dt, ds in ((0.1, 0.05), (0.1, 0.05), (0.05, 0.025)):
+            t0, s0 = min(keys, key=lambda k, lines=lines: cache[k][lines])
+            for t in (t0 - dt, t0, t0 + dt):
+                for s in (s0 - ds, s0, s0 + ds):
+                    dists(float(t), float(s))
+                    keys[(round(max(t, 0.0), 3), round(max(s, 0.0), 3))] = None
+        searched[lines] = list(keys)
+    # which lateral lines z is matched to: y and x together, unless one axis alone fits clearly better
+    best_of = {lines: min(cache[k][lines] for k in searched[lines]) for lines in LATERAL_LINES}
+    single = min(("y", "x"), key=best_of.__getitem__)
+    lines = single if best_of[single] < best_of["yx"] * (1.0 - LINES_MARGIN) else "yx"
+    if m.length < MIN_SPECTRUM_LENGTH:  # a short spectrum (few sections: F = 12 on 125 slices) is too rough to tell
+        lines = "yx"
+
+    def dist(t: float, s: float) -> float:
+        return dists(t, s)[lines]
+
+    best = best_of[lines]
+    named = {p: round(m.distances(p)[lines], 4) for p in BLUR_ORDER}
 
     def second_moment(key):
         k = section_kernel(key[0], key[1], factor)
@@ -354,11 +399,15 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     if dist(0.0, 0.0) <= best * (1.0 + FIT_TOLERANCE):  # point sampling is as good as any fit: keep it simple
         t, s = 0.0, 0.0
     else:
-        near = [k for k, v in cache.items() if v <= best * 1.01 + 1e-9]
+        near = [k for k in searched[lines] if cache[k][lines] <= best * 1.01 + 1e-9]
         t, s = min(near, key=second_moment)
     fwhm = kernel_fwhm(t, s)
+    against = {"yx": "lateral lines along y and x",
+               "y": f"lateral lines along y (closer than y and x together: {best_of['y']:.3f} vs {best_of['yx']:.3f})",
+               "x": f"lateral lines along x (closer than y and x together: {best_of['x']:.3f} vs {best_of['yx']:.3f})"}
     note = (f"a slab of {t:.2f} F with Gaussian edges of {s:.2f} F (FWHM {fwhm:.2f} F), fitted to the stack's z "
-            f"spectrum (distance {cache[(t, s)]:.3f}; point {named['point']:.3f}, slab {named['slab']:.3f}, "
-            f"gaussian {named['gaussian']:.3f}; noise correlated between sections {m.correlation:.2f})")
-    return ProfileFit(t, s, round(cache[(t, s)], 4), named, round(fwhm, 3), m.sigma, True, note,
-                      round(m.correlation, 3))
+            f"spectrum against {against[lines]} (distance {cache[(t, s)][lines]:.3f}; point {named['point']:.3f}, "
+            f"slab {named['slab']:.3f}, gaussian {named['gaussian']:.3f}; noise correlated between sections "
+            f"{m.correlation:.2f})")
+    return ProfileFit(t, s, round(cache[(t, s)][lines], 4), named, round(fwhm, 3), m.sigma, True, note,
+                      round(m.correlation, 3), lines)
