@@ -354,8 +354,11 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
         return ProfileFit(0.0, 0.0, float("nan"), {}, 0.0, m.sigma, False, f"point sampling (not fitted: {m.why_not})")
     cache: dict[tuple[float, float], dict[str, float]] = {}
 
+    def key_of(t: float, s: float) -> tuple[float, float]:
+        return (round(max(t, 0.0), 3), round(max(s, 0.0), 3))
+
     def dists(t: float, s: float) -> dict[str, float]:
-        key = (round(max(t, 0.0), 3), round(max(s, 0.0), 3))
+        key = key_of(t, s)
         if key not in cache:
             cache[key] = m.distances(key)
         return cache[key]
@@ -374,7 +377,7 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
             for t in (t0 - dt, t0, t0 + dt):
                 for s in (s0 - ds, s0, s0 + ds):
                     dists(float(t), float(s))
-                    keys[(round(max(t, 0.0), 3), round(max(s, 0.0), 3))] = None
+                    keys[key_of(float(t), float(s))] = None
         searched[lines] = list(keys)
     # which lateral lines z is matched to: y and x together, unless one axis alone fits clearly better
     best_of = {lines: min(cache[k][lines] for k in searched[lines]) for lines in LATERAL_LINES}
