@@ -32,10 +32,15 @@ def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
     result = dict(anisotropy(volume, spacing=volume.spacing))
     if factor is not None and factor > 1.0:
         fit = fit_profile(volume.data, factor)
-        label = ("point" if fit.thickness == fit.softness == 0.0 else
-                 f"slab {fit.thickness:.2f} F, edges {fit.softness:.2f} F")
-        result["profile"] = {**fit.as_dict(), "label": label}
+        result["profile"] = {**fit.as_dict(), "label": profile_label(fit)}
     return result
+
+
+def profile_label(fit: Any) -> str:
+    """What ``auto`` stands for, short (the panel's profile box): ``point`` or ``slab T F, edges S F``."""
+    if fit.thickness == fit.softness == 0.0:
+        return "point"
+    return f"slab {fit.thickness:.2f} F, edges {fit.softness:.2f} F"
 
 
 def load_model_task(path: str) -> Any:
