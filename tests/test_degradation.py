@@ -115,6 +115,7 @@ def test_the_fit_matches_z_to_the_lateral_axis_it_resembles(gt, blurred, lines):
     assert d[lines] < (1.0 - LINES_MARGIN) * d["yx"]
     assert fit.as_dict()["lateral_lines"] == lines
 
+
 def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):
     """The default (auto) is the fitted profile, recorded as numbers in the model; a resumed run trains on with
     the same numbers instead of fitting again."""
