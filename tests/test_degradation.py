@@ -114,6 +114,12 @@ def test_the_fit_matches_z_to_the_lateral_axis_it_resembles(gt, blurred, lines):
     d = _SpectrumMatch(stack, 4.0, planes=8).distances(fit.profile)
     assert d[lines] < (1.0 - LINES_MARGIN) * d["yx"]
     assert fit.as_dict()["lateral_lines"] == lines
+    # emsr info --degradation scores the candidates against the same lines
+    from napari_emsr.sections import compare_sections
+
+    report = compare_sections(stack, 4.0)
+    assert report["fit"]["lateral_lines"] == lines and report["closest"] in ("point", "fitted")
+    assert report["stats"]["point"]["distance"] < 0.8 * _SpectrumMatch(stack, 4.0).distances("point")["yx"]
 
 
 def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):

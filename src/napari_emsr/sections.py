@@ -74,7 +74,8 @@ def compare_sections(data, factor: float, *, axis: int = 0, model=None, width: i
     dict
         ``"real"``: (K, m, W) real axial planes (rows: z), ``"simulated"``: name -> (K, m, W) planes,
         ``"stats"``: name -> {"distance", "noise", "mean", "std"} (``"real"`` too), ``"closest"``: the candidate
-        with the lowest spectral distance, ``"fit"``: the fitted profile, all in the 0-1 range of the stack.
+        with the lowest spectral distance, ``"fit"``: the fitted profile, all in the 0-1 range of the stack. The
+        distances are taken against the lateral lines the fit matched z to (``fit["lateral_lines"]``).
     """
     factor = check_factor(factor)
     if getattr(data, "ndim", 0) != 3:
@@ -129,7 +130,8 @@ def compare_sections(data, factor: float, *, axis: int = 0, model=None, width: i
             kept = 1.0 if k is None else float((k.astype(np.float64) ** 2).sum())
             # thick sections get back the detector noise their blur averaged away, as training adds it
             lr = simulate(lateral, factor, prof, noise=sigma * math.sqrt(max(0.0, 1.0 - kept)))
-            dist = match.distance(prof) if match.length else float("nan")
+            # against the lateral lines the fit matched z to (both axes, or the one z resembles)
+            dist = match.distances(prof)[fit.lateral_lines] if match.length else float("nan")
         simulated[name] = lr[:, :rows]
         table[name] = _stats(simulated[name], dist)
     ranked = [n for n in table if n != "real" and math.isfinite(table[n]["distance"])]
