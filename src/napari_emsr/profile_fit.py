@@ -346,7 +346,8 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     assuming more blur than the stack has costs more than assuming less.
 
     The degraded lines are those along y and x together, unless lines along one axis alone fit the z spectrum
-    better by more than :data:`LINES_MARGIN` (:data:`LATERAL_LINES`; ``lateral_lines`` says which).
+    better by more than :data:`LINES_MARGIN` and their fit assumes no more blur (second moment) than the fit with
+    both axes (:data:`LATERAL_LINES`; ``lateral_lines`` says which, the note why).
     """
     m = _SpectrumMatch.of(data, factor, axis, crop=crop, planes=planes)
     factor = m.factor
@@ -379,18 +380,7 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
                     dists(float(t), float(s))
                     keys[key_of(float(t), float(s))] = None
         searched[lines] = list(keys)
-    # which lateral lines z is matched to: y and x together, unless one axis alone fits clearly better
     best_of = {lines: min(cache[k][lines] for k in searched[lines]) for lines in LATERAL_LINES}
-    single = min(("y", "x"), key=best_of.__getitem__)
-    lines = single if best_of[single] < best_of["yx"] * (1.0 - LINES_MARGIN) else "yx"
-    if m.length < MIN_SPECTRUM_LENGTH:  # a short spectrum (few sections: F = 12 on 125 slices) is too rough to tell
-        lines = "yx"
-
-    def dist(t: float, s: float) -> float:
-        return dists(t, s)[lines]
-
-    best = best_of[lines]
-    named = {p: round(m.distances(p)[lines], 4) for p in BLUR_ORDER}
 
     def second_moment(key):
         k = section_kernel(key[0], key[1], factor)
@@ -399,13 +389,29 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
         x = np.arange(len(k)) - len(k) // 2
         return float((k * x**2).sum())
 
-    if dist(0.0, 0.0) <= best * (1.0 + FIT_TOLERANCE):  # point sampling is as good as any fit: keep it simple
-        t, s = 0.0, 0.0
-    else:
+    def pick(lines: str) -> tuple[float, float]:
+        best = best_of[lines]
+        if cache[(0.0, 0.0)][lines] <= best * (1.0 + FIT_TOLERANCE):  # point sampling is as good: keep it simple
+            return (0.0, 0.0)
         near = [k for k in searched[lines] if cache[k][lines] <= best * 1.01 + 1e-9]
-        t, s = min(near, key=second_moment)
+        return min(near, key=second_moment)
+
+    # which lateral lines z is matched to: y and x together, unless one axis alone fits clearly better (and the
+    # stack has sections enough to tell) and assumes no more blur than both axes do (which axis z resembles is
+    # not known for sure, and assuming more blur than the stack has costs more than assuming less)
+    single = min(("y", "x"), key=best_of.__getitem__)
+    lines = "yx"
+    refused = ""
+    if best_of[single] < best_of["yx"] * (1.0 - LINES_MARGIN) and m.length >= MIN_SPECTRUM_LENGTH:
+        if second_moment(pick(single)) <= second_moment(pick("yx")):
+            lines = single
+        else:
+            refused = (f"; lines along {single} alone were closer, {best_of[single]:.3f} vs {best_of['yx']:.3f}, "
+                       "but fitted more blur")
+    t, s = pick(lines)
+    named = {p: round(m.distances(p)[lines], 4) for p in BLUR_ORDER}
     fwhm = kernel_fwhm(t, s)
-    against = {"yx": "lateral lines along y and x",
+    against = {"yx": f"lateral lines along y and x{refused}",
                "y": f"lateral lines along y (closer than y and x together: {best_of['y']:.3f} vs {best_of['yx']:.3f})",
                "x": f"lateral lines along x (closer than y and x together: {best_of['x']:.3f} vs {best_of['yx']:.3f})"}
     note = (f"a slab of {t:.2f} F with Gaussian edges of {s:.2f} F (FWHM {fwhm:.2f} F), fitted to the stack's z "
