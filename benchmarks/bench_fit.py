@@ -4,10 +4,10 @@
 
 For each volume's half (ts1: z 0:125, the development half of ``bench_degradation.py --half dev``; ts2: z 125:250,
 the report half), each F and each stack of ``bench_degradation.cut``, prints the fitted profile (slab thickness /
-Gaussian edge, in F), its FWHM, its spectral distance, the named profiles' distances, and the correlation of
-neighbouring sections' fine residuals the fit reads as the share of noise the profile averaged
-(``profile_fit.section_correlation``). ``--detector-noise S`` adds white noise of S grey levels to each stack after
-cutting (as a detector adds it). Numpy only; about a second per stack.
+Gaussian edge, in F), the lateral lines z was matched to, its FWHM, its spectral distance, the named profiles'
+distances, and the correlation of neighbouring sections' fine residuals the fit reads as the share of noise the
+profile averaged (``profile_fit.section_correlation``). ``--detector-noise S`` adds white noise of S grey levels
+to each stack after cutting (as a detector adds it). Numpy only; about a second per stack.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def main() -> None:
     ap.add_argument("--json", help="write the rows here")
     a = ap.parse_args()
     rows = []
-    print("| volume | F | stack | fitted T/S | FWHM | distance | point / slab / gaussian | noise correlation | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| volume | F | stack | fitted T/S | lateral lines | FWHM | distance | point / slab / gaussian "
+          "| noise correlation | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for vol in a.volumes:
         gt = tifffile.imread(DATA / f"medulla_fibsem_iso10nm_{vol}_250.tif")
         half = gt[: gt.shape[0] // 2] if vol == "ts1" else gt[gt.shape[0] // 2 :]
@@ -52,7 +53,8 @@ def main() -> None:
                 dt = time.perf_counter() - t0
                 named = " / ".join(f"{r.named[p]:.3f}" for p in ("point", "slab", "gaussian"))
                 corr = getattr(r, "noise_correlation", float("nan"))  # NaN: a version of the fit without it
-                print(f"| {vol} | {f} | {stack} | {r.thickness:.2f}/{r.softness:.2f} | {r.fwhm:.2f} | "
+                lines = getattr(r, "lateral_lines", "yx")  # a version of the fit without the choice: both
+                print(f"| {vol} | {f} | {stack} | {r.thickness:.2f}/{r.softness:.2f} | {lines} | {r.fwhm:.2f} | "
                       f"{r.distance:.4f} | {named} | {corr:.3f} | {dt:.1f} |", flush=True)
                 rows.append({"volume": vol, "factor": f, "stack": stack, **r.as_dict(), "seconds": round(dt, 2)})
     print(f"\ndate {date.today()}; detector noise {a.detector_noise}")

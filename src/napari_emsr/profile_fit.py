@@ -400,15 +400,15 @@ def fit_profile(data, factor: float, axis: int = 0, *, crop: int = 256, planes: 
     # stack has sections enough to tell) and assumes no more blur than both axes do (which axis z resembles is
     # not known for sure, and assuming more blur than the stack has costs more than assuming less)
     single = min(("y", "x"), key=best_of.__getitem__)
-    lines = "yx"
+    lines, (t, s) = "yx", pick("yx")
     refused = ""
     if best_of[single] < best_of["yx"] * (1.0 - LINES_MARGIN) and m.length >= MIN_SPECTRUM_LENGTH:
-        if second_moment(pick(single)) <= second_moment(pick("yx")):
-            lines = single
+        alone = pick(single)
+        if second_moment(alone) <= second_moment((t, s)):
+            lines, (t, s) = single, alone
         else:
             refused = (f"; lines along {single} alone were closer, {best_of[single]:.3f} vs {best_of['yx']:.3f}, "
                        "but fitted more blur")
-    t, s = pick(lines)
     named = {p: round(m.distances(p)[lines], 4) for p in BLUR_ORDER}
     fwhm = kernel_fwhm(t, s)
     against = {"yx": f"lateral lines along y and x{refused}",

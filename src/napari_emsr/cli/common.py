@@ -39,7 +39,7 @@ def finite(o):
 
 
 def jsonable(o):
-    """What :func:`json.dumps` cannot write itself: numpy scalars, non-finite floats (null), the rest as text."""
+    """What :func:`json.dumps` cannot write itself: numpy scalars (non-finite ones as null), the rest as text."""
     try:
         import numpy as np
 
@@ -47,8 +47,6 @@ def jsonable(o):
             return finite(o.item())
     except ImportError:  # pragma: no cover
         pass
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
     return str(o)
 
 
