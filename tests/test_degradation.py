@@ -120,6 +120,10 @@ def test_the_fit_matches_z_to_the_lateral_axis_it_resembles(gt, blurred, lines):
     report = compare_sections(stack, 4.0)
     assert report["fit"]["lateral_lines"] == lines and report["closest"] in ("point", "fitted")
     assert report["stats"]["point"]["distance"] < 0.8 * _SpectrumMatch(stack, 4.0).distances("point")["yx"]
+    # and the panel's Inspect-sections summary says which lines the fit and the distances use
+    from napari_emsr.plugin.sections_widget import summary
+
+    assert f"lateral lines along {lines} alone" in summary(report)
 
 
 def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):

@@ -60,6 +60,8 @@ def summary(result: dict[str, Any]) -> str:
     if fit.get("thickness") is not None:
         lines.append(f"the fitted profile (what auto trains with): slab {fit['thickness']:.2f} F, edges "
                      f"{fit['softness']:.2f} F (FWHM {fit['fwhm']:.2f} F)"
+                     + ("" if fit.get("lateral_lines", "yx") == "yx"
+                        else f"; z matched to lateral lines along {fit['lateral_lines']} alone (distances too)")
                      + ("" if fit.get("reliable", True) else f"; not reliable: {fit.get('note')}"))
     return "\n".join(lines)
 
