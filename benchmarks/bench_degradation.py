@@ -12,6 +12,9 @@ section profiles the fixed models do not assume, at F = 4 and 8:
                 interaction depth, asymmetric, outside the fitted family
     slab-poisson  a slab of F, then Poisson noise (about 40 photons at mid grey)
 
+(``cut`` also takes ``<stack>-poisson[N]``, any stack above then Poisson noise of N photons at mid grey, 40 when
+N is not given: the estimate's calibration rows in ``bench_heldout.py``.)
+
 and reconstructed (xz + yz fused, the default network) by: cubic; the matched fixed kernel (the ideal, where the
 profile is in the family); a mismatched fixed kernel (point for thick stacks, slab for point); ``auto`` before
 issue 9 (the three-way estimate, ``old_profile.estimate_profile``); ``learned`` (paper 001's CycleGAN,
@@ -64,6 +67,12 @@ MATCHED = {"point": "point", "slab": "slab", "gauss1.5": (0.0, 1.5 * SIGMA_PER_F
 def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     """An anisotropic uint8 stack from isotropic ``gt``: section i centred on ground-truth z = i * F."""
     v = gt.astype(np.float32)
+    photons = None
+    if "-poisson" in stack and stack != "slab-poisson":
+        # calibration variants (bench_heldout.py): any stack above, then Poisson noise of N photons at mid grey
+        # ("point-poisson", "gauss1.5-poisson80"; 40 when N is not given)
+        stack, n = stack.split("-poisson")
+        photons = (float(n) if n else 40.0) / 128.0
     if stack in ("point", "slab", "slab-poisson"):
         b = section_blur(v, "point" if stack == "point" else "slab", factor, axis=0)
     elif stack == "gauss1.5":
@@ -83,6 +92,7 @@ def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     out = b[::factor]
     if stack == "slab-poisson":
         photons = 40.0 / 128.0
+    if photons is not None:
         out = np.random.default_rng(seed).poisson(np.clip(out, 0, None) * photons) / photons
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 

@@ -154,6 +154,7 @@ def main() -> None:
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
            "judge_lateral_db": round(q.judge_lateral_db, 3), "noise_sigma": round(q.noise_sigma, 3),
            "sections_raw_db": round(q.sections_raw_db, 3), "lateral_raw_db": round(lateral_raw, 3),
+           "noise_share": round(q.noise_share, 3),
            "validation_db": round(model.history[-1]["val_psnr"] - model.history[-1]["cubic_psnr"], 3),
            "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
            "banding": rec["banding"], "train_s": None if a.model else round(train_s, 1),

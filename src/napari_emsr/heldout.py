@@ -66,6 +66,9 @@ class HeldoutScore:
         The held-out sections' estimated white-noise standard deviation (intensity units), taken off the errors.
     raw_gain_db : float
         The gain measured against the noisy sections as they are (no correction).
+    noise_share : float
+        The share of cubic interpolation's squared error against the noisy sections that is their noise (0: none,
+        1: all of it).
     """
 
     gain_db: float
@@ -75,14 +78,15 @@ class HeldoutScore:
     factor: float
     noise_sigma: float = 0.0
     raw_gain_db: float = float("nan")
+    noise_share: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         """For ``--json``: ``{"gain_db", "psnr", "cubic_psnr", "sections", "factor", "noise_sigma",
-        "raw_gain_db"}``, dB rounded to 0.01."""
+        "raw_gain_db", "noise_share"}``, dB rounded to 0.01."""
         return {"gain_db": round(self.gain_db, 2), "psnr": round(self.psnr, 2),
                 "cubic_psnr": round(self.cubic_psnr, 2), "sections": self.sections,
                 "factor": round(self.factor, 3), "noise_sigma": round(self.noise_sigma, 3),
-                "raw_gain_db": round(self.raw_gain_db, 2)}
+                "raw_gain_db": round(self.raw_gain_db, 2), "noise_share": round(self.noise_share, 3)}
 
 
 def coarse_profile(profile: Any) -> Any:
@@ -160,8 +164,10 @@ def score_prediction(held: np.ndarray, prediction: np.ndarray, kept: np.ndarray,
     nv = noise_variance(held) if noise_var is None else float(noise_var)
     p, c = _psnr(held, prediction, dr, nv), _psnr(held, cubic, dr, nv)
     raw = _psnr(held, prediction, dr) - _psnr(held, cubic, dr)
+    cubic_mse = float(np.mean((held.astype(np.float64) - cubic.astype(np.float64)) ** 2))
+    share = min(1.0, nv / cubic_mse) if cubic_mse > 0 else 0.0
     return HeldoutScore(gain_db=p - c, psnr=p, cubic_psnr=c, sections=m, factor=float("nan"),
-                        noise_sigma=math.sqrt(nv), raw_gain_db=raw)
+                        noise_sigma=math.sqrt(nv), raw_gain_db=raw, noise_share=share)
 
 
 def predict_from_restored(restored: np.ndarray, m: int, factor: float, profile: Any) -> np.ndarray:
@@ -206,7 +212,7 @@ def heldout_score(kept: np.ndarray, held: np.ndarray, factor: float, model: Any 
         pred = predict_from_restored(restored, m, factor, profile)
     s = score_prediction(held, pred, kept)
     return HeldoutScore(s.gain_db, s.psnr, s.cubic_psnr, s.sections, 2.0 * float(factor), s.noise_sigma,
-                        s.raw_gain_db)
+                        s.raw_gain_db, s.noise_share)
 
 
 def train_judge(kept: np.ndarray, factor: float, profile: Any, *, steps: int, options: dict | None = None,
@@ -313,6 +319,14 @@ LATERAL_PLANES = 8
 #: and its residuals); the report volume checks it.
 SECTIONS_WEIGHT = 0.06
 LATERAL_WEIGHT = 0.62
+#: A stack is *noisy* for the estimate when its noise makes up at least this share of cubic interpolation's error
+#: on the held-out sections (:attr:`QualityEstimate.noise_share`). Measured (``bench_heldout.py``): 0.00-0.05 on
+#: the medulla's point, slab, Gaussian and tail stacks, 0.22-0.53 with Poisson noise of 40-120 photons at mid grey.
+NOISY_SHARE = 0.15
+#: How far the estimate was off on noisy stacks: at most 1.75 dB on the development volume (point, slab and
+#: Gaussian sections with Poisson noise, F = 4 and 8; 1.17 dB on the report volume), against at most 0.8 dB on stacks
+#: with little noise (both volumes). Said with the estimate when the stack is noisy.
+NOISY_ERROR_DB = 1.8
 
 
 def lateral_planes(kept: np.ndarray) -> np.ndarray:
@@ -360,6 +374,9 @@ class QualityEstimate:
         ``lateral_db`` are scored against the noise-free sections and planes, this much noise taken off.
     sections_raw_db : float
         ``sections_db`` scored against the noisy sections as they are.
+    noise_share : float
+        The share of cubic interpolation's error on the held-out sections that is the stack's noise; from
+        :data:`NOISY_SHARE` up the stack is noisy and the estimate less certain (:attr:`caveat`).
     """
 
     gain_db: float
@@ -370,6 +387,21 @@ class QualityEstimate:
     judge_lateral_db: float = float("nan")
     noise_sigma: float = 0.0
     sections_raw_db: float = float("nan")
+    noise_share: float = 0.0
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the stack's noise makes up :data:`NOISY_SHARE` or more of cubic's error on held-out sections."""
+        return self.noise_share >= NOISY_SHARE
+
+    @property
+    def caveat(self) -> str:
+        """What to say beside the estimate on a noisy stack (empty otherwise)."""
+        if not self.noisy:
+            return ""
+        return (f"noise makes up {100 * self.noise_share:.0f} % of cubic interpolation's error on the held-out "
+                f"sections: on such stacks the estimate was off by up to {NOISY_ERROR_DB:.1f} dB (0.8 dB with "
+                "little noise)")
 
     def as_dict(self) -> dict[str, float | int]:
         """For ``--json`` (dB rounded to 0.01)."""
@@ -377,7 +409,8 @@ class QualityEstimate:
                 "lateral_gain_db": round(self.lateral_db, 2),
                 "judge_lateral_gain_db": round(self.judge_lateral_db, 2), "sections": self.sections,
                 "factor": round(self.factor, 3), "judged_at": round(2 * self.factor, 3),
-                "noise_sigma": round(self.noise_sigma, 3), "sections_raw_gain_db": round(self.sections_raw_db, 2)}
+                "noise_sigma": round(self.noise_sigma, 3), "sections_raw_gain_db": round(self.sections_raw_db, 2),
+                "noise_share": round(self.noise_share, 3), "noisy": self.noisy}
 
 
 def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str = "auto",
@@ -415,4 +448,4 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
     _, judge_lateral = lateral_gains(judge, planes, 2.0 * factor, factor, profile, device=device, noise_var=nv)
     gain = combine(on_sections.gain_db, lateral)
     return QualityEstimate(gain, on_sections.gain_db, lateral, on_sections.sections, factor, judge_lateral,
-                           on_sections.noise_sigma, on_sections.raw_gain_db)
+                           on_sections.noise_sigma, on_sections.raw_gain_db, on_sections.noise_share)

@@ -197,6 +197,14 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     assert panel.plot.heldout == (6.0, pytest.approx(score.gain_db))  # a point in the gain plot at the model's step
     xs, ys = panel.plot.heldout_points.getData()
     assert list(xs) == [6.0] and ys[0] == pytest.approx(score.gain_db)
+    assert not score.noisy and "noisy stack" not in panel.reconstruct.quality_label.text()
+    # the same stack with strong noise: the figure says it is less certain there
+    source = panel.current_layer()
+    noisy = source.data.astype(np.float32) + np.random.default_rng(0).normal(0, 40, source.data.shape)
+    panel.input.set_layer(panel.viewer.add_image(noisy.astype(np.float32), name="noisy", scale=source.scale))
+    worker = panel.judge_heldout()
+    qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
+    assert panel.heldout.noisy and "noisy stack: may be off by up to 1.8 dB" in panel.reconstruct.quality_label.text()
     # a stack it cannot judge: the library's message, in the quality line
     thin = panel.viewer.add_image(np.zeros((5, 64, 64), np.uint8), name="thin", scale=(40, 10, 10))
     panel.input.set_layer(thin)

@@ -154,4 +154,4 @@ def heldout(args, vol, model, payload: dict) -> str:
     payload.setdefault("quality", {})["heldout_sections"] = q.as_dict()
     return (f"\nestimated gain over cubic: {q.gain_db:+.2f} dB (from {q.sections} real held-out sections restored "
             f"from the others at {2 * q.factor:g}x spacing, {q.sections_db:+.2f} dB, and lateral planes degraded "
-            f"like z, {q.lateral_db:+.2f} dB)")
+            f"like z, {q.lateral_db:+.2f} dB)" + (f"\n  {q.caveat}" if q.caveat else ""))

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.heldout import NOISY_ERROR_DB
 from napari_emsr.plugin.host import Host
 from napari_emsr.plugin.lazy_layer import RestoredPlanes
 
@@ -27,7 +28,10 @@ def heldout_task(volume: Any, model: Any, steps: int | None, device: str) -> Any
 def heldout_line(score: Any) -> str:
     """``estimated gain over cubic: +1.02 dB (31 held-out sections)``: the calibrated estimate of
     :func:`napari_emsr.heldout.estimate`."""
-    return f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
+    line = f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
+    if score.noisy:
+        line += f"; noisy stack: may be off by up to {NOISY_ERROR_DB:.1f} dB"
+    return line
 
 
 class QualityController:
