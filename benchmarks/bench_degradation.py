@@ -13,7 +13,8 @@ section profiles the fixed models do not assume, at F = 4 and 8:
     slab-poisson  a slab of F, then Poisson noise (about 40 photons at mid grey)
 
 (``cut`` also takes ``<stack>-poisson[N]``, any stack above then Poisson noise of N photons at mid grey, 40 when
-N is not given: the estimate's calibration rows in ``bench_heldout.py``.)
+N is not given: the estimate's calibration rows, ``bench_heldout.py --stack``; ``--stacks`` here takes the names
+above only.)
 
 and reconstructed (xz + yz fused, the default network) by: cubic; the matched fixed kernel (the ideal, where the
 profile is in the family); a mismatched fixed kernel (point for thick stacks, slab for point); ``auto`` before
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from datetime import date
@@ -68,11 +70,14 @@ def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     """An anisotropic uint8 stack from isotropic ``gt``: section i centred on ground-truth z = i * F."""
     v = gt.astype(np.float32)
     photons = None
-    if "-poisson" in stack and stack != "slab-poisson":
+    variant = re.fullmatch(r"(.+)-poisson(\d*)", stack)
+    if variant and stack != "slab-poisson":
         # calibration variants (bench_heldout.py): any stack above, then Poisson noise of N photons at mid grey
         # ("point-poisson", "gauss1.5-poisson80"; 40 when N is not given)
-        stack, n = stack.split("-poisson")
-        photons = (float(n) if n else 40.0) / 128.0
+        stack, n = variant.group(1), int(variant.group(2) or 40)
+        if n < 1:
+            raise SystemExit("a -poissonN stack needs N >= 1 photons at mid grey")
+        photons = n / 128.0
     if stack in ("point", "slab", "slab-poisson"):
         b = section_blur(v, "point" if stack == "point" else "slab", factor, axis=0)
     elif stack == "gauss1.5":

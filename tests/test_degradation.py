@@ -124,6 +124,7 @@ def test_the_fit_matches_z_to_the_lateral_axis_it_resembles(gt, blurred, lines):
     from napari_emsr.plugin.sections_widget import summary
 
     assert f"lateral lines along {lines} alone" in summary(report)
+    assert "alone" not in summary(compare_sections(np.clip(np.rint(gt[::4]), 0, 255).astype(np.uint8), 4.0))
 
 
 def test_auto_fits_the_profile_and_a_resume_keeps_it(gt, tmp_path):

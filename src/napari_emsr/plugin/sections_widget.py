@@ -61,7 +61,8 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"the fitted profile (what auto trains with): slab {fit['thickness']:.2f} F, edges "
                      f"{fit['softness']:.2f} F (FWHM {fit['fwhm']:.2f} F)"
                      + ("" if fit.get("lateral_lines", "yx") == "yx"
-                        else f"; z matched to lateral lines along {fit['lateral_lines']} alone (distances too)")
+                        else f"; z matched to lateral lines along {fit['lateral_lines']} alone (the distances above "
+                             "use the same lines)")
                      + ("" if fit.get("reliable", True) else f"; not reliable: {fit.get('note')}"))
     return "\n".join(lines)
 

@@ -406,7 +406,7 @@ class RuntimeState:
         The recommended budget, ``(kind, value)`` (``("steps", 3000)``).
     quality : dict or None
         The reference-free measures of the last reconstruction.
-    heldout : napari_emsr.heldout.HeldoutScore or None
+    heldout : napari_emsr.heldout.QualityEstimate or None
         The held-out-section figure of the current model, when asked for.
     reconstructed_layers : list
         The layers added by the last Reconstruct (and the comparison's restored layer).

@@ -30,7 +30,7 @@ def heldout_line(score: Any) -> str:
     :func:`napari_emsr.heldout.estimate`."""
     line = f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
     if score.noisy:
-        line += f"; noisy stack: may be off by up to {NOISY_ERROR_DB:.1f} dB"
+        line += f"; noisy stack: may be off by up to {NOISY_ERROR_DB:.1f} dB either way"
     return line
 
 
