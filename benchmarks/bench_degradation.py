@@ -71,14 +71,14 @@ def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     v = gt.astype(np.float32)
     photons = None
     variant = re.fullmatch(r"(.+)-poisson(\d*)", stack)
-    if variant and stack != "slab-poisson":
-        # calibration variants (bench_heldout.py): any stack above, then Poisson noise of N photons at mid grey
-        # ("point-poisson", "gauss1.5-poisson80"; 40 when N is not given)
+    if variant:
+        # slab-poisson, and the calibration variants (bench_heldout.py): any stack above, then Poisson noise of N
+        # photons at mid grey ("point-poisson", "gauss1.5-poisson80"; 40 when N is not given)
         stack, n = variant.group(1), int(variant.group(2) or 40)
         if n < 1:
             raise SystemExit("a -poissonN stack needs N >= 1 photons at mid grey")
         photons = n / 128.0
-    if stack in ("point", "slab", "slab-poisson"):
+    if stack in ("point", "slab"):
         b = section_blur(v, "point" if stack == "point" else "slab", factor, axis=0)
     elif stack == "gauss1.5":
         b = section_blur(v, (0.0, 1.5 * SIGMA_PER_FWHM), factor, axis=0)
@@ -95,8 +95,6 @@ def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     else:
         raise SystemExit(f"unknown stack {stack!r}")
     out = b[::factor]
-    if stack == "slab-poisson":
-        photons = 40.0 / 128.0
     if photons is not None:
         out = np.random.default_rng(seed).poisson(np.clip(out, 0, None) * photons) / photons
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

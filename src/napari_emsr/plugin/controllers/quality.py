@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 
 from napari_emsr.errors import EMSRError, InputError
-from napari_emsr.heldout import NOISY_ERROR_DB
 from napari_emsr.plugin.host import Host
 from napari_emsr.plugin.lazy_layer import RestoredPlanes
 
@@ -30,6 +29,8 @@ def heldout_line(score: Any) -> str:
     :func:`napari_emsr.heldout.estimate`."""
     line = f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
     if score.noisy:
+        from napari_emsr.heldout import NOISY_ERROR_DB  # not at import: the panel starts without scipy.ndimage
+
         line += f"; noisy stack: may be off by up to {NOISY_ERROR_DB:.1f} dB either way"
     return line
 
