@@ -13,8 +13,8 @@ section profiles the fixed models do not assume, at F = 4 and 8:
     slab-poisson  a slab of F, then Poisson noise (about 40 photons at mid grey)
 
 (``cut`` also takes ``<stack>-poisson[N]``, any stack above then Poisson noise of N photons at mid grey, 40 when
-N is not given: the estimate's calibration rows, ``bench_heldout.py --stack``; ``--stacks`` here takes the names
-above only.)
+N is not given: the estimate's calibration rows, ``bench_heldout.py --stack``; ``--stacks`` here takes them too,
+with the matched kernel of the stack before the noise.)
 
 and reconstructed (xz + yz fused, the default network) by: cubic; the matched fixed kernel (the ideal, where the
 profile is in the family); a mismatched fixed kernel (point for thick stacks, slab for point); ``auto`` before
@@ -64,6 +64,20 @@ SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: The matched training profile of each stack (None: outside every fixed and fitted profile).
 MATCHED = {"point": "point", "slab": "slab", "gauss1.5": (0.0, 1.5 * SIGMA_PER_FWHM), "slab0.7": (0.7, 0.0),
            "slab-tail": None, "slab-poisson": "slab"}
+
+
+def stack_name(name: str) -> str:
+    """``--stacks`` argument: a name of :data:`STACKS`, or one of them followed by ``-poisson[N]``."""
+    base = re.fullmatch(r"(.+?)(-poisson\d*)?", name).group(1)
+    if name in STACKS or base in STACKS:
+        return name
+    raise argparse.ArgumentTypeError(f"unknown stack {name!r}: one of {', '.join(STACKS)}, or one of them "
+                                     "followed by -poisson or -poissonN (N photons at mid grey)")
+
+
+def matched(stack: str):
+    """The matched training profile of a stack name (a ``-poisson[N]`` variant: that of its stack)."""
+    return MATCHED[stack] if stack in MATCHED else MATCHED[re.fullmatch(r"(.+?)(-poisson\d*)?", stack).group(1)]
 
 
 def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
@@ -226,7 +240,8 @@ def main() -> None:
     ap.add_argument("--half", choices=("dev", "report"), default="report",
                     help="report: stacks from z 125:250, ceiling trained on z 0:125; dev: the reverse")
     ap.add_argument("--factor", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--stacks", nargs="+", default=list(STACKS), choices=STACKS)
+    ap.add_argument("--stacks", nargs="+", default=list(STACKS), type=stack_name, metavar="STACK",
+                    help=f"{', '.join(STACKS)}, or one of them followed by -poisson[N] (default: all of them)")
     ap.add_argument("--methods", nargs="+", type=_method,
                     default=["matched", "mismatched", "old-auto", "learned", "auto", "ceiling"],
                     help="also judged, and fitted:T/S (a fixed profile of the continuous family: slab T F with "
@@ -284,9 +299,9 @@ def main() -> None:
             plan = {}
             for m in a.methods:
                 if m == "matched":
-                    if MATCHED[stack] is None:
+                    if matched(stack) is None:
                         continue
-                    prof = MATCHED[stack]
+                    prof = matched(stack)
                     plan[m] = ({"profile": prof} if isinstance(prof, str)
                                else {"profile": "fitted", "thickness": prof[0], "softness": prof[1]})
                 elif m == "mismatched":

@@ -110,15 +110,17 @@ def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, caps
     want = heldout.combine(q["sections_gain_db"], q["lateral_gain_db"])
     assert q["gain_db"] == pytest.approx(want, abs=0.03)
     assert q["noise_share"] < heldout.NOISY_SHARE and q["noisy"] is False
+    assert q["error_db"] == heldout.QUIET_ERROR_DB
     assert cli.main(["reconstruct", str(src), "-o", str(tmp_path / "r.tif"), *tiny, "--heldout"]) == 0
     out = capsys.readouterr().out
     assert "estimated gain over cubic:" in out and "noisy stack" not in out
+    assert f"dB, give or take {heldout.QUIET_ERROR_DB:.1f} dB (from" in out
     # a noisy stack: the estimate says how far off it was on such stacks
     noisy = np.clip(stack + np.random.default_rng(0).normal(0, 40, stack.shape), 0, 255).astype(np.uint8)
     noisy_tif = write_tif(tmp_path / "n.tif", noisy)
     assert cli.main(["reconstruct", str(noisy_tif), "-o", str(tmp_path / "rn.tif"), *tiny, "--heldout", "--json"]) == 0
     qn = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quality"]["heldout_sections"]
-    assert qn["noisy"] is True and qn["noise_share"] >= heldout.NOISY_SHARE
+    assert qn["noisy"] is True and qn["noise_share"] >= heldout.NOISY_SHARE and qn["error_db"] == heldout.NOISY_ERROR_DB
     assert cli.main(["reconstruct", str(noisy_tif), "-o", str(tmp_path / "rn2.tif"), *tiny, "--heldout"]) == 0
     assert "noisy stack: noise is" in capsys.readouterr().out
     assert cli.main(["train", str(src), "-o", str(tmp_path / "n.emsr.pt"), *tiny, "--heldout", "--heldout-steps",

@@ -398,6 +398,12 @@ class QualityEstimate:
         return self.noise_share >= NOISY_SHARE
 
     @property
+    def error_db(self) -> float:
+        """How far off the estimate was, either way, on test stacks like this one (with ground truth): at most
+        :data:`NOISY_ERROR_DB` on noisy stacks, :data:`QUIET_ERROR_DB` on the others. Said beside the estimate."""
+        return NOISY_ERROR_DB if self.noisy else QUIET_ERROR_DB
+
+    @property
     def caveat(self) -> str:
         """What to say beside the estimate on a noisy stack (empty otherwise)."""
         if not self.noisy:
@@ -413,7 +419,8 @@ class QualityEstimate:
                 "judge_lateral_gain_db": round(self.judge_lateral_db, 2), "sections": self.sections,
                 "factor": round(self.factor, 3), "judged_at": round(2 * self.factor, 3),
                 "noise_sigma": round(self.noise_sigma, 3), "sections_raw_gain_db": round(self.sections_raw_db, 2),
-                "noise_share": round(self.noise_share, 3), "noisy": self.noisy}
+                "noise_share": round(self.noise_share, 3), "noisy": self.noisy,
+                "error_db": self.error_db}
 
 
 def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str = "auto",

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from napari_emsr.heldout import NOISY_ERROR_DB, QUIET_ERROR_DB
+
 pytestmark = pytest.mark.gui
 
 TIMEOUT = 240_000
@@ -191,7 +193,8 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     _train(panel, qtbot)
     qtbot.waitUntil(lambda: panel.heldout is not None, timeout=TIMEOUT)
     score = panel.heldout
-    line = f"estimated gain over cubic: {score.gain_db:+.2f} dB ({score.sections} held-out sections)"
+    line = (f"estimated gain over cubic: {score.gain_db:+.2f} dB \u00b1 {QUIET_ERROR_DB:.1f} "
+            f"({score.sections} held-out sections)")
     assert score.sections >= 3 and line in panel.reconstruct.quality_label.text()
     assert panel.reconstruct.quality_label.isVisibleTo(panel)
     assert panel.plot.heldout == (6.0, pytest.approx(score.gain_db))  # a point in the gain plot at the model's step
@@ -205,7 +208,8 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     worker = panel.judge_heldout()
     qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
     assert panel.heldout.noisy
-    assert "noisy stack: may be off by up to 1.8 dB either way" in panel.reconstruct.quality_label.text()
+    text = panel.reconstruct.quality_label.text()
+    assert f"dB \u00b1 {NOISY_ERROR_DB:.1f} (" in text and "noisy stack: the estimate is least certain there" in text
     # a stack it cannot judge: the library's message, in the quality line
     thin = panel.viewer.add_image(np.zeros((5, 64, 64), np.uint8), name="thin", scale=(40, 10, 10))
     panel.input.set_layer(thin)

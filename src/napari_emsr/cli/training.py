@@ -152,6 +152,7 @@ def heldout(args, vol, model, payload: dict) -> str:
         raise InputError(f"--heldout-steps {steps}: give a positive number of steps (e.g. 300)")
     q = estimate(vol, model, steps=steps, device=getattr(args, "device", "auto") or "auto")
     payload.setdefault("quality", {})["heldout_sections"] = q.as_dict()
-    return (f"\nestimated gain over cubic: {q.gain_db:+.2f} dB (from {q.sections} real held-out sections restored "
+    return (f"\nestimated gain over cubic: {q.gain_db:+.2f} dB, give or take {q.error_db:.1f} dB (from "
+            f"{q.sections} real held-out sections restored "
             f"from the others at {2 * q.factor:g}x spacing, {q.sections_db:+.2f} dB, and lateral planes degraded "
             f"like z, {q.lateral_db:+.2f} dB)" + (f"\n  {q.caveat}" if q.caveat else ""))
