@@ -66,18 +66,24 @@ MATCHED = {"point": "point", "slab": "slab", "gauss1.5": (0.0, 1.5 * SIGMA_PER_F
            "slab-tail": None, "slab-poisson": "slab"}
 
 
+def base_stack(name: str) -> str:
+    """The stack a name is cut as before any Poisson noise: ``point-poisson80`` -> ``point``."""
+    return re.fullmatch(r"(.+?)(-poisson\d*)?", name).group(1)
+
+
 def stack_name(name: str) -> str:
-    """``--stacks`` argument: a name of :data:`STACKS`, or one of them followed by ``-poisson[N]``."""
-    base = re.fullmatch(r"(.+?)(-poisson\d*)?", name).group(1)
-    if name in STACKS or base in STACKS:
+    """``--stacks`` argument: a name of :data:`STACKS`, or one of them followed by ``-poisson[N]`` (N >= 1)."""
+    variant = re.fullmatch(r"(.+?)-poisson(\d*)", name)
+    if name in STACKS or (variant and variant.group(1) in STACKS and "-poisson" not in variant.group(1)
+                          and int(variant.group(2) or 40) >= 1):
         return name
     raise argparse.ArgumentTypeError(f"unknown stack {name!r}: one of {', '.join(STACKS)}, or one of them "
-                                     "followed by -poisson or -poissonN (N photons at mid grey)")
+                                     "(without noise) followed by -poisson or -poissonN (N >= 1 photons at mid grey)")
 
 
 def matched(stack: str):
     """The matched training profile of a stack name (a ``-poisson[N]`` variant: that of its stack)."""
-    return MATCHED[stack] if stack in MATCHED else MATCHED[re.fullmatch(r"(.+?)(-poisson\d*)?", stack).group(1)]
+    return MATCHED[stack] if stack in MATCHED else MATCHED[base_stack(stack)]
 
 
 def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
@@ -305,7 +311,7 @@ def main() -> None:
                     plan[m] = ({"profile": prof} if isinstance(prof, str)
                                else {"profile": "fitted", "thickness": prof[0], "softness": prof[1]})
                 elif m == "mismatched":
-                    plan[m] = {"profile": "slab" if stack == "point" else "point"}
+                    plan[m] = {"profile": "slab" if base_stack(stack) == "point" else "point"}
                 elif m == "old-auto":
                     plan[m] = {"profile": old}
                 elif m == "learned":

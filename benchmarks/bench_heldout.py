@@ -5,7 +5,8 @@ For each stack (cut from a volume with isotropic ground truth, as ``bench_degrad
 method is trained, the estimate is computed from the stack alone (a judge trained at 2F on every other section and
 scored on the real held-out ones; the model's gain on lateral planes degraded like z), and the true gain over
 cubic is measured against the ground truth. One JSON file per run; ``--calibrate`` fits the estimate's two weights
-by least squares on such files (from the development volume only) and prints the residuals.
+by least squares on such files (from the development volume only) and prints the residuals; it also reads the run
+files of ``bench_degradation.py --methods auto --heldout`` (the 10-minute rows).
 
     python benchmarks/bench_heldout.py --gt ../shared/data/medulla_fibsem_iso10nm_ts1_250.tif --half dev \\
         --stack slab --factor 4 --steps 600 --json ts1_slab_F4.json
@@ -42,20 +43,39 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return forms
     j = np.array([r["judge_lateral_db"] for r in rows])
     # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
-    forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "-(judge lateral - sections)"])
+    forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "judge lateral - sections"])
     forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
     if all("validation_db" in r for r in rows):
         v = np.array([r["validation_db"] for r in rows])
         # the same with the training's own held-out lateral planes (planes it never trained on)
-        forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "-(judge lateral - sections)"])
+        forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "judge lateral - sections"])
         forms["blend-validation"] = (np.stack([s, v], 1), ["sections", "validation"])
     return forms
 
 
+def load_rows(path: str) -> list[dict]:
+    """The calibration rows of a run file: this script's (one row), or ``bench_degradation.py --heldout``'s (one row
+    per ``auto`` result with an estimate: the 10-minute runs)."""
+    d = json.loads(Path(path).read_text())
+    if "results" not in d:
+        return [d] if "true_db" in d else []  # not a run file (a fit summary beside them)
+    volume = "ts2" if "ts2" in d.get("command", "") else "ts1"
+    rows = []
+    for r in d["results"]:
+        a, h = r["rows"].get("auto", {}), r["rows"].get("auto", {}).get("heldout")
+        if not h:
+            continue
+        rows.append({"volume": volume, "half": d["half"], "factor": r["factor"], "stack": r["stack"],
+                     "steps": a.get("steps"), "true_db": a["psnr"] - r["rows"]["cubic"]["psnr"],
+                     "sections_db": h["sections_gain_db"], "lateral_db": h["lateral_gain_db"],
+                     "judge_lateral_db": h["judge_lateral_gain_db"]})
+    return rows
+
+
 def calibrate(files: list[str], check: list[str] | None = None) -> None:
     """Fit each candidate form on ``files`` (development volume) and print its residuals there and on ``check``."""
-    rows = [json.loads(Path(f).read_text()) for f in files]
-    held = [json.loads(Path(f).read_text()) for f in (check or [])]
+    rows = [r for f in files for r in load_rows(f)]
+    held = [r for f in (check or []) for r in load_rows(f)]
     y = np.array([r["true_db"] for r in rows])
     for name, (a, coef) in _forms(rows).items():
         w, *_ = np.linalg.lstsq(a, y, rcond=None)
@@ -66,7 +86,11 @@ def calibrate(files: list[str], check: list[str] | None = None) -> None:
         for group in (rows, held):
             if not group:
                 continue
-            ga = _forms(group)[name][0]
+            held_forms = _forms(group)
+            if name not in held_forms:
+                print(f"(not for the {len(group)} rows to check: their run files lack this form's terms)")
+                continue
+            ga = held_forms[name][0]
             for r, est in zip(group, ga @ w):
                 jl = r.get("judge_lateral_db")
                 print(f"| {r['volume']} | {r['half']} | {r['factor']} | {r['stack']} | {r['steps']} | "

@@ -122,7 +122,8 @@ def test_train_and_reconstruct_report_the_held_out_section_figure(tmp_path, caps
     qn = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quality"]["heldout_sections"]
     assert qn["noisy"] is True and qn["noise_share"] >= heldout.NOISY_SHARE and qn["error_db"] == heldout.NOISY_ERROR_DB
     assert cli.main(["reconstruct", str(noisy_tif), "-o", str(tmp_path / "rn2.tif"), *tiny, "--heldout"]) == 0
-    assert "noisy stack: noise is" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "noisy stack: noise is" in out and f"give or take {heldout.NOISY_ERROR_DB:.1f} dB" in out
     assert cli.main(["train", str(src), "-o", str(tmp_path / "n.emsr.pt"), *tiny, "--heldout", "--heldout-steps",
                      "0"]) == 2
     assert "--heldout-steps 0" in capsys.readouterr().err
@@ -156,3 +157,16 @@ def test_lateral_gains_of_cubic_are_nothing_unblurred_and_a_loss_when_blurred_ag
         unblurred, blurred = heldout.lateral_gains("cubic", planes, 4, 4.0, profile, device="cpu")
         assert unblurred == pytest.approx(0.0, abs=1e-6)
         assert (blurred < -0.5) if blurred_loss else blurred == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_estimate_is_said_with_its_error_on_such_stacks():
+    from napari_emsr.plugin.controllers.quality import heldout_line
+
+    quiet = heldout.QualityEstimate(1.234, 0.8, 2.0, 31, 4.0, noise_share=0.02)
+    noisy = heldout.QualityEstimate(4.5, 3.0, 7.0, 31, 4.0, noise_share=0.4)
+    assert quiet.error_db == heldout.QUIET_ERROR_DB < noisy.error_db == heldout.NOISY_ERROR_DB
+    assert quiet.as_dict()["error_db"] == heldout.QUIET_ERROR_DB and noisy.as_dict()["error_db"] == 1.8
+    assert heldout_line(quiet) == "estimated gain over cubic: +1.23 dB \u00b1 0.8 (31 held-out sections)"
+    assert heldout_line(noisy).startswith(
+        "estimated gain over cubic: +4.50 dB \u00b1 1.8 (31 held-out sections); noisy stack")
+    assert quiet.caveat == "" and "40 %" in noisy.caveat

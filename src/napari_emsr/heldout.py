@@ -133,10 +133,16 @@ def split_sections(data: Any, axis: int = 0, crop: int | None = CROP) -> tuple[n
     return kept, held
 
 
-def _psnr(ref: np.ndarray, test: np.ndarray, data_range: float, noise_var: float = 0.0) -> float:
-    """PSNR of ``test`` against ``ref``; ``noise_var`` (the variance of ``ref``'s own noise, independent of
-    ``test``) is taken off the squared error, down to :data:`MSE_FLOOR` of it."""
-    mse = float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
+def _mse(ref: np.ndarray, test: np.ndarray) -> float:
+    return float(np.mean((ref.astype(np.float64) - test.astype(np.float64)) ** 2))
+
+
+def _psnr(ref: np.ndarray, test: np.ndarray, data_range: float, noise_var: float = 0.0,
+          mse: float | None = None) -> float:
+    """PSNR of ``test`` against ``ref`` (or of the squared error ``mse`` already measured); ``noise_var`` (the
+    variance of ``ref``'s own noise, independent of ``test``) is taken off the squared error, down to
+    :data:`MSE_FLOOR` of it."""
+    mse = _mse(ref, test) if mse is None else float(mse)
     mse = max(mse - float(noise_var), MSE_FLOOR * mse)
     return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
@@ -162,9 +168,9 @@ def score_prediction(held: np.ndarray, prediction: np.ndarray, kept: np.ndarray,
     lo, hi = np.percentile(held, [0.1, 99.9])
     dr = float(max(hi - lo, 1e-6))
     nv = noise_variance(held) if noise_var is None else float(noise_var)
-    p, c = _psnr(held, prediction, dr, nv), _psnr(held, cubic, dr, nv)
-    raw = _psnr(held, prediction, dr) - _psnr(held, cubic, dr)
-    cubic_mse = float(np.mean((held.astype(np.float64) - cubic.astype(np.float64)) ** 2))
+    pred_mse, cubic_mse = _mse(held, prediction), _mse(held, cubic)
+    p, c = _psnr(held, prediction, dr, nv, pred_mse), _psnr(held, cubic, dr, nv, cubic_mse)
+    raw = _psnr(held, prediction, dr, mse=pred_mse) - _psnr(held, cubic, dr, mse=cubic_mse)
     share = min(1.0, nv / cubic_mse) if cubic_mse > 0 and math.isfinite(nv) else 0.0
     return HeldoutScore(gain_db=p - c, psnr=p, cubic_psnr=c, sections=m, factor=float("nan"),
                         noise_sigma=math.sqrt(nv), raw_gain_db=raw, noise_share=share)
@@ -324,11 +330,12 @@ LATERAL_WEIGHT = 0.62
 #: the medulla's point, slab, Gaussian and tail stacks, 0.22-0.53 with Poisson noise of 40-120 photons at mid grey.
 NOISY_SHARE = 0.15
 #: How far the estimate was off on noisy stacks, either way: at most 1.75 dB on the development volume (point, slab
-#: and Gaussian sections with Poisson noise, F = 4 and 8; 1.17 dB on the report volume's 10-minute rows). Said with
-#: the estimate when the stack is noisy.
+#: and Gaussian sections with Poisson noise, F = 4 and 8, 4,000 steps; 1.77 dB in 10-minute runs; 1.17 dB on the
+#: report volume's 10-minute rows). Said beside every estimate on a noisy stack (:attr:`QualityEstimate.error_db`).
 NOISY_ERROR_DB = 1.8
-#: ... and on stacks with little noise: at most 0.39 dB on the development volume's calibration rows, 0.79 dB on
-#: the report volume's 10-minute rows (the README table).
+#: ... and on stacks with little noise: at most 0.39 dB on the development volume's calibration rows (0.43 dB in
+#: 10-minute runs), 0.79 dB on the report volume's 10-minute rows (the README table). Said beside every estimate on
+#: such a stack.
 QUIET_ERROR_DB = 0.8
 
 
@@ -409,8 +416,8 @@ class QualityEstimate:
         if not self.noisy:
             return ""
         return (f"noisy stack: noise is {100 * self.noise_share:.0f} % of cubic interpolation's squared error on the "
-                f"held-out sections; on noisy test stacks this estimate was off by up to {NOISY_ERROR_DB:.1f} dB "
-                f"either way ({QUIET_ERROR_DB:.1f} dB on test stacks with little noise)")
+                f"held-out sections; the estimate is least certain on such stacks (off by up to {NOISY_ERROR_DB:.1f} "
+                f"dB on noisy test stacks, {QUIET_ERROR_DB:.1f} dB on the others)")
 
     def as_dict(self) -> dict[str, float | int]:
         """For ``--json`` (dB rounded to 0.01)."""

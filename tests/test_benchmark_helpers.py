@@ -1,0 +1,54 @@
+"""The benchmark scripts' small helpers that the README's figures hang on: the stack names ``--stacks`` takes and
+how their noisy variants are cut, and the run files ``bench_heldout.py --calibrate`` reads."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_degradation as bd
+import bench_heldout as bh
+
+
+def test_stack_names_take_the_noisy_variants_and_refuse_the_rest():
+    for name in ("point", "slab-poisson", "point-poisson", "gauss1.5-poisson80", "slab-tail-poisson120"):
+        assert bd.stack_name(name) == name
+    for name in ("foo", "foo-poisson", "point-poison", "slab-poisson-poisson", "point-poisson0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="unknown stack"):
+            bd.stack_name(name)
+    assert bd.base_stack("point-poisson80") == "point" and bd.base_stack("slab-tail") == "slab-tail"
+    # a noisy variant is matched (and mismatched) like the stack under the noise
+    assert bd.matched("point-poisson") == "point" and bd.matched("slab-poisson120") == "slab"
+    assert bd.matched("gauss1.5-poisson") == bd.MATCHED["gauss1.5"] and bd.matched("slab-tail-poisson") is None
+
+
+def test_a_noisy_variant_is_its_stack_with_poisson_noise():
+    gt = np.random.default_rng(0).uniform(60, 200, (33, 16, 16)).astype(np.float32)
+    clean, noisy, fewer = (bd.cut(gt, s, 4) for s in ("point", "point-poisson", "point-poisson10"))
+    assert clean.shape == noisy.shape == (9, 16, 16) and not np.array_equal(clean, noisy)
+    d40, d10 = (np.std(x.astype(float) - clean) for x in (noisy, fewer))
+    assert 10 < d40 < d10  # about sqrt(128 * 128 / 40) grey levels at mid grey; fewer photons, more noise
+
+
+def test_calibration_reads_both_kinds_of_run_file(tmp_path, capsys):
+    auto = {"psnr": 31.0, "steps": 100, "as": "fitted 0.00/0.00",
+            "heldout": {"sections_gain_db": 0.9, "lateral_gain_db": 1.5, "judge_lateral_gain_db": 1.1}}
+    deg = {"half": "dev", "command": "bench_degradation.py --gt medulla_fibsem_iso10nm_ts1_250.tif",
+           "results": [{"factor": 4, "stack": "point", "rows": {"cubic": {"psnr": 30.0}, "auto": auto}},
+                       {"factor": 8, "stack": "slab", "rows": {"cubic": {"psnr": 25.0}}}]}
+    (tmp_path / "deg.json").write_text(json.dumps(deg))
+    (tmp_path / "fits.json").write_text(json.dumps({"fits": []}))
+    one = {"volume": "ts1", "half": "dev", "factor": 8, "stack": "slab", "steps": 50, "true_db": 1.4,
+           "sections_db": 0.4, "lateral_db": 2.4, "judge_lateral_db": 0.2}
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    rows = bh.load_rows(str(tmp_path / "deg.json"))
+    assert len(rows) == 1 and rows[0]["true_db"] == pytest.approx(1.0) and rows[0]["lateral_db"] == 1.5
+    assert bh.load_rows(str(tmp_path / "fits.json")) == [] and bh.load_rows(str(tmp_path / "one.json")) == [one]
+    bh.calibrate([str(tmp_path / "deg.json"), str(tmp_path / "one.json")], [str(tmp_path / "deg.json")])
+    out = capsys.readouterr().out
+    assert "least squares on 2 runs" in out and "| ts1 | dev | 4 | point | 100 |" in out
