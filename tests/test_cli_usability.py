@@ -70,6 +70,10 @@ def test_ctrl_c_during_the_export_then_the_same_command_finishes_with_the_saved_
     lines = [ln for ln in err.splitlines() if ln.startswith("write: ")]
     assert any(re.fullmatch(r"write: 0/\d+ chunks, computing, \d+ s so far, .*", ln) for ln in lines), lines
     assert "\r" not in "".join(lines)
+    # the training too: a plain last line, not a bar that writes every redraw into the log
+    last = r"^train: 2/2 steps, in \d+ s, loss=\d\.\d{4}(, vs cubic=[+-]\d+\.\d\d dB)?$"
+    assert re.search(last, err, re.M), err[-3000:]
+    assert "\r" not in err
     saved = model.read_bytes()
 
     again = subprocess.run(_emsr(*argv), capture_output=True, text=True, timeout=300, env=env)
@@ -119,6 +123,35 @@ def test_a_write_bar_on_a_terminal_has_its_total_and_the_time_left(tmp_path, cap
 
 
 # ---- 3: the demo says what it does after training ---------------------------------------------------------
+def test_training_progress_in_a_log_is_a_line_every_few_seconds(capsys):
+    from napari_emsr.cli.progress import StepLog, training_bar
+
+    assert isinstance(training_bar("train", 10, False, tty=False), StepLog)
+    bar = training_bar("train", 10, False, tty=True)  # a terminal: tqdm's bar
+    assert not isinstance(bar, StepLog)
+    bar.close()
+    capsys.readouterr()
+    log = training_bar("train", 10, False, tty=False, every=0.0)
+    log.update(4)
+    log.set_postfix({"loss": "0.0383", "vs cubic": "+1.84 dB"})
+    log.update(1)
+    log.set_postfix({"loss": "0.0375"})  # a step without validation: its last figure stays
+    log.update(1)
+    log.set_description("train [restore 2/2]")
+    log.reset(total=None)  # a new stage: its own count, no figure of the last one
+    log.set_postfix({"loss": "0.0290"})
+    log.update(3)
+    log.close()
+    log.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"train: 4/10 steps, \d+ s in, about \d+ s left", lines[0]), lines
+    assert re.fullmatch(r"train: 5/10 steps, \d+ s in, about \d+ s left, loss=0\.0383, vs cubic=\+1\.84 dB", lines[1])
+    assert re.fullmatch(r"train: 6/10 steps, \d+ s in, about \d+ s left, loss=0\.0375, vs cubic=\+1\.84 dB", lines[2])
+    assert re.fullmatch(r"train \[restore 2/2\]: 3 steps, \d+ s in, loss=0\.0290", lines[3])
+    assert re.fullmatch(r"train \[restore 2/2\]: 3 steps, in \d+ s, loss=0\.0290", lines[4])
+    assert len(lines) == 5  # closed once
+
+
 def test_the_demo_says_what_it_does_after_training(tmp_path):
     r = subprocess.run(_emsr("demo", "--steps", "2", "--json", *TINY), capture_output=True, text=True,
                        timeout=300, env=_env(EMSR_PROGRESS_EVERY="1"), cwd=tmp_path)
