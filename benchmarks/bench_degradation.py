@@ -66,16 +66,18 @@ MATCHED = {"point": "point", "slab": "slab", "gauss1.5": (0.0, 1.5 * SIGMA_PER_F
            "slab-tail": None, "slab-poisson": "slab"}
 
 
-def base_stack(name: str) -> str:
-    """The stack a name is cut as before any Poisson noise: ``point-poisson80`` -> ``point``."""
-    return re.fullmatch(r"(.+?)(-poisson\d*)?", name).group(1)
+def split_stack(name: str) -> tuple[str, int | None]:
+    """A stack name as (the stack cut before any noise, photons of Poisson noise at mid grey or None):
+    ``point-poisson80`` -> ``("point", 80)``, ``slab-poisson`` -> ``("slab", 40)``, ``slab-tail`` -> ``("slab-tail",
+    None)``."""
+    variant = re.fullmatch(r"(.+)-poisson(\d*)", name)
+    return (variant.group(1), int(variant.group(2) or 40)) if variant else (name, None)
 
 
 def stack_name(name: str) -> str:
     """``--stacks`` argument: a name of :data:`STACKS`, or one of them followed by ``-poisson[N]`` (N >= 1)."""
-    variant = re.fullmatch(r"(.+?)-poisson(\d*)", name)
-    if name in STACKS or (variant and variant.group(1) in STACKS and "-poisson" not in variant.group(1)
-                          and int(variant.group(2) or 40) >= 1):
+    base, n = split_stack(name)
+    if name in STACKS or (n is not None and n >= 1 and base in STACKS and split_stack(base)[1] is None):
         return name
     raise argparse.ArgumentTypeError(f"unknown stack {name!r}: one of {', '.join(STACKS)}, or one of them "
                                      "(without noise) followed by -poisson or -poissonN (N >= 1 photons at mid grey)")
@@ -83,18 +85,17 @@ def stack_name(name: str) -> str:
 
 def matched(stack: str):
     """The matched training profile of a stack name (a ``-poisson[N]`` variant: that of its stack)."""
-    return MATCHED[stack] if stack in MATCHED else MATCHED[base_stack(stack)]
+    return MATCHED[split_stack(stack)[0]]
 
 
 def cut(gt: np.ndarray, stack: str, factor: int, seed: int = 0) -> np.ndarray:
     """An anisotropic uint8 stack from isotropic ``gt``: section i centred on ground-truth z = i * F."""
     v = gt.astype(np.float32)
     photons = None
-    variant = re.fullmatch(r"(.+)-poisson(\d*)", stack)
-    if variant:
+    stack, n = split_stack(stack)
+    if n is not None:
         # slab-poisson, and the calibration variants (bench_heldout.py): any stack above, then Poisson noise of N
         # photons at mid grey ("point-poisson", "gauss1.5-poisson80"; 40 when N is not given)
-        stack, n = variant.group(1), int(variant.group(2) or 40)
         if n < 1:
             raise SystemExit("a -poissonN stack needs N >= 1 photons at mid grey")
         photons = n / 128.0
@@ -311,7 +312,7 @@ def main() -> None:
                     plan[m] = ({"profile": prof} if isinstance(prof, str)
                                else {"profile": "fitted", "thickness": prof[0], "softness": prof[1]})
                 elif m == "mismatched":
-                    plan[m] = {"profile": "slab" if base_stack(stack) == "point" else "point"}
+                    plan[m] = {"profile": "slab" if split_stack(stack)[0] == "point" else "point"}
                 elif m == "old-auto":
                     plan[m] = {"profile": old}
                 elif m == "learned":

@@ -62,7 +62,8 @@ def load_rows(path: str) -> list[dict]:
     volume = "ts2" if "ts2" in d.get("command", "") else "ts1"
     rows = []
     for r in d["results"]:
-        a, h = r["rows"].get("auto", {}), r["rows"].get("auto", {}).get("heldout")
+        a = r["rows"].get("auto", {})
+        h = a.get("heldout")
         if not h:
             continue
         rows.append({"volume": volume, "half": d["half"], "factor": r["factor"], "stack": r["stack"],

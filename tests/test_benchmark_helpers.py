@@ -21,7 +21,8 @@ def test_stack_names_take_the_noisy_variants_and_refuse_the_rest():
     for name in ("foo", "foo-poisson", "point-poison", "slab-poisson-poisson", "point-poisson0"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown stack"):
             bd.stack_name(name)
-    assert bd.base_stack("point-poisson80") == "point" and bd.base_stack("slab-tail") == "slab-tail"
+    assert bd.split_stack("point-poisson80") == ("point", 80) and bd.split_stack("slab-tail") == ("slab-tail", None)
+    assert bd.split_stack("slab-poisson") == ("slab", 40)
     # a noisy variant is matched (and mismatched) like the stack under the noise
     assert bd.matched("point-poisson") == "point" and bd.matched("slab-poisson120") == "slab"
     assert bd.matched("gauss1.5-poisson") == bd.MATCHED["gauss1.5"] and bd.matched("slab-tail-poisson") is None

@@ -28,12 +28,16 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def stderr_is_terminal() -> bool:
+    """Whether progress can be drawn as a bar (else it is logged a line at a time)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def training_bar(desc: str, total: int | None, quiet: bool, *, tty: bool | None = None,
                  every: float = LOG_EVERY):
     """The training steps' progress on stderr: a bar (tqdm) on a terminal, else a :class:`StepLog` line every
     ``every`` seconds (a bar that redraws itself would write every redraw into a batch job's log)."""
-    tty = bool(getattr(sys.stderr, "isatty", lambda: False)()) if tty is None else tty
-    if tty or quiet:
+    if quiet or (stderr_is_terminal() if tty is None else tty):
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
@@ -115,7 +119,7 @@ class Progress:
                  total: Callable[[], tuple[int, int] | None] | None = None, tty: bool | None = None,
                  every: float = LOG_EVERY) -> None:
         self.desc, self.unit, self.quiet, self.every = desc, unit, quiet, every
-        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)()) if tty is None else tty
+        self.tty = stderr_is_terminal() if tty is None else tty
         self._peek = total
         self.done = 0
         self.total: int | None = None
