@@ -152,6 +152,17 @@ def test_training_progress_in_a_log_is_a_line_every_few_seconds(capsys):
     assert len(lines) == 5  # closed once
 
 
+def test_each_training_line_shows_the_loss_of_the_step_it_counts(tmp_path, stack):
+    r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "m.emsr.pt", "--steps", "3", *TINY),
+                       capture_output=True, text=True, timeout=300, env=_env(EMSR_PROGRESS_EVERY="0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    # a line at every step (every 0 s): the first already has its loss (it showed the step before's, none)
+    assert [ln.split(",")[0] for ln in lines] == ["train: 1/3 steps", "train: 2/3 steps", "train: 3/3 steps",
+                                                 "train: 3/3 steps"], lines
+    assert all(re.search(r", loss=\d\.\d{4}", ln) for ln in lines), lines
+
+
 def test_the_demo_says_what_it_does_after_training(tmp_path):
     r = subprocess.run(_emsr("demo", "--steps", "2", "--json", *TINY), capture_output=True, text=True,
                        timeout=300, env=_env(EMSR_PROGRESS_EVERY="1"), cwd=tmp_path)

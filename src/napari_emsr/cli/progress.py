@@ -70,7 +70,7 @@ class StepLog:
     def update(self, k: int = 1) -> None:
         self.n += int(k)
         now = time.monotonic()
-        if now - self._last >= self.every:
+        if k > 0 and now - self._last >= self.every:  # a second event at the same step prints no second line
             self._last = now
             self._print(self._line())
 

@@ -75,11 +75,11 @@ def run_training(args, vol, out_model: Path | None):
                     for note in trainer.notes[shown:]:
                         bar.write(note, file=sys.stderr)
                     shown = len(trainer.notes)
-            bar.update(ev.step - bar.n)
             post = {"loss": f"{ev.loss:.4f}"}
             if ev.gain is not None:
                 post["vs cubic"] = f"{ev.gain:+.2f} dB"
-            bar.set_postfix(post, refresh=False)
+            bar.set_postfix(post, refresh=False)  # before the count moves, so the line shows this step's loss
+            bar.update(ev.step - bar.n)
     except KeyboardInterrupt:
         interrupted = True
     finally:
