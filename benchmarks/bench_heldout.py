@@ -29,6 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+#: The named profiles as points of the continuous family (thickness, softness in units of F).
+NAMED = {"point": (0.0, 0.0), "slab": (1.0, 0.0), "gaussian": (0.0, 0.425)}
+
+
 def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Candidate estimators as linear least-squares problems: name -> (design matrix, coefficient names)."""
     s = np.array([r["sections_db"] for r in rows])
@@ -45,12 +49,59 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
     forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "judge lateral - sections"])
     forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
+    if all("lateral_pert" in r for r in rows):
+        # how much of the lateral gain hangs on the fit being right: the model's lateral gain with the lines cut by
+        # profiles a little thicker, thinner, softer and sharper than the one it was trained for
+        pm = np.array([np.mean(list(r["lateral_pert"].values())) for r in rows])
+        pw = np.array([min(r["lateral_pert"].values()) for r in rows])
+        forms["perturbed"] = (np.stack([lat, lat - pm], 1), ["lateral", "lateral - perturbed mean"])
+        forms["perturbed-worst"] = (np.stack([lat, lat - pw], 1), ["lateral", "lateral - perturbed worst"])
+        forms["perturbed-mean"] = (pm[:, None], ["perturbed mean"])
+        forms["blend-perturbed"] = (np.stack([s, lat, lat - pm], 1), ["sections", "lateral", "lateral - perturbed"])
+        for key in sorted(set.intersection(*(set(r["lateral_pert"]) for r in rows))):
+            pk = np.array([r["lateral_pert"][key] for r in rows])
+            forms[f"perturbed-{key}"] = (np.stack([lat, lat - pk], 1), ["lateral", f"lateral - {key}"])
+    if all(r.get("fit_region") for r in rows):
+        # the model's lateral gain over the profiles the stack's spectrum cannot tell from the fit (fit_region)
+        rmin = np.array([r["fit_region"]["min_db"] for r in rows])
+        forms["region-min"] = (rmin[:, None], ["region min"])
+        forms["region-mean"] = (np.array([r["fit_region"]["mean_db"] for r in rows])[:, None], ["region mean"])
+        forms["lateral-region"] = (np.stack([lat, lat - rmin], 1), ["lateral", "lateral - region min"])
     if all("validation_db" in r for r in rows):
         v = np.array([r["validation_db"] for r in rows])
         # the same with the training's own held-out lateral planes (planes it never trained on)
         forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "judge lateral - sections"])
         forms["blend-validation"] = (np.stack([s, v], 1), ["sections", "validation"])
     return forms
+
+
+def fit_region(lr, factor: float, model, kept, noise_var: float, *, tolerance: float = 0.10,
+               stack_matched=None) -> dict:
+    """How uncertain the section-profile fit is on this stack, and what that costs the model: the profiles of the
+    fit's grid whose spectral distance (on the lateral lines the fit chose) is within ``tolerance`` of the best, and
+    the model's lateral gain with lines cut by each. With the stack's true profile (``stack_matched``, a name or a
+    pair; None when outside the family), also its distance relative to the best."""
+    from napari_emsr.heldout import lateral_gains, lateral_planes, model_profile
+    from napari_emsr.profile_fit import FIT_PLANES, FIT_SOFTNESS, FIT_THICKNESS, _SpectrumMatch, fit_profile
+
+    fit = fit_profile(lr, factor)
+    m = _SpectrumMatch.of(lr, factor, planes=FIT_PLANES)  # the planes the fit compared, so distances are its own
+    lines = fit.lateral_lines
+    grid = {(t, s): m.distances((t, s))[lines] for t in FIT_THICKNESS for s in FIT_SOFTNESS}
+    best = min(min(grid.values()), fit.distance)
+    near = sorted({(fit.thickness, fit.softness)} | {k for k, d in grid.items() if d <= best * (1.0 + tolerance)})
+    planes = lateral_planes(kept)
+    gains = {f"{t:.2f}/{s:.2f}": round(lateral_gains(model, planes, factor, factor, (t, s), device="cpu",
+                                                     noise_var=noise_var)[0], 3) for t, s in near}
+    out = {"lines": lines, "fit": list(model_profile(model.config)), "best": round(best, 4), "near": gains,
+           "min_db": min(gains.values()), "mean_db": round(float(np.mean(list(gains.values()))), 3)}
+    if stack_matched is not None:
+        tm = NAMED[stack_matched] if isinstance(stack_matched, str) else tuple(stack_matched)
+        out["true_profile"] = [round(float(x), 3) for x in tm]
+        out["true_distance_ratio"] = round(m.distances(tm)[lines] / best, 4)
+        out["true_profile_gain_db"] = round(lateral_gains(model, planes, factor, factor, tm, device="cpu",
+                                                          noise_var=noise_var)[0], 3)
+    return out
 
 
 def load_rows(path: str) -> list[dict]:
@@ -101,7 +152,7 @@ def calibrate(files: list[str], check: list[str] | None = None) -> None:
 
 
 def main() -> None:
-    from bench_degradation import DEFAULT_GT, cut, device_name, score
+    from bench_degradation import DEFAULT_GT, aligned_psnr, cut, device_name, matched, score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", default=str(DEFAULT_GT))
@@ -120,6 +171,10 @@ def main() -> None:
                     help="fit the estimate's weights on these runs' files and print the residuals")
     ap.add_argument("--check", nargs="+", default=None, metavar="JSON",
                     help="with --calibrate: runs on the report volume, scored with the weights fitted on the others")
+    ap.add_argument("--fit-region", action="store_true",
+                    help="also the model's lateral gain for every profile whose spectral distance is within 10 %% of "
+                    "the fit's (how uncertain the fit is, and what that uncertainty costs)")
+    ap.add_argument("--align", action="store_true", help="also the true gain after the best global z shift")
     a = ap.parse_args()
     if a.calibrate:
         calibrate(a.calibrate, a.check)
@@ -135,6 +190,7 @@ def main() -> None:
         lateral_gains,
         lateral_planes,
         model_profile,
+        noise_variance,
         split_sections,
     )
     from napari_emsr.io import as_volume
@@ -174,12 +230,29 @@ def main() -> None:
     kept, _ = split_sections(lr)
     lateral_raw, _ = lateral_gains(model, lateral_planes(kept), f, f, model_profile(model.config), device="cpu",
                                    noise_var=0.0)
+    # how much of the lateral gain hangs on the fitted profile being right (see _forms: "perturbed")
+    prof = model_profile(model.config)
+    t, sft = prof if isinstance(prof, tuple) else NAMED[prof]
+    nv = noise_variance(lateral_planes(kept))
+    pert = {"thicker": (t + 0.3, sft), "thinner": (max(t - 0.3, 0.0), sft), "softer": (t, sft + 0.15),
+            "sharper": (t, max(sft - 0.15, 0.0))}
+    lateral_pert = {k: round(lateral_gains(model, lateral_planes(kept), f, f, p, device="cpu", noise_var=nv)[0], 3)
+                    for k, p in pert.items()}
+    lateral_x = lateral_gains(model, lateral_planes(kept).transpose(0, 2, 1), f, f, prof, device="cpu",
+                              noise_var=nv)[0]
+    region = fit_region(lr, f, model, kept, nv, stack_matched=matched(a.stack)) if a.fit_region else None
+    aligned = None
+    if a.align:  # the true gain after each result's best global z shift (bench_degradation.aligned_psnr)
+        cub_a, _ = aligned_psnr(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, f)
+        rec_a, _ = aligned_psnr(reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax], ref, f)
+        aligned = round(rec_a - cub_a, 3)
     out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
            "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
            "judge_lateral_db": round(q.judge_lateral_db, 3), "noise_sigma": round(q.noise_sigma, 3),
            "sections_raw_db": round(q.sections_raw_db, 3), "lateral_raw_db": round(lateral_raw, 3),
-           "noise_share": round(q.noise_share, 3),
+           "noise_share": round(q.noise_share, 3), "profile": [t, sft], "lateral_pert": lateral_pert,
+           "lateral_x_db": round(lateral_x, 3), "fit_region": region, "true_aligned_db": aligned,
            "validation_db": round(model.history[-1]["val_psnr"] - model.history[-1]["cubic_psnr"], 3),
            "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
            "banding": rec["banding"], "train_s": None if a.model else round(train_s, 1),

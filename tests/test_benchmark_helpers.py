@@ -53,3 +53,20 @@ def test_calibration_reads_both_kinds_of_run_file(tmp_path, capsys):
     bh.calibrate([str(tmp_path / "deg.json"), str(tmp_path / "one.json")], [str(tmp_path / "deg.json")])
     out = capsys.readouterr().out
     assert "least squares on 2 runs" in out and "| ts1 | dev | 4 | point | 100 |" in out
+
+
+def test_calibration_offers_the_perturbed_forms_only_where_every_row_has_them(tmp_path, capsys):
+    rows = [{"volume": "ts1", "half": "dev", "factor": 4, "stack": st, "steps": 50, "true_db": t, "sections_db": 0.5,
+             "lateral_db": lat, "judge_lateral_db": 0.3, "lateral_pert": {"thicker": lat - d, "sharper": lat - 2 * d}}
+            for st, t, lat, d in (("point", 1.2, 1.4, 0.1), ("slab", 1.0, 1.8, 0.5), ("gauss1.5", 2.9, 4.4, 0.8))]
+    for i, r in enumerate(rows):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    forms = bh._forms(rows)
+    design, names = forms["perturbed"]
+    assert names == ["lateral", "lateral - perturbed mean"]
+    assert design[:, 1] == pytest.approx([0.15, 0.75, 1.2])  # the mean drop of each row
+    assert forms["perturbed-worst"][0][:, 1] == pytest.approx([0.2, 1.0, 1.6])
+    assert "perturbed" not in bh._forms([{**rows[0], "lateral_pert": {"thicker": 1.0}}, {
+        k: v for k, v in rows[1].items() if k != "lateral_pert"}])
+    bh.calibrate([str(tmp_path / f"r{i}.json") for i in range(3)])
+    assert "perturbed: lateral x" in capsys.readouterr().out
