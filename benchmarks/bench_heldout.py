@@ -8,6 +8,14 @@ cubic is measured against the ground truth. One JSON file per run; ``--calibrate
 by least squares on such files (from the development volume only) and prints the residuals; it also reads the run
 files of ``bench_degradation.py --methods auto --heldout`` (the 10-minute rows).
 
+Each run also records terms tried as additions to the estimate (none kept; docs/benchmarks.md, "What the
+estimate's misses are made of"): the model's lateral gain with lines cut by profiles a little thicker, thinner,
+softer and sharper than its own (``lateral_pert``; a thinner or sharper profile than 0 is the profile itself), and
+with lines along x instead of y (``lateral_x_db``); with ``--fit-region`` its lateral gain over the profiles the
+stack's spectrum cannot tell from the fit (and the true profile's, where the stack's is in the family); with
+``--align`` the true gain after the best global z shift. ``--model`` measures a saved model again (``--save-model``)
+without training it.
+
     python benchmarks/bench_heldout.py --gt ../shared/data/medulla_fibsem_iso10nm_ts1_250.tif --half dev \\
         --stack slab --factor 4 --steps 600 --json ts1_slab_F4.json
     python benchmarks/bench_heldout.py --calibrate ts1_*.json
@@ -43,12 +51,11 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         sr = np.array([r["sections_raw_db"] for r in rows])
         lr = np.array([r["lateral_raw_db"] for r in rows])
         forms["blend-raw"] = (np.stack([sr, lr], 1), ["sections (raw)", "lateral (raw)"])
-    if not all("judge_lateral_db" in r for r in rows):
-        return forms
-    j = np.array([r["judge_lateral_db"] for r in rows])
-    # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
-    forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "judge lateral - sections"])
-    forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
+    if all("judge_lateral_db" in r for r in rows):
+        j = np.array([r["judge_lateral_db"] for r in rows])
+        # the model's lateral gain less the judge's shortfall on real sections (simulated minus real, at 2F)
+        forms["gap"] = (np.stack([lat, j - s], 1), ["lateral", "judge lateral - sections"])
+        forms["linear3"] = (np.stack([s, lat, j], 1), ["sections", "lateral", "judge lateral"])
     if all("lateral_pert" in r for r in rows):
         # how much of the lateral gain hangs on the fit being right: the model's lateral gain with the lines cut by
         # profiles a little thicker, thinner, softer and sharper than the one it was trained for
@@ -70,7 +77,8 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if all("validation_db" in r for r in rows):
         v = np.array([r["validation_db"] for r in rows])
         # the same with the training's own held-out lateral planes (planes it never trained on)
-        forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "judge lateral - sections"])
+        if "gap" in forms:
+            forms["gap-validation"] = (np.stack([v, j - s], 1), ["validation", "judge lateral - sections"])
         forms["blend-validation"] = (np.stack([s, v], 1), ["sections", "validation"])
     return forms
 
@@ -93,7 +101,9 @@ def fit_region(lr, factor: float, model, kept, noise_var: float, *, tolerance: f
     planes = lateral_planes(kept)
     gains = {f"{t:.2f}/{s:.2f}": round(lateral_gains(model, planes, factor, factor, (t, s), device="cpu",
                                                      noise_var=noise_var)[0], 3) for t, s in near}
-    out = {"lines": lines, "fit": list(model_profile(model.config)), "best": round(best, 4), "near": gains,
+    prof = model_profile(model.config)
+    out = {"lines": lines, "fit": list(NAMED[prof] if isinstance(prof, str) else prof), "best": round(best, 4),
+           "near": gains,
            "min_db": min(gains.values()), "mean_db": round(float(np.mean(list(gains.values()))), 3)}
     if stack_matched is not None:
         tm = NAMED[stack_matched] if isinstance(stack_matched, str) else tuple(stack_matched)
@@ -172,8 +182,8 @@ def main() -> None:
     ap.add_argument("--check", nargs="+", default=None, metavar="JSON",
                     help="with --calibrate: runs on the report volume, scored with the weights fitted on the others")
     ap.add_argument("--fit-region", action="store_true",
-                    help="also the model's lateral gain for every profile whose spectral distance is within 10 %% of "
-                    "the fit's (how uncertain the fit is, and what that uncertainty costs)")
+                    help="also the model's lateral gain for every profile of the fit's grid whose spectral distance "
+                    "is within 10 %% of the best (how uncertain the fit is, and what that uncertainty costs)")
     ap.add_argument("--align", action="store_true", help="also the true gain after the best global z shift")
     a = ap.parse_args()
     if a.calibrate:
@@ -211,7 +221,8 @@ def main() -> None:
     ref = vol_gt[:zmax, ys, xs]
     vol = as_volume(lr, spacing=(10.0 * f, 10.0, 10.0))
     scored = as_volume(np.ascontiguousarray(lr[:, ys, xs]), spacing=(10.0 * f, 10.0, 10.0))
-    cubic = score(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, f)
+    cubic_rec = reconstruct(scored, "cubic", planes="fuse").compute()[:zmax]
+    cubic = score(cubic_rec, ref, f)
     t0 = time.perf_counter()
     if a.model:
         model = load_model(a.model)
@@ -223,9 +234,11 @@ def main() -> None:
         if a.save_model:
             model.save(a.save_model)
     train_s = time.perf_counter() - t0
-    rec = score(reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax], ref, f)
+    model_rec = reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax]
+    rec = score(model_rec, ref, f)
     t1 = time.perf_counter()
     q = estimate(vol, model, steps=a.judge_steps, device="cpu", threads=a.threads)
+    estimate_s = time.perf_counter() - t1
     # the model's lateral gain without the noise correction (for calibrating either form)
     kept, _ = split_sections(lr)
     lateral_raw, _ = lateral_gains(model, lateral_planes(kept), f, f, model_profile(model.config), device="cpu",
@@ -241,11 +254,11 @@ def main() -> None:
     lateral_x = lateral_gains(model, lateral_planes(kept).transpose(0, 2, 1), f, f, prof, device="cpu",
                               noise_var=nv)[0]
     region = fit_region(lr, f, model, kept, nv, stack_matched=matched(a.stack)) if a.fit_region else None
-    aligned = None
+    aligned, shifts = None, None
     if a.align:  # the true gain after each result's best global z shift (bench_degradation.aligned_psnr)
-        cub_a, _ = aligned_psnr(reconstruct(scored, "cubic", planes="fuse").compute()[:zmax], ref, f)
-        rec_a, _ = aligned_psnr(reconstruct(scored, model, planes="fuse", device="cpu").compute()[:zmax], ref, f)
-        aligned = round(rec_a - cub_a, 3)
+        cub_a, cub_shift = aligned_psnr(cubic_rec, ref, f)
+        rec_a, rec_shift = aligned_psnr(model_rec, ref, f)
+        aligned, shifts = round(rec_a - cub_a, 3), {"cubic": cub_shift, "model": rec_shift}
     out = {"volume": Path(a.gt).stem.split("_")[-2], "half": a.half, "factor": f, "stack": a.stack,
            "steps": model.step, "true_db": round(rec["psnr"] - cubic["psnr"], 3),
            "sections_db": round(q.sections_db, 3), "lateral_db": round(q.lateral_db, 3),
@@ -253,10 +266,11 @@ def main() -> None:
            "sections_raw_db": round(q.sections_raw_db, 3), "lateral_raw_db": round(lateral_raw, 3),
            "noise_share": round(q.noise_share, 3), "profile": [t, sft], "lateral_pert": lateral_pert,
            "lateral_x_db": round(lateral_x, 3), "fit_region": region, "true_aligned_db": aligned,
+           "z_shifts": shifts,
            "validation_db": round(model.history[-1]["val_psnr"] - model.history[-1]["cubic_psnr"], 3),
            "estimate_db": round(q.gain_db, 3), "weights": [SECTIONS_WEIGHT, LATERAL_WEIGHT],
            "banding": rec["banding"], "train_s": None if a.model else round(train_s, 1),
-           "estimate_s": round(time.perf_counter() - t1, 1),
+           "estimate_s": round(estimate_s, 1),
            "device": device_name(), "date": str(date.today()), "command": "python " + " ".join(sys.argv)}
     print(f"| {out['volume']} {a.half} | {f} | {a.stack} | {model.step} | true {out['true_db']:+.2f} | estimate "
           f"{out['estimate_db']:+.2f} (sections {out['sections_db']:+.2f}, lateral {out['lateral_db']:+.2f}) | "

@@ -70,3 +70,30 @@ def test_calibration_offers_the_perturbed_forms_only_where_every_row_has_them(tm
         k: v for k, v in rows[1].items() if k != "lateral_pert"}])
     bh.calibrate([str(tmp_path / f"r{i}.json") for i in range(3)])
     assert "perturbed: lateral x" in capsys.readouterr().out
+
+
+def test_the_fit_region_measures_a_model_over_the_profiles_the_spectrum_cannot_tell_apart():
+    from napari_emsr.heldout import split_sections
+    from napari_emsr.io import as_volume
+    from napari_emsr.train import TrainConfig, train
+
+    gt = np.random.default_rng(0).uniform(0, 255, (97, 64, 64)).astype(np.float32)
+    from scipy import ndimage
+
+    gt = ndimage.gaussian_filter(gt, 1.5)  # tissue-like: correlated in every direction
+    lr = bd.cut(gt, "slab", 4)
+    model = train(as_volume(lr, spacing=(40.0, 10.0, 10.0)),
+                  TrainConfig(factor=4, steps=2, net="rescnn", size="tiny", patch=24, batch=4, device="cpu",
+                              preview_every=0))
+    kept, _ = split_sections(lr)
+    r = bh.fit_region(lr, 4, model, kept, 0.0, stack_matched="slab")
+    opts = model.config["options"]
+    assert opts["profile"] == "fitted" and r["fit"] == [opts["thickness"], opts["softness"]]
+    assert r["near"] and r["min_db"] == min(r["near"].values()) <= r["mean_db"] <= max(r["near"].values())
+    assert f"{r['fit'][0]:.2f}/{r['fit'][1]:.2f}" in r["near"]  # the fit itself is always measured
+    assert r["true_profile"] == [1.0, 0.0] and r["true_distance_ratio"] > 0 and np.isfinite(r["true_profile_gain_db"])
+    rows = [{"true_db": 1.0, "sections_db": 0.5, "lateral_db": 2.0, "fit_region": r},
+            {"true_db": 2.0, "sections_db": 0.5, "lateral_db": 3.0, "fit_region": {**r, "min_db": 1.0}}]
+    design, names = bh._forms(rows)["lateral-region"]
+    assert names == ["lateral", "lateral - region min"] and design[1, 1] == pytest.approx(2.0)
+    assert "region-min" not in bh._forms([rows[0], {k: v for k, v in rows[1].items() if k != "fit_region"}])

@@ -15,6 +15,7 @@ from emsr_helpers import write_tif
 
 SCRIPT = """
 import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a job started with & ignores it)
 from napari_emsr.cli import {fn}
 code = {fn}(["info", sys.argv[1]])
 os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, after the command finished

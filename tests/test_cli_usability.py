@@ -137,6 +137,7 @@ def test_training_progress_in_a_log_is_a_line_every_few_seconds(capsys):
     log.update(1)
     log.set_postfix({"loss": "0.0375"})  # a step without validation: its last figure stays
     log.update(1)
+    log.update(0)  # a second event at the same step: no second line
     log.set_description("train [restore 2/2]")
     log.reset(total=None)  # a new stage: its own count, no figure of the last one
     log.set_postfix({"loss": "0.0290"})
