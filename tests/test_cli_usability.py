@@ -164,6 +164,38 @@ def test_each_training_line_shows_the_loss_of_the_step_it_counts(tmp_path, stack
     assert all(re.search(r", loss=\d\.\d{4}", ln) for ln in lines), lines
 
 
+def test_on_a_terminal_the_bar_keeps_the_last_validation_figure_between_validations(tmp_path, stack):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))  # a terminal 150 columns wide
+    proc = subprocess.Popen(_emsr("train", stack, "-o", tmp_path / "m.emsr.pt", "--steps", "100", "--val-every", "5",
+                                  *TINY), stdout=subprocess.PIPE, stderr=slave, env=_env())
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-3000:]
+    frames = [f for f in out.decode(errors="replace").replace("\n", "\r").split("\r") if "/100 [" in f]
+    assert frames and "vs cubic=" in frames[-1], frames  # tqdm's bar, with the figure at the end
+    # every redraw after the first validation (step 5) shows the last figure, the redraws between validations too
+    # (tqdm redraws about ten times a second, so some fall between)
+    counts = [(int(m.group(1)), f) for f in frames if (m := re.search(r" (\d+)/100 \[", f))]
+    after = [(n, f) for n, f in counts if n >= 5]
+    assert any(n % 5 for n, _ in after), frames
+    assert all("vs cubic=" in f for _, f in after), frames
+
+
 def test_the_demo_says_what_it_does_after_training(tmp_path):
     r = subprocess.run(_emsr("demo", "--steps", "2", "--json", *TINY), capture_output=True, text=True,
                        timeout=300, env=_env(EMSR_PROGRESS_EVERY="1"), cwd=tmp_path)

@@ -64,6 +64,7 @@ def run_training(args, vol, out_model: Path | None):
     interrupted = False
     last = None
     stage = None
+    post: dict[str, str] = {}  # the last validation's figure stays beside the loss until the next one
     try:
         for ev in trainer.run():
             last = ev
@@ -71,11 +72,12 @@ def run_training(args, vol, out_model: Path | None):
                 stage = ev.stage
                 bar.reset(total=ev.total if not c.minutes or ev.stage != "restore" else None)
                 bar.set_description(f"train [{ev.stage} {ev.stage_index + 1}/{ev.stage_count}]")
+                post = {}
                 if not args.quiet and len(trainer.notes) > shown:  # what an earlier stage learned
                     for note in trainer.notes[shown:]:
                         bar.write(note, file=sys.stderr)
                     shown = len(trainer.notes)
-            post = {"loss": f"{ev.loss:.4f}"}
+            post["loss"] = f"{ev.loss:.4f}"
             if ev.gain is not None:
                 post["vs cubic"] = f"{ev.gain:+.2f} dB"
             bar.set_postfix(post, refresh=False)  # before the count moves, so the line shows this step's loss
