@@ -83,13 +83,14 @@ def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return forms
 
 
-def fit_region(lr, factor: float, model, kept, noise_var: float, *, tolerance: float = 0.10,
+def fit_region(lr, factor: float, model, planes, noise_var: float, *, tolerance: float = 0.10,
                stack_matched=None) -> dict:
     """How uncertain the section-profile fit is on this stack, and what that costs the model: the profiles of the
     fit's grid whose spectral distance (on the lateral lines the fit chose) is within ``tolerance`` of the best, and
-    the model's lateral gain with lines cut by each. With the stack's true profile (``stack_matched``, a name or a
-    pair; None when outside the family), also its distance relative to the best."""
-    from napari_emsr.heldout import lateral_gains, lateral_planes, model_profile
+    the model's lateral gain with lines cut by each (on ``planes``, the estimate's lateral planes). With the stack's
+    true profile (``stack_matched``, a name or a pair; None when outside the family), also its distance relative to
+    the best and the model's lateral gain with lines cut by it."""
+    from napari_emsr.heldout import lateral_gains, model_profile
     from napari_emsr.profile_fit import FIT_PLANES, FIT_SOFTNESS, FIT_THICKNESS, _SpectrumMatch, fit_profile
 
     fit = fit_profile(lr, factor)
@@ -98,7 +99,6 @@ def fit_region(lr, factor: float, model, kept, noise_var: float, *, tolerance: f
     grid = {(t, s): m.distances((t, s))[lines] for t in FIT_THICKNESS for s in FIT_SOFTNESS}
     best = min(min(grid.values()), fit.distance)
     near = sorted({(fit.thickness, fit.softness)} | {k for k, d in grid.items() if d <= best * (1.0 + tolerance)})
-    planes = lateral_planes(kept)
     gains = {f"{t:.2f}/{s:.2f}": round(lateral_gains(model, planes, factor, factor, (t, s), device="cpu",
                                                      noise_var=noise_var)[0], 3) for t, s in near}
     prof = model_profile(model.config)
@@ -241,19 +241,17 @@ def main() -> None:
     estimate_s = time.perf_counter() - t1
     # the model's lateral gain without the noise correction (for calibrating either form)
     kept, _ = split_sections(lr)
-    lateral_raw, _ = lateral_gains(model, lateral_planes(kept), f, f, model_profile(model.config), device="cpu",
-                                   noise_var=0.0)
+    planes, prof = lateral_planes(kept), model_profile(model.config)
+    lateral_raw, _ = lateral_gains(model, planes, f, f, prof, device="cpu", noise_var=0.0)
     # how much of the lateral gain hangs on the fitted profile being right (see _forms: "perturbed")
-    prof = model_profile(model.config)
     t, sft = prof if isinstance(prof, tuple) else NAMED[prof]
-    nv = noise_variance(lateral_planes(kept))
+    nv = noise_variance(planes)
     pert = {"thicker": (t + 0.3, sft), "thinner": (max(t - 0.3, 0.0), sft), "softer": (t, sft + 0.15),
             "sharper": (t, max(sft - 0.15, 0.0))}
-    lateral_pert = {k: round(lateral_gains(model, lateral_planes(kept), f, f, p, device="cpu", noise_var=nv)[0], 3)
+    lateral_pert = {k: round(lateral_gains(model, planes, f, f, p, device="cpu", noise_var=nv)[0], 3)
                     for k, p in pert.items()}
-    lateral_x = lateral_gains(model, lateral_planes(kept).transpose(0, 2, 1), f, f, prof, device="cpu",
-                              noise_var=nv)[0]
-    region = fit_region(lr, f, model, kept, nv, stack_matched=matched(a.stack)) if a.fit_region else None
+    lateral_x = lateral_gains(model, planes.transpose(0, 2, 1), f, f, prof, device="cpu", noise_var=nv)[0]
+    region = fit_region(lr, f, model, planes, nv, stack_matched=matched(a.stack)) if a.fit_region else None
     aligned, shifts = None, None
     if a.align:  # the true gain after each result's best global z shift (bench_degradation.aligned_psnr)
         cub_a, cub_shift = aligned_psnr(cubic_rec, ref, f)

@@ -73,7 +73,7 @@ def test_calibration_offers_the_perturbed_forms_only_where_every_row_has_them(tm
 
 
 def test_the_fit_region_measures_a_model_over_the_profiles_the_spectrum_cannot_tell_apart():
-    from napari_emsr.heldout import split_sections
+    from napari_emsr.heldout import lateral_planes, split_sections
     from napari_emsr.io import as_volume
     from napari_emsr.train import TrainConfig, train
 
@@ -86,7 +86,7 @@ def test_the_fit_region_measures_a_model_over_the_profiles_the_spectrum_cannot_t
                   TrainConfig(factor=4, steps=2, net="rescnn", size="tiny", patch=24, batch=4, device="cpu",
                               preview_every=0))
     kept, _ = split_sections(lr)
-    r = bh.fit_region(lr, 4, model, kept, 0.0, stack_matched="slab")
+    r = bh.fit_region(lr, 4, model, lateral_planes(kept), 0.0, stack_matched="slab")
     opts = model.config["options"]
     assert opts["profile"] == "fitted" and r["fit"] == [opts["thickness"], opts["softness"]]
     assert r["near"] and r["min_db"] == min(r["near"].values()) <= r["mean_db"] <= max(r["near"].values())
