@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_degradation as bd
+import bench_fit as bf
 import bench_heldout as bh
 
 
@@ -26,6 +27,13 @@ def test_stack_names_take_the_noisy_variants_and_refuse_the_rest():
     # a noisy variant is matched (and mismatched) like the stack under the noise
     assert bd.matched("point-poisson") == "point" and bd.matched("slab-poisson120") == "slab"
     assert bd.matched("gauss1.5-poisson") == bd.MATCHED["gauss1.5"] and bd.matched("slab-tail-poisson") is None
+
+
+def test_the_fit_table_names_the_fwhm_each_stack_was_cut_with():
+    assert bf.true_fwhm("point") == 0.0 and bf.true_fwhm("point-poisson") == 0.0
+    assert bf.true_fwhm("slab") == 1.0 and bf.true_fwhm("slab0.7") == pytest.approx(0.7)
+    assert bf.true_fwhm("gauss1.5-poisson80") == pytest.approx(1.5, abs=0.01)
+    assert bf.true_fwhm("slab-tail") is None  # outside the family
 
 
 def test_a_noisy_variant_is_its_stack_with_poisson_noise():

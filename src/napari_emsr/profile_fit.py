@@ -132,11 +132,13 @@ class _SpectrumMatch:
     The sections' white noise (``sigma``) is of two kinds. Noise of the imaged volume itself (what a thin sample
     of it would show) is averaged by the profile like the tissue: its share of each lateral frequency
     (``noise_share``) is scaled back to its level before that (``1 / sum k^2``, white in 3D) and blurred along z
-    with the tissue. Acquisition noise, added to each section, goes with the tissue's projection correction and
-    the blurred lines are given back ``sigma^2 (1 - sum k^2)`` of white noise, as before (kept as it was: measured
-    on noisy stacks, treating it strictly as white along z fitted worse). The split comes from the stack: noise
-    averaged by a profile wider than F correlates between neighbouring sections as the kernel does at lag F,
-    acquisition noise does not, so the measured correlation of neighbouring sections' fine residuals
+    with the tissue. Acquisition noise, added to each section after cutting, is white along z whatever the
+    profile: its power is taken out of the filtered lines (only the tissue gets the projection correction) and the
+    sampled lines are given ``sigma^2`` of white noise. (It used to be filtered with the tissue, projection correction
+    included, and topped up with ``sigma^2 (1 - sum k^2)``: on noisy point-sampled stacks a thin blurred slab then
+    fitted closer than point sampling, and point sampling was lost; docs/benchmarks.md.) The split comes from the
+    stack: noise averaged by a profile wider than F correlates between neighbouring sections as the kernel does at
+    lag F, acquisition noise does not, so the measured correlation of neighbouring sections' fine residuals
     (:func:`section_correlation`) over the candidate's expected one (:func:`_noise_correlation`) is the first
     kind's share. Measured on the medulla stacks at F = 4: 0.53 on Gaussian sections of FWHM 1.5 F (0.54
     expected), 0.07 on slab sections (0.07), 0.00 with Poisson noise, 0.01 with detector noise of 8 grey levels,
@@ -218,7 +220,11 @@ class _SpectrumMatch:
         for ft, n, noise in zip(self.lateral_ft, self.sizes, self.noise_share):
             spectra = []
             projection = _projection_gain(n, profile, factor)
-            gain = (1.0 - noise * imaged) * projection + noise * imaged / kept
+            # each frequency's power becomes the tissue's (through the projection correction) plus the imaged
+            # noise's (scaled back to its level before the profile averaged it); the acquisition noise's power is
+            # taken out here and added after sampling, white along z (below): it is added to each section after
+            # cutting, whatever the profile
+            gain = (1.0 - noise) * projection + noise * imaged / kept
             filt = (_transfer(np.fft.rfftfreq(n), profile, factor) * np.sqrt(gain)).astype(np.float32)
             lines = np.fft.irfft(ft * filt, n=n, axis=-1)
             # NOTE: at most 4 sampling phases (evenly spread): the spectra barely differ between phases, and the
@@ -231,7 +237,7 @@ class _SpectrumMatch:
                 i1 = np.minimum(i0 + 1, n - 1)
                 spectra.append(_line_spectrum(lines[..., i0] * (1 - fr) + lines[..., i1] * fr, self.length))
             per_axis.append(np.mean(spectra, axis=0))
-        return np.stack(per_axis) + (1.0 - imaged) * self.sigma**2 * (1.0 - kept)
+        return np.stack(per_axis) + (1.0 - imaged) * self.sigma**2
 
     def distance(self, profile) -> float:
         """Log-spectral distance between the stack's z axis and lateral lines degraded with ``profile``."""
