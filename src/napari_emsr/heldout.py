@@ -330,7 +330,7 @@ LATERAL_WEIGHT = 0.62
 #: the medulla's point, slab, Gaussian and tail stacks, 0.22-0.53 with Poisson noise of 40-120 photons at mid grey.
 NOISY_SHARE = 0.15
 #: How far the estimate was off on noisy stacks, either way: at most 1.75 dB on the development volume (point, slab
-#: and Gaussian sections with Poisson noise, F = 4 and 8, 4,000 steps; 1.77 dB in 10-minute runs; 1.17 dB on the
+#: and Gaussian sections with Poisson noise, F = 4 and 8, 4,000 steps; 1.77 dB in 10-minute runs; 1.16 dB on the
 #: report volume's 10-minute rows). Said beside every estimate on a noisy stack (:attr:`QualityEstimate.error_db`).
 NOISY_ERROR_DB = 1.8
 #: ... and on stacks with little noise: at most 0.39 dB on the development volume's calibration rows (0.43 dB in
