@@ -144,8 +144,8 @@ class _SpectrumMatch:
     expected), 0.07 on slab sections (0.07), 0.00 with Poisson noise, 0.01 with detector noise of 8 grey levels,
     0.00 on point sections. Taking all noise as acquisition noise made the simulated z spectrum too rich in high
     frequencies behind thick profiles, and the fit put more blur than there was on Gaussian sections (F = 4,
-    FWHM 1.5 F: fitted 1.66 F on the development volume, 1.74 F on the report volume; now 1.52 F and 1.59 F;
-    docs/benchmarks.md).
+    FWHM 1.5 F: fitted 1.66 F on the development volume, 1.74 F on the report volume; then 1.52 F and 1.59 F, now
+    1.52 F on both, the report volume's with lines along y; docs/benchmarks.md).
     """
 
     def __init__(self, data, factor: float, *, crop: int = 256, planes: int = 16) -> None:
