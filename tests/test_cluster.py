@@ -233,6 +233,43 @@ def test_scheduler_specs(tmp_path):
         assert c is None
     with open_client("local:1") as c:  # the export's replicate() and the AMM do not mix (cluster.NO_AMM)
         assert not c.amm.running()
+        # our workers drop our errors' tracebacks, and a heartbeat's failure while they shut down, from the start
+        assert all(c.run(_worker_quiet).values())
+
+
+def _worker_quiet() -> bool:
+    import logging
+
+    from napari_emsr.cluster import _OurErrorsQuiet
+
+    return any(isinstance(f, _OurErrorsQuiet) for f in logging.getLogger("distributed.worker").filters)
+
+
+def test_a_worker_shutting_down_does_not_print_its_heartbeat_traceback():
+    """A worker closing with the cluster can have a heartbeat in flight; it fails with "ConnectionPool closing" and
+    distributed logs it as an error with a traceback, which once landed in a refused export's stderr before the
+    command's own message. That record is dropped; a heartbeat failing for any other reason is still logged."""
+    import logging
+    import sys
+
+    from distributed.comm.core import CommClosedError
+
+    from napari_emsr.cluster import _OurErrorsQuiet
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
+                                 "Failed to communicate with scheduler during heartbeat.", (), info)
+
+    quiet = _OurErrorsQuiet()
+    assert not quiet.filter(record(CommClosedError("ConnectionPool closing.")))
+    assert quiet.filter(record(CommClosedError("in <TCP (closed)>: Stream is closed")))
+    assert quiet.filter(record(TimeoutError("timed out")))
+    other = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "Compute Failed", (), None)
+    assert quiet.filter(other)
 
 
 def test_reconstruct_trains_here_and_writes_on_the_cluster(data, tmp_path, capsys):

@@ -81,9 +81,15 @@ def active_client():
 class _OurErrorsQuiet(logging.Filter):
     """Drops a worker's "Compute Failed" record (task, exception and traceback) when the task raised one of our
     errors (:class:`~napari_emsr.errors.EMSRError`, e.g. NaN found in a chunk): the client re-raises it, and the
-    command prints its message alone, without a traceback. Every other failure is logged as distributed does."""
+    command prints its message alone, without a traceback. Also drops the heartbeat failure a worker logs, with
+    a traceback, when its own connection pool is closing (the worker is shutting down with the cluster: a
+    heartbeat in flight then fails by design; seen once under load after a refused export, the traceback printed
+    before the command's message). Every other failure is logged as distributed does."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Failed to communicate with scheduler during heartbeat"):
+            exc = record.exc_info[1] if record.exc_info else None
+            return not (type(exc).__name__ == "CommClosedError" and "ConnectionPool closing" in str(exc))
         args = record.args if isinstance(record.args, tuple) else ()
         if not str(record.msg).startswith("Compute Failed") or len(args) < 4:
             return True
@@ -102,9 +108,10 @@ def _our_errors() -> list[type]:
 
 
 def quiet_our_errors() -> None:
-    """In a worker process: our errors are not logged with a traceback (see :class:`_OurErrorsQuiet`); called when
-    an engine arrives in a process (:meth:`napari_emsr.engine.Engine.__setstate__`), so a restarted worker
-    gets it too. Nothing happens in a process without ``distributed``."""
+    """In a worker process: our errors are not logged with a traceback (see :class:`_OurErrorsQuiet`); called on
+    the workers of a cluster this module starts as soon as they are up, and when an engine arrives in a process
+    (:meth:`napari_emsr.engine.Engine.__setstate__`), so a restarted worker gets it too. Nothing happens in a
+    process without ``distributed``."""
     if "distributed" not in sys.modules:
         return
     logger = logging.getLogger("distributed.worker")
@@ -340,6 +347,8 @@ def _client(spec: str | os.PathLike) -> Iterator[Any]:
         except OSError as exc:
             raise InputError(f"--scheduler {text}: cannot reach the scheduler: {exc}") from None
         try:
+            if cluster is not None:  # our own workers: quiet from the start, not only once an engine arrives
+                client.run(quiet_our_errors)
             yield client
         finally:
             client.close()
