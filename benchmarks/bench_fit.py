@@ -5,10 +5,10 @@
 For each volume's half (ts1: z 0:125, the development half of ``bench_degradation.py --half dev``; ts2: z 125:250,
 the report half), each F and each stack of ``bench_degradation.cut``, prints the fitted profile (slab thickness /
 Gaussian edge, in F), the lateral lines z was matched to, its FWHM beside the FWHM the stack was cut with, its
-spectral distance, the named profiles'
-distances, and the correlation of neighbouring sections' fine residuals the fit reads as the share of noise the
-profile averaged (``profile_fit.section_correlation``). ``--detector-noise S`` adds white noise of S grey levels
-to each stack after cutting (as a detector adds it). Numpy only; about a second per stack.
+spectral distance, the named profiles' distances, and the correlation of neighbouring sections' fine residuals the
+fit reads as the share of noise the profile averaged (``profile_fit.section_correlation``). ``--detector-noise S``
+adds white noise of S grey levels to each stack after cutting (as a detector adds it). Numpy only; about a second
+per stack.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from bench_degradation import STACKS, cut, matched, stack_name
+from bench_heldout import NAMED
 
 from napari_emsr.profile_fit import fit_profile, kernel_fwhm
 
@@ -33,7 +34,7 @@ def true_fwhm(stack: str) -> float | None:
     prof = matched(stack)
     if prof is None:
         return None
-    t, s = {"point": (0.0, 0.0), "slab": (1.0, 0.0)}.get(prof, prof) if isinstance(prof, str) else prof
+    t, s = NAMED[prof] if isinstance(prof, str) else prof
     return round(kernel_fwhm(t, s), 3)
 
 
