@@ -1,5 +1,6 @@
 """The benchmark scripts' small helpers that the README's figures hang on: the stack names ``--stacks`` takes and
-how their noisy variants are cut, and the run files ``bench_heldout.py --calibrate`` reads."""
+how their noisy variants are cut, the run files ``bench_heldout.py --calibrate`` reads, and how
+``bench_lateral_anatomy.py`` takes the noise's share off cubic's error."""
 
 import argparse
 import json
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_degradation as bd
 import bench_fit as bf
 import bench_heldout as bh
+import bench_lateral_anatomy as bla
 
 
 def test_stack_names_take_the_noisy_variants_and_refuse_the_rest():
@@ -105,3 +107,25 @@ def test_the_fit_region_measures_a_model_over_the_profiles_the_spectrum_cannot_t
     design, names = bh._forms(rows)["lateral-region"]
     assert names == ["lateral", "lateral - region min"] and design[1, 1] == pytest.approx(2.0)
     assert "region-min" not in bh._forms([rows[0], {k: v for k, v in rows[1].items() if k != "fit_region"}])
+
+
+def test_the_anatomy_takes_the_noise_off_cubic_interpolation_error():
+    from napari_emsr.degrade import profile_kernel
+
+    # cubic passes all of a sample's noise on at the sample, less between two
+    assert bla.cubic_noise_gain(0.0) == pytest.approx(1.0, abs=1e-6)
+    assert 0.5 < bla.cubic_noise_gain(0.5) < 0.8
+    rng = np.random.default_rng(0)
+    f, k = 4, profile_kernel("slab", 4)
+    between = lambda n: np.arange(n) % f != 0  # noqa: E731
+    # planes of pure white noise: nothing is tissue, so the tissue's error is nought (a tenth of the raw error)
+    noise = rng.normal(0, 10.0, (4, 96, 64)).astype(np.float32)
+    for kernel in (None, k):
+        raw = bla.interpolation_error(noise, kernel, f, 0.0, between, False)
+        assert raw > 50
+        assert abs(bla.interpolation_error(noise, kernel, f, 100.0, between, False)) < 0.1 * raw
+    # smooth tissue without noise: the error is the tissue's, and it grows with the spacing
+    y = np.arange(96, dtype=np.float32)[None, :, None]
+    tissue = np.broadcast_to(50 * np.sin(y / 3.0), (4, 96, 64)).copy()
+    assert 0 < bla.interpolation_error(tissue, None, 4, 0.0, between, False) < bla.interpolation_error(
+        tissue, None, 8, 0.0, lambda n: np.arange(n) % 8 != 0, False)
