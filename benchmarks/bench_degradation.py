@@ -49,7 +49,7 @@ import numpy as np
 import tifffile
 from old_profile import estimate_profile
 
-from napari_emsr.degrade import section_blur
+from napari_emsr.degrade import GAUSSIAN_SOFTNESS, section_blur
 from napari_emsr.geometry import output_positions
 from napari_emsr.interpolation import interpolate_axis
 from napari_emsr.io import as_volume
@@ -60,7 +60,7 @@ from napari_emsr.train import TrainConfig, Trainer
 
 DEFAULT_GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "medulla_fibsem_iso10nm_ts1_250.tif"
 STACKS = ("point", "slab", "gauss1.5", "slab0.7", "slab-tail", "slab-poisson")
-SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+SIGMA_PER_FWHM = GAUSSIAN_SOFTNESS
 #: The matched training profile of each stack (None: outside every fixed and fitted profile).
 MATCHED = {"point": "point", "slab": "slab", "gauss1.5": (0.0, 1.5 * SIGMA_PER_FWHM), "slab0.7": (0.7, 0.0),
            "slab-tail": None, "slab-poisson": "slab"}

@@ -36,9 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from napari_emsr.degrade import GAUSSIAN_SOFTNESS
 
 #: The named profiles as points of the continuous family (thickness, softness in units of F).
-NAMED = {"point": (0.0, 0.0), "slab": (1.0, 0.0), "gaussian": (0.0, 0.425)}
+NAMED = {"point": (0.0, 0.0), "slab": (1.0, 0.0), "gaussian": (0.0, GAUSSIAN_SOFTNESS)}
 
 
 def _forms(rows: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -29,6 +29,10 @@ PROFILE_DESCRIPTIONS = {
     "mixed": "training only: each pair draws point, gaussian or slab at random (robust when the profile is unknown)",
 }
 
+#: The Gaussian profile's standard deviation in units of its FWHM (the named ``"gaussian"`` profile has FWHM = F,
+#: so this is its softness in units of F): ``1 / (2 sqrt(2 ln 2))``, about 0.4247.
+GAUSSIAN_SOFTNESS = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
 
 def _soft_slab(u: np.ndarray, t: float, s: float) -> np.ndarray:
     """The continuous profile (not normalised) at positions ``u``: a slab of width ``t`` convolved with a Gaussian
@@ -44,9 +48,9 @@ def section_kernel(thickness: float, softness: float, factor: float) -> np.ndarr
     """A section profile of the continuous family: a slab of ``thickness * F`` with Gaussian edges of standard
     deviation ``softness * F`` (both in units of the section spacing F), integrated over each lateral pixel.
 
-    ``(0, 0)`` is point sampling (None), ``(1, 0)`` the slab profile, ``(0, 0.425)`` about the Gaussian one
-    (FWHM = F); everything between (a thin slab, a slab with soft edges, a wide Gaussian) is one more point of
-    the same two-parameter family, which :func:`fit_profile` fits to the stack.
+    ``(0, 0)`` is point sampling (None), ``(1, 0)`` the slab profile, ``(0, GAUSSIAN_SOFTNESS)`` (0.4247) about
+    the Gaussian one (FWHM = F); everything between (a thin slab, a slab with soft edges, a wide Gaussian) is one
+    more point of the same two-parameter family, which :func:`fit_profile` fits to the stack.
     """
     t, s = float(thickness) * factor, float(softness) * factor
     if not (math.isfinite(t) and math.isfinite(s)) or t < 0 or s < 0:
@@ -82,7 +86,7 @@ def profile_kernel(profile, factor: float) -> np.ndarray | None:
         x = np.arange(-r, r + 1, dtype=np.float64)
         w = np.clip(np.minimum(x + 0.5, half) - np.maximum(x - 0.5, -half), 0.0, None)
     elif profile == "gaussian":
-        sigma = factor / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        sigma = factor * GAUSSIAN_SOFTNESS
         r = max(1, int(math.ceil(3 * sigma)))
         x = np.arange(-r, r + 1, dtype=np.float64)
         w = np.exp(-0.5 * (x / sigma) ** 2)

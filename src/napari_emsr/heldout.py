@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .degrade import profile_kernel
+from .degrade import GAUSSIAN_SOFTNESS, profile_kernel
 from .errors import InputError
 from .interpolation import interpolate_axis
 
@@ -99,7 +99,7 @@ def coarse_profile(profile: Any) -> Any:
     elif profile == "slab":
         t, s = 1.0, 0.0
     elif profile == "gaussian":
-        t, s = 0.0, 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        t, s = 0.0, GAUSSIAN_SOFTNESS
     else:
         raise InputError(f"cannot judge the section profile {profile!r} on held-out sections: give point, slab, "
                          "gaussian or a (thickness, softness) pair")
