@@ -135,7 +135,7 @@ def test_training_progress_in_a_log_is_a_line_every_few_seconds(capsys):
     log.update(4)
     log.set_postfix({"loss": "0.0383", "vs cubic": "+1.84 dB"})
     log.update(1)
-    log.set_postfix({"loss": "0.0375"})  # a step without validation: its last figure stays
+    log.set_postfix({"loss": "0.0375", "vs cubic": "+1.84 dB"})  # as tqdm's: what is passed is what shows
     log.update(1)
     log.update(0)  # a second event at the same step: no second line
     log.set_description("train [restore 2/2]")
@@ -162,6 +162,17 @@ def test_each_training_line_shows_the_loss_of_the_step_it_counts(tmp_path, stack
     assert [ln.split(",")[0] for ln in lines] == ["train: 1/3 steps", "train: 2/3 steps", "train: 3/3 steps",
                                                  "train: 3/3 steps"], lines
     assert all(re.search(r", loss=\d\.\d{4}", ln) for ln in lines), lines
+
+
+def test_in_a_log_every_line_after_a_validation_keeps_its_figure(tmp_path, stack):
+    r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "m.emsr.pt", "--steps", "6", "--val-every", "3",
+                             *TINY), capture_output=True, text=True, timeout=300, env=_env(EMSR_PROGRESS_EVERY="0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    steps = [int(re.match(r"train: (\d+)/6", ln).group(1)) for ln in lines]
+    assert steps[:6] == [1, 2, 3, 4, 5, 6], lines
+    # the steps between validations (4, 5) show the figure of step 3's
+    assert all(("vs cubic=" in ln) == (n >= 3) for n, ln in zip(steps, lines)), lines
 
 
 def test_on_a_terminal_the_bar_keeps_the_last_validation_figure_between_validations(tmp_path, stack):

@@ -75,7 +75,7 @@ class StepLog:
             self._print(self._line())
 
     def set_postfix(self, post: dict, refresh: bool = False) -> None:
-        self.postfix.update(post)  # the last validation's figure stays until the next one (or the next stage)
+        self.postfix = dict(post)  # as tqdm's: the caller keeps the last validation's figure in what it passes
 
     def set_description(self, desc: str) -> None:
         self.desc = desc
