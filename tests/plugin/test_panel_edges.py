@@ -201,6 +201,8 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     xs, ys = panel.plot.heldout_points.getData()
     assert list(xs) == [6.0] and ys[0] == pytest.approx(score.gain_db)
     assert not score.noisy and "noisy stack" not in panel.reconstruct.quality_label.text()
+    assert "Held-out sections:" in panel.reconstruct.quality_label.toolTip()
+    assert "oisy stack" not in panel.reconstruct.quality_label.toolTip()
     # the same stack with strong noise: the figure says it is less certain there
     source = panel.current_layer()
     noisy = source.data.astype(np.float32) + np.random.default_rng(0).normal(0, 40, source.data.shape)
@@ -210,9 +212,14 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     assert panel.heldout.noisy
     text = panel.reconstruct.quality_label.text()
     assert f"dB \u00b1 {NOISY_ERROR_DB:.1f} (" in text and "noisy stack: the estimate is least certain there" in text
+    # the line's tooltip says it in full: how much of the error is noise, and how far off such estimates were
+    tip = panel.reconstruct.quality_label.toolTip()
+    assert f"Noisy stack: noise is {100 * panel.heldout.noise_share:.0f} % of cubic interpolation's" in tip, tip
+    assert f"up to {NOISY_ERROR_DB:.1f} dB on noisy test stacks" in tip
     # a stack it cannot judge: the library's message, in the quality line
     thin = panel.viewer.add_image(np.zeros((5, 64, 64), np.uint8), name="thin", scale=(40, 10, 10))
     panel.input.set_layer(thin)
     worker = panel.judge_heldout()
     qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
     assert "the stack has 5 sections" in panel.reconstruct.quality_label.text()
+    assert "oisy stack" not in panel.reconstruct.quality_label.toolTip()  # the last stack's caveat is gone

@@ -53,6 +53,7 @@ class QualityController:
         self.plot = plot
         self.measures = ("", "")  # (text, tooltip) of the reference-free measures
         self.heldout_text = ""
+        self.heldout_tip = ""  # what the line has no room for: the noisy stack's caveat, in full
         self.heldout_request = 0
         self.heldout_worker: Any = None
         host.reconstruct_params.events.heldout.connect(self._on_heldout_asked)
@@ -68,26 +69,30 @@ class QualityController:
         tips = [t for t in (tip, "Held-out sections: every other section of the stack is held out, the others are "
                             "restored at twice the section spacing by a judge trained like this model, and the "
                             "prediction is scored against the real held-out sections, in dB over cubic "
-                            "interpolation (napari_emsr.heldout)." if self.heldout_text else "") if t]
+                            "interpolation (napari_emsr.heldout)." if self.heldout_text else "",
+                            self.heldout_tip if self.heldout_text else "") if t]
         self.reconstruct.show_quality("\n".join(lines), " ".join(tips))
 
     # ------------------------------------------------------------------------------------ held-out sections
+    def _say(self, text: str, tip: str = "") -> None:
+        """The held-out line (and what its tooltip adds: the noisy stack's caveat in full), shown."""
+        self.heldout_text, self.heldout_tip = text, tip
+        self.show()
+
     def after_training(self, model: Any) -> None:
         """A new model: its held-out figure is out of date; measured again when asked for."""
-        self.heldout_text = ""
         self.host.runtime.heldout = None
         if self.host.reconstruct_params.heldout:
             self.judge(model)
         else:
-            self.show()
+            self._say("")
 
     def _on_heldout_asked(self, on: bool, *_: Any) -> None:
         model = self.host.runtime.model
         if on and model is not None and self.host.runtime.heldout is None and self.heldout_worker is None:
             self.judge(model)
         elif not on:
-            self.heldout_text = ""
-            self.show()
+            self._say("")
 
     def judge(self, model: Any = None) -> Any:
         """Judge ``model`` (default: the panel's) on the picked stack's held-out sections, in a worker."""
@@ -98,13 +103,11 @@ class QualityController:
                 raise InputError("no model to judge yet: train or load one first")
             volume = host.current_volume()
         except EMSRError as err:
-            self.heldout_text = f"held-out sections: {err}"
-            self.show()
+            self._say(f"held-out sections: {err}")
             return None
         self.heldout_request += 1
         request = self.heldout_request
-        self.heldout_text = "held-out sections: judging (a small network trains on every other section)..."
-        self.show()
+        self._say("held-out sections: judging (a small network trains on every other section)...")
 
         def done() -> None:
             if request == self.heldout_request:
@@ -122,19 +125,17 @@ class QualityController:
         if request != self.heldout_request or model is not self.host.runtime.model:
             return
         self.host.runtime.heldout = score
-        self.heldout_text = heldout_line(score)
         self.plot.show_heldout(float(model.step), float(score.gain_db))
-        self.show()
+        self._say(heldout_line(score), f"{score.caveat[:1].upper()}{score.caveat[1:]}." if score.caveat else "")
 
     def _on_heldout_error(self, request: int, err: BaseException) -> None:
         if request != self.heldout_request:
             return
         if isinstance(err, EMSRError):
-            self.heldout_text = f"held-out sections: {err}"
+            self._say(f"held-out sections: {err}")
         else:
             logger.warning("held-out sections not judged", exc_info=(type(err), err, err.__traceback__))
-            self.heldout_text = f"held-out sections not judged: {type(err).__name__}: {err}"
-        self.show()
+            self._say(f"held-out sections not judged: {type(err).__name__}: {err}")
 
     # ------------------------------------------------------------------------------------ reference-free measures
     def reconstructed(self, volume: Any, factor: float) -> None:
