@@ -323,8 +323,17 @@ class ProfileFit:
     def profile(self) -> tuple[float, float]:
         return (self.thickness, self.softness)
 
+    @property
+    def label(self) -> str:
+        """What ``auto`` stands for, short (the panel's profile box, the sections comparison): ``point`` or
+        ``slab T F, edges S F``."""
+        if self.thickness == self.softness == 0.0:
+            return "point"
+        return f"slab {self.thickness:.2f} F, edges {self.softness:.2f} F"
+
     def as_dict(self) -> dict:
-        return {"profile": "fitted", "thickness": self.thickness, "softness": self.softness, "distance": self.distance,
+        return {"profile": "fitted", "label": self.label, "thickness": self.thickness, "softness": self.softness,
+                "distance": self.distance,
                 "named": dict(self.named), "fwhm": self.fwhm, "noise_sigma": self.noise_sigma,
                 "reliable": self.reliable, "note": self.note, "noise_correlation": self.noise_correlation,
                 "lateral_lines": self.lateral_lines}

@@ -46,6 +46,10 @@ def test_compare_adds_real_and_simulated_sections_side_by_side(inspector, qtbot)
     assert layer.scale[-1] == pytest.approx(source.scale[-1])
     text = inspector.label.text()
     assert "closest to the real sections" in text and "fitted profile" in text
+    fit = r["fit"]  # the fit's own label, with its FWHM where it has one
+    assert f"(what auto trains with): {fit['label']}" in text and fit["label"] in ("point", (
+        f"slab {fit['thickness']:.2f} F, edges {fit['softness']:.2f} F"))
+    assert (f"(FWHM {fit['fwhm']:.2f} F)" in text) == (fit["label"] != "point")
     assert all(f"{n}:" in text for n in kinds if n != "real")
     # comparing again replaces the layer instead of piling up copies
     inspector.compare()

@@ -52,16 +52,15 @@ def test_panel_reads_voxel_size(panel, qtbot):
     # ... and so is the section profile "auto" stands for, fitted for the F given (what --profile auto would train
     # with: the fit of the layer's data at that F; the sample read at the F = 5 typed above fits a thicker slab
     # than at its own F = 4)
-    from napari_emsr.plugin.workers.tasks import profile_label
     from napari_emsr.profile_fit import fit_profile
 
     data = np.asarray(panel.current_layer().data)
     at = {f: fit_profile(data, f) for f in (4.0, 5.0)}
     assert at[5.0].fwhm > at[4.0].fwhm + 0.2
     profile = panel.method.option_combos["profile"]
-    qtbot.waitUntil(lambda: profile.itemText(0) == f"auto: {profile_label(at[5.0])}", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: profile.itemText(0) == f"auto: {at[5.0].label}", timeout=TIMEOUT)
     panel.input_params.spacing = (40.0, 10.0, 10.0)
-    qtbot.waitUntil(lambda: profile.itemText(0) == f"auto: {profile_label(at[4.0])}", timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: profile.itemText(0) == f"auto: {at[4.0].label}", timeout=TIMEOUT)
     assert panel.params.options["profile"] == "auto" and panel.training_config().options["profile"] == "auto"
     panel.params.set_option("profile", "slab")
     assert panel.training_config().options["profile"] == "slab"

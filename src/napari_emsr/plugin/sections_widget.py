@@ -58,8 +58,8 @@ def summary(result: dict[str, Any]) -> str:
     if result.get("closest"):
         lines.append(f"closest to the real sections: {result['closest']} (lower distance = closer spectrum along z)")
     if fit.get("thickness") is not None:
-        lines.append(f"the fitted profile (what auto trains with): slab {fit['thickness']:.2f} F, edges "
-                     f"{fit['softness']:.2f} F (FWHM {fit['fwhm']:.2f} F)"
+        lines.append(f"the fitted profile (what auto trains with): {fit['label']}"
+                     + (f" (FWHM {fit['fwhm']:.2f} F)" if fit["fwhm"] else "")
                      + ("" if fit.get("lateral_lines", "yx") == "yx"
                         else f"; z matched to lateral lines along {fit['lateral_lines']} alone (the distances above "
                              "use the same lines)")

@@ -32,15 +32,8 @@ def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
     result = dict(anisotropy(volume, spacing=volume.spacing))
     if factor is not None and factor > 1.0:
         fit = fit_profile(volume.data, factor)
-        result["profile"] = {**fit.as_dict(), "label": profile_label(fit)}
+        result["profile"] = fit.as_dict()  # its "label" is what the panel's profile box shows for auto
     return result
-
-
-def profile_label(fit: Any) -> str:
-    """What ``auto`` stands for, short (the panel's profile box): ``point`` or ``slab T F, edges S F``."""
-    if fit.thickness == fit.softness == 0.0:
-        return "point"
-    return f"slab {fit.thickness:.2f} F, edges {fit.softness:.2f} F"
 
 
 def load_model_task(path: str) -> Any:
