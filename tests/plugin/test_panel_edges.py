@@ -223,3 +223,54 @@ def test_the_held_out_sections_figure_when_asked(panel, qtbot):
     qtbot.waitUntil(lambda: worker not in panel.workers, timeout=TIMEOUT)
     assert "the stack has 5 sections" in panel.reconstruct.quality_label.text()
     assert "oisy stack" not in panel.reconstruct.quality_label.toolTip()  # the last stack's caveat is gone
+
+
+_CLOSE_MID_EXPORT = r"""
+import os, sys, threading, time, traceback
+import numpy as np
+errors = []
+sys.excepthook = lambda t, v, tb: errors.append("".join(traceback.format_exception(t, v, tb)))
+threading.excepthook = lambda a: errors.append(repr(a.exc_value))
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_emsr.plugin._widget import EMSRWidget
+
+def pump(seconds, until=lambda: False):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not until():
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+viewer = napari.Viewer(show=False)
+data = np.random.default_rng(0).integers(0, 255, (64, 256, 256)).astype(np.uint8)
+viewer.add_image(data, name="stack", scale=(40, 10, 10))
+panel = EMSRWidget(viewer)
+viewer.window.add_dock_widget(panel, name="napari-emsr")
+panel.params.method = "cubic"
+panel.ask = lambda question: True
+pump(20, lambda: not panel.workers)
+assert panel.export_volume(sys.argv[1], planes="fuse") is not None
+pump(20, lambda: panel.export_status.busy)
+viewer.close()  # mid-export: the panel is deleted without a close event
+pump(3)
+print("errors", len(errors))
+print("".join(errors)[-3000:])
+"""
+
+
+def test_closing_the_viewer_mid_export_stops_the_panel_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    # in a child process: a viewer closed while a worker runs is what this checks, and it must not take the test
+    # session's viewers with it
+    out = tmp_path / "out.ome.zarr"
+    script = tmp_path / "close.py"
+    script.write_text(_CLOSE_MID_EXPORT)
+    r = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # the panel's clocks stop with it: nothing ticks into its deleted widgets (11 errors in 10 s before)
+    assert "errors 0" in r.stdout, r.stdout[-3000:]
+    # the export says in the log that it stopped unfinished, and how to go on; what it wrote stays resumable
+    assert "the viewer closed during the export to" in r.stderr and "export it again to resume it" in r.stderr
+    assert (out / ".emsr_incomplete").exists() or (out / ".zattrs").exists()

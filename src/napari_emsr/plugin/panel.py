@@ -20,6 +20,7 @@ verbatim, and in the status line.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -63,6 +64,8 @@ from napari_emsr.plugin.widgets.plot_widget import LossPlotWidget
 from napari_emsr.plugin.widgets.reconstruct_widget import ReconstructWidget
 from napari_emsr.plugin.widgets.train_widget import NAPARI_KEYS, STOP_SHORTCUT, TRAIN_SHORTCUT, TrainWidget
 from napari_emsr.plugin.workers.tasks import list_devices_task, net_sizes_task
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EMSRWidget", "NEXT_STEP", "PREVIEW_CUBIC_LAYER", "PREVIEW_LAYER"]
 
@@ -127,6 +130,10 @@ class EMSRWidget(QWidget):
         self._show_flow()
         self.inputs.layer_changed(self.input_params.layer)
         self.estimator.schedule()
+        # NOTE: closing the viewer deletes the panel without a close event: its timers (not Qt children of it)
+        # would go on ticking into deleted widgets. A plain function, not a slot of the panel, still runs then.
+        cleanup = self.cleanup
+        self.destroyed.connect(lambda *_: cleanup(gone=True))
 
     # ------------------------------------------------------------------------------------ construction
     def _build_widgets(self, viewer: Any) -> None:
@@ -517,16 +524,24 @@ class EMSRWidget(QWidget):
         self.export.cancel_button.setToolTip("Stop the export at the next chunk (nothing written is marked complete)")
 
     # ------------------------------------------------------------------------------------ cleanup
-    def cleanup(self) -> None:
-        """Ask running tasks to stop (called when the panel closes)."""
+    def cleanup(self, gone: bool = False) -> None:
+        """Ask running tasks to stop (called when the panel closes, or when the viewer closing deletes it:
+        ``gone``, its widgets already deleted; an export stopped then is said in the log, the one place left)."""
+        if vars(self).get("_cleaned", False):  # NOTE: not getattr: on a deleted panel Qt's lookup raises
+            return
         self._cleaned = True
+        if gone:
+            self._closed = True
+            if self.export_status.busy:
+                logger.warning("napari-emsr: the viewer closed during the export to %s; it stops at the next "
+                               "chunk, unfinished (export it again to resume it)", self.export_status.path)
         self.estimator.stop()
         self.paired.timer.stop()
         if self.trainer.session is not None:
             self.trainer.session.stop()
         self.exporter.close()
         self.blocks.close()
-        for key in getattr(self, "_keys", {}).values():
+        for key in vars(self).get("_keys", {}).values():
             self.viewer.bind_key(key, None)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             try:

@@ -38,6 +38,7 @@ class ExportController:
         self.job: ExportJob | None = None
         self.worker: Any = None
         self.t0 = 0.0
+        self.closed = False  # the panel closed: the worker's last reports find no widgets to show them
         self.signals = _Progress()
         self.progress = self.signals.progress
         self.progress.connect(self.on_progress)
@@ -104,6 +105,8 @@ class ExportController:
             self._eta("cancelling")
 
     def on_progress(self, done: int, total: int) -> None:
+        if self.closed:
+            return
         status = self.status
         status.elapsed = time.perf_counter() - self.t0
         if done and not status.first_count:
@@ -159,6 +162,7 @@ class ExportController:
 
     def close(self) -> None:
         """Stop the export (the panel closes)."""
+        self.closed = True
         self.clock.stop()
         if self.job is not None:
             self.job.cancel()
