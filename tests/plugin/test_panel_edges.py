@@ -60,6 +60,34 @@ def test_after_training_the_view_fits_the_stack_and_its_results(panel, qtbot):
             assert rng.start >= lo[axis] - 1e-6 and rng.stop <= hi[axis] + 1e-6, (order, axis, rng, lo, hi)
 
 
+def test_the_panels_voxel_size_and_the_layers_scale_follow_each_other(panel, qtbot):
+    viewer = panel.viewer
+    source = viewer.layers["medulla anisotropic"]
+    assert tuple(source.scale) == (40.0, 10.0, 10.0)
+    # F typed in the panel: the layer's scale follows, so what is restored overlays it
+    panel.input.factor_box.setValue(3.0)
+    assert tuple(source.scale) == pytest.approx((30.0, 10.0, 10.0))
+    assert "scale is now z 30" in panel.status_label.text()
+    panel.params.method = "cubic"
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    restored = panel.reconstructed_layers[0]
+    # the same z extent (was 0-1860 over a source of 0-2480 when the two disagreed)
+    np.testing.assert_allclose(restored.extent.world[:, 0], source.extent.world[:, 0], atol=1e-6)
+    # a scale set in napari: the panel's voxel size follows it
+    source.scale = (0.08, 0.01, 0.01)
+    assert panel.input_params.spacing == pytest.approx((0.08, 0.01, 0.01))
+    assert panel.input.factor_box.value() == pytest.approx(8.0)
+    assert "Voxel size from medulla anisotropic's scale" in panel.status_label.text()
+    # another layer picked: the first one's scale is no longer followed
+    other = viewer.add_image(np.zeros((9, 32, 32), np.uint8), name="other", scale=(50.0, 10.0, 10.0))
+    panel.input.set_layer(other)
+    assert panel.input_params.spacing == (50.0, 10.0, 10.0)
+    source.scale = (1.0, 1.0, 1.0)
+    assert panel.input_params.spacing == (50.0, 10.0, 10.0)
+
+
 def test_long_work_is_asked_about_first(panel, qtbot, monkeypatch):
     from functools import partial
 

@@ -541,6 +541,7 @@ class EMSRWidget(QWidget):
             self.trainer.session.stop()
         self.exporter.close()
         self.blocks.close()
+        self.inputs.close()
         for key in vars(self).get("_keys", {}).values():
             self.viewer.bind_key(key, None)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):

@@ -37,6 +37,10 @@ class InputController:
     """Follows the picked layer: its voxel size, its anisotropy (in a worker), the file's voxel size when the
     layer has none, and the sample offer.
 
+    The panel's voxel size and the layer's scale are kept the same both ways (the restored layers are placed by
+    the panel's, so they overlay the input only then): a scale changed in napari becomes the panel's voxel size,
+    and a voxel size (or F) edited in the panel becomes the layer's scale.
+
     Parameters
     ----------
     host : Host
@@ -55,6 +59,8 @@ class InputController:
         self.method = method_widget
         self.sample_button = sample_button
         self.following = False
+        self.pushing = False
+        self.watched: Any = None  # the layer whose scale the panel follows
         self.request = 0
         self.running: set = set()
         self.offer = ScaleOffer()
@@ -73,6 +79,7 @@ class InputController:
         host.runtime.anisotropy = None
         self.input.set_anisotropy("-")
         self.check_file_voxel_size(layer)
+        self._watch(layer)
         if layer is None:
             host.set_status("Open a 3D stack (File > Open) or File > Open Sample > napari-emsr.")
             return
@@ -98,7 +105,65 @@ class InputController:
 
     def spacing_changed(self, *_: Any) -> None:
         if not self.following:
+            self._push_scale()
             self.measure_anisotropy()
+
+    def close(self) -> None:
+        """Follow no layer's scale any more (the panel closes)."""
+        self._watch(None)
+
+    def _watch(self, layer: Any) -> None:
+        """Follow ``layer``'s scale (and no other layer's)."""
+        if self.watched is layer:
+            return
+        if self.watched is not None:
+            try:
+                self.watched.events.scale.disconnect(self._on_layer_scale)
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        self.watched = layer
+        if layer is not None:
+            layer.events.scale.connect(self._on_layer_scale)
+
+    def _on_layer_scale(self, *_: Any) -> None:
+        """The picked layer's scale changed in napari: the panel's voxel size follows it."""
+        layer = self.host.current_layer()
+        if self.pushing or layer is None or layer is not self.watched:
+            return
+        spacing, unit = layer_spacing(layer)
+        if tuple(spacing) == tuple(self.host.input_params.spacing):
+            return
+        self.following = True
+        try:
+            self.host.input_params.unit = unit
+            self.host.input_params.spacing = spacing
+        finally:
+            self.following = False
+        z, y, x = spacing
+        self.host.set_status(f"Voxel size from {layer.name}'s scale: z {z:g}, y {y:g}, x {x:g} {unit} "
+                             f"(factor {self.host.input_params.factor:.2f})")
+        self.measure_anisotropy()
+
+    def _push_scale(self) -> None:
+        """The panel's voxel size was edited: the picked layer's scale follows, so what is restored overlays it."""
+        layer = self.host.current_layer()
+        if layer is None or layer is not self.watched or getattr(layer, "ndim", 0) < 3:
+            return
+        spacing = tuple(float(s) for s in self.host.input_params.spacing)
+        scale = [float(s) for s in layer.scale]
+        if tuple(scale[-3:]) == spacing:
+            return
+        scale[-3:] = spacing
+        self.pushing = True
+        try:
+            layer.scale = scale
+            if (layer.metadata or {}).get("spacing"):
+                layer.metadata = {**layer.metadata, "spacing": spacing}
+        finally:
+            self.pushing = False
+        z, y, x = spacing
+        self.host.set_status(f"{layer.name}'s scale is now z {z:g}, y {y:g}, x {x:g}, the voxel size given here, "
+                             "so the restored layers overlay it")
 
     def measure_anisotropy(self) -> Any:
         """Measure the input's anisotropy (and the section profile "auto" stands for) in a worker."""
