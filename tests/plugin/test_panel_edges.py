@@ -60,6 +60,29 @@ def test_after_training_the_view_fits_the_stack_and_its_results(panel, qtbot):
             assert rng.start >= lo[axis] - 1e-6 and rng.stop <= hi[axis] + 1e-6, (order, axis, rng, lo, hi)
 
 
+def test_the_preview_planes_go_in_one_batch_and_no_garbage_is_collected_on_the_gui_thread(panel, qtbot,
+                                                                                          monkeypatch):
+    import gc
+
+    viewer = panel.viewer
+    seen = []
+    viewer.layers.events.begin_batch.connect(lambda *_: seen.append("begin"))
+    viewer.layers.events.end_batch.connect(lambda *_: seen.append("end"))
+    viewer.layers.events.removed.connect(lambda event: seen.append(event.value.name))
+    viewer.layers.events.inserted.connect(lambda event: seen.append(f"+{event.value.name}"))
+    # napari's canvas collects garbage once per removal outside a batch, once per batch: the panel's own cleanup
+    # at the end must not add one on the CPU (0.3-0.4 s each with torch loaded)
+    collected = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collected.append(args) or 0)
+    assert panel.start_training() is not None
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert "+emsr preview" in seen  # the planes were shown while it trained
+    removed = [name for name in seen if name.startswith("emsr preview")]
+    assert removed and seen.index("begin") < min(seen.index(n) for n in removed)
+    assert max(seen.index(n) for n in removed) < seen.index("end")
+    assert len(collected) <= 1, collected  # napari's one, after the batch
+
+
 def test_the_panels_voxel_size_and_the_layers_scale_follow_each_other(panel, qtbot):
     viewer = panel.viewer
     source = viewer.layers["medulla anisotropic"]

@@ -502,6 +502,47 @@ def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
     assert xz.data.view == "computing" and xz.data.computed == 2  # the block started finished; y = 4 never ran
 
 
+def test_a_block_of_a_deleted_layer_leaves_the_status_line_alone(panel, qtbot, sync_slicing):
+    panel.params.method = "cubic"
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    xz = panel.reconstructed_layers[0]
+    qtbot.waitUntil(lambda: xz.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
+    gate = threading.Event()
+
+    def slow(block, block_info=None):
+        gate.wait(30)
+        return block
+
+    xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype, meta=np.empty((0, 0, 0), xz.data.dtype))
+    panel.viewer.dims.set_point(1, 30.0)
+    qtbot.waitUntil(lambda: "Restoring xz-restored" in panel.status_label.text(), timeout=TIMEOUT)
+    # the stack and its restored layer deleted while the block is computed, another stack picked
+    source = panel.current_layer()
+    panel.viewer.layers.remove(xz)
+    panel.viewer.layers.remove(source)
+    other = panel.viewer.add_image(np.zeros((9, 32, 32), np.uint8), name="other", scale=(40.0, 10.0, 10.0))
+    panel.input.set_layer(other)
+    qtbot.waitUntil(lambda: panel.status_label.text().startswith("Input: other"), timeout=TIMEOUT)
+    qtbot.wait(1500)  # the block's clock would tick "Restoring xz-restored ..." over it once a second
+    assert panel.status_label.text().startswith("Input: other"), panel.status_label.text()
+    gate.set()
+    qtbot.waitUntil(lambda: panel.block_worker is None, timeout=TIMEOUT)
+    assert panel.status_label.text().startswith("Input: other"), panel.status_label.text()
+
+
+def test_training_on_a_flat_stack_ends_without_a_nan_figure(panel, qtbot):
+    flat = panel.viewer.add_image(np.full((16, 64, 64), 7, np.uint8), name="flat", scale=(40.0, 10.0, 10.0))
+    panel.input.set_layer(flat)
+    panel.params.steps = 3
+    worker = panel.start_training()
+    if worker is not None:
+        qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    text = panel.status_label.text()
+    assert "nan" not in text.lower(), text
+
+
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     panel.reconstruct_layers(["xz"])
     assert "no model yet" in panel.status_label.text()

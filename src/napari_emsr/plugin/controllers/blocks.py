@@ -130,6 +130,8 @@ class BlockPump:
         data = getattr(event.value, "data", None)
         if isinstance(data, RestoredPlanes):
             self.queue.discard(data)
+            if self.running is not None and self.running.get("planes") is data:
+                self.running = None  # its block's time is nobody's business now: the status line is the panel's
 
     # ------------------------------------------------------------------------------------ the pump
     def pump(self) -> None:
@@ -152,7 +154,8 @@ class BlockPump:
         first, last = planes.block_span(note.block)
         axis = "zyx"[planes.axis]
         pbar = getattr(self.worker, "pbar", None)
-        quiet = planes.on_view is None  # the cubic layer of a comparison: nothing worth a status line
+        # the cubic layer of a comparison, or a layer deleted meanwhile: nothing worth a status line
+        quiet = planes.on_view is None or not any(layer.data is planes for layer in host.viewer.layers)
         # a block of the fused layer is one of its uncertainty too: "fused + uncertainty" whichever asked first
         names = [planes.label, *(p.label for p in planes.partners)]
         label = " + ".join(sorted(names, key=lambda name: name == "uncertainty"))
@@ -164,7 +167,7 @@ class BlockPump:
             if not quiet:
                 self.status_before = host.status_text()
                 self.running = {"t0": time.perf_counter(), "estimate": guess, "label": label, "axis": axis,
-                                "first": first, "last": last, "planes": last - first + 1}
+                                "first": first, "last": last, "count": last - first + 1, "planes": planes}
                 host.set_status(self.running_text())
                 self.clock.start()
             return
@@ -193,7 +196,7 @@ class BlockPump:
         left = f", about {clock(max(0.0, guess - spent))} left" if guess is not None else ""
         more = self.queue.waiting()
         queued = f"; {more} more block{'s' if more != 1 else ''} asked for" if more else ""
-        return (f"Restoring {run['label']}, {run['axis']} {run['first']}-{run['last']} ({run['planes']} planes) in "
+        return (f"Restoring {run['label']}, {run['axis']} {run['first']}-{run['last']} ({run['count']} planes) in "
                 f"the background: {clock(spent)} elapsed{left}{queued}.")
 
     def _tick(self) -> None:

@@ -3,6 +3,7 @@ activity bar and the live preview, and keep the model it ends with."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -220,7 +221,8 @@ class TrainingController:
         if model is not None:
             last = model.history[-1] if model.history else {}
             gain = last.get("val_psnr", 0) - last.get("cubic_psnr", 0) if last.get("val_psnr") is not None else None
-            note = f", gain over cubic {gain:+.2f} dB" if gain is not None else ""
+            # NOTE: a flat stack validates to NaN: no figure then, rather than "+nan dB"
+            note = f", gain over cubic {gain:+.2f} dB" if gain is not None and math.isfinite(gain) else ""
             self.say(f"Training ended at step {model.step}{note}. Reconstruct to see the whole volume.")
         free_memory()
         self.estimates.schedule()
