@@ -545,8 +545,16 @@ def test_training_on_a_flat_stack_ends_without_a_nan_figure(panel, qtbot):
 
 def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     panel.reconstruct_layers(["xz"])
-    assert "no model yet" in panel.status_label.text()
+    assert "no model yet: press Train" in panel.status_label.text()
     assert any("no model yet" in m for m in _notifications())
+    # while the first training runs: wait for it, or Stop to keep what it learned (not "press Train")
+    panel.params.steps = 5000
+    assert panel.start_training() is not None
+    panel.reconstruct_layers(["xz"])
+    assert "the first one comes when training ends (or press Stop" in panel.status_label.text()
+    panel.stop_training()
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    panel.runtime.model = None
     # interpolation-only methods need no model
     panel.params.method = "cubic"
     assert not panel.train.train_button.isEnabled()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ReconstructParameters,
         RuntimeState,
         TrainingParameters,
+        TrainingStatus,
     )
 
 
@@ -33,6 +34,7 @@ class Host(Protocol):
     params: TrainingParameters
     reconstruct_params: ReconstructParameters
     runtime: RuntimeState
+    status: TrainingStatus
 
     @property
     def flow(self) -> Flow:

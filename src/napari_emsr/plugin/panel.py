@@ -38,7 +38,7 @@ from napari_emsr.plugin.controllers.inputs import InputController
 from napari_emsr.plugin.controllers.models import ModelController
 from napari_emsr.plugin.controllers.preview import PREVIEW_CUBIC_LAYER, PREVIEW_LAYER, PreviewController
 from napari_emsr.plugin.controllers.quality import QualityController
-from napari_emsr.plugin.controllers.tasks import NEXT_STEP, TaskRunner, alive, error_message
+from napari_emsr.plugin.controllers.tasks import NEXT_STEP, TRAINING_FIRST, TaskRunner, alive, error_message
 from napari_emsr.plugin.controllers.training import TrainingController
 from napari_emsr.plugin.flows.isotropic import IsotropicFlow
 from napari_emsr.plugin.flows.paired import PairedFlow
@@ -352,6 +352,8 @@ class EMSRWidget(QWidget):
             return self.params.method
         model = self.runtime.model
         if model is None:
+            if self.status.busy:
+                raise InputError(TRAINING_FIRST)
             raise InputError(
                 "no model yet: press Train (or Load model...), or pick the cubic method to interpolate only"
             )

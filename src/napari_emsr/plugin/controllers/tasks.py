@@ -26,6 +26,10 @@ NEXT_STEP = {
 }
 
 
+#: What Reconstruct and Export say while the first training runs (there is no model to apply yet).
+TRAINING_FIRST = ("no model yet: the first one comes when training ends (or press Stop to keep what it has learned so "
+                  "far), then Reconstruct or Export")
+
 def alive(widget: Any) -> bool:
     """Whether the Qt side of ``widget`` still exists (a closed viewer deletes it before workers end)."""
     try:

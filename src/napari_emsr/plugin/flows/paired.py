@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from napari_emsr.errors import EMSRError, InputError
+from napari_emsr.plugin.controllers.tasks import TRAINING_FIRST
 from napari_emsr.plugin.host import Host, Tooltips
 from napari_emsr.plugin.state import PairedParameters
 
@@ -354,6 +355,8 @@ class PairedFlow:
 
         model = self.host.runtime.model
         if model is None:
+            if self.host.status.busy:
+                raise InputError(TRAINING_FIRST)
             raise InputError("no model yet: press Train (HR and LR layers picked) or Load model... (a paired model)")
         method = model.config.get("method")
         app = getattr(METHODS.get(str(method)), "application", None)
