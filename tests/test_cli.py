@@ -104,3 +104,27 @@ def test_demo_tiny_and_console_script(tmp_path):
     assert set(res["scores"]) >= {"linear", "cubic"} and np.isfinite(res["gain_db"])
     h = subprocess.run([sys.executable, "-m", "napari_emsr.cli", "--help"], capture_output=True, text=True)
     assert "emsr demo" in h.stdout and "reconstruct" in h.stdout
+
+
+def test_a_model_of_another_bit_depth_is_applied_in_the_stacks_own_range(stack_tif, tmp_path, capsys, caplog):
+    wide = tmp_path / "wide.tif"
+    tifffile.imwrite(wide, tifffile.imread(stack_tif).astype(np.uint16) * 100, imagej=True, resolution=(0.1, 0.1),
+                     metadata={"spacing": 40.0, "unit": "nm"})
+    model = tmp_path / "m16.emsr.pt"
+    assert main(["train", str(wide), "-o", str(model), "--steps", "3", *TINY]) == 0
+    capsys.readouterr()
+    out = tmp_path / "iso.tif"
+    assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
+    said = caplog.text  # a warning, printed even with -q (a real process prints it on stderr)
+    assert "lie far from the ones this model was trained on (" in said and "scaled by its own range" in said
+    result, stack = tifffile.imread(out).astype(np.float32), tifffile.imread(stack_tif).astype(np.float32)
+    # in the stack's intensities (was 255 everywhere)
+    assert (result == 255).mean() < 0.05 and abs(result.mean() - stack.mean()) < 10
+    # training on from it on the 8-bit stack goes on in the stack's own range, and says so
+    again = tmp_path / "m8.emsr.pt"
+    assert main(["train", str(stack_tif), "-o", str(again), "--resume", str(model), "--steps", "2",
+                 *TINY[:-1]]) == 0
+    assert "training goes on with the stack scaled by its own range" in capsys.readouterr().err
+    from napari_emsr.model import load_model, robust_range
+
+    assert load_model(again).norm == robust_range(open_volume(stack_tif).data, seed=0)

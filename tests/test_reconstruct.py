@@ -275,3 +275,24 @@ def test_fused_chunks_read_and_interpolate_once(tiny_model):
     xz = reconstruct(fvol, model, planes="xz", **kw).compute()
     yz = reconstruct(fvol, model, planes="yz", **kw).compute()
     np.testing.assert_allclose(out, 0.5 * (xz + yz), atol=1e-4)
+
+
+def test_a_model_meets_a_stack_of_another_bit_depth_in_the_stacks_own_range(tiny_stack):
+    from napari_emsr.model import robust_range
+
+    vol, _ = tiny_stack
+    wide = as_volume(np.asarray(vol.data).astype(np.uint16) * 100, spacing=vol.spacing)  # 16-bit, x 100
+    model = train(wide, TrainConfig(factor=4, steps=3, net="rescnn", size="tiny", patch=24, batch=2, device="cpu",
+                                    val_every=3, preview_every=0))
+    assert model.for_stack(wide.data) == (model, None)  # its own stack: the model as it is
+    # another region a little brighter: still in the model's own range
+    assert model.for_stack(np.asarray(wide.data, np.float32) * 1.2)[0] is model
+    # the same tissue in 8 bits: the model as it is would see intensities 100 times too small
+    cubic = np.asarray(reconstruct(vol, "cubic", planes="xz").compute(), np.float32)
+    ruined = np.asarray(reconstruct(vol, model, planes="xz", deband=False).compute(), np.float32)
+    assert np.abs(ruined - cubic).mean() > 20  # what a user got, with exit code 0
+    scaled, note = model.for_stack(vol.data)
+    assert "lie far from the ones this model was trained on" in note and "scaled by its own range" in note
+    assert scaled.norm == robust_range(vol.data) and model.norm == robust_range(wide.data)
+    out = np.asarray(reconstruct(vol, scaled, planes="xz", deband=False).compute(), np.float32)
+    assert np.abs(out - cubic).mean() < 5 and np.corrcoef(out.ravel(), cubic.ravel())[0, 1] > 0.95

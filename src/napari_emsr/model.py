@@ -70,6 +70,15 @@ def robust_range(data: Any, planes: int = 16, low: float = 0.5, high: float = 99
     return Normalisation(float(lo), float(hi))
 
 
+def far_range(model: Normalisation, stack: Normalisation) -> bool:
+    """Whether a stack's intensity range (:func:`robust_range`) lies far from the one a model was trained on: in
+    the model's network units (its range is 0 to 1) the stack's starts below -0.5 or ends above 1.5, or spans less
+    than half or more than twice as much. Another region of the same acquisition stays well inside (a few tenths
+    off); a different bit depth, scaling or contrast does not (a uint8 stack under a 16-bit model spans 0.01)."""
+    a, b = (float(v) for v in model.apply(np.array([stack.low, stack.high])))
+    return a < -0.5 or b > 1.5 or not 0.5 <= b - a <= 2.0
+
+
 # ------------------------------------------------------------------------------------------------ predict
 def autocast(device: str):
     """bf16 autocast on CUDA, and on a CPU with bf16 matrix instructions (:func:`napari_emsr.device.cpu_bf16`);
@@ -240,6 +249,29 @@ class EMSRModel:
         """The intensity normalisation the network was trained with."""
         lo, hi = self.config["norm"]
         return Normalisation(float(lo), float(hi))
+
+    def for_range(self, stack: Normalisation) -> tuple[EMSRModel, str | None]:
+        """This model for a stack of intensity range ``stack`` (:func:`robust_range`): itself, or, where the
+        stack's range lies far from the model's (:func:`far_range`), a copy that normalises by the stack's own
+        range (the network sees the intensities it was trained on, and the result comes back in the stack's), with
+        the sentence that says so."""
+        if not far_range(self.norm, stack):
+            return self, None
+        m = self.norm
+        note = (f"the stack's intensities (0.5-99.5 %: {stack.low:.4g} to {stack.high:.4g}) lie far from the ones "
+                f"this model was trained on ({m.low:.4g} to {m.high:.4g}): it is applied to the stack scaled by its "
+                "own range (right for another contrast, bit depth or scaling of the same kind of data; train on "
+                "this stack if it is another kind)")
+        return EMSRModel({**self.config, "norm": stack.as_list()}, self.state_dict, self.stages), note
+
+    def for_stack(self, data: Any) -> tuple[EMSRModel, str | None]:
+        """:meth:`for_range` of ``data``'s own range (16 planes read; a stack with NaN or infinite values gets the
+        model as it is: applying it says where they are)."""
+        try:
+            stack = robust_range(data)
+        except InputError:
+            return self, None
+        return self.for_range(stack)
 
     @property
     def order(self) -> int:

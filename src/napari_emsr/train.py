@@ -68,7 +68,7 @@ class Trainer:
 
         from .device import resolve_device
         from .io import as_volume
-        from .model import EMSRModel, robust_range
+        from .model import EMSRModel, far_range, robust_range
         from .nets import build_net, grid_of, net_sizes
 
         self._torch = torch
@@ -135,7 +135,18 @@ class Trainer:
         self.patch = patch
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
-        self.norm = resume.norm if resume is not None else robust_range(data, seed=config.seed)
+        self.norm = stack = robust_range(data, seed=config.seed)
+        self._notes: list[str] = []
+        if resume is not None:
+            # NOTE: the network works in the model's units; a stack far outside its range (another bit depth or
+            # scaling) would train on intensities it never saw: it goes on in the stack's own range instead
+            model_norm = self.norm = resume.norm
+            if far_range(model_norm, stack):
+                self.norm = stack
+                self._notes.append(
+                    f"the stack's intensities (0.5-99.5 %: {stack.low:.4g} to {stack.high:.4g}) lie far from the "
+                    f"ones the model was trained on ({model_norm.low:.4g} to {model_norm.high:.4g}): training goes "
+                    "on with the stack scaled by its own range, which the model keeps")
 
         self.net = build_net(config.net, **config.net_kwargs)
         self.start_step = 0
@@ -208,8 +219,8 @@ class Trainer:
 
     @property
     def notes(self) -> list[str]:
-        """Lines for the user about what the method decided on this stack."""
-        return list(self.info.get("notes", []))
+        """Lines for the user about what the trainer and the method decided on this stack."""
+        return [*self._notes, *self.info.get("notes", [])]
 
     @property
     def stages(self) -> list:

@@ -599,6 +599,34 @@ def test_save_and_load_model(panel, qtbot, tmp_path):
     assert "step 6" in panel.models.info_label.text() and "step 6" in panel.models.title()
 
 
+def test_a_model_of_another_bit_depth_is_applied_in_the_layers_own_range(panel, qtbot, tmp_path):
+    from napari_emsr.io import as_volume
+    from napari_emsr.train import TrainConfig, train
+
+    source = panel.current_layer()
+    data = np.asarray(source.data)
+    wide = as_volume(data.astype(np.uint16) * 100, spacing=(40.0, 10.0, 10.0))  # the same tissue, 16-bit x 100
+    path = tmp_path / "m16.emsr.pt"
+    train(wide, TrainConfig(factor=4, steps=3, net="rescnn", size="tiny", patch=32, batch=2, device="cpu",
+                            val_every=3, preview_every=0)).save(path)
+    qtbot.waitUntil(lambda: panel.anisotropy is not None, timeout=TIMEOUT)  # the layer's range is read there
+    _wait_idle(panel, qtbot, panel.load_model(str(path)))
+    before = len(_notifications())
+    panel.params.method = "isotropic"
+    panel.reconstruct_params.planes = ("xz",)
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
+    said = _notifications()[before:]
+    assert any("lie far from the ones this model was trained on" in m for m in said), said
+    xz = panel.reconstructed_layers[0]
+    y = data.shape[1] // 2
+    plane = np.asarray(xz.data.dask[:, y].compute(), np.float32)  # a restored xz plane, in the layer's range
+    assert abs(plane.mean() - data[:, y].mean()) < 10 and plane.max() <= data.max() + 30
+    # asked again (the estimates, the export): the same scaled model, said once
+    assert panel.model_or_method() is panel.model_or_method()
+    assert len([m for m in _notifications()[before:] if "lie far" in m]) == 1
+
+
 def test_load_bad_model_file_notifies(panel, qtbot, tmp_path):
     path = tmp_path / "not_a_model.pt"
     path.write_bytes(b"this is not a model")

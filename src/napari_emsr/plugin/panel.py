@@ -366,7 +366,27 @@ class EMSRWidget(QWidget):
                 f"the current model super-resolves xy planes (method {name}): pick the method {name} to apply it to "
                 "an LR layer (Reconstruct, Export), or train (or load) a model of this method"
             )
-        return model
+        return self._in_stack_range(model)
+
+    def _in_stack_range(self, model: Any) -> Any:
+        """``model`` for the picked stack's intensities (:meth:`napari_emsr.model.EMSRModel.for_range`: a copy in
+        the stack's own range when it lies far from the model's, said once), from the range the input's measure
+        read in its worker (nothing is read here, on the GUI thread; before that measure, the model as it is)."""
+        found = (self.runtime.anisotropy or {}).get("intensities")
+        if found is None:
+            return model
+        cached = vars(self).get("_scaled")  # (model, range, the model for it)
+        if cached is not None and cached[0] is model and cached[1] == tuple(found):
+            return cached[2]
+        from napari.utils.notifications import show_warning
+
+        from napari_emsr.model import Normalisation
+
+        scaled, note = model.for_range(Normalisation(*found))
+        self._scaled = (model, tuple(found), scaled)
+        if note:
+            show_warning(f"napari-emsr: {note}")
+        return scaled
 
     # ------------------------------------------------------------------------------------ what scripts call
     @property

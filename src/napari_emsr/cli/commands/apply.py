@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ... import outputs
 from ...errors import InputError
 from ..common import check_volume_output, claim, emit, open_input, say
@@ -30,6 +32,10 @@ def run(args) -> int:
                          "run without it")
     app.check(model)
     vol = app.open(args.input) if app.open is not None else open_input(args)
+    if not isinstance(model, str):
+        model, note = model.for_stack(vol.data)  # another bit depth or scaling: in the stack's own range
+        if note:
+            logging.getLogger(__name__).warning(note)
     if already_written(args, out, vol, model, options):
         return nothing_to_do(args, out)
     from ...cluster import open_client

@@ -23,13 +23,20 @@ def net_sizes_task() -> dict[str, tuple[str, ...]]:
 
 
 def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
-    """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`) and, given the factor,
-    the section profile fitted to it under ``"profile"`` (:meth:`napari_emsr.profile_fit.ProfileFit.as_dict`, with a
+    """The anisotropy measure of ``volume`` (:func:`napari_emsr.metrics.anisotropy`), its intensity range under
+    ``"intensities"`` (:func:`napari_emsr.model.robust_range`) and, given the factor, the section profile fitted to
+    it under ``"profile"`` (:meth:`napari_emsr.profile_fit.ProfileFit.as_dict`, with a
     short ``"label"``: what ``auto`` trains with)."""
+    from napari_emsr.errors import InputError
     from napari_emsr.metrics import anisotropy
+    from napari_emsr.model import robust_range
     from napari_emsr.profile_fit import fit_profile
 
     result = dict(anisotropy(volume, spacing=volume.spacing))
+    try:  # what a model applied to it checks it against (EMSRModel.for_range)
+        result["intensities"] = robust_range(volume.data).as_list()
+    except InputError:  # NaN or infinite values: applying a model says where they are
+        pass
     if factor is not None and factor > 1.0:
         fit = fit_profile(volume.data, factor)
         result["profile"] = fit.as_dict()  # its "label" is what the panel's profile box shows for auto
