@@ -296,3 +296,23 @@ def test_a_model_meets_a_stack_of_another_bit_depth_in_the_stacks_own_range(tiny
     assert scaled.norm == robust_range(vol.data) and model.norm == robust_range(wide.data)
     out = np.asarray(reconstruct(vol, scaled, planes="xz", deband=False).compute(), np.float32)
     assert np.abs(out - cubic).mean() < 5 and np.corrcoef(out.ravel(), cubic.ravel())[0, 1] > 0.95
+
+
+def test_a_model_of_another_axis_is_refused_with_the_volumes_coarse_axis(tiny_stack):
+    from napari_emsr.geometry import coarse_axis, resolve_factor
+
+    vol, _ = tiny_stack
+    z_last = as_volume(np.ascontiguousarray(np.moveaxis(np.asarray(vol.data), 0, 2)), spacing=(10.0, 10.0, 40.0))
+    assert coarse_axis(z_last.spacing) == 2 and coarse_axis(vol.spacing) == 0 and coarse_axis((10, 10, 10)) is None
+    model = train(z_last, TrainConfig(factor=4, axis=2, steps=2, net="rescnn", size="tiny", patch=24, batch=2,
+                                      device="cpu", val_every=2, preview_every=0))
+    assert reconstruct(z_last, model, planes="xz").shape == (48, 48, 33)
+    # on a volume cut along z: the axis is what differs (it used to say F = 1 and advise --factor 4, which made a
+    # volume stretched along x)
+    with pytest.raises(ModelError, match=r"trained for anisotropic axis 2 .* coarse axis is axis 0 .* --axis 0"):
+        reconstruct(vol, model, planes="xz")
+    # a factor below 1 along the axis asked for, where the voxel size shows another coarse axis: that axis
+    with pytest.raises(InputError, match=r"F = 0.25, below 1; the coarse axis of this volume is axis 2 .* --axis 2"):
+        resolve_factor(None, z_last.spacing, 0)
+    with pytest.raises(InputError, match="below 1"):  # no coarse axis to name: as before
+        resolve_factor(None, (10.0, 40.0, 40.0), 0)

@@ -81,7 +81,25 @@ def resolve_factor(factor: float | None, spacing: Sequence[float] | None, axis: 
             "the volume has no voxel size, so the anisotropy factor is unknown: pass --factor F "
             "(z spacing / lateral spacing, e.g. 40 nm / 10 nm -> 4)"
         )
+    coarse = coarse_axis(spacing)
+    if factor is None and f < 1.0 and coarse is not None and coarse != axis:
+        # NOTE: the voxel size says which axis is the coarse one: that is the fix, not a --factor
+        raise InputError(
+            f"along axis {axis} the voxel size gives F = {f:g}, below 1; the coarse axis of this volume is axis "
+            f"{coarse} (voxel size {', '.join(f'{float(s):g}' for s in spacing)}, axes in the file's order): "
+            f"pass --axis {coarse}"
+        )
     return check_factor(f)
+
+
+def coarse_axis(spacing: Sequence[float] | None) -> int | None:
+    """The one axis whose voxel size is clearly (5 %) the largest, or None."""
+    if spacing is None or len(spacing) != 3:
+        return None
+    s = [float(v) for v in spacing]
+    top = max(range(3), key=lambda a: s[a])
+    rest = max(s[a] for a in range(3) if a != top)
+    return top if s[top] > 1.05 * rest else None
 
 
 def front_order(axis: int = 0) -> tuple[int, int, int]:

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .engine import MIN_TILE, PAIR, Engine, Stopped
-from .errors import InputError
-from .geometry import check_axis, from_front, front_order, output_length, resolve_factor, to_front
+from .errors import InputError, ModelError
+from .geometry import check_axis, coarse_axis, from_front, front_order, output_length, resolve_factor, to_front
 from .geometry import output_spacing as grid_spacing
 from .methods import get_method
 from .outputs import export_fingerprint
@@ -143,6 +143,15 @@ def reconstruct(
                              "with `emsr apply` or its method's application (napari_emsr.methods.application_of), "
                              "not as an isotropic reconstruction")
         ax = model.axis if axis is None else check_axis(axis)
+        coarse = coarse_axis(vol.spacing) if factor is None and axis is None else None
+        if coarse is not None and coarse != ax:
+            # NOTE: a model of another axis: the factor along its axis (about 1, or below) is not what is wrong
+            raise ModelError(
+                f"this model was trained for anisotropic axis {ax} (F = {model.factor:g}); this volume's coarse "
+                f"axis is axis {coarse} (voxel size {', '.join(f'{float(s):g}' for s in vol.spacing)}, axes in the "
+                f"file's order): train a model on it (emsr train, which takes --axis {coarse}), or apply this model "
+                f"to a volume cut along axis {ax} (if the file's voxel size is wrong, --factor overrides it)"
+            )
         given = factor if factor is not None or vol.spacing is None else resolve_factor(None, vol.spacing, ax)
         model.check_compatible(given, ax)
         f, order, net_model = model.factor, model.order, model

@@ -59,6 +59,13 @@ def run(args) -> int:
         size,
         (f"  factor F = z / lateral spacing: {f:g}" + (" (--factor)" if given else "")) if f else "  factor: unknown",
     ]
+    from ...geometry import coarse_axis
+
+    coarse = coarse_axis(vol.spacing)
+    payload["coarse_axis"] = coarse
+    if coarse is not None and coarse != (args.axis or 0) and not given:
+        lines.append(f"  the coarse axis is axis {coarse} (its voxel size is the largest; the axes above are in the "
+                     f"file's order): pass --axis {coarse} (info, train, reconstruct)")
     if an:
         lines.append(f"  anisotropy (reference-free, 1 = isotropic): {an.get('ratio', float('nan')):.2f}"
                      + (f" (with F = {f:g})" if given else ""))
