@@ -203,6 +203,37 @@ def test_ctrl_c_during_the_write_stops_at_once_and_the_same_command_resumes(tmp_
     np.testing.assert_array_equal(np.asarray(open_volume(out).data), np.asarray(open_volume(whole).data))
 
 
+def test_ctrl_c_while_a_tiff_is_written_again_keeps_the_old_file_and_says_so(tmp_path):
+    """A TIFF is written under a temporary name: Ctrl-C while it replaces an existing one (--overwrite) leaves the
+    old file as it was, and the message says so (it called the intact file incomplete); no lock is left behind."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = np.random.default_rng(6).integers(0, 255, (24, 768, 512), dtype=np.uint8)
+    tif = _tif(tmp_path / "big.tif", data)
+    out = tmp_path / "iso.tif"
+    cmd = [sys.executable, "-m", "napari_emsr.cli", "reconstruct", str(tif), "--method", "cubic", "--fuse", "xz",
+           "-o", str(out), "-q"]
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    proc = subprocess.Popen([*cmd, "--overwrite"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not any(
+            "emsr-partial" in p.name for p in tmp_path.iterdir()):  # the new file is being written
+        time.sleep(0.02)
+    assert proc.poll() is None, "the export finished before it could be interrupted: make the volume larger"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    err = proc.stderr.read()
+    assert "nothing was written to" in err and "the file already there is kept as it was" in err, err[-2000:]
+    assert "incomplete" not in err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "iso.tif"]  # no partial file, no lock
+
+
 def test_ctrl_c_does_not_wait_for_a_slow_network_chunk(tmp_path):
     """With a network, one fused chunk takes many seconds on a CPU; the exit must not wait for it."""
     import signal

@@ -64,8 +64,9 @@ def _write_progress(args, desc: str, out) -> Progress:
     return Progress(desc, unit, quiet=args.quiet, total=peek)
 
 
-def _interrupted(out: Path, bar: Progress, spill: Path | None = None) -> None:
-    """Ctrl-C during a write: say what is left and leave at once (removing the uncertainty's spill folder)."""
+def _interrupted(args, out: Path, bar: Progress, spill: Path | None = None, existed: bool = False) -> None:
+    """Ctrl-C during a write: say what is left and leave at once (removing the uncertainty's spill folder and the
+    command's output locks). ``existed``: a file was at ``out`` before the write began."""
     import os
     import signal
 
@@ -74,9 +75,17 @@ def _interrupted(out: Path, bar: Progress, spill: Path | None = None) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit below
     bar.close(finished=False)
-    resume = ("run the same command again to resume it" if outputs.resumable(out)
-              else "a TIFF is written again from the start")
-    print(f"interrupted: {out} is incomplete (marked as such, nothing looks finished); {resume}", file=sys.stderr)
+    if outputs.resumable(out):
+        said = (f"{out} is incomplete (marked as such, nothing looks finished); run the same command again to resume "
+                "it")
+    else:  # a TIFF goes under a temporary name and takes its own only once complete
+        kept = "; the file already there is kept as it was" if existed else ""
+        said = (f"nothing was written to {out} (a TIFF appears only once complete){kept}; run the command again to "
+                "write it from the start")
+    print(f"interrupted: {said}", file=sys.stderr)
+    claims = getattr(args, "_claims", None)
+    if claims is not None:  # NOTE: os._exit skips the context managers that would release the locks
+        claims.close()
     sys.stdout.flush()
     sys.stderr.flush()
     # NOTE: dask's worker threads would finish their chunks (minutes on a CPU) before a normal exit could
@@ -120,6 +129,7 @@ def write(args, vol, model, out: Path, options: dict) -> dict:
     # NOTE: the method's export reaches the zarr writer through the registry; the version travels as the
     # writer's default for this thread (ngff_version) rather than through every export function.
     spill = _spill_folder(args, app, options)
+    existed = Path(out).exists()
     try:
         with ngff_version(getattr(args, "ngff", None)):
             try:
@@ -127,7 +137,7 @@ def write(args, vol, model, out: Path, options: dict) -> dict:
                     path = app.export(vol, model, out, device=args.device, overwrite=args.overwrite, progress=bar,
                                       **options, **({"spill": spill} if spill else {}))
             except KeyboardInterrupt:
-                _interrupted(out, bar, spill)
+                _interrupted(args, out, bar, spill, existed)
             extra, what = app.summary(vol, model, **options)
             info = {"output": str(path), "seconds": round(time.perf_counter() - t0, 2), **extra}
             if getattr(args, "ngff", None) and outputs.is_zarr_path(out):
@@ -183,10 +193,11 @@ def write_uncertainty(args, vol, model, path: Path, axis: int | None, spilled: P
     from ..reconstruct import export_uncertainty
 
     bar = _write_progress(args, "uncertainty", path)
+    existed = Path(path).exists()
     try:
         with bar:
             written = export_uncertainty(vol, model, path, factor=args.factor, device=args.device,
                                          overwrite=args.overwrite, progress=bar, axis=axis, spilled=spilled)
     except KeyboardInterrupt:
-        _interrupted(path, bar, spilled)
+        _interrupted(args, path, bar, spilled, existed)
     return str(written)
