@@ -63,6 +63,12 @@ def test_model_files_never_replace_the_input_or_an_existing_file(stack, model, t
     _refused(["reconstruct", tif, "-o", tmp_path / "o.tif", "--steps", "1", "-q"], capsys, "exists", "emsr apply",
              "--overwrite")
     assert existing.read_bytes() == b"somebody's model" and not (tmp_path / "o.tif").exists()
+    # an existing checkpoint: the refusal names the flags of the command given (train has no --save-model)
+    err = _refused(["train", tif, "-o", tmp_path / "n.pt", "--checkpoint", existing, "--steps", "1", "-q"], capsys,
+                   "the checkpoint", "exists", "(--checkpoint)")
+    assert "--save-model" not in err
+    err = _refused(["reconstruct", tif, "-o", tmp_path / "o.tif", "--steps", "1", "-q"], capsys, "(--save-model)")
+    assert existing.read_bytes() == b"somebody's model"
 
 
 def test_nan_input_is_refused_not_written(tmp_path, model, capsys):

@@ -16,11 +16,14 @@ from .progress import Progress
 
 def model_exists(args, role: str = "model file"):
     """The refusal of an existing model file, saying how to use it or replace it."""
+    # NOTE: the flag that names this path in this very command (train's model is -o; it has no --save-model)
+    flag = "--checkpoint" if role == "checkpoint" else ("--save-model" if args.command == "reconstruct" else "-o")
+
     def refusal(path: Path) -> OutputExistsError:
         return OutputExistsError(
             f"the {role} {path} exists (a model from an earlier run?): to write the volume with it, run "
             f"`emsr apply {args.input} --model {path} -o OUTPUT`; to train again and replace it, pass --overwrite; "
-            "or give another path (--save-model / --checkpoint)"
+            f"or give another path ({flag})"
         )
     return refusal
 
