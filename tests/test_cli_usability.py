@@ -164,6 +164,27 @@ def test_each_training_line_shows_the_loss_of_the_step_it_counts(tmp_path, stack
     assert all(re.search(r", loss=\d\.\d{4}", ln) for ln in lines), lines
 
 
+def test_a_resumed_training_counts_on_from_its_steps_and_refuses_what_it_would_drop(tmp_path, stack):
+    first = tmp_path / "m.emsr.pt"
+    r = subprocess.run(_emsr("train", stack, "-o", first, "--steps", "3", *TINY), capture_output=True, text=True,
+                       timeout=300, env=_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    # another network, size or profile than the model's: refused before any step (they were dropped silently)
+    r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "n.emsr.pt", "--resume", first, "--steps", "2",
+                             *TINY, "--net", "uformer", "--profile", "slab"), capture_output=True, text=True,
+                       timeout=300, env=_env())
+    assert r.returncode == 2 and "--net uformer (the model's: rescnn)" in r.stderr, r.stderr[-2000:]
+    assert "--profile slab (the model's: fitted)" in r.stderr and not (tmp_path / "n.emsr.pt").exists()
+    # --steps more, counted from the model's (it read "train: 4/2 steps")
+    r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "n.emsr.pt", "--resume", first, "--steps", "2",
+                             "--profile", "auto", *TINY), capture_output=True, text=True, timeout=300,
+                       env=_env(EMSR_PROGRESS_EVERY="0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 steps more, from step 3" in r.stderr
+    lines = [ln.split(",")[0] for ln in r.stderr.splitlines() if ln.startswith("train: ")]
+    assert lines[:2] == ["train: 4/5 steps", "train: 5/5 steps"], lines
+
+
 def test_in_a_log_every_line_after_a_validation_keeps_its_figure(tmp_path, stack):
     r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "m.emsr.pt", "--steps", "6", "--val-every", "3",
                              *TINY), capture_output=True, text=True, timeout=300, env=_env(EMSR_PROGRESS_EVERY="0"))

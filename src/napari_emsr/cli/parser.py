@@ -69,7 +69,8 @@ def _add_train(p, demo=False):
     nets = "; ".join(f"{n}: {DESCRIPTIONS.get(n, '').rstrip('.')}" for n in net_names())
     g.add_argument("--net", default=None, choices=net_names(), help=f"network (default: the method's). {nets}")
     g.add_argument("--size", default=None, help="network size: tiny, small or base (default: the method's)")
-    g.add_argument("--steps", type=int, default=None, help="training steps (default: the method's)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: the method's); with --resume, that many more")
     g.add_argument("--minutes", type=float, default=None,
                    help="training time budget in minutes (alone: trains for the minutes; with --steps: stops at the "
                    "first of the two)")

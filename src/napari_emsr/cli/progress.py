@@ -34,23 +34,25 @@ def stderr_is_terminal() -> bool:
 
 
 def training_bar(desc: str, total: int | None, quiet: bool, *, tty: bool | None = None,
-                 every: float = LOG_EVERY):
+                 every: float = LOG_EVERY, initial: int = 0):
     """The training steps' progress on stderr: a bar (tqdm) on a terminal, else a :class:`StepLog` line every
-    ``every`` seconds (a bar that redraws itself would write every redraw into a batch job's log)."""
+    ``every`` seconds (a bar that redraws itself would write every redraw into a batch job's log). ``initial``:
+    the steps already done (a resumed model's), counted in ``total`` but not in the speed."""
     if quiet or (stderr_is_terminal() if tty is None else tty):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True)
-    return StepLog(desc, total, every=every)
+        return tqdm(total=total, desc=desc, unit="step", disable=quiet, file=sys.stderr, dynamic_ncols=True,
+                    initial=initial)
+    return StepLog(desc, total, every=every, initial=initial)
 
 
 class StepLog:
     """The part of tqdm's interface training uses, printed as a plain line every ``every`` seconds:
     ``train: 1200/5000 steps, 2 min in, about 6 min left, loss=0.0383, vs cubic=+1.84 dB``."""
 
-    def __init__(self, desc: str, total: int | None, *, every: float = LOG_EVERY) -> None:
+    def __init__(self, desc: str, total: int | None, *, every: float = LOG_EVERY, initial: int = 0) -> None:
         self.desc, self.total, self.every = desc, total, every
-        self.n = 0
+        self.n = self.initial = int(initial)
         self.postfix: dict = {}
         self._t0 = self._last = time.monotonic()
         self._closed = False
@@ -59,8 +61,8 @@ class StepLog:
         elapsed = time.monotonic() - self._t0
         steps = f"{self.n}/{self.total} steps" if self.total else f"{self.n} steps"
         parts = [f"{self.desc}: {steps}", f"{duration(elapsed)} in" if not final else f"in {duration(elapsed)}"]
-        if not final and self.total and self.n > 0:
-            parts.append(f"about {duration(elapsed / self.n * max(self.total - self.n, 0))} left")
+        if not final and self.total and self.n > self.initial:
+            parts.append(f"about {duration(elapsed / (self.n - self.initial) * max(self.total - self.n, 0))} left")
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         return ", ".join(parts)
 
@@ -81,7 +83,7 @@ class StepLog:
         self.desc = desc
 
     def reset(self, total: int | None = None) -> None:
-        self.n, self.total, self.postfix = 0, total, {}
+        self.n, self.initial, self.total, self.postfix = 0, 0, total, {}
         self._t0 = self._last = time.monotonic()
 
     def write(self, text: str, file=None) -> None:

@@ -34,6 +34,21 @@ def train_config(args, checkpoint: str | None = None):
     )
 
 
+def _check_resumed(args, c) -> None:
+    """--resume goes on with the model's network and options: any of them given otherwise is refused (they were
+    dropped without a word). ``c``: the resumed trainer's configuration."""
+    from ..methods import get_method
+
+    asked = {"net": args.net, "size": args.size, **method_options(args, get_method(c.method))}
+    have = {"net": c.net, "size": c.size, **(c.options or {})}
+    same = {("profile", "auto", "fitted")}  # auto is what the model fitted
+    differ = [f"--{k.replace('_', '-')} {v} (the model's: {have.get(k)})" for k, v in asked.items()
+              if v is not None and v != have.get(k) and (k, v, have.get(k)) not in same]
+    if differ:
+        raise InputError(f"--resume goes on with the resumed model's own network and options, so {'; '.join(differ)} "
+                         "would be dropped: leave them out, or train a new model (without --resume)")
+
+
 def run_training(args, vol, out_model: Path | None):
     """Train with a progress bar; Ctrl-C keeps the model trained so far.
 
@@ -47,11 +62,15 @@ def run_training(args, vol, out_model: Path | None):
     cfg = train_config(args, str(out_model) if out_model is not None else None)
     trainer = Trainer(vol, cfg, resume=args.resume)
     c = trainer.config
+    if args.resume:
+        _check_resumed(args, c)
     for path, what in ((out_model, "model file"), (cfg.checkpoint, "checkpoint")):
         if path is not None:  # room for the file, now that its size is known
             claim(args, path, what, folder=False, needed=trainer.model_bytes())
     if not args.quiet:
         budget = f"{c.minutes:g} min" if c.minutes else f"{c.steps} steps"
+        if trainer.start_step:
+            budget += f" more, from step {trainer.start_step}"
         profile = c.options.get("profile")
         sections = f", {profile} sections" if profile else ""
         print(f"training {c.method}: {c.net} ({c.size}) for F = {c.factor:g}{sections}, on {trainer.device}, {budget}",
@@ -59,8 +78,9 @@ def run_training(args, vol, out_model: Path | None):
         for note in trainer.notes:
             print(note, file=sys.stderr)
     shown = len(trainer.notes)
-    total = c.steps if not c.minutes else None
-    bar = training_bar("train", total, args.quiet)
+    start = int(trainer.start_step)  # a resumed model's steps: --steps more are trained
+    total = start + c.steps if not c.minutes else None
+    bar = training_bar("train", total, args.quiet, initial=start)
     interrupted = False
     last = None
     stage = None
