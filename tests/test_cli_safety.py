@@ -71,6 +71,17 @@ def test_model_files_never_replace_the_input_or_an_existing_file(stack, model, t
     assert existing.read_bytes() == b"somebody's model"
 
 
+def test_interpolation_refuses_the_training_flags_it_would_ignore(stack, tmp_path, capsys):
+    tif, _ = stack
+    out = tmp_path / "c.tif"
+    _refused(["reconstruct", tif, "--method", "cubic", "-o", out, "--steps", "5", "--profile", "slab", "-q"], capsys,
+             "--method cubic interpolates and trains nothing", "--steps, --profile")
+    _refused(["reconstruct", tif, "--method", "cubic", "-o", out, "--save-model", tmp_path / "m.pt", "-q"], capsys,
+             "--save-model would do nothing")  # it saved nothing, with exit code 0
+    assert not out.exists() and not (tmp_path / "m.pt").exists()
+    assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(out), "-q"]) == 0
+
+
 def test_nan_input_is_refused_not_written(tmp_path, model, capsys):
     data = np.random.default_rng(1).random((9, 48, 48), dtype=np.float32)
     data[3, 5, 5] = np.nan

@@ -28,6 +28,24 @@ def made_by(args, vol, method, out: Path) -> dict:
     return outputs.made_by("reconstruct", source, out, train)
 
 
+#: reconstruct's flags that only a training method uses (besides the methods' own options).
+TRAINING_FLAGS = ("net", "size", "steps", "minutes", "patch", "batch", "lr", "learning_rate", "val_every", "heldout",
+                  "heldout_steps", "checkpoint", "resume", "save_model", "consistent", "compile")
+
+
+def _no_training_flags(args, method: str) -> None:
+    """An interpolation method trains nothing: a training flag given with it is refused (it was ignored, and
+    --save-model saved nothing)."""
+    from ...methods import all_options
+
+    given = [f"--{name.replace('_', '-')}" for name in (*TRAINING_FLAGS, *all_options())
+             if getattr(args, name, None) not in (None, False)]
+    if given:
+        raise InputError(f"--method {method} interpolates and trains nothing, so {', '.join(given)} would do "
+                         f"nothing: leave {'it' if len(given) == 1 else 'them'} out, or pick a method that trains "
+                         "(the default, isotropic)")
+
+
 def run(args) -> int:
     from ...cluster import check_spec, open_client
     from ...methods import application_of, get_method
@@ -44,6 +62,8 @@ def run(args) -> int:
     if learning_rate(args) or getattr(args, "hr", None):
         raise InputError("--lr LR (an image) and --hr HR are the inputs of `emsr train --method paired`; a learning "
                          "rate is a number (--lr 1e-3)")
+    if not meth.trains:
+        _no_training_flags(args, meth.name)
     claim(args, out, "output")
     model_path = None
     reuse = False
