@@ -6,6 +6,8 @@ with the input and any existing file untouched.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from emsr_helpers import tree_digest as _digest
@@ -80,6 +82,18 @@ def test_interpolation_refuses_the_training_flags_it_would_ignore(stack, tmp_pat
              "--save-model would do nothing")  # it saved nothing, with exit code 0
     assert not out.exists() and not (tmp_path / "m.pt").exists()
     assert cli.main(["reconstruct", str(tif), "--method", "cubic", "-o", str(out), "-q"]) == 0
+
+
+def test_a_refusal_with_json_is_json_too_and_train_refuses_an_image_name(stack, tmp_path, capsys):
+    tif, _ = stack
+    assert cli.main(["apply", str(tif), "--model", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "o.tif"),
+                     "--json"]) == 2
+    said = json.loads(capsys.readouterr().out)  # stdout was empty: a script's json.loads failed
+    assert said["exit_code"] == 2 and said["command"] == "apply" and "missing.pt" in said["error"]
+    for name in ("m.tif", "m.ome.zarr", "m.png"):
+        err = _refused(["train", tif, "-o", tmp_path / name, "--steps", "1", "-q"], capsys, "names an image",
+                       "emsr reconstruct")
+        assert not (tmp_path / name).exists(), err
 
 
 def test_nan_input_is_refused_not_written(tmp_path, model, capsys):

@@ -59,6 +59,18 @@ def is_zarr_path(path: PathLike) -> bool:
     return str(path).lower().rstrip("/").endswith(ZARR_SUFFIXES)
 
 
+#: Names of images rather than of model files (``emsr train -o`` refuses them: a mistyped ``reconstruct``).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".h5", ".hdf5", ".n5", ".mrc", ".npy")
+
+
+def volume_suffix(path: PathLike) -> bool:
+    """Whether ``path`` is named like a volume or an image (a TIFF, a zarr store, a PNG ...)."""
+    from .io import TIFF_SUFFIXES
+
+    name = str(path).lower().rstrip("/")
+    return is_zarr_path(name) or name.endswith((*TIFF_SUFFIXES, *IMAGE_SUFFIXES))
+
+
 def resumable(path: PathLike) -> bool:
     """Whether an interrupted export to ``path`` resumes when run again (a zarr store; a TIFF starts over)."""
     return is_zarr_path(path) and "://" not in str(path)

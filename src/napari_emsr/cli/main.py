@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(command.run(args) or 0)
     except EMSRError as exc:
         print(f"emsr {args.command}: error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout gets the refusal too, not an empty string
+            import json
+
+            print(json.dumps({"command": args.command, "error": str(exc), "exit_code": 2}), flush=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

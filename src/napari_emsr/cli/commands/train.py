@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ... import outputs
+from ...errors import InputError
 from ..common import claim, emit
 from ..training import heldout, run_training, train_volume
 from ..writing import model_exists
@@ -12,6 +13,10 @@ from ..writing import model_exists
 
 def run(args) -> int:
     source = args.input or args.hr
+    if outputs.volume_suffix(args.output):
+        raise InputError(f"-o {args.output} names an image, and `emsr train` saves a model there (e.g. -o "
+                         "model.emsr.pt); to write the reconstructed volume, run `emsr reconstruct INPUT -o "
+                         f"{args.output}`")
     out = outputs.check_output(args.output, args.overwrite, not_={"input": source})
     claim(args, out, "model file", folder=False)
     if args.checkpoint:
