@@ -520,8 +520,12 @@ def test_a_block_of_a_deleted_layer_leaves_the_status_line_alone(panel, qtbot, s
     qtbot.waitUntil(lambda: "Restoring xz-restored" in panel.status_label.text(), timeout=TIMEOUT)
     # the stack and its restored layer deleted while the block is computed, another stack picked
     source = panel.current_layer()
-    panel.viewer.layers.remove(xz)
+    items = [panel.input.layer_combo.itemText(i) for i in range(panel.input.layer_combo.count())]
+    assert items == [source.name]  # the panel's own results are not stacks to train on
     panel.viewer.layers.remove(source)
+    # its stack gone, the panel picks no restored layer as its input (it picked xz-restored, F = 1)
+    assert panel.input_params.layer is None and panel.input.layer_combo.count() == 0
+    panel.viewer.layers.remove(xz)
     other = panel.viewer.add_image(np.zeros((9, 32, 32), np.uint8), name="other", scale=(40.0, 10.0, 10.0))
     panel.input.set_layer(other)
     qtbot.waitUntil(lambda: panel.status_label.text().startswith("Input: other"), timeout=TIMEOUT)

@@ -82,9 +82,15 @@ class InputWidget(QGroupBox):
 
     # -- layers ---------------------------------------------------------------------------------------
     def _image_layers(self) -> list:
+        """The image layers one can train on and reconstruct: not the panel's own results (restored planes,
+        their uncertainty, the preview planes), which are isotropic (F = 1): picking one after its stack was
+        deleted ended in a factor mismatch."""
         from napari.layers import Image
 
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+        from napari_emsr.plugin.lazy_layer import RestoredPlanes
+
+        return [layer for layer in self._viewer.layers if isinstance(layer, Image)
+                and not isinstance(layer.data, RestoredPlanes) and not layer.name.startswith("emsr preview")]
 
     def _refresh_layers(self, event: Any = None) -> None:
         try:
