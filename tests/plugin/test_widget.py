@@ -571,6 +571,9 @@ def test_reconstruct_without_model_says_what_to_do(panel, qtbot):
     [
         (np.zeros((64, 64), np.uint8), {}, "2D"),
         (np.zeros((64, 64, 3), np.uint8), {"rgb": True}, "RGB"),
+        # the panel's own words: it has no channel picker (the library's message named channel= and --channel)
+        (np.zeros((2, 9, 32, 32), np.uint8), {}, "has 4 axes (shape (2, 9, 32, 32)); the panel works on 3D stacks: "
+                                                 "split it into 3D layers (right-click the layer > Split Stack)"),
     ],
 )
 def test_bad_layer_gives_clear_message(panel, qtbot, data, kwargs, words):

@@ -341,6 +341,12 @@ class EMSRWidget(QWidget):
                 "no image layer to work on: open a 3D stack (File > Open) or the sample "
                 "(File > Open Sample > napari-emsr), then pick it under Input"
             )
+        if getattr(layer, "ndim", 3) > 3 and not getattr(layer, "rgb", False):
+            # NOTE: the library's message names channel= and --channel, which the panel does not have
+            raise InputError(
+                f"the layer {layer.name!r} has {layer.ndim} axes (shape {tuple(layer.data.shape)}); the panel works "
+                "on 3D stacks: split it into 3D layers (right-click the layer > Split Stack) and pick one"
+            )
         return layer_to_volume(layer, spacing=self.input_params.spacing, unit=self.input_params.unit)
 
     def interpolation_only(self) -> bool:
