@@ -536,6 +536,24 @@ def test_a_block_of_a_deleted_layer_leaves_the_status_line_alone(panel, qtbot, s
     assert panel.status_label.text().startswith("Input: other"), panel.status_label.text()
 
 
+def test_rolling_to_the_yz_view_shows_the_layer_restored_for_it(panel, qtbot):
+    viewer = panel.viewer
+    panel.params.method = "cubic"
+    panel.reconstruct_params.planes = ("xz", "yz")
+    panel.reconstruct_layers()
+    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 2, timeout=TIMEOUT)
+    xz, yz = panel.reconstructed_layers
+    assert xz.name.endswith("xz-restored") and yz.name.endswith("yz-restored")
+    assert xz.visible and not yz.visible  # the xz view: yz planes would show only interpolation
+    viewer.dims.order = (2, 0, 1)  # the yz view (x sliced): yz-restored is the one restored here (it stayed hidden)
+    assert yz.visible and not xz.visible
+    assert "yz view: " in panel.status_label.text() and "swap back" in panel.status_label.text()
+    viewer.dims.order = (1, 0, 2)  # and back
+    assert xz.visible and not yz.visible
+    viewer.dims.order = (0, 1, 2)  # the xy view: neither is restored there, nothing changes
+    assert xz.visible and not yz.visible
+
+
 def test_training_on_a_flat_stack_ends_without_a_nan_figure(panel, qtbot):
     flat = panel.viewer.add_image(np.full((16, 64, 64), 7, np.uint8), name="flat", scale=(40.0, 10.0, 10.0))
     panel.input.set_layer(flat)

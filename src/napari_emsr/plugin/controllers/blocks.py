@@ -72,6 +72,9 @@ class BlockPump:
         viewer.layers.events.removed.connect(self.on_layer_removed)
         # NOTE: first, so that the restored layers are hidden before napari slices the layers for 3D.
         viewer.dims.events.ndisplay.connect(self.on_ndisplay, position="first")
+        viewer.dims.events.order.connect(self.on_order)
+        #: Restored layers the panel hid because the view is not theirs (yz-restored in the xz view ...).
+        self.view_hidden: list = []
 
     # ------------------------------------------------------------------------------------ layers
     def add(self, name: str, data: RestoredPlanes, kwargs: dict, tell: bool = True) -> Any:
@@ -100,6 +103,38 @@ class BlockPump:
         existing.scale, existing.translate = kwargs["scale"], kwargs["translate"]
         existing.data = data
         return existing
+
+    def hide_for_view(self, layer: Any) -> None:
+        """``layer`` is hidden because it is not restored in the current view: shown when the view becomes its."""
+        if layer not in self.view_hidden:
+            self.view_hidden.append(layer)
+
+    def on_order(self, event: Any = None) -> None:
+        """The axes rolled: show the restored layers restored in the new view that the panel hid for the old one,
+        and hide the others (they would show only interpolation); they swap back with the view."""
+        viewer = self.host.viewer
+        if self.signals.closed or viewer.dims.ndisplay != 2 or viewer.dims.ndim != 3:
+            return
+        sliced = int(viewer.dims.order[0])
+        layers = [layer for layer in viewer.layers if isinstance(layer.data, RestoredPlanes)]
+        mine = [layer for layer in layers if layer.data.axis == sliced and layer in self.view_hidden]
+        if not mine:
+            return
+        hidden = []
+        for layer in layers:
+            if layer.data.axis != sliced and layer.visible:
+                layer.visible = False
+                self.hide_for_view(layer)
+                hidden.append(layer.name)
+        for layer in mine:
+            self.view_hidden.remove(layer)
+            layer.visible = True
+        plane = ("xy", "xz", "yz")[sliced]
+        self.host.set_status(
+            f"{plane} view: {', '.join(layer.name for layer in mine)} shown (restored in {plane} planes)"
+            + (f"; {', '.join(hidden)} hidden (they would show only interpolation here)" if hidden else "")
+            + "; they swap back when the view does."
+        )
 
     def hide_until_2d(self, layer: Any) -> None:
         """Keep ``layer`` hidden while the view is 3D; shown when it goes back to 2D."""
@@ -130,6 +165,7 @@ class BlockPump:
         data = getattr(event.value, "data", None)
         if isinstance(data, RestoredPlanes):
             self.queue.discard(data)
+            self.view_hidden = [layer for layer in self.view_hidden if layer is not event.value]
             if self.running is not None and self.running.get("planes") is data:
                 self.running = None  # its block's time is nobody's business now: the status line is the panel's
 
@@ -247,7 +283,7 @@ class BlockPump:
         self.cancel()
         viewer = self.host.viewer
         for event, slot in ((viewer.layers.events.removed, self.on_layer_removed),
-                            (viewer.dims.events.ndisplay, self.on_ndisplay)):
+                            (viewer.dims.events.ndisplay, self.on_ndisplay), (viewer.dims.events.order, self.on_order)):
             try:
                 event.disconnect(slot)
             except (RuntimeError, TypeError, ValueError):

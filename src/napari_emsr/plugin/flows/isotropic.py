@@ -149,8 +149,10 @@ class IsotropicFlow:
             if planes == "uncertainty":
                 kwargs = uncertainty_layer_kwargs(kwargs)
             new = self.blocks.add(name, made[planes], kwargs)
-            # a yz layer seen in the xz view shows only interpolation: it stays hidden there
+            # a yz layer seen in the xz view shows only interpolation: it stays hidden there (until the yz view)
             new.visible = flat and not (show_xz and planes == "yz")
+            if show_xz and planes == "yz":
+                self.blocks.hide_for_view(new)
             if not flat and not (show_xz and planes == "yz"):
                 self.blocks.hide_until_2d(new)  # shown when the view goes back to 2D
             added.append(new)
