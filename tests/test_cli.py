@@ -116,7 +116,7 @@ def test_a_model_of_another_bit_depth_is_applied_in_the_stacks_own_range(stack_t
     out = tmp_path / "iso.tif"
     assert main(["apply", str(stack_tif), "--model", str(model), "-o", str(out), "-q", "--device", "cpu"]) == 0
     said = caplog.text  # a warning, printed even with -q (a real process prints it on stderr)
-    assert "lie far from the ones this model was trained on (" in said and "scaled by its own range" in said
+    assert "lie far from the ones the model was trained on (" in said and "scaled by its own range" in said
     result, stack = tifffile.imread(out).astype(np.float32), tifffile.imread(stack_tif).astype(np.float32)
     # in the stack's intensities (was 255 everywhere)
     assert (result == 255).mean() < 0.05 and abs(result.mean() - stack.mean()) < 10

@@ -177,8 +177,8 @@ def test_a_resumed_training_counts_on_from_its_steps_and_refuses_what_it_would_d
     assert "--profile slab (the model's: fitted)" in r.stderr and not (tmp_path / "n.emsr.pt").exists()
     # --steps more, counted from the model's (it read "train: 4/2 steps")
     r = subprocess.run(_emsr("train", stack, "-o", tmp_path / "n.emsr.pt", "--resume", first, "--steps", "2",
-                             "--profile", "auto", *TINY), capture_output=True, text=True, timeout=300,
-                       env=_env(EMSR_PROGRESS_EVERY="0"))
+                             "--profile", "auto", "--noise", "auto", *TINY), capture_output=True, text=True,
+                       timeout=300, env=_env(EMSR_PROGRESS_EVERY="0"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 steps more, from step 3" in r.stderr
     lines = [ln.split(",")[0] for ln in r.stderr.splitlines() if ln.startswith("train: ")]

@@ -292,7 +292,7 @@ def test_a_model_meets_a_stack_of_another_bit_depth_in_the_stacks_own_range(tiny
     ruined = np.asarray(reconstruct(vol, model, planes="xz", deband=False).compute(), np.float32)
     assert np.abs(ruined - cubic).mean() > 20  # what a user got, with exit code 0
     scaled, note = model.for_stack(vol.data)
-    assert "lie far from the ones this model was trained on" in note and "scaled by its own range" in note
+    assert "lie far from the ones the model was trained on" in note and "scaled by its own range" in note
     assert scaled.norm == robust_range(vol.data) and model.norm == robust_range(wide.data)
     out = np.asarray(reconstruct(vol, scaled, planes="xz", deband=False).compute(), np.float32)
     assert np.abs(out - cubic).mean() < 5 and np.corrcoef(out.ravel(), cubic.ravel())[0, 1] > 0.95
@@ -316,3 +316,18 @@ def test_a_model_of_another_axis_is_refused_with_the_volumes_coarse_axis(tiny_st
         resolve_factor(None, z_last.spacing, 0)
     with pytest.raises(InputError, match="below 1"):  # no coarse axis to name: as before
         resolve_factor(None, (10.0, 40.0, 40.0), 0)
+
+
+def test_only_another_bit_depth_or_scaling_counts_as_a_far_range():
+    from napari_emsr.intensities import Normalisation, far_range, robust_range
+
+    model = Normalisation(70.0, 207.0)  # an 8-bit stack's 0.5-99.5 %
+    assert not far_range(model, Normalisation(100.0, 160.0))  # a crop of tissue without the resin: 0.44 of the span
+    assert not far_range(model, Normalisation(40.0, 250.0))  # a brighter, wider region
+    assert far_range(model, Normalisation(7000.0, 20700.0))  # the same in 16 bits, x 100
+    assert far_range(model, Normalisation(0.27, 0.81))  # floats in [0, 1]
+    assert far_range(Normalisation(7000.0, 20700.0), model)  # 8 bits under a 16-bit model
+    # a bounded read: central windows of the planes, the same range on a stationary stack
+    data = np.random.default_rng(0).integers(0, 255, (20, 300, 300), dtype=np.uint8)
+    full, window = robust_range(data), robust_range(data, max_extent=64)
+    assert abs(full.low - window.low) <= 2 and abs(full.high - window.high) <= 2

@@ -46,10 +46,17 @@ def free_memory(device: str | None = None) -> None:
 
     import torch
 
-    if (device is not None and str(device).startswith("cpu")) or not torch.cuda.is_available():
+    if device is not None and str(device).startswith("cpu"):
+        return
+    mps = getattr(torch.backends, "mps", None)
+    on_mps = mps is not None and mps.is_available() and (device is None or str(device).startswith("mps"))
+    if not torch.cuda.is_available() and not on_mps:
         return
     gc.collect()
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if on_mps:
+        torch.mps.empty_cache()
 
 
 #: ``NAPARI_EMSR_CPU_BF16``: ``auto`` (the default: on where the CPU multiplies bf16 natively), ``0`` (never: full

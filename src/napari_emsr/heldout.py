@@ -443,6 +443,8 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
         For a model whose degradation held-out sections cannot judge (learned, mixed, none), or a stack of
         fewer than :data:`MIN_SECTIONS` sections.
     """
+    data = getattr(volume, "data", volume)
+    model, _ = model.for_stack(data)  # a stack of another bit depth or scaling: the model in its own range
     c = model.config
     profile = model_profile(c)
     if profile is None:
@@ -452,7 +454,6 @@ def estimate(volume: Any, model: Any, *, steps: int | None = None, device: str =
     opts = {k: v for k, v in (c.get("options") or {}).items() if k in ("noise", "noise_level", "pdl_weight")}
     if steps is None:
         steps = max(1, min(JUDGE_STEPS, int(c.get("step") or JUDGE_STEPS)))
-    data = getattr(volume, "data", volume)
     kept, held = split_sections(data, axis=int(c.get("axis", 0)))
     factor = float(c["factor"])
     judge = train_judge(kept, factor, profile, steps=int(steps), options=opts, net=c.get("net"), size=c.get("size"),

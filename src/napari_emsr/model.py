@@ -6,8 +6,9 @@ A model file is a ``torch.save`` of ``{"format": "napari-emsr-model", "config": 
 
 :func:`predict` is the only place a restoring network is run for inference (eval mode, inference mode, bf16
 autocast and channels-last on CUDA, overlapping tiles blended smoothly): validation and the live preview during
-training and every chunk of a reconstruction go through it. :class:`Normalisation` maps intensities to the
-network's range and back; it is computed once on the training volume and saved with the model.
+training and every chunk of a reconstruction go through it. :class:`Normalisation` (:mod:`napari_emsr.intensities`)
+maps intensities to the network's range and back; it is computed once on the training volume and saved with the
+model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,56 +27,12 @@ import numpy as np
 
 from . import __version__
 from .errors import EMSRError, InputError, ModelError
+from .intensities import Normalisation, far_range, range_note, robust_range
 
 FORMAT = "napari-emsr-model"
 #: Planes larger than this (px) are restored in overlapping tiles, blended over ``TILE_OVERLAP`` px.
 TILE = 512
 TILE_OVERLAP = 32
-
-
-# ------------------------------------------------------------------------------------------ normalisation
-@dataclass(frozen=True)
-class Normalisation:
-    """Intensities ``low`` and ``high`` are mapped to 0 and 1 for the network, and back on output."""
-
-    low: float
-    high: float
-
-    def apply(self, a: Any) -> np.ndarray:
-        """Input intensities -> network range (float32)."""
-        return (np.asarray(a, np.float32) - self.low) / (self.high - self.low)
-
-    def invert(self, a: np.ndarray) -> np.ndarray:
-        """Network range -> input intensities (float32)."""
-        return np.asarray(a, np.float32) * (self.high - self.low) + self.low
-
-    def as_list(self) -> list[float]:
-        return [float(self.low), float(self.high)]
-
-
-def robust_range(data: Any, planes: int = 16, low: float = 0.5, high: float = 99.5, seed: int = 0) -> Normalisation:
-    """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model)."""
-    n = data.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=min(n, planes), replace=False))
-    from .io.lazy import compute
-
-    sample = np.asarray(compute(data[idx]), dtype=np.float32)
-    if not np.isfinite(sample).all():
-        raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
-    lo, hi = np.percentile(sample, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return Normalisation(float(lo), float(hi))
-
-
-def far_range(model: Normalisation, stack: Normalisation) -> bool:
-    """Whether a stack's intensity range (:func:`robust_range`) lies far from the one a model was trained on: in
-    the model's network units (its range is 0 to 1) the stack's starts below -0.5 or ends above 1.5, or spans less
-    than half or more than twice as much. Another region of the same acquisition stays well inside (a few tenths
-    off); a different bit depth, scaling or contrast does not (a uint8 stack under a 16-bit model spans 0.01)."""
-    a, b = (float(v) for v in model.apply(np.array([stack.low, stack.high])))
-    return a < -0.5 or b > 1.5 or not 0.5 <= b - a <= 2.0
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -257,18 +213,15 @@ class EMSRModel:
         the sentence that says so."""
         if not far_range(self.norm, stack):
             return self, None
-        m = self.norm
-        note = (f"the stack's intensities (0.5-99.5 %: {stack.low:.4g} to {stack.high:.4g}) lie far from the ones "
-                f"this model was trained on ({m.low:.4g} to {m.high:.4g}): it is applied to the stack scaled by its "
-                "own range (right for another contrast, bit depth or scaling of the same kind of data; train on "
-                "this stack if it is another kind)")
+        note = range_note(stack, self.norm, "it is applied to the stack scaled by its own range (right for another "
+                          "bit depth or scaling of the same kind of data; train on this stack if it is another kind)")
         return EMSRModel({**self.config, "norm": stack.as_list()}, self.state_dict, self.stages), note
 
     def for_stack(self, data: Any) -> tuple[EMSRModel, str | None]:
-        """:meth:`for_range` of ``data``'s own range (16 planes read; a stack with NaN or infinite values gets the
-        model as it is: applying it says where they are)."""
+        """:meth:`for_range` of ``data``'s own range (central windows of 16 planes read, at most 512 px a side; a
+        stack with NaN or infinite values gets the model as it is: applying it says where they are)."""
         try:
-            stack = robust_range(data)
+            stack = robust_range(data, max_extent=512)
         except InputError:
             return self, None
         return self.for_range(stack)

@@ -27,7 +27,16 @@ import numpy as np
 
 from .engine import MIN_TILE, PAIR, Engine, Stopped
 from .errors import InputError, ModelError
-from .geometry import check_axis, coarse_axis, from_front, front_order, output_length, resolve_factor, to_front
+from .geometry import (
+    check_axis,
+    coarse_axis,
+    factor_from_spacing,
+    from_front,
+    front_order,
+    output_length,
+    resolve_factor,
+    to_front,
+)
 from .geometry import output_spacing as grid_spacing
 from .methods import get_method
 from .outputs import export_fingerprint
@@ -144,7 +153,8 @@ def reconstruct(
                              "not as an isotropic reconstruction")
         ax = model.axis if axis is None else check_axis(axis)
         coarse = coarse_axis(vol.spacing) if factor is None and axis is None else None
-        if coarse is not None and coarse != ax:
+        along = factor_from_spacing(vol.spacing, ax) if coarse is not None else None
+        if coarse is not None and coarse != ax and abs(along - model.factor) > 0.05 * model.factor:
             # NOTE: a model of another axis: the factor along its axis (about 1, or below) is not what is wrong
             raise ModelError(
                 f"this model was trained for anisotropic axis {ax} (F = {model.factor:g}); this volume's coarse "

@@ -67,8 +67,9 @@ class Trainer:
         import torch
 
         from .device import resolve_device
+        from .intensities import far_range, range_note, robust_range
         from .io import as_volume
-        from .model import EMSRModel, far_range, robust_range
+        from .model import EMSRModel
         from .nets import build_net, grid_of, net_sizes
 
         self._torch = torch
@@ -143,10 +144,8 @@ class Trainer:
             model_norm = self.norm = resume.norm
             if far_range(model_norm, stack):
                 self.norm = stack
-                self._notes.append(
-                    f"the stack's intensities (0.5-99.5 %: {stack.low:.4g} to {stack.high:.4g}) lie far from the "
-                    f"ones the model was trained on ({model_norm.low:.4g} to {model_norm.high:.4g}): training goes "
-                    "on with the stack scaled by its own range, which the model keeps")
+                self._notes.append(range_note(stack, model_norm, "training goes on with the stack scaled by its own "
+                                                                 "range, which the model keeps"))
 
         self.net = build_net(config.net, **config.net_kwargs)
         self.start_step = 0

@@ -558,9 +558,8 @@ def test_training_on_a_flat_stack_ends_without_a_nan_figure(panel, qtbot):
     flat = panel.viewer.add_image(np.full((16, 64, 64), 7, np.uint8), name="flat", scale=(40.0, 10.0, 10.0))
     panel.input.set_layer(flat)
     panel.params.steps = 3
-    worker = panel.start_training()
-    if worker is not None:
-        qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
+    assert panel.start_training() is not None
+    qtbot.waitUntil(lambda: not panel.status.busy, timeout=TIMEOUT)
     text = panel.status_label.text()
     assert "nan" not in text.lower(), text
 
@@ -607,6 +606,12 @@ def test_bad_layer_gives_clear_message(panel, qtbot, data, kwargs, words):
     assert panel.train.train_button.isEnabled()
 
 
+def test_a_layer_with_a_single_time_point_is_a_3d_stack(panel):
+    one = panel.viewer.add_image(np.zeros((1, 9, 32, 32), np.uint8), name="t1", scale=(1.0, 40.0, 10.0, 10.0))
+    panel.input.set_layer(one)
+    assert panel.current_volume().shape == (9, 32, 32)  # (1, Z, Y, X) from a tczyx store: as it always was
+
+
 def test_save_and_load_model(panel, qtbot, tmp_path):
     from napari_emsr.model import EMSRModel
 
@@ -635,14 +640,14 @@ def test_a_model_of_another_bit_depth_is_applied_in_the_layers_own_range(panel, 
     train(wide, TrainConfig(factor=4, steps=3, net="rescnn", size="tiny", patch=32, batch=2, device="cpu",
                             val_every=3, preview_every=0)).save(path)
     qtbot.waitUntil(lambda: panel.anisotropy is not None, timeout=TIMEOUT)  # the layer's range is read there
-    _wait_idle(panel, qtbot, panel.load_model(str(path)))
     before = len(_notifications())
+    _wait_idle(panel, qtbot, panel.load_model(str(path)))
     panel.params.method = "isotropic"
     panel.reconstruct_params.planes = ("xz",)
     panel.reconstruct_layers()
     qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
     said = _notifications()[before:]
-    assert any("lie far from the ones this model was trained on" in m for m in said), said
+    assert any("lie far from the ones the model was trained on" in m for m in said), said
     xz = panel.reconstructed_layers[0]
     y = data.shape[1] // 2
     plane = np.asarray(xz.data.dask[:, y].compute(), np.float32)  # a restored xz plane, in the layer's range

@@ -41,9 +41,10 @@ def _check_resumed(args, c) -> None:
 
     asked = {"net": args.net, "size": args.size, **method_options(args, get_method(c.method))}
     have = {"net": c.net, "size": c.size, **(c.options or {})}
-    same = {("profile", "auto", "fitted")}  # auto is what the model fitted
+    # NOTE: "auto" and "judged" are resolved on the stack (to what the model keeps: fitted, gaussian ...), and a
+    # paired model's LR image (--lr PATH) is an input, not a setting of the network
     differ = [f"--{k.replace('_', '-')} {v} (the model's: {have.get(k)})" for k, v in asked.items()
-              if v is not None and v != have.get(k) and (k, v, have.get(k)) not in same]
+              if v is not None and v != have.get(k) and v not in ("auto", "judged") and k != "lr_image"]
     if differ:
         raise InputError(f"--resume goes on with the resumed model's own network and options, so {'; '.join(differ)} "
                          "would be dropped: leave them out, or train a new model (without --resume)")

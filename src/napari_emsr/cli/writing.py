@@ -78,9 +78,9 @@ def _interrupted(args, out: Path, bar: Progress, spill: Path | None = None, exis
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the exit below
     bar.close(finished=False)
-    if outputs.resumable(out):
-        said = (f"{out} is incomplete (marked as such, nothing looks finished); run the same command again to resume "
-                "it")
+    if outputs.is_zarr_path(out):
+        said = (f"{out} is incomplete (marked as such, nothing looks finished); run the same command again to "
+                + ("resume it" if outputs.resumable(out) else "write it"))
     else:  # a TIFF goes under a temporary name and takes its own only once complete
         kept = "; the file already there is kept as it was" if existed else ""
         said = (f"nothing was written to {out} (a TIFF appears only once complete){kept}; run the command again to "
@@ -88,7 +88,10 @@ def _interrupted(args, out: Path, bar: Progress, spill: Path | None = None, exis
     print(f"interrupted: {said}", file=sys.stderr)
     claims = getattr(args, "_claims", None)
     if claims is not None:  # NOTE: os._exit skips the context managers that would release the locks
-        claims.close()
+        try:
+            claims.close()
+        except Exception:  # a lock left is harmless: the exit must happen
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
     # NOTE: dask's worker threads would finish their chunks (minutes on a CPU) before a normal exit could

@@ -341,10 +341,11 @@ class EMSRWidget(QWidget):
                 "no image layer to work on: open a 3D stack (File > Open) or the sample "
                 "(File > Open Sample > napari-emsr), then pick it under Input"
             )
-        if getattr(layer, "ndim", 3) > 3 and not getattr(layer, "rgb", False):
+        shape = tuple(getattr(layer.data, "shape", ()))
+        if len(shape) > 3 and not getattr(layer, "rgb", False) and any(int(s) > 1 for s in shape[:-3]):
             # NOTE: the library's message names channel= and --channel, which the panel does not have
             raise InputError(
-                f"the layer {layer.name!r} has {layer.ndim} axes (shape {tuple(layer.data.shape)}); the panel works "
+                f"the layer {layer.name!r} has {len(shape)} axes (shape {shape}); the panel works "
                 "on 3D stacks: split it into 3D layers (right-click the layer > Split Stack) and pick one"
             )
         return layer_to_volume(layer, spacing=self.input_params.spacing, unit=self.input_params.unit)
@@ -561,8 +562,12 @@ class EMSRWidget(QWidget):
         if gone:
             self._closed = True
             if self.export_status.busy:
-                logger.warning("napari-emsr: the viewer closed during the export to %s; it stops at the next "
-                               "chunk, unfinished (export it again to resume it)", self.export_status.path)
+                from napari_emsr.outputs import resumable
+
+                path = self.export_status.path
+                logger.warning("napari-emsr: the viewer closed during the export to %s; it stops at the next chunk, "
+                               "unfinished (%s)", path, "export it again to resume it" if resumable(path) else
+                               "a TIFF appears only once complete: export it again")
         self.estimator.stop()
         self.paired.timer.stop()
         if self.trainer.session is not None:

@@ -39,7 +39,7 @@ def _no_training_flags(args, method: str) -> None:
     from ...methods import all_options
 
     given = [f"--{name.replace('_', '-')}" for name in (*TRAINING_FLAGS, *all_options())
-             if getattr(args, name, None) not in (None, False)]
+             if getattr(args, name, None) is not None and getattr(args, name) is not False]
     if given:
         raise InputError(f"--method {method} interpolates and trains nothing, so {', '.join(given)} would do "
                          f"nothing: leave {'it' if len(given) == 1 else 'them'} out, or pick a method that trains "

@@ -116,7 +116,8 @@ class BlockPump:
         if self.signals.closed or viewer.dims.ndisplay != 2 or viewer.dims.ndim != 3:
             return
         sliced = int(viewer.dims.order[0])
-        layers = [layer for layer in viewer.layers if isinstance(layer.data, RestoredPlanes)]
+        # NOTE: the isotropic results (xz, yz planes) only: a paired method's xy layer is not a view's
+        layers = [layer for layer in viewer.layers if isinstance(layer.data, RestoredPlanes) and layer.data.axis]
         mine = [layer for layer in layers if layer.data.axis == sliced and layer in self.view_hidden]
         if not mine:
             return

@@ -82,7 +82,7 @@ class PreviewController:
         """Remove the preview planes (they would widen the view's extent and sit beside the results) and fit the
         camera to what stays."""
         removed = [name for name in PREVIEW_LAYERS if name in self.viewer.layers]
-        # NOTE: in one batch: napari's canvas collects garbage after each removal outside a batch (0.4-0.6 s each
+        # NOTE: in one batch: napari's canvas collects garbage after each removal outside a batch (0.3-0.6 s each
         # once torch is loaded: the GUI froze 1.4-1.7 s for the three planes), once after a batch
         batch = getattr(self.viewer.layers, "batched_update", contextlib.nullcontext)
         with batch():

@@ -208,6 +208,7 @@ class TrainingController:
 
         session = self.session
         model = session.final_model() if session is not None else None
+        device = getattr(getattr(session, "trainer", None), "device", None) or self.host.params.device
         if session is not None:
             session.trainer = None
         self.estimates.from_training(self.status)
@@ -224,5 +225,5 @@ class TrainingController:
             # NOTE: a flat stack validates to NaN: no figure then, rather than "+nan dB"
             note = f", gain over cubic {gain:+.2f} dB" if gain is not None and math.isfinite(gain) else ""
             self.say(f"Training ended at step {model.step}{note}. Reconstruct to see the whole volume.")
-        free_memory()
+        free_memory(None if device == "auto" else device)  # NOTE: nothing on the CPU (a GC pause on the GUI thread)
         self.estimates.schedule()

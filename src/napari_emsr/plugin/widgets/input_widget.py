@@ -6,6 +6,7 @@ panel reacts to the parameters' events, never to this widget's controls.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QWidget
@@ -69,8 +70,8 @@ class InputWidget(QGroupBox):
 
         self._show_spacing(params.spacing)
         self.layer_combo.currentIndexChanged.connect(self._on_layer_picked)
-        for box in self.spacing_boxes:
-            box.valueChanged.connect(self._on_spacing_edited)
+        for axis, box in enumerate(self.spacing_boxes):
+            box.valueChanged.connect(partial(self._on_spacing_edited, axis))
         self.factor_box.valueChanged.connect(params.set_factor)
         params.events.layer.connect(self._show_layer)
         params.events.spacing.connect(self._show_spacing)
@@ -82,15 +83,17 @@ class InputWidget(QGroupBox):
 
     # -- layers ---------------------------------------------------------------------------------------
     def _image_layers(self) -> list:
-        """The image layers one can train on and reconstruct: not the panel's own results (restored planes,
-        their uncertainty, the preview planes), which are isotropic (F = 1): picking one after its stack was
-        deleted ended in a factor mismatch."""
+        """The image layers one can train on and reconstruct: not the panel's own isotropic results (xz, yz,
+        fused planes, their uncertainty; F = 1: picking one after its stack was deleted ended in a factor
+        mismatch) nor the preview planes. A paired method's xy result is still a stack of sections: listed."""
         from napari.layers import Image
 
+        from napari_emsr.plugin.controllers.preview import PREVIEW_LAYERS
         from napari_emsr.plugin.lazy_layer import RestoredPlanes
 
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)
-                and not isinstance(layer.data, RestoredPlanes) and not layer.name.startswith("emsr preview")]
+                and not (isinstance(layer.data, RestoredPlanes) and layer.data.axis)
+                and layer.name not in PREVIEW_LAYERS]
 
     def _refresh_layers(self, event: Any = None) -> None:
         try:
@@ -151,8 +154,12 @@ class InputWidget(QGroupBox):
         self.factor_box.setValue(max(1.0, self.params.factor))
         self.factor_box.blockSignals(False)
 
-    def _on_spacing_edited(self, value: float) -> None:
-        self.params.spacing = tuple(box.value() for box in self.spacing_boxes)  # type: ignore[assignment]
+    def _on_spacing_edited(self, axis: int, value: float) -> None:
+        # NOTE: the edited axis alone: the other boxes show their values rounded (a 0.004 µm pixel reads 0.01), and
+        # the voxel size becomes the layer's scale
+        spacing = list(self.params.spacing)
+        spacing[axis] = float(value)
+        self.params.spacing = tuple(spacing)  # type: ignore[assignment]
 
     def set_anisotropy(self, text: str, detail: str = "") -> None:
         """Show the measured anisotropy (or a short note such as "measuring...") and its details as tooltip."""

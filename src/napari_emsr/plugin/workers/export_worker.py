@@ -87,6 +87,8 @@ def export_task(
 
     spec = scheduler.strip() or None
     check_spec(spec)
+    if not isinstance(model, str):  # NOTE: here too (not only once the input's range was measured): in a worker
+        model, _ = model.for_stack(volume.data)
     # NOTE: while the client is open it is dask's default scheduler in this whole process. On a cluster the
     # engine goes to the workers without the stop hook: the export stops between the tasks of this process.
     with open_client(spec), stop_between_tasks(job):
@@ -98,6 +100,7 @@ def export_task(
 def export_lateral_task(job: ExportJob, volume: Any, model: Any, path: str, enhance: bool, device: str) -> str:
     """Write a paired model's lateral result of ``volume`` to ``path``
     (:func:`napari_emsr.methods.paired.apply.export_lateral`); returns the path written."""
+    model, _ = model.for_stack(volume.data)  # another bit depth or scaling: in the stack's own range
     from napari_emsr.methods.paired.apply import export_lateral
 
     with stop_between_tasks(job):

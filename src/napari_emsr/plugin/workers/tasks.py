@@ -34,7 +34,7 @@ def anisotropy_task(volume: Any, factor: float | None = None) -> dict:
 
     result = dict(anisotropy(volume, spacing=volume.spacing))
     try:  # what a model applied to it checks it against (EMSRModel.for_range)
-        result["intensities"] = robust_range(volume.data).as_list()
+        result["intensities"] = robust_range(volume.data, max_extent=512).as_list()
     except InputError:  # NaN or infinite values: applying a model says where they are
         pass
     if factor is not None and factor > 1.0:
@@ -85,6 +85,8 @@ def reconstruct_task(volume: Any, model: Any, planes: list[str], device: str,
     """
     from napari_emsr.reconstruct import PAIR, debander_of, output_spacing, reconstruct
 
+    if not isinstance(model, str):  # NOTE: here too (not only once the input's range was measured): in a worker
+        model, _ = model.for_stack(volume.data)
     out = []
     for p in planes:
         spacing = output_spacing(volume)

@@ -1,0 +1,79 @@
+"""Intensities: the normalisation a network is trained in, a stack's robust range, and whether a stack's range
+lies so far from a model's that the model must meet it in the stack's own range (another bit depth or scaling).
+
+:class:`Normalisation` maps intensities to the network's range and back; :func:`robust_range` computes it once
+on the training volume, and it is saved with the model (:class:`napari_emsr.model.EMSRModel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+#: The percentiles a range is taken at.
+LOW, HIGH = 0.5, 99.5
+#: :func:`far_range`: a stack's span this many times narrower or wider than the model's is another scaling.
+SPAN_RATIO = 8.0
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Intensities ``low`` and ``high`` are mapped to 0 and 1 for the network, and back on output."""
+
+    low: float
+    high: float
+
+    def apply(self, a: Any) -> np.ndarray:
+        """Input intensities -> network range (float32)."""
+        return (np.asarray(a, np.float32) - self.low) / (self.high - self.low)
+
+    def invert(self, a: np.ndarray) -> np.ndarray:
+        """Network range -> input intensities (float32)."""
+        return np.asarray(a, np.float32) * (self.high - self.low) + self.low
+
+    def as_list(self) -> list[float]:
+        return [float(self.low), float(self.high)]
+
+
+def robust_range(data: Any, planes: int = 16, low: float = LOW, high: float = HIGH, seed: int = 0,
+                 max_extent: int | None = None) -> Normalisation:
+    """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model);
+    ``max_extent``: of each plane, a central window at most this many pixels a side (a bounded read on a large
+    volume, for :func:`far_range`'s check)."""
+    n = data.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, planes), replace=False))
+    from .io.lazy import compute
+
+    window = [slice(None)] * (data.ndim - 1)
+    if max_extent:
+        for i, size in enumerate(data.shape[1:]):
+            start = max(0, (int(size) - int(max_extent)) // 2)
+            window[i] = slice(start, start + int(max_extent))
+    # NOTE: one plane at a time: 16 whole planes of a large volume would not fit in memory at once
+    sample = np.concatenate([np.asarray(compute(data[(int(i), *window)]), np.float32).ravel() for i in idx])
+    if not np.isfinite(sample).all():
+        raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
+    lo, hi = np.percentile(sample, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return Normalisation(float(lo), float(hi))
+
+
+def far_range(model: Normalisation, stack: Normalisation) -> bool:
+    """Whether a stack's intensity range (:func:`robust_range`) lies so far from the one a model was trained on
+    that it is another bit depth or scaling: in the model's units (its range is 0 to 1) the stack's lies wholly
+    outside 0 to 1, or spans :data:`SPAN_RATIO` times less or more. A crop of the same acquisition (tissue without
+    the resin, a brighter region) stays inside; a uint8 stack under a 16-bit model spans 0.01, below 0."""
+    a, b = (float(v) for v in model.apply(np.array([stack.low, stack.high])))
+    return a > 1.0 or b < 0.0 or not 1.0 / SPAN_RATIO <= b - a <= SPAN_RATIO
+
+
+def range_note(stack: Normalisation, model: Normalisation, then: str) -> str:
+    """The sentence said when a stack's range is far from a model's (:func:`far_range`); ``then``: what is done."""
+    return (f"the stack's intensities ({LOW:g}-{HIGH:g} %: {stack.low:.4g} to {stack.high:.4g}) lie far from the ones "
+            f"the model was trained on ({model.low:.4g} to {model.high:.4g}): {then}")
