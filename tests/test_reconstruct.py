@@ -331,3 +331,35 @@ def test_only_another_bit_depth_or_scaling_counts_as_a_far_range():
     data = np.random.default_rng(0).integers(0, 255, (20, 300, 300), dtype=np.uint8)
     full, window = robust_range(data), robust_range(data, max_extent=64)
     assert abs(full.low - window.low) <= 2 and abs(full.high - window.high) <= 2
+
+
+def test_an_export_s_cancel_check_dies_with_it_whatever_other_threads_compute():
+    """Each dask computation takes the process's callbacks for its time and puts back what it took: one that
+    began in another thread during an export put the export's cancel check back after the export ended, and a
+    training that later ran in the export's pooled thread failed with "export cancelled" (seen in the suite)."""
+    import threading
+
+    import dask
+    import dask.array as dsa
+
+    from napari_emsr.plugin.workers.export_worker import ExportCancelled, ExportJob, stop_between_tasks
+
+    gate, began = threading.Event(), threading.Event()
+
+    def wait(x):
+        began.set()
+        gate.wait(30)
+        return x
+
+    other = threading.Thread(target=lambda: dask.delayed(wait)(1).compute(scheduler="threads"))
+    job = ExportJob()
+    with stop_between_tasks(job):  # the export, in this thread
+        other.start()  # another thread's computation begins while the export runs ...
+        began.wait(30)
+    gate.set()  # ... and ends after it
+    other.join(30)
+    job.cancel()
+    # a later computation in this same thread is not the export's: it must not be cancelled
+    assert int(dsa.ones(4, chunks=2).sum().compute(scheduler="threads")) == 4
+    with stop_between_tasks(job), pytest.raises(ExportCancelled):  # the export's own tasks still are
+        dsa.ones(4, chunks=2).sum().compute(scheduler="threads")

@@ -59,18 +59,25 @@ def stop_between_tasks(job: ExportJob) -> Iterator[None]:
     """Check ``job``'s cancel flag before and after each dask task this thread computes, so that a cancel
     stops the export within one task instead of one whole block (a block is many tasks).
 
-    Dask's local callbacks are process-wide: the check raises only in the thread that runs the export.
+    Dask's local callbacks are process-wide: the check raises only in the thread that runs the export, and only
+    while it does. (Each dask computation takes the process's callbacks for its own time and puts back what it
+    took when it ends: a computation in another thread that began during an export can put this check back after
+    the export has ended, where a later task of the pooled thread that ran it, a training, would meet it.)
     """
     from dask.callbacks import Callback
 
     me = threading.get_ident()
+    running = [True]
 
     def check(*_: Any) -> None:
-        if threading.get_ident() == me and job.cancelled:
+        if running[0] and threading.get_ident() == me and job.cancelled:
             raise ExportCancelled("export cancelled; run it again with the same path to resume")
 
-    with Callback(pretask=check, posttask=check):
-        yield
+    try:
+        with Callback(pretask=check, posttask=check):
+            yield
+    finally:
+        running[0] = False
 
 
 def export_task(
