@@ -327,10 +327,12 @@ def test_only_another_bit_depth_or_scaling_counts_as_a_far_range():
     assert far_range(model, Normalisation(7000.0, 20700.0))  # the same in 16 bits, x 100
     assert far_range(model, Normalisation(0.27, 0.81))  # floats in [0, 1]
     assert far_range(Normalisation(7000.0, 20700.0), model)  # 8 bits under a 16-bit model
-    # a bounded read: central windows of the planes, the same range on a stationary stack
-    data = np.random.default_rng(0).integers(0, 255, (20, 300, 300), dtype=np.uint8)
-    full, window = robust_range(data), robust_range(data, max_extent=64)
-    assert abs(full.low - window.low) <= 2 and abs(full.high - window.high) <= 2
+    # a bounded read over the whole plane: a stack whose centre is flat (a lumen, resin) is its own model's range
+    data = np.random.default_rng(0).integers(0, 255, (20, 1100, 1100), dtype=np.uint8)
+    data[:, 300:800, 300:800] = 128
+    full, sampled = robust_range(data), robust_range(data, max_extent=512)
+    assert not far_range(full, sampled)
+    assert abs(full.low - sampled.low) <= 3 and abs(full.high - sampled.high) <= 3
 
 
 def test_an_export_s_cancel_check_dies_with_it_whatever_other_threads_compute():
@@ -363,3 +365,7 @@ def test_an_export_s_cancel_check_dies_with_it_whatever_other_threads_compute():
     assert int(dsa.ones(4, chunks=2).sum().compute(scheduler="threads")) == 4
     with stop_between_tasks(job), pytest.raises(ExportCancelled):  # the export's own tasks still are
         dsa.ones(4, chunks=2).sum().compute(scheduler="threads")
+    # and the checks of ended exports are not kept (each holds its job, and a panel through it)
+    from dask.callbacks import Callback
+
+    assert not [cb for cb in Callback.active if getattr(cb[2], "running", None) is not None]

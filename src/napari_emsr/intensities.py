@@ -41,24 +41,33 @@ class Normalisation:
 
 def robust_range(data: Any, planes: int = 16, low: float = LOW, high: float = HIGH, seed: int = 0,
                  max_extent: int | None = None) -> Normalisation:
-    """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model);
-    ``max_extent``: of each plane, a central window at most this many pixels a side (a bounded read on a large
-    volume, for :func:`far_range`'s check)."""
+    """Intensity percentiles on a sample of planes along axis 0 (computed once, stored with the model).
+
+    ``max_extent``: each plane is read every few pixels, at most this many a side (for :func:`far_range`'s
+    check on a large volume: the whole plane's extent, as the model's range was taken, in bounded memory). A 2D
+    image is one plane.
+    """
+    if data.ndim == 2:
+        data = data[None]
     n = data.shape[0]
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, planes), replace=False))
-    from .io.lazy import compute
+    steps = [max(1, -(-int(size) // int(max_extent))) if max_extent else 1 for size in data.shape[1:]]
+    window = tuple(slice(None, None, step) for step in steps)
+    parts = [data[(int(i), *window)] for i in idx]
+    if any(hasattr(p, "dask") for p in parts):  # one computation: a chunk holding several planes is read once
+        import dask
 
-    window = [slice(None)] * (data.ndim - 1)
-    if max_extent:
-        for i, size in enumerate(data.shape[1:]):
-            start = max(0, (int(size) - int(max_extent)) // 2)
-            window[i] = slice(start, start + int(max_extent))
-    # NOTE: one plane at a time: 16 whole planes of a large volume would not fit in memory at once
-    sample = np.concatenate([np.asarray(compute(data[(int(i), *window)]), np.float32).ravel() for i in idx])
+        parts = dask.compute(*parts)
+    sizes = [int(np.prod(np.shape(p))) for p in parts]
+    sample = np.empty(sum(sizes), np.float32)
+    at = 0
+    for part, size in zip(parts, sizes):
+        sample[at:at + size] = np.asarray(part, np.float32).ravel()
+        at += size
     if not np.isfinite(sample).all():
         raise InputError("the volume contains NaN or infinite values; replace them (e.g. with 0) before training")
-    lo, hi = np.percentile(sample, [low, high])
+    lo, hi = np.percentile(sample, [low, high], overwrite_input=True)
     if hi <= lo:
         hi = lo + 1.0
     return Normalisation(float(lo), float(hi))
@@ -67,8 +76,9 @@ def robust_range(data: Any, planes: int = 16, low: float = LOW, high: float = HI
 def far_range(model: Normalisation, stack: Normalisation) -> bool:
     """Whether a stack's intensity range (:func:`robust_range`) lies so far from the one a model was trained on
     that it is another bit depth or scaling: in the model's units (its range is 0 to 1) the stack's lies wholly
-    outside 0 to 1, or spans :data:`SPAN_RATIO` times less or more. A crop of the same acquisition (tissue without
-    the resin, a brighter region) stays inside; a uint8 stack under a 16-bit model spans 0.01, below 0."""
+    outside 0 to 1, or spans :data:`SPAN_RATIO` times less or more. The model's own stack, or another of the same
+    acquisition, stays inside (both ranges are taken over whole planes); a uint8 stack under a 16-bit model spans
+    0.01, below 0."""
     a, b = (float(v) for v in model.apply(np.array([stack.low, stack.high])))
     return a > 1.0 or b < 0.0 or not 1.0 / SPAN_RATIO <= b - a <= SPAN_RATIO
 

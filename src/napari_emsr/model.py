@@ -218,8 +218,9 @@ class EMSRModel:
         return EMSRModel({**self.config, "norm": stack.as_list()}, self.state_dict, self.stages), note
 
     def for_stack(self, data: Any) -> tuple[EMSRModel, str | None]:
-        """:meth:`for_range` of ``data``'s own range (central windows of 16 planes read, at most 512 px a side; a
-        stack with NaN or infinite values gets the model as it is: applying it says where they are)."""
+        """:meth:`for_range` of ``data``'s own range (16 planes read every few pixels, at most 512 a side, over
+        their whole extent as the model's range was taken; a stack with NaN or infinite values gets the model as it
+        is: applying it says where they are)."""
         try:
             stack = robust_range(data, max_extent=512)
         except InputError:

@@ -88,12 +88,12 @@ class InputWidget(QGroupBox):
         mismatch) nor the preview planes. A paired method's xy result is still a stack of sections: listed."""
         from napari.layers import Image
 
-        from napari_emsr.plugin.controllers.preview import PREVIEW_LAYERS
+        from napari_emsr.plugin.controllers.preview import PREVIEW_LAYER
         from napari_emsr.plugin.lazy_layer import RestoredPlanes
 
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)
                 and not (isinstance(layer.data, RestoredPlanes) and layer.data.axis)
-                and layer.name not in PREVIEW_LAYERS]
+                and not layer.name.startswith(PREVIEW_LAYER)]
 
     def _refresh_layers(self, event: Any = None) -> None:
         try:

@@ -54,6 +54,12 @@ class ExportJob:
             raise ExportCancelled("export cancelled; run it again with the same path to resume")
 
 
+def _ended(callback: tuple) -> bool:
+    """Whether a dask callback (start, start_state, pretask, posttask, finish) is the check of an ended export."""
+    running = getattr(callback[2], "running", None)
+    return running is not None and not running[0]
+
+
 @contextmanager
 def stop_between_tasks(job: ExportJob) -> Iterator[None]:
     """Check ``job``'s cancel flag before and after each dask task this thread computes, so that a cancel
@@ -73,6 +79,9 @@ def stop_between_tasks(job: ExportJob) -> Iterator[None]:
         if running[0] and threading.get_ident() == me and job.cancelled:
             raise ExportCancelled("export cancelled; run it again with the same path to resume")
 
+    check.running = running  # type: ignore[attr-defined]
+    # the checks of ended exports such a computation put back: dropped (each holds its job, and the panel)
+    Callback.active -= {cb for cb in Callback.active if _ended(cb)}
     try:
         with Callback(pretask=check, posttask=check):
             yield

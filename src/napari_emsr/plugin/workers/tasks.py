@@ -224,4 +224,5 @@ def lateral_task(volume: Any, model: Any, enhance: bool, device: str) -> Any:
     resolution), chunked plane by plane."""
     from napari_emsr.methods.paired.apply import lateral
 
+    model, _ = model.for_stack(volume.data)  # another bit depth or scaling: in the stack's own range, as exported
     return lateral(volume, model, enhance=enhance, device=device)
