@@ -477,7 +477,8 @@ def test_fused_blocks_arrive_without_freezing_napari(panel, qtbot, sync_slicing)
     assert unc.data.has_block((0, y // 64, 0))
 
 
-def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
+def _slow_xz_block(panel, qtbot):
+    """A cubic xz-restored layer whose blocks wait for the returned gate, and the block of y = 3 asked for."""
     panel.params.method = "cubic"
     panel.reconstruct_params.planes = ("xz",)
     panel.reconstruct_layers()
@@ -492,6 +493,11 @@ def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
 
     xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype, meta=np.empty((0, 0, 0), xz.data.dtype))
     panel.viewer.dims.set_point(1, 30.0)
+    return xz, gate
+
+
+def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
+    xz, gate = _slow_xz_block(panel, qtbot)
     qtbot.waitUntil(lambda: "Restoring xz-restored, y 3-3" in panel.status_label.text(), timeout=TIMEOUT)
     panel.viewer.dims.set_point(1, 40.0)  # asked for while the first is computed
     assert xz.data.wanted
@@ -503,20 +509,7 @@ def test_cancel_drops_the_blocks_asked_for(panel, qtbot, sync_slicing):
 
 
 def test_a_block_of_a_deleted_layer_leaves_the_status_line_alone(panel, qtbot, sync_slicing):
-    panel.params.method = "cubic"
-    panel.reconstruct_params.planes = ("xz",)
-    panel.reconstruct_layers()
-    qtbot.waitUntil(lambda: len(panel.reconstructed_layers) == 1, timeout=TIMEOUT)
-    xz = panel.reconstructed_layers[0]
-    qtbot.waitUntil(lambda: xz.data.view == "restored" and panel.block_worker is None, timeout=TIMEOUT)
-    gate = threading.Event()
-
-    def slow(block, block_info=None):
-        gate.wait(30)
-        return block
-
-    xz.data.dask = xz.data.dask.map_blocks(slow, dtype=xz.data.dtype, meta=np.empty((0, 0, 0), xz.data.dtype))
-    panel.viewer.dims.set_point(1, 30.0)
+    xz, gate = _slow_xz_block(panel, qtbot)
     qtbot.waitUntil(lambda: "Restoring xz-restored" in panel.status_label.text(), timeout=TIMEOUT)
     # the stack and its restored layer deleted while the block is computed, another stack picked
     source = panel.current_layer()
