@@ -86,10 +86,14 @@ def resolve_factor(factor: float | None, spacing: Sequence[float] | None, axis: 
         # NOTE: the voxel size says which axis is the coarse one: that is the fix, not a --factor
         raise InputError(
             f"along axis {axis} the voxel size gives F = {f:g}, below 1; the coarse axis of this volume is axis "
-            f"{coarse} (voxel size {', '.join(f'{float(s):g}' for s in spacing)}, axes in the file's order): "
-            f"pass --axis {coarse}"
+            f"{coarse} ({spacing_text(spacing)}): pass --axis {coarse}"
         )
     return check_factor(f)
+
+
+def spacing_text(spacing: Sequence[float]) -> str:
+    """``"voxel size 40, 10, 10, axes in the file's order"``: what the messages about the coarse axis show."""
+    return f"voxel size {', '.join(f'{float(s):g}' for s in spacing)}, axes in the file's order"
 
 
 def coarse_axis(spacing: Sequence[float] | None) -> int | None:

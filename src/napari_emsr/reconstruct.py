@@ -35,6 +35,7 @@ from .geometry import (
     front_order,
     output_length,
     resolve_factor,
+    spacing_text,
     to_front,
 )
 from .geometry import output_spacing as grid_spacing
@@ -158,9 +159,9 @@ def reconstruct(
             # NOTE: a model of another axis: the factor along its axis (about 1, or below) is not what is wrong
             raise ModelError(
                 f"this model was trained for anisotropic axis {ax} (F = {model.factor:g}); this volume's coarse "
-                f"axis is axis {coarse} (voxel size {', '.join(f'{float(s):g}' for s in vol.spacing)}, axes in the "
-                f"file's order): train a model on it (emsr train, which takes --axis {coarse}), or apply this model "
-                f"to a volume cut along axis {ax} (if the file's voxel size is wrong, --factor overrides it)"
+                f"axis is axis {coarse} ({spacing_text(vol.spacing)}): train a model on it (emsr train, which takes "
+                f"--axis {coarse}), or apply this model to a volume cut along axis {ax} (if the file's voxel size is "
+                "wrong, --factor overrides it)"
             )
         given = factor if factor is not None or vol.spacing is None else resolve_factor(None, vol.spacing, ax)
         model.check_compatible(given, ax)
